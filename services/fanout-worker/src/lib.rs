@@ -1,0 +1,318 @@
+//! fanout-worker: keeps materialised home timelines up to date.
+//!
+//! It consumes `posts.v1` and `graph.v1` and writes only to the timeline cache:
+//!
+//! | event | effect |
+//! |---|---|
+//! | post created | push to the author's own timeline; if the author is ordinary, to every follower that has a timeline (active readers) |
+//! | post deleted | remove from the author's and followers' timelines (reads also drop deleted posts) |
+//! | follow / unfollow / block | *reconcile* the edge: if the follow exists now, backfill the author's recent posts; if not, remove the author's entries |
+//! | author class changed | if the author is ordinary now, backfill its recent posts to its followers (posts made while it was a celebrity were never pushed) |
+//!
+//! Graph events are applied by looking at the graph's *current* state rather than
+//! trusting the event, so redelivery, duplicates and reordering across topics all
+//! converge on the same timeline. A post pushed after its reader unfollowed the author is
+//! harmless: the read path filters by the reader's current follows.
+//!
+//! Backfills insert an author's newest `max_entries` posts, the timeline's own cap: any
+//! older post of that author could not be among the reader's newest `max_entries`
+//! entries, so the timeline stays exact above its floor.
+//!
+//! Offsets are committed only after the cache writes succeeded (at-least-once; every
+//! effect is idempotent). A transient failure is retried with backoff and holds its
+//! partition; an undecodable event is logged, counted as dead-lettered and skipped, so it
+//! never blocks a partition.
+
+mod stats;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use prost::Message;
+use starling_clients::{ClientError, GraphClient, PostClient};
+use starling_events::{Consumer, Delivery, EventLog, LogError, Topic, pb};
+use starling_ids::{PostId, UserId};
+use starling_storage::{AuthorClass, Window};
+use starling_timeline_cache::{CacheError, Entry, TimelineCache};
+use tokio_util::sync::CancellationToken;
+
+pub use stats::FanoutStats;
+
+pub const CONSUMER_GROUP: &str = "fanout-worker";
+
+#[derive(Clone, Debug, serde::Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FanoutSettings {
+    /// Consumers in this process (each owns a share of the partitions).
+    pub consumers: usize,
+    /// Followers fetched and written per cache call.
+    pub follower_page: usize,
+    /// Deliveries taken per poll.
+    pub batch: usize,
+}
+
+impl Default for FanoutSettings {
+    fn default() -> Self {
+        FanoutSettings { consumers: 2, follower_page: 2_000, batch: 256 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FanoutError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+/// Applies events to the timeline cache.
+pub struct Fanout {
+    pub graph: Arc<dyn GraphClient>,
+    pub posts: Arc<dyn PostClient>,
+    pub cache: Arc<dyn TimelineCache>,
+    /// The cache's cap per timeline; backfills insert this many posts (see crate docs).
+    pub max_entries: usize,
+    pub settings: FanoutSettings,
+    pub stats: Arc<FanoutStats>,
+}
+
+/// Whether a delivery could be applied.
+enum Applied {
+    Done,
+    /// Not decodable: it can never succeed, so it is dead-lettered.
+    Poison(String),
+}
+
+impl Fanout {
+    /// Runs `settings.consumers` consumers until `shutdown`, then drains: each consumer
+    /// keeps going until its partitions have nothing left, so a graceful stop leaves no
+    /// accepted event unapplied.
+    pub async fn run(self: Arc<Self>, log: Arc<dyn EventLog>, shutdown: CancellationToken) -> Result<(), FanoutError> {
+        let mut consumers = Vec::new();
+        for _ in 0..self.settings.consumers.max(1) {
+            consumers.push(log.subscribe(CONSUMER_GROUP, &Topic::ALL).await?);
+        }
+        let tasks = consumers.into_iter().map(|c| tokio::spawn(self.clone().consume(c, shutdown.clone())));
+        for result in join_all(tasks).await {
+            match result {
+                Ok(r) => r?,
+                Err(e) => tracing::error!(error = %e, "fan-out consumer task panicked"),
+            }
+        }
+        Ok(())
+    }
+
+    async fn consume(self: Arc<Self>, mut consumer: Box<dyn Consumer>, shutdown: CancellationToken) -> Result<(), FanoutError> {
+        loop {
+            let draining = shutdown.is_cancelled();
+            let wait = if draining { Duration::from_millis(50) } else { Duration::from_millis(200) };
+            let batch = match consumer.poll(self.settings.batch, wait).await {
+                Ok(b) => b,
+                Err(e) if draining => return Err(e.into()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "poll failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            if batch.is_empty() {
+                if draining && consumer.lag().await.unwrap_or(0) == 0 {
+                    return Ok(());
+                }
+                continue;
+            }
+            self.apply_batch(&batch).await;
+            commit_with_retry(consumer.as_mut(), &batch).await;
+        }
+    }
+
+    /// Applies a batch: partitions in parallel, each partition in order.
+    async fn apply_batch(&self, batch: &[Delivery]) {
+        let mut by_partition: BTreeMap<(Topic, u32), Vec<&Delivery>> = BTreeMap::new();
+        for d in batch {
+            by_partition.entry((d.topic, d.partition)).or_default().push(d);
+        }
+        join_all(by_partition.into_values().map(|deliveries| async move {
+            for d in deliveries {
+                self.apply_with_retry(d).await;
+            }
+        }))
+        .await;
+    }
+
+    /// Retries transient failures forever (with backoff): skipping would lose the effect,
+    /// and the partition is better held than wrong.
+    async fn apply_with_retry(&self, d: &Delivery) {
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            match self.apply(d).await {
+                Ok(Applied::Done) => {
+                    self.stats.events.inc();
+                    return;
+                }
+                Ok(Applied::Poison(why)) => {
+                    self.stats.dead_letters.inc();
+                    tracing::error!(topic = d.topic.name(), partition = d.partition, offset = d.offset, error = %why, "dead-lettering undecodable event");
+                    return;
+                }
+                Err(e) => {
+                    self.stats.retries.inc();
+                    tracing::warn!(topic = d.topic.name(), offset = d.offset, error = %e, "applying event failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    async fn apply(&self, d: &Delivery) -> Result<Applied, FanoutError> {
+        match d.topic {
+            Topic::Posts => {
+                let event = match pb::PostEvent::decode(d.payload.as_ref()) {
+                    Ok(e) => e,
+                    Err(e) => return Ok(Applied::Poison(e.to_string())),
+                };
+                match event.kind {
+                    Some(pb::post_event::Kind::Created(c)) => {
+                        self.post_created(PostId(c.post_id), UserId(c.author_id)).await?
+                    }
+                    Some(pb::post_event::Kind::Deleted(c)) => {
+                        self.post_deleted(PostId(c.post_id), UserId(c.author_id)).await?
+                    }
+                    // A kind this version does not know: newer producers may add some.
+                    None => {}
+                }
+            }
+            Topic::Graph => {
+                let event = match pb::GraphEvent::decode(d.payload.as_ref()) {
+                    Ok(e) => e,
+                    Err(e) => return Ok(Applied::Poison(e.to_string())),
+                };
+                use pb::graph_event::Kind;
+                match event.kind {
+                    Some(Kind::Followed(e)) => self.reconcile(UserId(e.follower_id), UserId(e.followee_id)).await?,
+                    Some(Kind::Unfollowed(e)) => self.reconcile(UserId(e.follower_id), UserId(e.followee_id)).await?,
+                    Some(Kind::Blocked(e)) => {
+                        self.reconcile(UserId(e.blocker_id), UserId(e.blocked_id)).await?;
+                        self.reconcile(UserId(e.blocked_id), UserId(e.blocker_id)).await?;
+                    }
+                    Some(Kind::AuthorClassChanged(e)) => self.class_changed(UserId(e.author_id)).await?,
+                    None => {}
+                }
+            }
+        }
+        Ok(Applied::Done)
+    }
+
+    /// Calls `f` with each page of `author`'s followers.
+    async fn for_each_follower_page<F, Fut>(&self, author: UserId, mut f: F) -> Result<(), FanoutError>
+    where
+        F: FnMut(Vec<UserId>) -> Fut,
+        Fut: Future<Output = Result<(), FanoutError>>,
+    {
+        let page = self.settings.follower_page.max(1);
+        let mut after = None;
+        loop {
+            let followers = self.graph.followers(author, after, page).await?;
+            let done = followers.len() < page;
+            after = followers.last().copied();
+            if !followers.is_empty() {
+                f(followers).await?;
+            }
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    pub async fn post_created(&self, post: PostId, author: UserId) -> Result<(), FanoutError> {
+        let entry = Entry { post, author };
+        let own = self.cache.insert(&[author], entry).await?;
+        self.stats.inserts.add(own as u64);
+        // Read the class now, not from the event: see the crate docs on class changes.
+        if self.graph.author_class(author).await? == AuthorClass::Celebrity {
+            self.stats.posts_merged_at_read.inc();
+            return Ok(());
+        }
+        self.stats.posts_pushed.inc();
+        self.for_each_follower_page(author, |followers| async move {
+            let n = self.cache.insert(&followers, entry).await?;
+            self.stats.inserts.add(n as u64);
+            self.stats.skipped_inactive.add((followers.len() - n) as u64);
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn post_deleted(&self, post: PostId, author: UserId) -> Result<(), FanoutError> {
+        self.cache.remove_post(&[author], post).await?;
+        self.for_each_follower_page(author, |followers| async move {
+            self.cache.remove_post(&followers, post).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Makes `reader`'s timeline agree with whether it follows `author` now.
+    pub async fn reconcile(&self, reader: UserId, author: UserId) -> Result<(), FanoutError> {
+        if !self.graph.follows(reader, author).await? {
+            self.cache.remove_author(reader, author).await?;
+            return Ok(());
+        }
+        // Celebrities are merged at read time; their posts need no backfill.
+        if self.graph.author_class(author).await? == AuthorClass::Celebrity {
+            return Ok(());
+        }
+        let entries = self.recent_entries(author).await?;
+        self.cache.insert_many(reader, &entries).await?;
+        self.stats.backfilled.add(entries.len() as u64);
+        Ok(())
+    }
+
+    pub async fn class_changed(&self, author: UserId) -> Result<(), FanoutError> {
+        if self.graph.author_class(author).await? == AuthorClass::Celebrity {
+            // Newly a celebrity: its posts already pushed stay; new ones merge at read.
+            return Ok(());
+        }
+        let entries = self.recent_entries(author).await?;
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.for_each_follower_page(author, |followers| {
+            let entries = &entries;
+            async move {
+                for follower in followers {
+                    self.cache.insert_many(follower, entries).await?;
+                }
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    async fn recent_entries(&self, author: UserId) -> Result<Vec<Entry>, FanoutError> {
+        let posts = self.posts.posts_by_author(author, Window::newest(self.max_entries)).await?;
+        Ok(posts.into_iter().map(|p| Entry { post: p.id, author }).collect())
+    }
+}
+
+async fn commit_with_retry(consumer: &mut dyn Consumer, batch: &[Delivery]) {
+    let mut backoff = Duration::from_millis(20);
+    // A commit that keeps failing only means redelivery later, which is idempotent; but
+    // we do not move on without it, or lag would be misreported during drain.
+    for _ in 0..20 {
+        match consumer.commit(batch).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "offset commit failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+    tracing::error!("giving up committing offsets; the batch will be redelivered");
+}

@@ -1,0 +1,137 @@
+//! graph-service: who is who and who follows whom.
+//!
+//! Owns users (handles, tokens), follow edges, blocks, follower counts and the author
+//! class (ordinary or celebrity). Every change commits its event to the store's outbox
+//! and is answered only after the event is in the log (see `starling-outbox`).
+//!
+//! Celebrity classification uses hysteresis: an author becomes a celebrity at
+//! `threshold` followers and stops being one below `demote_below`, so an author hovering
+//! around the line does not flip the fan-out strategy on every follow.
+
+mod handlers;
+
+use std::sync::Arc;
+
+use actix_web::web;
+use serde::Deserialize;
+use starling_api::ApiError;
+use starling_api::auth::TokenKeys;
+use starling_api::rate_limit::RateLimiter;
+use starling_events::{Record, event_id, now_ms, pb};
+use starling_ids::{IdGenerator, UserId};
+use starling_outbox::Publisher;
+use starling_storage::{AuthorClass, EdgeChange, GraphStore};
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CelebritySettings {
+    /// Followers at which an author becomes a celebrity (read-time merge).
+    pub threshold: u64,
+    /// Followers below which a celebrity becomes ordinary again (push).
+    pub demote_below: u64,
+}
+
+impl Default for CelebritySettings {
+    fn default() -> Self {
+        CelebritySettings { threshold: 10_000, demote_below: 8_000 }
+    }
+}
+
+impl CelebritySettings {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.threshold == 0 || self.demote_below > self.threshold {
+            return Err("celebrity: need 0 < demote_below <= threshold".into());
+        }
+        Ok(())
+    }
+
+    /// The class an author should have now, given the class it has.
+    pub fn classify(&self, current: AuthorClass, followers: u64) -> AuthorClass {
+        match current {
+            AuthorClass::Ordinary if followers >= self.threshold => AuthorClass::Celebrity,
+            AuthorClass::Celebrity if followers < self.demote_below => AuthorClass::Ordinary,
+            same => same,
+        }
+    }
+}
+
+/// Everything the handlers share.
+pub struct GraphService {
+    pub store: Arc<dyn GraphStore>,
+    pub publisher: Publisher,
+    pub ids: Arc<IdGenerator>,
+    pub tokens: TokenKeys,
+    pub limiter: RateLimiter,
+    pub celebrity: CelebritySettings,
+}
+
+impl GraphService {
+    /// Registers the public routes under `/api/v1`.
+    pub fn configure(self: &Arc<Self>, cfg: &mut web::ServiceConfig) {
+        cfg.app_data(web::Data::from(self.clone()));
+        handlers::routes(cfg);
+    }
+
+    /// Commits nothing itself: publishes the events a store call committed, then
+    /// re-evaluates the class of the authors whose follower count changed.
+    async fn finish(&self, change: EdgeChange, events: Vec<Record>, reclassify: &[UserId]) -> Result<EdgeChange, ApiError> {
+        if let EdgeChange::Changed { outbox } = &change {
+            self.publisher.publish(events, outbox).await.map_err(ApiError::unavailable)?;
+            for &author in reclassify {
+                // The edge is committed and its event published: a failure here must not
+                // turn the answer into an error. The next change to this author retries.
+                if let Err(e) = self.reclassify(author).await {
+                    tracing::warn!(author = %author, error = %e.message, "reclassification failed");
+                }
+            }
+        }
+        Ok(change)
+    }
+
+    /// Brings `author`'s class in line with its follower count.
+    pub async fn reclassify(&self, author: UserId) -> Result<(), ApiError> {
+        let store = &self.store;
+        let current = store.author_class(author).await.map_err(ApiError::unavailable)?;
+        let followers = store.counts(author).await.map_err(ApiError::unavailable)?.followers;
+        let wanted = self.celebrity.classify(current, followers);
+        if wanted == current {
+            return Ok(());
+        }
+        let class = match wanted {
+            AuthorClass::Ordinary => pb::AuthorClass::Ordinary,
+            AuthorClass::Celebrity => pb::AuthorClass::Celebrity,
+        };
+        let event = graph_event(pb::graph_event::Kind::AuthorClassChanged(pb::AuthorClassChanged {
+            author_id: author.get(),
+            class: class as i32,
+            follower_count: followers,
+        }));
+        let events = vec![Record::graph(author.get(), &event)];
+        let change = store.set_author_class(author, wanted, events.clone()).await.map_err(ApiError::unavailable)?;
+        if let EdgeChange::Changed { outbox } = change {
+            tracing::info!(author = %author, followers, class = ?wanted, "author class changed");
+            self.publisher.publish(events, &outbox).await.map_err(ApiError::unavailable)?;
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn graph_event(kind: pb::graph_event::Kind) -> pb::GraphEvent {
+    pb::GraphEvent { event_id: event_id(), occurred_at_ms: now_ms(), kind: Some(kind) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hysteresis_keeps_class_between_the_lines() {
+        let c = CelebritySettings { threshold: 10, demote_below: 7 };
+        assert_eq!(c.classify(AuthorClass::Ordinary, 9), AuthorClass::Ordinary);
+        assert_eq!(c.classify(AuthorClass::Ordinary, 10), AuthorClass::Celebrity);
+        assert_eq!(c.classify(AuthorClass::Celebrity, 8), AuthorClass::Celebrity);
+        assert_eq!(c.classify(AuthorClass::Celebrity, 7), AuthorClass::Celebrity);
+        assert_eq!(c.classify(AuthorClass::Celebrity, 6), AuthorClass::Ordinary);
+        assert!(CelebritySettings { threshold: 5, demote_below: 6 }.validate().is_err());
+    }
+}

@@ -1,0 +1,187 @@
+//! post-service: posts and a user's own posts.
+//!
+//! A create is answered only once the post and its `PostCreated` event are durable
+//! (store + outbox in one write, then the event log). An `Idempotency-Key` makes a
+//! retried create return the first result instead of posting twice.
+
+use std::sync::Arc;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use starling_api::auth::AuthUser;
+use starling_api::pagination::Page;
+use starling_api::rate_limit::RateLimiter;
+use starling_api::views::{PostPage, PostView};
+use starling_api::{ApiError, ErrorCode};
+use starling_clients::GraphClient;
+use starling_events::{Record, event_id, now_ms, pb};
+use starling_ids::{IdGenerator, PostId};
+use starling_outbox::Publisher;
+use starling_storage::{CreatePost, Order, PostRecord, PostStore, Window};
+
+/// Longest post, in Unicode scalar values (what a person counts as characters).
+pub const MAX_POST_CHARS: usize = 500;
+const MAX_IDEMPOTENCY_KEY: usize = 128;
+
+pub struct PostService {
+    pub store: Arc<dyn PostStore>,
+    pub graph: Arc<dyn GraphClient>,
+    pub publisher: Publisher,
+    pub ids: Arc<IdGenerator>,
+    pub limiter: RateLimiter,
+}
+
+impl PostService {
+    pub fn configure(self: &Arc<Self>, cfg: &mut web::ServiceConfig) {
+        cfg.app_data(web::Data::from(self.clone()))
+            .route("/api/v1/posts", web::post().to(create))
+            .route("/api/v1/posts/{id}", web::get().to(get))
+            .route("/api/v1/posts/{id}", web::delete().to(delete))
+            .route("/api/v1/users/{id}/posts", web::get().to(user_posts));
+    }
+}
+
+/// Post text that passed validation.
+pub struct PostText(String);
+
+impl PostText {
+    pub fn parse(s: String) -> Result<PostText, ApiError> {
+        if s.trim().is_empty() {
+            return Err(ApiError::validation("text must not be empty"));
+        }
+        let chars = s.chars().count();
+        if chars > MAX_POST_CHARS {
+            return Err(ApiError::validation(format!("text is {chars} characters; the limit is {MAX_POST_CHARS}")));
+        }
+        if s.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
+            return Err(ApiError::validation("text must not contain control characters"));
+        }
+        Ok(PostText(s))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewPost {
+    text: String,
+    #[serde(default)]
+    reply_to: Option<PostId>,
+}
+
+fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let Some(value) = req.headers().get("Idempotency-Key") else { return Ok(None) };
+    match value.to_str() {
+        Ok(k) if !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY && k.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(Some(k.to_owned()))
+        }
+        _ => Err(ApiError::parameter(format!(
+            "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters"
+        ))),
+    }
+}
+
+type Svc = web::Data<PostService>;
+
+async fn create(svc: Svc, me: AuthUser, req: HttpRequest, body: web::Json<NewPost>) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let key = idempotency_key(&req)?;
+    let text = PostText::parse(body.text)?;
+    if let Some(parent) = body.reply_to {
+        let found = svc.store.get_posts(&[parent]).await.map_err(ApiError::unavailable)?;
+        if found.first().is_none_or(Option::is_none) {
+            return Err(ApiError::validation("reply_to names no existing post"));
+        }
+    }
+    svc.limiter.check(me.id)?;
+
+    let post =
+        PostRecord { id: svc.ids.next_post(), author: me.id, author_handle: me.handle, text: text.0, reply_to: body.reply_to };
+    let event = pb::PostEvent {
+        event_id: event_id(),
+        occurred_at_ms: now_ms(),
+        kind: Some(pb::post_event::Kind::Created(pb::PostCreated {
+            post_id: post.id.get(),
+            author_id: post.author.get(),
+            reply_to: post.reply_to.map(PostId::get),
+        })),
+    };
+    let events = vec![Record::post(post.author.get(), &event)];
+    match svc.store.create_post(&post, key.as_deref(), events.clone()).await.map_err(ApiError::unavailable)? {
+        CreatePost::Created { outbox } => {
+            svc.publisher.publish(events, &outbox).await.map_err(ApiError::unavailable)?;
+            Ok(HttpResponse::Created().json(PostView::from(post)))
+        }
+        // The first attempt may have stored the post but failed to publish; its event is
+        // still in the outbox and the relay delivers it, so replaying is enough.
+        CreatePost::Replayed(Some(original)) => {
+            Ok(HttpResponse::Created().insert_header(("Idempotent-Replayed", "true")).json(PostView::from(original)))
+        }
+        CreatePost::Replayed(None) => {
+            Err(ApiError::new(ErrorCode::Conflict, "this Idempotency-Key created a post that has since been deleted"))
+        }
+    }
+}
+
+fn post_id(raw: &str) -> Result<PostId, ApiError> {
+    raw.parse().map_err(|_| ApiError::not_found("post"))
+}
+
+async fn get(svc: Svc, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = post_id(&path)?;
+    let post = svc.store.get_posts(&[id]).await.map_err(ApiError::unavailable)?.pop().flatten();
+    let post = post.ok_or_else(|| ApiError::not_found("post"))?;
+    Ok(HttpResponse::Ok().json(PostView::from(post)))
+}
+
+async fn delete(svc: Svc, me: AuthUser, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = post_id(&path)?;
+    let post = svc.store.get_posts(&[id]).await.map_err(ApiError::unavailable)?.pop().flatten();
+    let post = post.ok_or_else(|| ApiError::not_found("post"))?;
+    if post.author != me.id {
+        return Err(ApiError::new(ErrorCode::Forbidden, "only the author can delete a post"));
+    }
+    svc.limiter.check(me.id)?;
+    let event = pb::PostEvent {
+        event_id: event_id(),
+        occurred_at_ms: now_ms(),
+        kind: Some(pb::post_event::Kind::Deleted(pb::PostDeleted { post_id: id.get(), author_id: me.id.get() })),
+    };
+    let events = vec![Record::post(me.id.get(), &event)];
+    match svc.store.delete_post(id, events.clone()).await.map_err(ApiError::unavailable)? {
+        Some((_, outbox)) => {
+            svc.publisher.publish(events, &outbox).await.map_err(ApiError::unavailable)?;
+            Ok(HttpResponse::NoContent().finish())
+        }
+        // Deleted concurrently by another request of the same author.
+        None => Err(ApiError::not_found("post")),
+    }
+}
+
+async fn user_posts(svc: Svc, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let page = Page::from_request(&req)?;
+    let user: starling_ids::UserId = path.parse().map_err(|_| ApiError::not_found("user"))?;
+    if svc.graph.user(user).await.map_err(ApiError::unavailable)?.is_none() {
+        return Err(ApiError::not_found("user"));
+    }
+    let window = Window {
+        before: page.max_id,
+        after: page.since_id.or(page.min_id),
+        limit: page.limit,
+        order: if page.min_id.is_some() { Order::OldestFirst } else { Order::NewestFirst },
+    };
+    let mut posts = svc.store.posts_by_author(user, window).await.map_err(ApiError::unavailable)?;
+    if window.order == Order::OldestFirst {
+        posts.reverse();
+    }
+    let full = posts.len() == page.limit;
+    let body = PostPage {
+        next_max_id: posts.last().map(|p| p.id).filter(|_| full || page.min_id.is_some()),
+        prev_min_id: posts.first().map(|p| p.id),
+        posts: posts.into_iter().map(PostView::from).collect(),
+    };
+    let mut res = HttpResponse::Ok();
+    if let Some(link) = page.link_header(req.path(), body.prev_min_id, body.next_max_id) {
+        res.insert_header(("Link", link));
+    }
+    Ok(res.json(body))
+}

@@ -1,0 +1,227 @@
+//! Typed settings for the standalone server.
+//!
+//! Layers, later ones win: built-in defaults, then a TOML file (`--config`), then
+//! environment variables `STARLING__<SECTION>__<KEY>` (e.g. `STARLING__SERVER__BIND`),
+//! then command-line flags. Everything is validated before anything starts.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub auth: AuthSettings,
+    pub timeline: TimelineSettings,
+    pub celebrity: graph_service::CelebritySettings,
+    pub fanout: fanout_worker::FanoutSettings,
+    pub storage: StorageSettings,
+    pub rate_limit: RateLimitSettings,
+    pub admin: AdminSettings,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    pub bind: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Snowflake worker id; must differ between processes that create ids.
+    pub worker_id: u16,
+    /// HTTP worker threads; 0 = one per core.
+    pub http_workers: usize,
+    /// Longest a graceful stop waits for in-flight requests and fan-out, in seconds.
+    pub shutdown_timeout_secs: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// HS256 secret for bearer tokens. Empty: generated once and kept in the data directory.
+    pub jwt_secret: String,
+    pub token_ttl_secs: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TimelineSettings {
+    /// Entries kept per materialised timeline (Twitter kept 800).
+    pub max_entries: usize,
+    /// A reader who has not read for this long loses their materialised timeline.
+    pub active_for_secs: u64,
+    /// How often idle timelines are swept, in milliseconds.
+    pub sweep_every_ms: u64,
+    /// How long the read path reuses the celebrity set, in milliseconds.
+    pub celebrity_refresh_ms: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSettings {
+    /// fdatasync every write (survives power loss) instead of handing it to the OS
+    /// (survives a process crash).
+    pub sync: bool,
+    /// Partitions of the embedded event log: the fan-out parallelism.
+    pub log_partitions: u32,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Writes per second per user; 0 disables.
+    pub writes_per_second: f64,
+    pub burst: f64,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Bearer token for `/admin/v1/*`. Empty: the admin API is off.
+    pub token: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            server: ServerSettings::default(),
+            auth: AuthSettings { jwt_secret: String::new(), token_ttl_secs: 30 * 24 * 3600 },
+            timeline: TimelineSettings::default(),
+            celebrity: Default::default(),
+            fanout: Default::default(),
+            storage: StorageSettings { sync: false, log_partitions: 4 },
+            rate_limit: RateLimitSettings::default(),
+            admin: AdminSettings::default(),
+        }
+    }
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("starling-data"),
+            worker_id: 1,
+            http_workers: 0,
+            shutdown_timeout_secs: 30,
+        }
+    }
+}
+
+impl Default for TimelineSettings {
+    fn default() -> Self {
+        TimelineSettings {
+            max_entries: 800,
+            active_for_secs: 7 * 24 * 3600,
+            sweep_every_ms: 60_000,
+            celebrity_refresh_ms: 1_000,
+        }
+    }
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        RateLimitSettings { writes_per_second: 10.0, burst: 100.0 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid settings: {0}")]
+    Invalid(String),
+}
+
+impl Settings {
+    /// Defaults, then `file`, then `STARLING__*` variables from `env`.
+    pub fn load(file: Option<&Path>, env: impl Iterator<Item = (String, String)>) -> Result<Settings, SettingsError> {
+        let mut tree = toml::Table::new();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read { path: path.into(), source })?;
+            tree = text.parse().map_err(|e| SettingsError::Invalid(format!("{}: {e}", path.display())))?;
+        }
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("STARLING__") else { continue };
+            let keys: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+            set_path(&mut tree, &keys, parse_scalar(&value));
+        }
+        let settings: Settings =
+            toml::Value::Table(tree).try_into().map_err(|e: toml::de::Error| SettingsError::Invalid(e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let bad = |m: &str| Err(SettingsError::Invalid(m.to_owned()));
+        self.celebrity.validate().map_err(SettingsError::Invalid)?;
+        if self.timeline.max_entries == 0 {
+            return bad("timeline.max_entries must be positive");
+        }
+        if self.server.worker_id > starling_ids::MAX_WORKER {
+            return bad("server.worker_id must be at most 1023");
+        }
+        if self.storage.log_partitions == 0 || self.fanout.consumers == 0 {
+            return bad("storage.log_partitions and fanout.consumers must be positive");
+        }
+        if self.auth.token_ttl_secs == 0 {
+            return bad("auth.token_ttl_secs must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// An environment value as TOML would read it (number, bool), else a string.
+fn parse_scalar(raw: &str) -> toml::Value {
+    match format!("v = {raw}").parse::<toml::Table>() {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_owned())),
+        Err(_) => toml::Value::String(raw.to_owned()),
+    }
+}
+
+fn set_path(tree: &mut toml::Table, keys: &[String], value: toml::Value) {
+    match keys {
+        [] => {}
+        [last] => {
+            tree.insert(last.clone(), value);
+        }
+        [first, rest @ ..] => {
+            let entry = tree.entry(first.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if !entry.is_table() {
+                *entry = toml::Value::Table(toml::Table::new());
+            }
+            if let toml::Value::Table(t) = entry {
+                set_path(t, rest, value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s.toml");
+        std::fs::write(&file, "[timeline]\nmax_entries = 50\n[celebrity]\nthreshold = 9\ndemote_below = 5\n").unwrap();
+        let env = vec![
+            ("STARLING__TIMELINE__MAX_ENTRIES".to_owned(), "60".to_owned()),
+            ("STARLING__SERVER__BIND".to_owned(), "127.0.0.1:9999".to_owned()),
+            ("OTHER".to_owned(), "x".to_owned()),
+        ];
+        let s = Settings::load(Some(&file), env.into_iter()).unwrap();
+        assert_eq!(s.timeline.max_entries, 60);
+        assert_eq!(s.celebrity.threshold, 9);
+        assert_eq!(s.server.bind.port(), 9999);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        let env = |k: &str, v: &str| vec![(k.to_owned(), v.to_owned())].into_iter();
+        assert!(Settings::load(None, env("STARLING__TIMELINE__MAX_ENTRYS", "5")).is_err());
+        assert!(Settings::load(None, env("STARLING__TIMELINE__MAX_ENTRIES", "0")).is_err());
+        assert!(Settings::load(None, env("STARLING__CELEBRITY__DEMOTE_BELOW", "999999")).is_err());
+    }
+}

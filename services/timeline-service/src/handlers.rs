@@ -1,0 +1,39 @@
+//! HTTP handlers of the timeline-service.
+
+use std::sync::Arc;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use starling_api::ApiError;
+use starling_api::auth::AuthUser;
+use starling_api::pagination::Page;
+use starling_api::views::{PostPage, PostView};
+
+use crate::{Direction, Query, TimelineService};
+
+pub(crate) fn configure(svc: &Arc<TimelineService>, cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::Data::from(svc.clone())).route("/api/v1/timelines/home", web::get().to(home));
+}
+
+async fn home(svc: web::Data<TimelineService>, me: AuthUser, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let page = Page::from_request(&req)?;
+    let query = match page.min_id {
+        Some(min) => Query { upper: page.max_id, lower: Some(min), direction: Direction::Up, limit: page.limit },
+        None => Query { upper: page.max_id, lower: page.since_id, direction: Direction::Down, limit: page.limit },
+    };
+    let mut posts = svc.home(me.id, query).await.map_err(ApiError::unavailable)?;
+    if query.direction == Direction::Up {
+        posts.reverse();
+    }
+    // Going down, a short page is the end; going up, older posts exist (min_id's own).
+    let more_below = posts.len() == page.limit || query.direction == Direction::Up;
+    let body = PostPage {
+        next_max_id: posts.last().map(|p| p.id).filter(|_| more_below),
+        prev_min_id: posts.first().map(|p| p.id),
+        posts: posts.into_iter().map(PostView::from).collect(),
+    };
+    let mut res = HttpResponse::Ok();
+    if let Some(link) = page.link_header(req.path(), body.prev_min_id, body.next_max_id) {
+        res.insert_header(("Link", link));
+    }
+    Ok(res.json(body))
+}

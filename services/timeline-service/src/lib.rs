@@ -1,0 +1,337 @@
+//! timeline-service: the home timeline read path.
+//!
+//! A page is a k-way merge of *sources*, each a time-ordered list of posts:
+//!
+//! - the reader's materialised timeline in the cache (pushed posts of ordinary authors),
+//! - the recent posts of every celebrity the reader follows (merged at read time),
+//! - below the cached timeline's floor, or when there is no timeline, the posts of every
+//!   author the reader follows, pulled from storage (fan-out on read).
+//!
+//! Every source returns at most `n` items per round. A source that returned `n` items may
+//! have more beyond its last one, so the round only trusts ids up to the *bound*: the
+//! last id of the least advanced such source. Items past the bound are fetched again in
+//! the next round, which starts at the bound. This keeps pages exact with no gaps and no
+//! duplicates, however the sources interleave.
+//!
+//! Entries are filtered against the reader's current follows (a push can race an
+//! unfollow) and hydrated; deleted posts drop out at hydration.
+//!
+//! A reader without a timeline (new, or inactive long enough to be evicted) gets one
+//! rebuilt from storage on this read, and the read is served from it: a full page, never
+//! an empty one.
+
+mod handlers;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::future::try_join_all;
+use parking_lot::RwLock;
+use starling_clients::{ClientError, GraphClient, PostClient};
+use starling_ids::{PostId, UserId};
+use starling_storage::{Order, PostRecord, Window};
+use starling_timeline_cache::{CacheError, Entry, Range, TimelineCache};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Newest first, below `upper` (first page, `max_id`, `since_id`).
+    Down,
+    /// Oldest first, above `lower` (`min_id`); the handler reverses the page.
+    Up,
+}
+
+/// One page request: ids strictly between `lower` and `upper`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Query {
+    pub upper: Option<PostId>,
+    pub lower: Option<PostId>,
+    pub direction: Direction,
+    pub limit: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct ReadStats {
+    pub reads: AtomicU64,
+    /// Reads whose reader had a ready timeline in the cache.
+    pub cache_hits: AtomicU64,
+    pub rebuilds: AtomicU64,
+    /// Rounds served by pulling from storage (below the floor, or no timeline).
+    pub pulls: AtomicU64,
+}
+
+impl ReadStats {
+    pub fn render(&self) -> String {
+        let rows = [
+            ("starling_timeline_reads_total", "Home timeline pages served.", &self.reads),
+            ("starling_timeline_cache_hits_total", "Reads that found a ready timeline.", &self.cache_hits),
+            ("starling_timeline_rebuilds_total", "Timelines rebuilt from storage.", &self.rebuilds),
+            ("starling_timeline_pull_rounds_total", "Merge rounds that pulled from storage.", &self.pulls),
+        ];
+        rows.iter()
+            .map(|(name, help, v)| {
+                format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n", v.load(Ordering::Relaxed))
+            })
+            .collect()
+    }
+}
+
+pub struct TimelineService {
+    pub cache: Arc<dyn TimelineCache>,
+    pub graph: Arc<dyn GraphClient>,
+    pub posts: Arc<dyn PostClient>,
+    /// The cache's cap per timeline: how much a rebuild pulls.
+    pub max_entries: usize,
+    /// How long the celebrity set may be reused before asking the graph again.
+    pub celebrity_refresh: Duration,
+    celebrities: RwLock<Option<(Instant, Arc<HashSet<UserId>>)>>,
+    pub stats: ReadStats,
+}
+
+/// One item a source produced; `record` is known when it came from storage.
+#[derive(Clone)]
+struct Item {
+    post: PostId,
+    author: UserId,
+    record: Option<PostRecord>,
+}
+
+/// What one source returned in one round.
+struct Fetched {
+    items: Vec<Item>,
+    /// `None` if nothing more exists in the requested range beyond `items`; otherwise the
+    /// id up to which (inclusive) the source is known to be complete.
+    known_to: Option<PostId>,
+}
+
+impl Fetched {
+    /// A source that was asked for `n` items: if it returned fewer, it has no more.
+    fn of(items: Vec<Item>, n: usize) -> Fetched {
+        let known_to = if items.len() < n { None } else { items.last().map(|i| i.post) };
+        Fetched { items, known_to }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Cache plus celebrities; `floor` learnt from the cache (None: complete timeline).
+    Cached { floor: Option<PostId> },
+    /// Everything from storage: no usable timeline.
+    Pull,
+}
+
+impl TimelineService {
+    pub fn new(
+        cache: Arc<dyn TimelineCache>,
+        graph: Arc<dyn GraphClient>,
+        posts: Arc<dyn PostClient>,
+        max_entries: usize,
+        celebrity_refresh: Duration,
+    ) -> Self {
+        TimelineService {
+            cache,
+            graph,
+            posts,
+            max_entries,
+            celebrity_refresh,
+            celebrities: RwLock::new(None),
+            stats: ReadStats::default(),
+        }
+    }
+
+    pub fn configure(self: &Arc<Self>, cfg: &mut actix_web::web::ServiceConfig) {
+        handlers::configure(self, cfg);
+    }
+
+    async fn celebrity_set(&self) -> Result<Arc<HashSet<UserId>>, ReadError> {
+        if let Some((at, set)) = self.celebrities.read().as_ref() {
+            if at.elapsed() < self.celebrity_refresh {
+                return Ok(set.clone());
+            }
+        }
+        let set: Arc<HashSet<UserId>> = Arc::new(self.graph.celebrities().await?.into_iter().collect());
+        *self.celebrities.write() = Some((Instant::now(), set.clone()));
+        Ok(set)
+    }
+
+    /// The page of `reader`'s home timeline described by `query`, in the query's direction.
+    pub async fn home(&self, reader: UserId, query: Query) -> Result<Vec<PostRecord>, ReadError> {
+        self.stats.reads.fetch_add(1, Ordering::Relaxed);
+        let (following, celebrities) = futures::try_join!(self.graph.following(reader), self.celebrity_set())?;
+        let celebs: Vec<UserId> = following.iter().copied().filter(|a| celebrities.contains(a)).collect();
+        let mut authors = following;
+        authors.push(reader);
+        let allowed: HashSet<UserId> = authors.iter().copied().collect();
+
+        // Probe the cache; rebuild a missing timeline before serving from it.
+        let probe = Range { before: None, after: None, limit: 1, oldest_first: false };
+        let mode = match self.cache.read(reader, probe).await? {
+            Some(slice) => {
+                self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                Mode::Cached { floor: slice.floor }
+            }
+            None => self.rebuild(reader, &authors).await?,
+        };
+        let ctx = Ctx { reader, authors: &authors, celebs: &celebs, allowed: &allowed };
+        self.collect(&ctx, query, mode, true).await
+    }
+
+    /// Rebuilds `reader`'s timeline from storage. Returns how the read should proceed.
+    async fn rebuild(&self, reader: UserId, authors: &[UserId]) -> Result<Mode, ReadError> {
+        if !self.cache.begin_rebuild(reader).await? {
+            // Someone else is rebuilding right now: serve this read from storage.
+            return Ok(Mode::Pull);
+        }
+        self.stats.rebuilds.fetch_add(1, Ordering::Relaxed);
+        let ctx = Ctx { reader, authors, celebs: &[], allowed: &HashSet::new() };
+        let query = Query { upper: None, lower: None, direction: Direction::Down, limit: self.max_entries };
+        let pulled = self.collect(&ctx, query, Mode::Pull, false).await?;
+        let entries: Vec<Entry> = pulled.iter().map(|p| Entry { post: p.id, author: p.author }).collect();
+        let complete = entries.len() < self.max_entries;
+        self.cache.finish_rebuild(reader, &entries, complete).await?;
+        let floor = if complete { None } else { entries.last().map(|e| e.post) };
+        Ok(Mode::Cached { floor })
+    }
+
+    /// The merge loop described in the crate docs. With `filter`, entries are checked
+    /// against the reader's follows and hydrated; without, sources are trusted as is
+    /// (the rebuild pull, whose items are all the reader's authors' stored posts).
+    async fn collect(&self, ctx: &Ctx<'_>, query: Query, mut mode: Mode, filter: bool) -> Result<Vec<PostRecord>, ReadError> {
+        let down = query.direction == Direction::Down;
+        let (mut upper, mut lower) = (query.upper, query.lower);
+        let mut out: Vec<PostRecord> = Vec::with_capacity(query.limit);
+        let mut seen: HashSet<PostId> = HashSet::new();
+        loop {
+            let need = query.limit - out.len();
+            // Over-fetch a little: some entries may be filtered out or deleted.
+            let n = need + need / 4 + 4;
+            if let Mode::Cached { floor: Some(f) } = mode {
+                // Going down, once the range lies wholly below the floor only storage has it.
+                if down && upper.is_some_and(|u| u <= f) {
+                    mode = Mode::Pull;
+                }
+            }
+            let fetched = self.fetch_round(ctx, &mut mode, upper, lower, n, down).await?;
+
+            // The bound: how far every source is known to be complete.
+            let bound = fetched
+                .iter()
+                .filter_map(|f| f.known_to)
+                .reduce(|a, b| if down { a.max(b) } else { a.min(b) });
+            let mut items: Vec<Item> = fetched
+                .into_iter()
+                .flat_map(|f| f.items)
+                .filter(|i| bound.is_none_or(|b| if down { i.post >= b } else { i.post <= b }))
+                .filter(|i| !filter || ctx.allowed.contains(&i.author))
+                .collect();
+            items.sort_unstable_by(|a, b| if down { b.post.cmp(&a.post) } else { a.post.cmp(&b.post) });
+            items.dedup_by_key(|i| i.post);
+            items.retain(|i| seen.insert(i.post));
+
+            let records = if filter { self.hydrate(items).await? } else { items.into_iter().filter_map(|i| i.record).collect() };
+            out.extend(records.into_iter().take(need));
+            if out.len() >= query.limit {
+                return Ok(out);
+            }
+            match bound {
+                None => return Ok(out),
+                Some(b) if down => upper = Some(b),
+                Some(b) => lower = Some(b),
+            }
+        }
+    }
+
+    /// Fetches one round from every source of `mode`.
+    async fn fetch_round(
+        &self,
+        ctx: &Ctx<'_>,
+        mode: &mut Mode,
+        upper: Option<PostId>,
+        lower: Option<PostId>,
+        n: usize,
+        down: bool,
+    ) -> Result<Vec<Fetched>, ReadError> {
+        let order = if down { Order::NewestFirst } else { Order::OldestFirst };
+        let author = |a: UserId, cap: Option<PostId>| {
+            let before = match (upper, cap) {
+                (Some(u), Some(c)) => Some(u.min(c)),
+                (u, c) => u.or(c),
+            };
+            let window = Window { before, after: lower, limit: n, order };
+            async move {
+                let posts = self.posts.posts_by_author(a, window).await?;
+                let items = posts.into_iter().map(|p| Item { post: p.id, author: p.author, record: Some(p) }).collect();
+                Ok::<_, ReadError>(Fetched::of(items, n))
+            }
+        };
+        match *mode {
+            Mode::Pull => {
+                self.stats.pulls.fetch_add(1, Ordering::Relaxed);
+                try_join_all(ctx.authors.iter().map(|&a| author(a, None))).await
+            }
+            Mode::Cached { .. } => {
+                let range = Range { before: upper, after: lower, limit: n, oldest_first: !down };
+                let Some(slice) = self.cache.read(ctx.reader, range).await? else {
+                    // Evicted between rounds: storage has everything.
+                    *mode = Mode::Pull;
+                    return Box::pin(self.fetch_round(ctx, mode, upper, lower, n, down)).await;
+                };
+                let floor = slice.floor;
+                *mode = Mode::Cached { floor };
+                let items: Vec<Item> =
+                    slice.entries.into_iter().map(|e| Item { post: e.post, author: e.author, record: None }).collect();
+                let mut cached = Fetched::of(items, n);
+                let mut fetched = Vec::new();
+                // The cache is complete for this range only above its floor.
+                match floor.filter(|f| lower.is_none_or(|l| l < *f)) {
+                    Some(f) if down && cached.known_to.is_none() => {
+                        // Exhausted down to the floor: trusted to there; the next round
+                        // starts at the floor and switches to storage.
+                        cached.known_to = Some(f);
+                        fetched.push(cached);
+                    }
+                    Some(f) if !down => {
+                        // Going up from below the floor: storage covers (lower, floor).
+                        fetched.push(cached);
+                        self.stats.pulls.fetch_add(1, Ordering::Relaxed);
+                        fetched.extend(try_join_all(ctx.authors.iter().map(|&a| author(a, Some(f)))).await?);
+                    }
+                    _ => fetched.push(cached),
+                }
+                fetched.extend(try_join_all(ctx.celebs.iter().map(|&a| author(a, None))).await?);
+                Ok(fetched)
+            }
+        }
+    }
+
+    /// Looks up posts that came from the cache; drops deleted ones. Keeps order.
+    async fn hydrate(&self, items: Vec<Item>) -> Result<Vec<PostRecord>, ReadError> {
+        let missing: Vec<PostId> = items.iter().filter(|i| i.record.is_none()).map(|i| i.post).collect();
+        let mut found: HashMap<PostId, PostRecord> = HashMap::new();
+        if !missing.is_empty() {
+            for record in self.posts.get_posts(&missing).await?.into_iter().flatten() {
+                found.insert(record.id, record);
+            }
+        }
+        Ok(items.into_iter().filter_map(|i| i.record.or_else(|| found.remove(&i.post))).collect())
+    }
+}
+
+struct Ctx<'a> {
+    reader: UserId,
+    /// Everyone the reader follows, plus the reader.
+    authors: &'a [UserId],
+    /// The celebrities among them.
+    celebs: &'a [UserId],
+    /// `authors` as a set, for filtering cache entries.
+    allowed: &'a HashSet<UserId>,
+}

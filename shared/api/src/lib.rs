@@ -1,0 +1,53 @@
+//! What every Starling HTTP API shares.
+//!
+//! - [`ApiError`]: the one error type handlers return; it renders as
+//!   `{"error":{"code":"...","message":"..."}}` with the matching status, and every
+//!   extractor failure (bad JSON, bad path, oversized body) is routed through it.
+//! - [`auth`]: bearer tokens (JWT, HS256) and the [`auth::AuthUser`] extractor.
+//! - [`pagination`]: `max_id` / `since_id` / `min_id` / `limit` parsing and `Link` headers.
+//! - [`rate_limit`]: per-user token buckets for writes.
+
+pub mod auth;
+pub mod error;
+pub mod pagination;
+pub mod rate_limit;
+
+pub use error::{ApiError, ErrorCode};
+
+use actix_web::web;
+
+/// Largest request body any endpoint accepts. A post is at most 500 characters (2 KB of
+/// UTF-8); anything much larger is a client bug or an attack.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// Extractor configuration so malformed input yields our error shape instead of
+/// actix-web's plain-text defaults. Register on every app.
+pub fn configure_extractors(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(MAX_BODY_BYTES)
+            .error_handler(|err, _req| ApiError::from_json_error(err).into()),
+    )
+    .app_data(web::PathConfig::default().error_handler(|err, _req| {
+        ApiError::new(ErrorCode::NotFound, format!("no such resource: {err}")).into()
+    }))
+    .app_data(web::QueryConfig::default().error_handler(|err, _req| {
+        ApiError::new(ErrorCode::InvalidParameter, err.to_string()).into()
+    }))
+    .app_data(web::PayloadConfig::default().limit(MAX_BODY_BYTES));
+}
+
+/// The JSON 404 for paths no route matches.
+pub async fn not_found() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "no such endpoint")
+}
+
+/// `GET /healthz`: the process is alive.
+pub async fn healthz() -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+}
+
+pub mod views;
+
+/// The OpenAPI 3.1 document of the public API, served at `/openapi.json`.
+pub const OPENAPI_JSON: &str = include_str!("../openapi.json");

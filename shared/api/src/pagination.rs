@@ -1,0 +1,153 @@
+//! Cursor pagination as Mastodon and Twitter do it: ids are cursors.
+//!
+//! - `max_id`: only items older than this id (the next page down);
+//! - `since_id`: only items newer than this id, newest first (may leave a gap);
+//! - `min_id`: the items immediately newer than this id (the page just above), still
+//!   returned newest first;
+//! - `limit`: page size, default 20, at most 100.
+//!
+//! Parsing is strict: a malformed value is a 400, never silently ignored, so a client bug
+//! cannot turn into a wrong page.
+
+use actix_web::HttpRequest;
+use starling_ids::PostId;
+
+use crate::ApiError;
+
+pub const DEFAULT_LIMIT: usize = 20;
+pub const MAX_LIMIT: usize = 100;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Page {
+    pub max_id: Option<PostId>,
+    pub since_id: Option<PostId>,
+    pub min_id: Option<PostId>,
+    pub limit: usize,
+}
+
+impl Page {
+    pub fn from_request(req: &HttpRequest) -> Result<Page, ApiError> {
+        let mut page = Page { limit: DEFAULT_LIMIT, ..Page::default() };
+        for (name, value) in query_pairs(req.query_string())? {
+            match name.as_str() {
+                "max_id" => page.max_id = Some(parse_id(&name, &value)?),
+                "since_id" => page.since_id = Some(parse_id(&name, &value)?),
+                "min_id" => page.min_id = Some(parse_id(&name, &value)?),
+                "limit" => page.limit = parse_limit(&value)?,
+                _ => {}
+            }
+        }
+        if page.since_id.is_some() && page.min_id.is_some() {
+            return Err(ApiError::parameter("since_id and min_id cannot be combined"));
+        }
+        Ok(page)
+    }
+
+    /// The `Link` header value for the page just served, given its newest and oldest ids.
+    pub fn link_header(&self, path: &str, newest: Option<PostId>, oldest: Option<PostId>) -> Option<String> {
+        let (newest, oldest) = (newest?, oldest?);
+        Some(format!(
+            "<{path}?max_id={oldest}&limit={l}>; rel=\"next\", <{path}?min_id={newest}&limit={l}>; rel=\"prev\"",
+            l = self.limit
+        ))
+    }
+}
+
+/// An opaque-looking but simple cursor for id-ordered lists (followers, following).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListPage {
+    pub after: Option<starling_ids::UserId>,
+    pub limit: usize,
+}
+
+impl ListPage {
+    pub fn from_request(req: &HttpRequest) -> Result<ListPage, ApiError> {
+        let mut page = ListPage { after: None, limit: DEFAULT_LIMIT };
+        for (name, value) in query_pairs(req.query_string())? {
+            match name.as_str() {
+                "cursor" => {
+                    page.after = Some(value.parse().map_err(|_| ApiError::parameter("cursor is not a valid cursor"))?)
+                }
+                "limit" => page.limit = parse_limit(&value)?,
+                _ => {}
+            }
+        }
+        Ok(page)
+    }
+}
+
+fn query_pairs(query: &str) -> Result<Vec<(String, String)>, ApiError> {
+    serde_urlencoded_pairs(query).ok_or_else(|| ApiError::parameter("query string is malformed"))
+}
+
+/// Minimal `application/x-www-form-urlencoded` decoding (keeps a dependency out).
+fn serde_urlencoded_pairs(query: &str) -> Option<Vec<(String, String)>> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            Some((percent_decode(k)?, percent_decode(v)?))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn parse_id(name: &str, value: &str) -> Result<PostId, ApiError> {
+    value.parse().map_err(|_| ApiError::parameter(format!("{name} must be a post id (a decimal string)")))
+}
+
+fn parse_limit(value: &str) -> Result<usize, ApiError> {
+    match value.parse::<usize>() {
+        Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        _ => Err(ApiError::parameter(format!("limit must be an integer from 1 to {MAX_LIMIT}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    fn page(q: &str) -> Result<Page, ApiError> {
+        Page::from_request(&TestRequest::with_uri(&format!("/x?{q}")).to_http_request())
+    }
+
+    #[test]
+    fn parses_cursors_and_limits() {
+        let p = page("max_id=10&limit=5").unwrap();
+        assert_eq!((p.max_id, p.limit), (Some(PostId(10)), 5));
+        assert_eq!(page("").unwrap().limit, DEFAULT_LIMIT);
+        assert_eq!(page("min_id=3").unwrap().min_id, Some(PostId(3)));
+    }
+
+    #[test]
+    fn rejects_bogus_values() {
+        for q in ["max_id=abc", "max_id=-1", "limit=0", "limit=101", "limit=x", "since_id=1&min_id=2", "max_id=%zz"] {
+            assert!(page(q).is_err(), "{q} must be rejected");
+        }
+    }
+}

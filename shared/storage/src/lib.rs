@@ -1,0 +1,173 @@
+//! Storage seams for the two services that own durable data.
+//!
+//! - [`PostStore`]: posts, a user's posts by time, idempotency keys (post-service).
+//! - [`GraphStore`]: users, follow edges, blocks, counts, author class (graph-service).
+//!
+//! Every mutation takes the events it causes and commits them to an **outbox** atomically
+//! with the change ([`Outbox`]). The service then appends them to the event log and acks
+//! them; a relay re-publishes whatever a crash left behind. So a change is never durable
+//! without its event, which a "write to the store, then to the log" sequence cannot promise.
+//!
+//! Implementations: [`embedded::EmbeddedStore`] (fjall, one directory on local disk).
+//! Every implementation passes [`conformance`].
+
+pub mod embedded;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+
+use async_trait::async_trait;
+use starling_events::Record;
+use starling_ids::{PostId, UserId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage failed: {0}")]
+    Backend(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserRecord {
+    pub id: UserId,
+    /// Unique, compared case-insensitively (stored as given, indexed lower-cased).
+    pub handle: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PostRecord {
+    pub id: PostId,
+    pub author: UserId,
+    /// Copied from the author at creation: handles never change, and hydrating a timeline
+    /// then needs no call to the graph-service.
+    pub author_handle: String,
+    pub text: String,
+    pub reply_to: Option<PostId>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AuthorClass {
+    /// Posts are pushed to followers' timelines at write time.
+    Ordinary,
+    /// Posts are merged into followers' timelines at read time.
+    Celebrity,
+}
+
+/// An event waiting in the outbox to be appended to the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// Increasing in commit order within one store.
+    pub seq: u64,
+    pub record: Record,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    NewestFirst,
+    OldestFirst,
+}
+
+/// A window over a time-ordered list: ids strictly between `after` and `before`, at most
+/// `limit` of them, from the end given by `order`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window<T> {
+    pub before: Option<T>,
+    pub after: Option<T>,
+    pub limit: usize,
+    pub order: Order,
+}
+
+impl<T> Window<T> {
+    pub fn newest(limit: usize) -> Self {
+        Window { before: None, after: None, limit, order: Order::NewestFirst }
+    }
+
+    pub fn before(before: T, limit: usize) -> Self {
+        Window { before: Some(before), after: None, limit, order: Order::NewestFirst }
+    }
+}
+
+/// Events committed with a change, published afterwards (see the crate docs).
+#[async_trait]
+pub trait Outbox: Send + Sync + 'static {
+    /// Oldest first.
+    async fn pending(&self, limit: usize) -> StoreResult<Vec<OutboxEntry>>;
+    /// Removes entries once the log has them. Unknown sequence numbers are ignored.
+    async fn ack(&self, seqs: &[u64]) -> StoreResult<()>;
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CreatePost {
+    /// Stored now; `outbox` holds the sequence numbers of the events committed with it.
+    Created { outbox: Vec<u64> },
+    /// The author already used this idempotency key; this is the post it created (or
+    /// `None` if that post has since been deleted).
+    Replayed(Option<PostRecord>),
+}
+
+#[async_trait]
+pub trait PostStore: Outbox {
+    /// Stores `post` and its events. With an idempotency key, a second call by the same
+    /// author with the same key stores nothing and returns [`CreatePost::Replayed`].
+    async fn create_post(&self, post: &PostRecord, idempotency_key: Option<&str>, events: Vec<Record>) -> StoreResult<CreatePost>;
+
+    /// Deletes the post and commits `events` with it. Returns the deleted post, or `None`
+    /// (and commits nothing) if there was no such post.
+    async fn delete_post(&self, id: PostId, events: Vec<Record>) -> StoreResult<Option<(PostRecord, Vec<u64>)>>;
+
+    /// Same length and order as `ids`; `None` for unknown or deleted posts.
+    async fn get_posts(&self, ids: &[PostId]) -> StoreResult<Vec<Option<PostRecord>>>;
+
+    /// One author's posts within the window.
+    async fn posts_by_author(&self, author: UserId, window: Window<PostId>) -> StoreResult<Vec<PostRecord>>;
+}
+
+/// Result of a graph mutation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EdgeChange {
+    /// Done; `outbox` holds the sequence numbers of the committed events.
+    Changed { outbox: Vec<u64> },
+    /// Nothing to do (already following, not following, already blocked...). Nothing committed.
+    Unchanged,
+    /// Refused because one of the two users blocks the other. Nothing committed.
+    Blocked,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub followers: u64,
+    pub following: u64,
+}
+
+#[async_trait]
+pub trait GraphStore: Outbox {
+    /// Returns `false` (and stores nothing) if the handle is taken, ignoring case.
+    async fn create_user(&self, user: &UserRecord) -> StoreResult<bool>;
+    async fn user(&self, id: UserId) -> StoreResult<Option<UserRecord>>;
+    async fn user_by_handle(&self, handle: &str) -> StoreResult<Option<UserRecord>>;
+
+    /// `follower` starts following `followee`. [`EdgeChange::Blocked`] if either blocks the other.
+    async fn follow(&self, follower: UserId, followee: UserId, events: Vec<Record>) -> StoreResult<EdgeChange>;
+    async fn unfollow(&self, follower: UserId, followee: UserId, events: Vec<Record>) -> StoreResult<EdgeChange>;
+    /// Records the block and removes the follows in both directions, atomically.
+    async fn block(&self, blocker: UserId, blocked: UserId, events: Vec<Record>) -> StoreResult<EdgeChange>;
+    async fn unblock(&self, blocker: UserId, blocked: UserId, events: Vec<Record>) -> StoreResult<EdgeChange>;
+
+    async fn follows(&self, follower: UserId, followee: UserId) -> StoreResult<bool>;
+    /// Does `blocker` block `blocked`?
+    async fn blocks(&self, blocker: UserId, blocked: UserId) -> StoreResult<bool>;
+    /// Followers of `user`, ascending by id, strictly after `after`.
+    async fn followers(&self, user: UserId, after: Option<UserId>, limit: usize) -> StoreResult<Vec<UserId>>;
+    /// Whom `user` follows, ascending by id, strictly after `after`.
+    async fn following(&self, user: UserId, after: Option<UserId>, limit: usize) -> StoreResult<Vec<UserId>>;
+    async fn counts(&self, user: UserId) -> StoreResult<Counts>;
+
+    /// Ordinary unless set otherwise.
+    async fn author_class(&self, user: UserId) -> StoreResult<AuthorClass>;
+    /// Sets the class and commits `events` with it; [`EdgeChange::Unchanged`] if it already was.
+    async fn set_author_class(&self, user: UserId, class: AuthorClass, events: Vec<Record>) -> StoreResult<EdgeChange>;
+    /// Every celebrity (a small set by construction).
+    async fn celebrities(&self) -> StoreResult<Vec<UserId>>;
+}
