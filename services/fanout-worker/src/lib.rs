@@ -106,7 +106,11 @@ impl Fanout {
         Ok(())
     }
 
-    async fn consume(self: Arc<Self>, mut consumer: Box<dyn Consumer>, shutdown: CancellationToken) -> Result<(), FanoutError> {
+    async fn consume(
+        self: Arc<Self>,
+        mut consumer: Box<dyn Consumer>,
+        shutdown: CancellationToken,
+    ) -> Result<(), FanoutError> {
         loop {
             let draining = shutdown.is_cancelled();
             let wait = if draining { Duration::from_millis(50) } else { Duration::from_millis(200) };

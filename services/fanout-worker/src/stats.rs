@@ -43,9 +43,17 @@ impl FanoutStats {
         let rows = [
             ("starling_fanout_events_total", "Events applied.", self.events.get()),
             ("starling_fanout_timeline_inserts_total", "Timeline entries written by pushes.", self.inserts.get()),
-            ("starling_fanout_skipped_inactive_total", "Pushes skipped for readers without a timeline.", self.skipped_inactive.get()),
+            (
+                "starling_fanout_skipped_inactive_total",
+                "Pushes skipped for readers without a timeline.",
+                self.skipped_inactive.get(),
+            ),
             ("starling_fanout_posts_pushed_total", "Posts pushed to followers.", self.posts_pushed.get()),
-            ("starling_fanout_posts_merged_at_read_total", "Celebrity posts left to read-time merge.", self.posts_merged_at_read.get()),
+            (
+                "starling_fanout_posts_merged_at_read_total",
+                "Celebrity posts left to read-time merge.",
+                self.posts_merged_at_read.get(),
+            ),
             ("starling_fanout_backfilled_entries_total", "Entries inserted by backfills.", self.backfilled.get()),
             ("starling_fanout_retries_total", "Transient failures retried.", self.retries.get()),
             ("starling_fanout_dead_letters_total", "Undecodable events skipped.", self.dead_letters.get()),

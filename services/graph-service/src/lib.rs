@@ -74,7 +74,12 @@ impl GraphService {
 
     /// Commits nothing itself: publishes the events a store call committed, then
     /// re-evaluates the class of the authors whose follower count changed.
-    async fn finish(&self, change: EdgeChange, events: Vec<Record>, reclassify: &[UserId]) -> Result<EdgeChange, ApiError> {
+    async fn finish(
+        &self,
+        change: EdgeChange,
+        events: Vec<Record>,
+        reclassify: &[UserId],
+    ) -> Result<EdgeChange, ApiError> {
         if let EdgeChange::Changed { outbox } = &change {
             self.publisher.publish(events, outbox).await.map_err(ApiError::unavailable)?;
             for &author in reclassify {

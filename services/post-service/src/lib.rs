@@ -94,8 +94,13 @@ async fn create(svc: Svc, me: AuthUser, req: HttpRequest, body: web::Json<NewPos
     }
     svc.limiter.check(me.id)?;
 
-    let post =
-        PostRecord { id: svc.ids.next_post(), author: me.id, author_handle: me.handle, text: text.0, reply_to: body.reply_to };
+    let post = PostRecord {
+        id: svc.ids.next_post(),
+        author: me.id,
+        author_handle: me.handle,
+        text: text.0,
+        reply_to: body.reply_to,
+    };
     let event = pb::PostEvent {
         event_id: event_id(),
         occurred_at_ms: now_ms(),

@@ -143,7 +143,8 @@ impl Standalone {
         for publisher in [post_publisher.clone(), graph_publisher.clone()] {
             background.push(tokio::spawn(publisher.run_relay(Duration::from_secs(2), background_stop.clone())));
         }
-        background.push(tokio::spawn(sweep(cache, settings.timeline.sweep_every_ms, background_stop.clone())));
+        let sweep_every = Duration::from_millis(settings.timeline.sweep_every_ms.max(10));
+        background.push(cache.spawn_sweeper(sweep_every, background_stop.clone()));
 
         let ready = Arc::new(AtomicBool::new(false));
         let ops = web::Data::new(Ops {
@@ -235,16 +236,6 @@ fn jwt_secret(settings: &Settings) -> anyhow::Result<String> {
     let secret: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
     std::fs::write(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
     Ok(secret)
-}
-
-async fn sweep(cache: Arc<MemoryCache>, every_ms: u64, stop: CancellationToken) {
-    let every = Duration::from_millis(every_ms.max(10));
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(every) => cache.sweep(),
-        }
-    }
 }
 
 async fn readyz(ops: web::Data<Ops>) -> HttpResponse {

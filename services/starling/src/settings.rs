@@ -138,7 +138,8 @@ impl Settings {
     pub fn load(file: Option<&Path>, env: impl Iterator<Item = (String, String)>) -> Result<Settings, SettingsError> {
         let mut tree = toml::Table::new();
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read { path: path.into(), source })?;
+            let text =
+                std::fs::read_to_string(path).map_err(|source| SettingsError::Read { path: path.into(), source })?;
             tree = text.parse().map_err(|e| SettingsError::Invalid(format!("{}: {e}", path.display())))?;
         }
         for (name, value) in env {

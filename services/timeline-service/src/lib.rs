@@ -166,7 +166,10 @@ impl TimelineService {
     /// The page of `reader`'s home timeline described by `query`, in the query's direction.
     pub async fn home(&self, reader: UserId, query: Query) -> Result<Vec<PostRecord>, ReadError> {
         self.stats.reads.fetch_add(1, Ordering::Relaxed);
-        let (following, celebrities) = futures::try_join!(self.graph.following(reader), self.celebrity_set())?;
+        let (following, celebrities) = futures::try_join!(
+            async { Ok::<_, ReadError>(self.graph.following(reader).await?) },
+            self.celebrity_set()
+        )?;
         let celebs: Vec<UserId> = following.iter().copied().filter(|a| celebrities.contains(a)).collect();
         let mut authors = following;
         authors.push(reader);
@@ -194,7 +197,14 @@ impl TimelineService {
         self.stats.rebuilds.fetch_add(1, Ordering::Relaxed);
         let ctx = Ctx { reader, authors, celebs: &[], allowed: &HashSet::new() };
         let query = Query { upper: None, lower: None, direction: Direction::Down, limit: self.max_entries };
-        let pulled = self.collect(&ctx, query, Mode::Pull, false).await?;
+        let pulled = match self.collect(&ctx, query, Mode::Pull, false).await {
+            Ok(p) => p,
+            Err(e) => {
+                // Leave no half-built timeline behind: it would stay unreadable.
+                let _ = self.cache.evict(reader).await;
+                return Err(e);
+            }
+        };
         let entries: Vec<Entry> = pulled.iter().map(|p| Entry { post: p.id, author: p.author }).collect();
         let complete = entries.len() < self.max_entries;
         self.cache.finish_rebuild(reader, &entries, complete).await?;
@@ -205,7 +215,13 @@ impl TimelineService {
     /// The merge loop described in the crate docs. With `filter`, entries are checked
     /// against the reader's follows and hydrated; without, sources are trusted as is
     /// (the rebuild pull, whose items are all the reader's authors' stored posts).
-    async fn collect(&self, ctx: &Ctx<'_>, query: Query, mut mode: Mode, filter: bool) -> Result<Vec<PostRecord>, ReadError> {
+    async fn collect(
+        &self,
+        ctx: &Ctx<'_>,
+        query: Query,
+        mut mode: Mode,
+        filter: bool,
+    ) -> Result<Vec<PostRecord>, ReadError> {
         let down = query.direction == Direction::Down;
         let (mut upper, mut lower) = (query.upper, query.lower);
         let mut out: Vec<PostRecord> = Vec::with_capacity(query.limit);
@@ -223,10 +239,7 @@ impl TimelineService {
             let fetched = self.fetch_round(ctx, &mut mode, upper, lower, n, down).await?;
 
             // The bound: how far every source is known to be complete.
-            let bound = fetched
-                .iter()
-                .filter_map(|f| f.known_to)
-                .reduce(|a, b| if down { a.max(b) } else { a.min(b) });
+            let bound = fetched.iter().filter_map(|f| f.known_to).reduce(|a, b| if down { a.max(b) } else { a.min(b) });
             let mut items: Vec<Item> = fetched
                 .into_iter()
                 .flat_map(|f| f.items)
@@ -237,7 +250,8 @@ impl TimelineService {
             items.dedup_by_key(|i| i.post);
             items.retain(|i| seen.insert(i.post));
 
-            let records = if filter { self.hydrate(items).await? } else { items.into_iter().filter_map(|i| i.record).collect() };
+            let records =
+                if filter { self.hydrate(items).await? } else { items.into_iter().filter_map(|i| i.record).collect() };
             out.extend(records.into_iter().take(need));
             if out.len() >= query.limit {
                 return Ok(out);

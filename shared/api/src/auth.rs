@@ -53,7 +53,8 @@ impl TokenKeys {
 
     pub fn issue(&self, user: UserId, handle: &str) -> String {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let claims = Claims { sub: user.to_string(), handle: handle.to_owned(), iat: now, exp: now + self.ttl.as_secs() };
+        let claims =
+            Claims { sub: user.to_string(), handle: handle.to_owned(), iat: now, exp: now + self.ttl.as_secs() };
         // Encoding HS256 with a valid key cannot fail for these plain claims.
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).unwrap_or_default()
     }

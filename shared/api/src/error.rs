@@ -88,7 +88,10 @@ impl ApiError {
     /// A dependency failed. The detail is logged, not shown: it may name internals.
     pub fn unavailable(err: impl std::fmt::Display) -> Self {
         tracing::error!(error = %err, "dependency failed");
-        ApiError { retry_after: Some(1), ..Self::new(ErrorCode::Unavailable, "a dependency is unavailable, retry later") }
+        ApiError {
+            retry_after: Some(1),
+            ..Self::new(ErrorCode::Unavailable, "a dependency is unavailable, retry later")
+        }
     }
 
     pub fn from_json_error(err: JsonPayloadError) -> Self {

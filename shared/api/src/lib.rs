@@ -28,18 +28,20 @@ pub fn configure_extractors(cfg: &mut web::ServiceConfig) {
             .limit(MAX_BODY_BYTES)
             .error_handler(|err, _req| ApiError::from_json_error(err).into()),
     )
-    .app_data(web::PathConfig::default().error_handler(|err, _req| {
-        ApiError::new(ErrorCode::NotFound, format!("no such resource: {err}")).into()
-    }))
-    .app_data(web::QueryConfig::default().error_handler(|err, _req| {
-        ApiError::new(ErrorCode::InvalidParameter, err.to_string()).into()
-    }))
+    .app_data(
+        web::PathConfig::default()
+            .error_handler(|err, _req| ApiError::new(ErrorCode::NotFound, format!("no such resource: {err}")).into()),
+    )
+    .app_data(
+        web::QueryConfig::default()
+            .error_handler(|err, _req| ApiError::new(ErrorCode::InvalidParameter, err.to_string()).into()),
+    )
     .app_data(web::PayloadConfig::default().limit(MAX_BODY_BYTES));
 }
 
 /// The JSON 404 for paths no route matches.
-pub async fn not_found() -> ApiError {
-    ApiError::new(ErrorCode::NotFound, "no such endpoint")
+pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::new(ErrorCode::NotFound, "no such endpoint"))
 }
 
 /// `GET /healthz`: the process is alive.

@@ -9,9 +9,9 @@
 //! succeeded, so after a crash it sees the uncommitted tail again. Consumers must be
 //! idempotent and tolerate duplicates and unknown fields.
 
-pub mod embedded;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+pub mod embedded;
 
 use std::time::Duration;
 
@@ -134,10 +134,7 @@ pub trait Consumer: Send {
 
 /// Milliseconds since the Unix epoch, for `occurred_at_ms`.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// A fresh event id.

@@ -144,8 +144,7 @@ impl IdGenerator {
             let mut candidate = now.max(prev + 1);
             if candidate & (MAX_WORKER as u64) << SEQUENCE_BITS != 0 {
                 // Sequence carried into the worker bits: jump to the next millisecond.
-                candidate = ((candidate >> (WORKER_BITS + SEQUENCE_BITS)) + 1)
-                    << (WORKER_BITS + SEQUENCE_BITS);
+                candidate = ((candidate >> (WORKER_BITS + SEQUENCE_BITS)) + 1) << (WORKER_BITS + SEQUENCE_BITS);
             }
             match self.last.compare_exchange_weak(prev, candidate, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => return candidate | self.worker,

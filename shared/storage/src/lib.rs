@@ -11,9 +11,9 @@
 //! Implementations: [`embedded::EmbeddedStore`] (fjall, one directory on local disk).
 //! Every implementation passes [`conformance`].
 
-pub mod embedded;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+pub mod embedded;
 
 use async_trait::async_trait;
 use starling_events::Record;
@@ -111,7 +111,12 @@ pub enum CreatePost {
 pub trait PostStore: Outbox {
     /// Stores `post` and its events. With an idempotency key, a second call by the same
     /// author with the same key stores nothing and returns [`CreatePost::Replayed`].
-    async fn create_post(&self, post: &PostRecord, idempotency_key: Option<&str>, events: Vec<Record>) -> StoreResult<CreatePost>;
+    async fn create_post(
+        &self,
+        post: &PostRecord,
+        idempotency_key: Option<&str>,
+        events: Vec<Record>,
+    ) -> StoreResult<CreatePost>;
 
     /// Deletes the post and commits `events` with it. Returns the deleted post, or `None`
     /// (and commits nothing) if there was no such post.

@@ -16,9 +16,9 @@
 //! storage read land in the (not yet readable) timeline, then
 //! [`TimelineCache::finish_rebuild`] merges the pulled entries in.
 
-pub mod memory;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+pub mod memory;
 
 use async_trait::async_trait;
 use starling_ids::{PostId, UserId};
