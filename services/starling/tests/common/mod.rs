@@ -186,7 +186,7 @@ impl Api {
     }
 
     /// Waits until the fan-out has applied everything: the applied-events counter stops
-    /// moving for a while (longer than the celebrity-set refresh).
+    /// moving for a while (longer than the celebrity-set refresh the tests configure).
     pub async fn wait_quiet(&self) {
         let mut last = u64::MAX;
         let mut stable_since = Instant::now();
@@ -196,7 +196,7 @@ impl Api {
             if now != last {
                 last = now;
                 stable_since = Instant::now();
-            } else if stable_since.elapsed() > Duration::from_millis(1_500) {
+            } else if stable_since.elapsed() > Duration::from_millis(500) {
                 return;
             }
             assert!(Instant::now() < deadline, "the fan-out never went quiet");
