@@ -22,7 +22,7 @@
 
 mod handlers;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -97,12 +97,11 @@ pub struct TimelineService {
     pub stats: ReadStats,
 }
 
-/// One item a source produced; `record` is known when it came from storage.
-#[derive(Clone)]
+/// One item a source produced.
+#[derive(Clone, Copy)]
 struct Item {
     post: PostId,
     author: UserId,
-    record: Option<PostRecord>,
 }
 
 /// What one source returned in one round.
@@ -184,8 +183,8 @@ impl TimelineService {
             }
             None => self.rebuild(reader, &authors).await?,
         };
-        let ctx = Ctx { reader, authors: &authors, celebs: &celebs, allowed: &allowed };
-        self.collect(&ctx, query, mode, true).await
+        let ctx = Ctx { reader, authors: &authors, celebs: &celebs, allowed: Some(&allowed) };
+        self.collect(&ctx, query, mode).await
     }
 
     /// Rebuilds `reader`'s timeline from storage. Returns how the read should proceed.
@@ -195,9 +194,9 @@ impl TimelineService {
             return Ok(Mode::Pull);
         }
         self.stats.rebuilds.fetch_add(1, Ordering::Relaxed);
-        let ctx = Ctx { reader, authors, celebs: &[], allowed: &HashSet::new() };
+        let ctx = Ctx { reader, authors, celebs: &[], allowed: None };
         let query = Query { upper: None, lower: None, direction: Direction::Down, limit: self.max_entries };
-        let pulled = match self.collect(&ctx, query, Mode::Pull, false).await {
+        let pulled = match self.merge(&ctx, query, Mode::Pull).await {
             Ok(p) => p,
             Err(e) => {
                 // Leave no half-built timeline behind: it would stay unreadable.
@@ -205,63 +204,88 @@ impl TimelineService {
                 return Err(e);
             }
         };
-        let entries: Vec<Entry> = pulled.iter().map(|p| Entry { post: p.id, author: p.author }).collect();
+        let entries: Vec<Entry> = pulled.iter().map(|i| Entry { post: i.post, author: i.author }).collect();
         let complete = entries.len() < self.max_entries;
         self.cache.finish_rebuild(reader, &entries, complete).await?;
         let floor = if complete { None } else { entries.last().map(|e| e.post) };
         Ok(Mode::Cached { floor })
     }
 
-    /// The merge loop described in the crate docs. With `filter`, entries are checked
-    /// against the reader's follows and hydrated; without, sources are trusted as is
-    /// (the rebuild pull, whose items are all the reader's authors' stored posts).
-    async fn collect(
-        &self,
-        ctx: &Ctx<'_>,
-        query: Query,
-        mut mode: Mode,
-        filter: bool,
-    ) -> Result<Vec<PostRecord>, ReadError> {
-        let down = query.direction == Direction::Down;
-        let (mut upper, mut lower) = (query.upper, query.lower);
-        let mut out: Vec<PostRecord> = Vec::with_capacity(query.limit);
-        let mut seen: HashSet<PostId> = HashSet::new();
+    /// The page for `query`, hydrated: deleted posts drop out and the merge goes on until
+    /// the page is full or the sources are exhausted.
+    async fn collect(&self, ctx: &Ctx<'_>, query: Query, mut mode: Mode) -> Result<Vec<PostRecord>, ReadError> {
+        let mut out = Vec::with_capacity(query.limit);
+        let mut round = query;
         loop {
-            let need = query.limit - out.len();
-            // Over-fetch a little: some entries may be filtered out or deleted.
-            let n = need + need / 4 + 4;
-            if let Mode::Cached { floor: Some(f) } = mode {
-                // Going down, once the range lies wholly below the floor only storage has it.
-                if down && upper.is_some_and(|u| u <= f) {
-                    mode = Mode::Pull;
-                }
+            round.limit = query.limit - out.len();
+            let (items, next) = self.merge_round(ctx, round, &mut mode).await?;
+            // Hydrate only what the page still needs; more only if some were deleted.
+            let mut rest = &items[..];
+            while out.len() < query.limit && !rest.is_empty() {
+                let take = (query.limit - out.len()).min(rest.len());
+                out.extend(self.hydrate(&rest[..take]).await?);
+                rest = &rest[take..];
             }
-            let fetched = self.fetch_round(ctx, &mut mode, upper, lower, n, down).await?;
-
-            // The bound: how far every source is known to be complete.
-            let bound = fetched.iter().filter_map(|f| f.known_to).reduce(|a, b| if down { a.max(b) } else { a.min(b) });
-            let mut items: Vec<Item> = fetched
-                .into_iter()
-                .flat_map(|f| f.items)
-                .filter(|i| bound.is_none_or(|b| if down { i.post >= b } else { i.post <= b }))
-                .filter(|i| !filter || ctx.allowed.contains(&i.author))
-                .collect();
-            items.sort_unstable_by(|a, b| if down { b.post.cmp(&a.post) } else { a.post.cmp(&b.post) });
-            items.dedup_by_key(|i| i.post);
-            items.retain(|i| seen.insert(i.post));
-
-            let records =
-                if filter { self.hydrate(items).await? } else { items.into_iter().filter_map(|i| i.record).collect() };
-            out.extend(records.into_iter().take(need));
-            if out.len() >= query.limit {
-                return Ok(out);
-            }
-            match bound {
-                None => return Ok(out),
-                Some(b) if down => upper = Some(b),
-                Some(b) => lower = Some(b),
+            match next {
+                Some(next) if out.len() < query.limit => round = next,
+                _ => return Ok(out),
             }
         }
+    }
+
+    /// The merge without hydration (the rebuild: storage holds no deleted posts).
+    async fn merge(&self, ctx: &Ctx<'_>, query: Query, mut mode: Mode) -> Result<Vec<Item>, ReadError> {
+        let mut out: Vec<Item> = Vec::with_capacity(query.limit);
+        let mut round = query;
+        loop {
+            round.limit = query.limit - out.len();
+            let (items, next) = self.merge_round(ctx, round, &mut mode).await?;
+            out.extend(items.into_iter().take(round.limit));
+            match next {
+                Some(next) if out.len() < query.limit => round = next,
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// One round of the merge described in the crate docs: up to `query.limit` items in
+    /// the query's direction, plus the query for the next round if the sources may hold more.
+    async fn merge_round(&self, ctx: &Ctx<'_>, query: Query, mode: &mut Mode) -> Result<(Vec<Item>, Option<Query>), ReadError> {
+        let down = query.direction == Direction::Down;
+        let (upper, lower) = (query.upper, query.lower);
+        // Over-fetch a little: some entries may be filtered out or deleted.
+        let n = query.limit + query.limit / 4 + 4;
+        if let Mode::Cached { floor: Some(f) } = *mode {
+            // Going down, once the range lies wholly below the floor only storage has it.
+            if down && upper.is_some_and(|u| u <= f) {
+                *mode = Mode::Pull;
+            }
+        }
+        let fetched = self.fetch_round(ctx, mode, upper, lower, n, down).await?;
+
+        // The bound: how far every source is known to be complete.
+        let bound = fetched.iter().filter_map(|f| f.known_to).reduce(|a, b| if down { a.max(b) } else { a.min(b) });
+        let mut items: Vec<Item> = fetched
+            .into_iter()
+            .flat_map(|f| f.items)
+            .filter(|i| bound.is_none_or(|b| if down { i.post >= b } else { i.post <= b }))
+            .filter(|i| ctx.allowed.is_none_or(|allowed| allowed.contains(&i.author)))
+            .collect();
+        items.sort_unstable_by(|a, b| if down { b.post.cmp(&a.post) } else { a.post.cmp(&b.post) });
+        items.dedup_by_key(|i| i.post);
+        // Items beyond what this round needs are fetched again later; keeping the page
+        // short here keeps hydration to the page.
+        let next = match bound {
+            _ if items.len() > n => {
+                items.truncate(n);
+                let last = items.last().map(|i| i.post);
+                Some(if down { Query { upper: last, ..query } } else { Query { lower: last, ..query } })
+            }
+            None => None,
+            Some(b) if down => Some(Query { upper: Some(b), ..query }),
+            Some(b) => Some(Query { lower: Some(b), ..query }),
+        };
+        Ok((items, next))
     }
 
     /// Fetches one round from every source of `mode`.
@@ -282,8 +306,8 @@ impl TimelineService {
             };
             let window = Window { before, after: lower, limit: n, order };
             async move {
-                let posts = self.posts.posts_by_author(a, window).await?;
-                let items = posts.into_iter().map(|p| Item { post: p.id, author: p.author, record: Some(p) }).collect();
+                let ids = self.posts.post_ids_by_author(a, window).await?;
+                let items = ids.into_iter().map(|post| Item { post, author: a }).collect();
                 Ok::<_, ReadError>(Fetched::of(items, n))
             }
         };
@@ -302,7 +326,7 @@ impl TimelineService {
                 let floor = slice.floor;
                 *mode = Mode::Cached { floor };
                 let items: Vec<Item> =
-                    slice.entries.into_iter().map(|e| Item { post: e.post, author: e.author, record: None }).collect();
+                    slice.entries.into_iter().map(|e| Item { post: e.post, author: e.author }).collect();
                 let mut cached = Fetched::of(items, n);
                 let mut fetched = Vec::new();
                 // The cache is complete for this range only above its floor.
@@ -327,16 +351,13 @@ impl TimelineService {
         }
     }
 
-    /// Looks up posts that came from the cache; drops deleted ones. Keeps order.
-    async fn hydrate(&self, items: Vec<Item>) -> Result<Vec<PostRecord>, ReadError> {
-        let missing: Vec<PostId> = items.iter().filter(|i| i.record.is_none()).map(|i| i.post).collect();
-        let mut found: HashMap<PostId, PostRecord> = HashMap::new();
-        if !missing.is_empty() {
-            for record in self.posts.get_posts(&missing).await?.into_iter().flatten() {
-                found.insert(record.id, record);
-            }
+    /// Looks the items up; drops deleted ones. Keeps order.
+    async fn hydrate(&self, items: &[Item]) -> Result<Vec<PostRecord>, ReadError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(items.into_iter().filter_map(|i| i.record.or_else(|| found.remove(&i.post))).collect())
+        let ids: Vec<PostId> = items.iter().map(|i| i.post).collect();
+        Ok(self.posts.get_posts(&ids).await?.into_iter().flatten().collect())
     }
 }
 
@@ -346,6 +367,6 @@ struct Ctx<'a> {
     authors: &'a [UserId],
     /// The celebrities among them.
     celebs: &'a [UserId],
-    /// `authors` as a set, for filtering cache entries.
-    allowed: &'a HashSet<UserId>,
+    /// `authors` as a set, for filtering cache entries; `None` trusts every source.
+    allowed: Option<&'a HashSet<UserId>>,
 }

@@ -42,4 +42,6 @@ pub trait PostClient: Send + Sync + 'static {
     /// Same length and order as `ids`; `None` for unknown or deleted posts.
     async fn get_posts(&self, ids: &[PostId]) -> ClientResult<Vec<Option<PostRecord>>>;
     async fn posts_by_author(&self, author: UserId, window: Window<PostId>) -> ClientResult<Vec<PostRecord>>;
+    /// Ids only, for merging; see [`starling_storage::PostStore::post_ids_by_author`].
+    async fn post_ids_by_author(&self, author: UserId, window: Window<PostId>) -> ClientResult<Vec<PostId>>;
 }

@@ -60,4 +60,8 @@ impl PostClient for LocalPosts {
     async fn posts_by_author(&self, author: UserId, window: Window<PostId>) -> ClientResult<Vec<PostRecord>> {
         Ok(self.0.posts_by_author(author, window).await?)
     }
+
+    async fn post_ids_by_author(&self, author: UserId, window: Window<PostId>) -> ClientResult<Vec<PostId>> {
+        Ok(self.0.post_ids_by_author(author, window).await?)
+    }
 }

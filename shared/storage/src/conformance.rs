@@ -277,8 +277,12 @@ pub async fn posts_by_author_windows<S: PostStore>(store: &S) {
         limit,
         order,
     };
-    let query =
-        |w: Window<PostId>| async move { ids_of(&store.posts_by_author(author, w).await.expect("posts_by_author")) };
+    // Every window is asked twice, for records and for ids only: both must agree.
+    let query = |w: Window<PostId>| async move {
+        let ids = ids_of(&store.posts_by_author(author, w).await.expect("posts_by_author"));
+        assert_eq!(store.post_ids_by_author(author, w).await.expect("post_ids_by_author"), ids, "{w:?}");
+        ids
+    };
     let newest_first = |ns: &[usize]| ns.iter().map(|&n| id(n)).collect::<Vec<_>>();
 
     let all = store.posts_by_author(author, Window::newest(100)).await.expect("posts_by_author");

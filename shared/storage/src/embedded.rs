@@ -7,7 +7,7 @@
 //! | keyspace          | key                     | value                         |
 //! |-------------------|-------------------------|-------------------------------|
 //! | `posts`           | post                    | encoded [`PostRecord`]        |
-//! | `posts_by_author` | author ‖ post           | empty                         |
+//! | `posts_by_author` | author ‖ !post          | empty                         |
 //! | `idempotency`     | author ‖ key bytes      | post                          |
 //! | `posts_outbox`    | seq                     | encoded [`Record`]            |
 //! | `users`           | user                    | encoded [`UserRecord`]        |
@@ -18,6 +18,10 @@
 //! | `counts`          | user                    | followers ‖ following         |
 //! | `celebrities`     | user                    | empty (absent = ordinary)     |
 //! | `graph_outbox`    | seq                     | encoded [`Record`]            |
+//!
+//! `posts_by_author` stores the bitwise complement of the post id, so an author's newest
+//! posts come first in a *forward* scan: the read path asks for newest-first on every
+//! request, and reverse iteration in the LSM memtable costs a skiplist search per step.
 //!
 //! Atomicity. Each operation is one fjall write batch, so a change, its secondary indexes
 //! and its outbox events become visible (and durable) together or not at all. fjall has no
@@ -321,7 +325,7 @@ impl EmbeddedPostStore {
 
         let mut batch = self.shared.batch();
         batch.insert(&self.posts, post.id.to_be_bytes(), encode_post(post));
-        batch.insert(&self.by_author, id_pair(post.author.get(), post.id.get()), EMPTY);
+        batch.insert(&self.by_author, id_pair(post.author.get(), !post.id.get()), EMPTY);
         if let Some(key) = idempotency {
             batch.insert(&self.idempotency, key, post.id.to_be_bytes());
         }
@@ -338,7 +342,7 @@ impl EmbeddedPostStore {
         // "created, since deleted" instead of creating the post again.
         let mut batch = self.shared.batch();
         batch.remove(&self.posts, id.to_be_bytes());
-        batch.remove(&self.by_author, id_pair(post.author.get(), id.get()));
+        batch.remove(&self.by_author, id_pair(post.author.get(), !id.get()));
         let outbox = self.outbox.commit(batch, events)?;
         Ok(Some((post, outbox)))
     }
@@ -347,7 +351,8 @@ impl EmbeddedPostStore {
         self.posts.get(id.to_be_bytes())?.map(|v| decode_post(id, &v)).transpose()
     }
 
-    fn posts_by_author_sync(&self, author: UserId, window: Window<PostId>) -> StoreResult<Vec<PostRecord>> {
+    /// Ids of one author's posts in the window, read from the index only.
+    fn ids_by_author(&self, snapshot: &fjall::Snapshot, author: UserId, window: Window<PostId>) -> StoreResult<Vec<PostId>> {
         if window.limit == 0 {
             return Ok(Vec::new());
         }
@@ -356,34 +361,39 @@ impl EmbeddedPostStore {
         {
             return Ok(Vec::new());
         }
+        // Keys hold !post: "before" bounds the scan from below, "after" from above.
         let a = author.get();
-        let lower = match window.after {
-            Some(after) => Bound::Excluded(id_pair(a, after.get())),
+        let lower = match window.before {
+            Some(before) => Bound::Excluded(id_pair(a, !before.get())),
             None => Bound::Included(id_pair(a, 0)),
         };
-        let upper = match window.before {
-            Some(before) => Bound::Excluded(id_pair(a, before.get())),
+        let upper = match window.after {
+            Some(after) => Bound::Excluded(id_pair(a, !after.get())),
             None => Bound::Included(id_pair(a, u64::MAX)),
         };
+        let range = snapshot.range(&self.by_author, (lower, upper));
+        let keys: Box<dyn Iterator<Item = fjall::Guard>> = match window.order {
+            Order::NewestFirst => Box::new(range),
+            Order::OldestFirst => Box::new(range.rev()),
+        };
+        let mut ids = Vec::with_capacity(window.limit.min(256));
+        for guard in keys.take(window.limit) {
+            let key = guard.key()?;
+            ids.push(PostId(!decode_u64(key.get(8..).unwrap_or_default(), "posts_by_author key")?));
+        }
+        Ok(ids)
+    }
 
+    fn posts_by_author_sync(&self, author: UserId, window: Window<PostId>) -> StoreResult<Vec<PostRecord>> {
         // One snapshot for the index scan and the lookups: a post deleted meanwhile is
         // either in both or in neither.
         let snapshot = self.shared.db.snapshot();
-        let range = snapshot.range(&self.by_author, (lower, upper));
-        let keys: Box<dyn Iterator<Item = fjall::Guard>> = match window.order {
-            Order::NewestFirst => Box::new(range.rev()),
-            Order::OldestFirst => Box::new(range),
-        };
-        let mut posts = Vec::with_capacity(window.limit.min(256));
-        for guard in keys {
-            let key = guard.key()?;
-            let id = PostId(decode_u64(key.get(8..).unwrap_or_default(), "posts_by_author key")?);
+        let ids = self.ids_by_author(&snapshot, author, window)?;
+        let mut posts = Vec::with_capacity(ids.len());
+        for id in ids {
             match snapshot.get(&self.posts, id.to_be_bytes())? {
                 Some(value) => posts.push(decode_post(id, &value)?),
                 None => tracing::warn!(post = id.get(), "posts_by_author entry without a post"),
-            }
-            if posts.len() == window.limit {
-                break;
             }
         }
         Ok(posts)
@@ -418,6 +428,10 @@ impl PostStore for EmbeddedPostStore {
     #[tracing::instrument(level = "debug", skip_all, fields(author = author.get(), limit = window.limit))]
     async fn posts_by_author(&self, author: UserId, window: Window<PostId>) -> StoreResult<Vec<PostRecord>> {
         self.posts_by_author_sync(author, window)
+    }
+
+    async fn post_ids_by_author(&self, author: UserId, window: Window<PostId>) -> StoreResult<Vec<PostId>> {
+        self.ids_by_author(&self.shared.db.snapshot(), author, window)
     }
 }
 

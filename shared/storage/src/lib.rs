@@ -127,6 +127,10 @@ pub trait PostStore: Outbox {
 
     /// One author's posts within the window.
     async fn posts_by_author(&self, author: UserId, window: Window<PostId>) -> StoreResult<Vec<PostRecord>>;
+
+    /// The ids of the same posts as [`PostStore::posts_by_author`], without reading the
+    /// posts: merging timelines needs only ids, and only the page served is hydrated.
+    async fn post_ids_by_author(&self, author: UserId, window: Window<PostId>) -> StoreResult<Vec<PostId>>;
 }
 
 /// Result of a graph mutation.

@@ -76,6 +76,8 @@ pub async fn insert_skips_absent_owners(cache: &dyn TimelineCache, owner_base: u
     let n = cache.insert(&[ready_owner, rebuilding, absent], e(1)).await.expect("insert");
     assert_eq!(n, 2, "two timelines exist");
     assert_eq!(cache.insert(&[], e(2)).await.unwrap(), 0);
+    let again = cache.insert(&[ready_owner, rebuilding, absent], e(1)).await.unwrap();
+    assert_eq!(again, 2, "a duplicate still counts the timelines that have it");
     assert_eq!(ns(&read_all(cache, ready_owner).await), vec![1]);
     assert!(cache.read(absent, newest(10)).await.unwrap().is_none(), "no timeline was created");
 

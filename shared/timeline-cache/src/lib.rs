@@ -62,7 +62,8 @@ pub type CacheResult<T> = Result<T, CacheError>;
 pub trait TimelineCache: Send + Sync + 'static {
     /// Adds `entry` to each owner's timeline if the owner has one (ready or rebuilding);
     /// owners without one are skipped. Idempotent. Trims to `max_entries`. Returns how many
-    /// timelines received the entry (for fan-out metrics).
+    /// of the owners have a timeline, i.e. are now up to date for this entry, whether it
+    /// was added, already there, or below the floor (fan-out metrics: delivered vs skipped).
     async fn insert(&self, owners: &[UserId], entry: Entry) -> CacheResult<usize>;
 
     /// Adds many entries to one owner's timeline (backfill after a follow), same rules.

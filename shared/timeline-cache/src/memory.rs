@@ -189,11 +189,13 @@ impl MemoryCache {
         hits
     }
 
-    /// [`TimelineCache::insert`]. Counts the timelines the entry was newly added to, so
-    /// a redelivered event counts zero.
+    /// [`TimelineCache::insert`]. Counts the owners that have a timeline.
     pub fn insert_now(&self, owners: &[UserId], entry: Entry) -> usize {
         let max = self.max_entries;
-        self.for_owners(owners, |t| t.insert(entry, max))
+        self.for_owners(owners, |t| {
+            t.insert(entry, max);
+            true
+        })
     }
 
     pub fn insert_many_now(&self, owner: UserId, entries: &[Entry]) {
@@ -527,9 +529,9 @@ mod tests {
         c.finish_rebuild_now(o, &[e(20, 1), e(10, 1)], false);
         let s = c.read_now(o, newest(10)).unwrap();
         assert_eq!((s.entries, s.floor), (vec![e(20, 1), e(10, 1)], Some(PostId(10))));
-        assert_eq!(c.insert_now(&[o], e(9, 1)), 0, "below the floor");
+        assert_eq!(c.insert_now(&[o], e(9, 1)), 1, "below the floor: ignored, but the timeline exists");
         assert_eq!(c.insert_now(&[o], e(30, 1)), 1);
-        assert_eq!(c.insert_now(&[o], e(30, 1)), 0, "a duplicate counts zero");
+        assert_eq!(c.insert_now(&[o], e(30, 1)), 1, "a duplicate: nothing added, the timeline exists");
         assert_eq!(c.insert_now(&[o], e(40, 1)), 1);
         let s = c.read_now(o, newest(10)).unwrap();
         assert_eq!((s.entries, s.floor), (vec![e(40, 1), e(30, 1), e(20, 1)], Some(PostId(20))));
@@ -539,7 +541,7 @@ mod tests {
         assert!(c.begin_rebuild_now(p));
         c.finish_rebuild_now(p, &[e(10, 1), e(20, 1), e(30, 1)], true);
         assert_eq!(c.read_now(p, newest(10)).unwrap().floor, None);
-        assert_eq!(c.insert_now(&[p], e(5, 1)), 0);
+        assert_eq!(c.insert_now(&[p], e(5, 1)), 1);
         assert_eq!(c.read_now(p, newest(10)).unwrap().floor, Some(PostId(10)));
 
         // An incomplete pull that found nothing trusts only what was pushed.

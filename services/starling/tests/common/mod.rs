@@ -21,11 +21,15 @@ pub struct Server {
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
 impl Server {
-    /// Starts a server on a free loopback port. `env` are `STARLING__*` overrides.
-    pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> Server {
-        let mut env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        env.push(("STARLING__ADMIN__TOKEN".into(), ADMIN_TOKEN.into()));
-        env.push(("STARLING__RATE_LIMIT__WRITES_PER_SECOND".into(), "0".into()));
+    /// Starts a server on a free loopback port. `overrides` are `STARLING__*` variables;
+    /// they win over the harness defaults (admin token, rate limiting off), which are set
+    /// first because the child's environment keeps the last value given for a name.
+    pub fn start(data_dir: &Path, overrides: &[(&str, &str)]) -> Server {
+        let mut env: Vec<(String, String)> = vec![
+            ("STARLING__ADMIN__TOKEN".into(), ADMIN_TOKEN.into()),
+            ("STARLING__RATE_LIMIT__WRITES_PER_SECOND".into(), "0".into()),
+        ];
+        env.extend(overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let mut server = Server { child: None, base: String::new(), data_dir: data_dir.to_owned(), env };
         server.spawn();
         server
