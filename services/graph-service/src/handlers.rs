@@ -6,7 +6,7 @@ use serde_json::json;
 use starling_api::auth::AuthUser;
 use starling_api::pagination::ListPage;
 use starling_api::views::UserRef;
-use starling_api::{ApiError, ErrorCode};
+use starling_api::{ApiError, ErrorCode, JsonObject};
 use starling_events::{Record, pb};
 use starling_ids::UserId;
 use starling_storage::{AuthorClass, EdgeChange, UserRecord};
@@ -45,7 +45,7 @@ struct Register {
     handle: String,
 }
 
-async fn register(svc: Svc, body: web::Json<Register>) -> Result<HttpResponse, ApiError> {
+async fn register(svc: Svc, body: web::Json<JsonObject<Register>>) -> Result<HttpResponse, ApiError> {
     let handle = Handle::parse(&body.handle)?;
     let user = UserRecord { id: svc.ids.next_user(), handle: handle.0 };
     if !svc.store.create_user(&user).await.map_err(ApiError::unavailable)? {

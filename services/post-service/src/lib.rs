@@ -12,7 +12,7 @@ use starling_api::auth::AuthUser;
 use starling_api::pagination::Page;
 use starling_api::rate_limit::RateLimiter;
 use starling_api::views::{PostPage, PostView};
-use starling_api::{ApiError, ErrorCode};
+use starling_api::{ApiError, ErrorCode, JsonObject};
 use starling_clients::GraphClient;
 use starling_events::{Record, event_id, now_ms, pb};
 use starling_ids::{IdGenerator, PostId};
@@ -82,8 +82,13 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
 
 type Svc = web::Data<PostService>;
 
-async fn create(svc: Svc, me: AuthUser, req: HttpRequest, body: web::Json<NewPost>) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
+async fn create(
+    svc: Svc,
+    me: AuthUser,
+    req: HttpRequest,
+    body: web::Json<JsonObject<NewPost>>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner().into_inner();
     let key = idempotency_key(&req)?;
     let text = PostText::parse(body.text)?;
     if let Some(parent) = body.reply_to {

@@ -100,13 +100,32 @@ async fn main() {
         .unwrap();
     assert_eq!(check["posts"].as_array().unwrap().len(), 20, "a reader's page must be full");
 
+    println!("| what | requests | seconds | requests/s | p50 ms | p99 ms | p99.9 ms | errors |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    eprintln!("HTTP ceiling: GET /healthz for 3 s with {CONNECTIONS} connections...");
+    let healthz = Arc::new(vec![(String::new(), String::new())]);
+    load(&http, &base, "/healthz", healthz, Duration::from_secs(3), "GET /healthz (HTTP ceiling)").await;
     eprintln!("reading for {seconds} s with {CONNECTIONS} connections...");
-    let readers = Arc::new(readers);
-    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let path = "/api/v1/timelines/home?limit=20";
+    load(&http, &base, path, Arc::new(readers), Duration::from_secs(seconds), "home timeline, 20 entries").await;
+    server.stop().await.unwrap();
+}
+
+/// Closed-loop load: `CONNECTIONS` clients each send the next request as soon as the last
+/// one answered, cycling through the readers' tokens.
+async fn load(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    readers: Arc<Vec<(String, String)>>,
+    run: Duration,
+    label: &str,
+) {
+    let deadline = Instant::now() + run;
     let start = Instant::now();
     let tasks: Vec<_> = (0..CONNECTIONS)
         .map(|c| {
-            let (http, base, readers) = (http.clone(), base.clone(), readers.clone());
+            let (http, url, readers) = (http.clone(), format!("{base}{path}"), readers.clone());
             tokio::spawn(async move {
                 let mut hist = Histogram::<u64>::new(3).unwrap();
                 let mut errors = 0u64;
@@ -115,9 +134,7 @@ async fn main() {
                     let token = &readers[i % readers.len()].1;
                     i += CONNECTIONS;
                     let t = Instant::now();
-                    let res =
-                        http.get(format!("{base}/api/v1/timelines/home?limit=20")).bearer_auth(token).send().await;
-                    match res {
+                    match http.get(&url).bearer_auth(token).send().await {
                         Ok(r) if r.status().is_success() => {
                             let _ = r.bytes().await;
                             hist.record(t.elapsed().as_micros() as u64).unwrap();
@@ -137,10 +154,8 @@ async fn main() {
         errors += e;
     }
     let elapsed = start.elapsed().as_secs_f64();
-    println!("| reads | seconds | reads/s | p50 ms | p99 ms | p99.9 ms | errors |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
     println!(
-        "| {} | {:.1} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
+        "| {label} | {} | {:.1} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
         hist.len(),
         elapsed,
         hist.len() as f64 / elapsed,
@@ -149,5 +164,4 @@ async fn main() {
         hist.value_at_quantile(0.999) as f64 / 1000.0,
         errors
     );
-    server.stop().await.unwrap();
 }

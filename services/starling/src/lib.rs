@@ -31,7 +31,7 @@ use starling_outbox::Publisher;
 use starling_storage::embedded::{Durability, EmbeddedStore};
 use starling_timeline_cache::TimelineCache;
 use starling_timeline_cache::memory::{MemoryCache, MemoryCacheOptions};
-use timeline_service::TimelineService;
+use timeline_service::{ReadSettings, TimelineService};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -116,8 +116,11 @@ impl Standalone {
             dyn_cache.clone(),
             graph_client.clone(),
             post_client.clone(),
-            settings.timeline.max_entries,
-            Duration::from_millis(settings.timeline.celebrity_refresh_ms),
+            ReadSettings {
+                max_entries: settings.timeline.max_entries,
+                celebrity_refresh: Duration::from_millis(settings.timeline.celebrity_refresh_ms),
+                celebrity_posts_ttl: Duration::from_millis(settings.timeline.celebrity_posts_ttl_ms),
+            },
         ));
         let fanout_stats = Arc::new(FanoutStats::default());
         let fanout = Arc::new(Fanout {

@@ -35,7 +35,7 @@ pub struct ServerSettings {
     pub shutdown_timeout_secs: u64,
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq, Default)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
     /// HS256 secret for bearer tokens. Empty: generated once and kept in the data directory.
@@ -54,9 +54,12 @@ pub struct TimelineSettings {
     pub sweep_every_ms: u64,
     /// How long the read path reuses the celebrity set, in milliseconds.
     pub celebrity_refresh_ms: u64,
+    /// How long the read path reuses a celebrity's newest post ids, in milliseconds: a
+    /// celebrity's new post reaches readers at most this much later.
+    pub celebrity_posts_ttl_ms: u64,
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq, Default)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageSettings {
     /// fdatasync every write (survives power loss) instead of handing it to the OS
@@ -85,14 +88,28 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             server: ServerSettings::default(),
-            auth: AuthSettings { jwt_secret: String::new(), token_ttl_secs: 30 * 24 * 3600 },
+            auth: AuthSettings::default(),
             timeline: TimelineSettings::default(),
             celebrity: Default::default(),
             fanout: Default::default(),
-            storage: StorageSettings { sync: false, log_partitions: 4 },
+            storage: StorageSettings::default(),
             rate_limit: RateLimitSettings::default(),
             admin: AdminSettings::default(),
         }
+    }
+}
+
+// A section given in part (one environment variable, say) is completed from its own
+// `Default`, so these must be the real defaults, not derived zeroes.
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings { jwt_secret: String::new(), token_ttl_secs: 30 * 24 * 3600 }
+    }
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        StorageSettings { sync: false, log_partitions: 4 }
     }
 }
 
@@ -115,6 +132,7 @@ impl Default for TimelineSettings {
             active_for_secs: 7 * 24 * 3600,
             sweep_every_ms: 60_000,
             celebrity_refresh_ms: 1_000,
+            celebrity_posts_ttl_ms: 250,
         }
     }
 }
@@ -216,6 +234,17 @@ mod tests {
         assert_eq!(s.timeline.max_entries, 60);
         assert_eq!(s.celebrity.threshold, 9);
         assert_eq!(s.server.bind.port(), 9999);
+    }
+
+    #[test]
+    fn one_key_of_a_section_keeps_the_other_defaults() {
+        let env = vec![
+            ("STARLING__AUTH__JWT_SECRET".to_owned(), "s3cret".to_owned()),
+            ("STARLING__STORAGE__SYNC".to_owned(), "true".to_owned()),
+        ];
+        let s = Settings::load(None, env.into_iter()).unwrap();
+        assert_eq!(s.auth.token_ttl_secs, Settings::default().auth.token_ttl_secs);
+        assert_eq!(s.storage.log_partitions, Settings::default().storage.log_partitions);
     }
 
     #[test]

@@ -115,17 +115,30 @@ impl Rig {
         self.write(Method::DELETE, &format!("/api/v1/posts/{post}"), who, StatusCode::NO_CONTENT).await;
     }
 
+    async fn profile(&self, id: u64) -> Value {
+        let r = self.api.call(Method::GET, &format!("/api/v1/users/{id}"), None, None).await;
+        assert_eq!(r.status, StatusCode::OK, "user {id}: {}", r.body);
+        r.body
+    }
+
+    async fn assert_no_user(&self, handle: &str) {
+        let r = self.api.call(Method::GET, &format!("/api/v1/users/lookup?handle={handle}"), None, None).await;
+        assert_eq!(r.status, NOT_FOUND, "a refused registration created {handle}: {}", r.body);
+    }
+
     /// Everything a client can observe about `users`, to compare before and after.
     async fn snapshot(&self, users: &[User]) -> Vec<(String, StatusCode, Value)> {
-        let mut gets: Vec<(String, Option<&str>)> = Vec::new();
+        let mut gets: Vec<(String, String, Option<&str>)> = Vec::new();
         for u in users {
-            gets.push((format!("/api/v1/users/{}", u.id), None));
-            gets.push((format!("/api/v1/users/{}/posts?limit=100", u.id), None));
-            gets.push((format!("/api/v1/users/{}/followers?limit=100", u.id), None));
-            gets.push((format!("/api/v1/users/{}/following?limit=100", u.id), None));
-            gets.push(("/api/v1/timelines/home?limit=100".to_owned(), Some(&u.token)));
+            for tail in ["", "/posts?limit=100", "/followers?limit=100", "/following?limit=100"] {
+                let path = format!("/api/v1/users/{}{tail}", u.id);
+                gets.push((path.clone(), path, None));
+            }
+            let home = "/api/v1/timelines/home?limit=100".to_owned();
+            gets.push((format!("home timeline of {}", u.handle), home, Some(&u.token)));
         }
-        let replies = join_all(gets.iter().map(|(path, token)| self.api.call(Method::GET, path, *token, None))).await;
+        let replies =
+            join_all(gets.iter().map(|(_, path, token)| self.api.call(Method::GET, path, *token, None))).await;
         let mut post_ids: Vec<String> = replies
             .iter()
             .filter_map(|r| r.body["posts"].as_array())
@@ -134,15 +147,14 @@ impl Rig {
             .collect();
         post_ids.sort();
         post_ids.dedup();
-        let by_id = join_all(
-            post_ids.iter().map(|id| self.api.call(Method::GET, &format!("/api/v1/posts/{id}"), None, None)),
-        )
-        .await;
+        let post_paths: Vec<String> = post_ids.iter().map(|id| format!("/api/v1/posts/{id}")).collect();
+        let by_id = join_all(post_paths.iter().map(|path| self.api.call(Method::GET, path, None, None))).await;
         let mut state: Vec<(String, StatusCode, Value)> = gets
             .into_iter()
-            .zip(replies)
-            .map(|((path, token), r)| (format!("{path} as {token:?}"), r.status, r.body))
-            .chain(post_ids.into_iter().zip(by_id).map(|(id, r)| (format!("/api/v1/posts/{id}"), r.status, r.body)))
+            .map(|(label, _, _)| label)
+            .chain(post_paths)
+            .zip(replies.into_iter().chain(by_id))
+            .map(|(label, r)| (label, r.status, r.body))
             .collect();
         let events = self.api.metric("starling_fanout_events_total").await;
         state.push(("starling_fanout_events_total".into(), StatusCode::OK, json!(events)));
@@ -278,8 +290,11 @@ impl<'a> Req<'a> {
     }
 
     async fn send(self) -> Sent<'a> {
-        let mut req =
-            self.rig.http.request(self.method.clone(), format!("{}{}", self.rig.api.base, self.path)).headers(self.headers);
+        let mut req = self
+            .rig
+            .http
+            .request(self.method.clone(), format!("{}{}", self.rig.api.base, self.path))
+            .headers(self.headers);
         if let Some(body) = self.body {
             req = req.body(body);
         }
@@ -324,7 +339,8 @@ fn assert_error(what: &str, reply: &Reply, status: StatusCode, code: &str) {
     assert_eq!(reply.status, status, "{what}: wrong status; body {}", reply.body);
     let ct = reply.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     assert!(ct.starts_with(JSON), "{what}: error content type is {ct:?}");
-    let top = reply.body.as_object().unwrap_or_else(|| panic!("{what}: error body is not a JSON object: {}", reply.body));
+    let top =
+        reply.body.as_object().unwrap_or_else(|| panic!("{what}: error body is not a JSON object: {}", reply.body));
     assert_eq!(top.keys().collect::<Vec<_>>(), ["error"], "{what}: top-level keys of {}", reply.body);
     let error = top["error"].as_object().unwrap_or_else(|| panic!("{what}: \"error\" is not an object"));
     let mut keys: Vec<&str> = error.keys().map(String::as_str).collect();
@@ -352,9 +368,9 @@ fn b64url(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
         for i in 0..=chunk.len() {
-            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
         }
     }
     out
@@ -390,7 +406,8 @@ async fn post_chunked(base: &str, path: &str, token: &str, body: &[u8]) -> Reply
     let mut headers = HeaderMap::new();
     for line in lines {
         if let Some((k, v)) = line.split_once(':') {
-            headers.append(HeaderName::from_bytes(k.trim().as_bytes()).expect("name"), v.trim().parse().expect("value"));
+            headers
+                .append(HeaderName::from_bytes(k.trim().as_bytes()).expect("name"), v.trim().parse().expect("value"));
         }
     }
     let mut rest = &raw[split + 4..];
@@ -412,6 +429,65 @@ async fn post_chunked(base: &str, path: &str, token: &str, body: &[u8]) -> Reply
     Reply { status: StatusCode::from_u16(status).expect("status"), body, headers }
 }
 
+/// A gzip member holding `head`, then `run` copies of the last byte of `head`, then `tail`.
+/// Hand-made (fixed-Huffman deflate, the run as 258-byte back-references) so a 1 MB body
+/// fits well under the size limit, as a decompression bomb would, without a compression dependency.
+fn gzip(head: &[u8], run: usize, tail: &[u8]) -> Vec<u8> {
+    struct Bits {
+        out: Vec<u8>,
+        acc: u32,
+        len: u32,
+    }
+    impl Bits {
+        /// Deflate packs values least significant bit first...
+        fn put(&mut self, value: u32, len: u32) {
+            for i in 0..len {
+                self.acc |= ((value >> i) & 1) << self.len;
+                self.len += 1;
+                if self.len == 8 {
+                    self.out.push(self.acc as u8);
+                    (self.acc, self.len) = (0, 0);
+                }
+            }
+        }
+        /// ...but Huffman codes most significant bit first.
+        fn code(&mut self, code: u32, len: u32) {
+            let reversed = (0..len).fold(0, |r, i| r | (((code >> i) & 1) << (len - 1 - i)));
+            self.put(reversed, len);
+        }
+        fn literal(&mut self, byte: u8) {
+            let b = u32::from(byte);
+            if b < 144 { self.code(0x30 + b, 8) } else { self.code(0x190 + b - 144, 9) }
+        }
+    }
+    assert!(!head.is_empty() && run % 258 == 0);
+    let mut bits = Bits { out: Vec::new(), acc: 0, len: 0 };
+    bits.put(1, 1); // the final block
+    bits.put(1, 2); // fixed Huffman codes
+    head.iter().for_each(|b| bits.literal(*b));
+    for _ in 0..run / 258 {
+        bits.code(0b1100_0101, 8); // length code 285: 258 bytes
+        bits.code(0, 5); // distance code 0: 1 byte back
+    }
+    tail.iter().for_each(|b| bits.literal(*b));
+    bits.code(0, 7); // end of block
+    if bits.len > 0 {
+        let pad = 8 - bits.len;
+        bits.put(0, pad);
+    }
+    let mut plain = head.to_vec();
+    plain.extend(std::iter::repeat_n(head[head.len() - 1], run));
+    plain.extend(tail);
+    let crc = !plain.iter().fold(!0u32, |c, b| {
+        (0..8).fold(c ^ u32::from(*b), |c, _| if c & 1 == 1 { (c >> 1) ^ 0xEDB8_8320 } else { c >> 1 })
+    });
+    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+    out.extend(bits.out);
+    out.extend(crc.to_le_bytes());
+    out.extend((plain.len() as u32).to_le_bytes());
+    out
+}
+
 /// A `{"text": ...}` body of exactly `len` bytes.
 fn post_body_of_len(len: usize) -> String {
     let frame = r#"{"text":""}"#.len();
@@ -427,6 +503,7 @@ async fn malformed_post_and_register_bodies_change_nothing() {
     let first = rig.post(&author, "first post").await;
     let w = rig.watch(&[&author, &reader]).await;
     let create = || rig.req(Method::POST, "/api/v1/posts").token(&author.token);
+    let fine = json!({ "text": "hi" }).to_string();
 
     // Not JSON, or not JSON of the expected shape and types: 400 invalid_json.
     let deep = format!(r#"{{"text":{}{}}}"#, "[".repeat(4000), "]".repeat(4000));
@@ -451,6 +528,8 @@ async fn malformed_post_and_register_bodies_change_nothing() {
     let wrong_shape = [
         json!(null),
         json!([]),
+        json!(["hi"]),
+        json!(["hi", null]),
         json!("hi"),
         json!(42),
         json!({}),
@@ -478,10 +557,15 @@ async fn malformed_post_and_register_bodies_change_nothing() {
         w.refused(create().json(body).what(body), BAD_REQUEST, "invalid_json").await;
     }
     // A fine body that does not say it is JSON.
-    let fine = json!({ "text": "hi" }).to_string();
-    for ct in [None, Some("text/plain"), Some("application/x-www-form-urlencoded"), Some("application/jsonx"), Some("nonsense")]
-    {
-        w.refused(create().raw(ct, fine.clone()).what(format!("Content-Type {ct:?}")), BAD_REQUEST, "invalid_json").await;
+    for ct in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("application/jsonx"),
+        Some("nonsense"),
+    ] {
+        w.refused(create().raw(ct, fine.clone()).what(format!("Content-Type {ct:?}")), BAD_REQUEST, "invalid_json")
+            .await;
     }
 
     // Well-formed but against the rules: 422 validation_failed.
@@ -517,9 +601,17 @@ async fn malformed_post_and_register_bodies_change_nothing() {
         let what = format!("body of {len} bytes");
         w.refused(create().raw(Some(JSON), post_body_of_len(len)).what(what), TOO_LARGE, "payload_too_large").await;
     }
-    let chunked = post_chunked(&rig.server.base, "/api/v1/posts", &author.token, post_body_of_len(17 * 1024).as_bytes());
-    assert_error("chunked body of 17 KiB", &chunked.await, TOO_LARGE, "payload_too_large");
+    let body = post_body_of_len(17 * 1024);
+    let chunked = post_chunked(&rig.server.base, "/api/v1/posts", &author.token, body.as_bytes()).await;
+    assert_error("chunked body of 17 KiB", &chunked, TOO_LARGE, "payload_too_large");
     w.unchanged("chunked body of 17 KiB").await;
+    // Compressed bodies count at their inflated size: 7 KB that inflate to 1 MB are too large.
+    let bomb = gzip(br#"{"text":"hi" "#, 258 * 4000, b"}");
+    assert!(bomb.len() < MAX_BODY / 2, "the bomb itself is small");
+    let req = create().header("Content-Encoding", "gzip").raw(Some(JSON), bomb).what("gzip bomb");
+    w.refused(req, TOO_LARGE, "payload_too_large").await;
+    let req = create().header("Content-Encoding", "gzip").raw(Some(JSON), fine.clone()).what("not gzip at all");
+    w.refused(req, BAD_REQUEST, "invalid_json").await;
 
     // Idempotency-Key must be 1 to 128 printable ASCII characters: 400 invalid_parameter.
     let long_key = "k".repeat(129);
@@ -532,10 +624,6 @@ async fn malformed_post_and_register_bodies_change_nothing() {
 
     // Registration.
     let register = || rig.req(Method::POST, "/api/v1/users");
-    let no_user = |handle: &'static str| async move {
-        let r = rig.api.call(Method::GET, &format!("/api/v1/users/lookup?handle={handle}"), None, None).await;
-        assert_eq!(r.status, NOT_FOUND, "a refused registration created {handle}: {}", r.body);
-    };
     for (what, body) in [("unclosed", "{"), ("empty", ""), ("trailing", r#"{"handle":"newbie"} x"#)] {
         w.refused(register().raw(Some(JSON), body).what(what), BAD_REQUEST, "invalid_json").await;
     }
@@ -559,7 +647,7 @@ async fn malformed_post_and_register_bodies_change_nothing() {
     }
     let padded = format!(r#"{{"handle":"newbie"{}}}"#, " ".repeat(MAX_BODY));
     w.refused(register().raw(Some(JSON), padded).what("17 KiB"), TOO_LARGE, "payload_too_large").await;
-    no_user("newbie").await;
+    rig.assert_no_user("newbie").await;
     for handle in ["", " ", "has space", "a-b", "émile", "x\u{0}", &"h".repeat(31)] {
         let req = register().json(&json!({ "handle": handle })).what(format!("handle {handle:?}"));
         w.refused(req, UNPROCESSABLE, "validation_failed").await;
@@ -585,6 +673,9 @@ async fn malformed_post_and_register_bodies_change_nothing() {
     let sent = create().raw(Some("application/json; charset=utf-8"), r#"{"text":"charset"}"#).send().await;
     sent.ok(StatusCode::CREATED);
     create().json(&json!({ "text": "null parent", "reply_to": null })).send().await.ok(StatusCode::CREATED);
+    let small = gzip(br#"{"text":"zipped"#, 258, br#""}"#);
+    let sent = create().header("Content-Encoding", "gzip").raw(Some(JSON), small).send().await;
+    assert_eq!(sent.ok(StatusCode::CREATED)["text"].as_str().map(str::len), Some(6 + 258), "gzip bodies are read");
     let sent = create().json(&json!({ "text": "a reply", "reply_to": first })).send().await;
     assert_eq!(sent.ok(StatusCode::CREATED)["reply_to"], json!(first), "reply_to is echoed as a string");
     register().json(&json!({ "handle": "h".repeat(30) })).send().await.ok(StatusCode::CREATED);
@@ -649,6 +740,7 @@ async fn bad_credentials_are_401_and_change_nothing() {
         ("Bearer alone", Some("Bearer".into())),
         ("Bearer and blanks", Some("Bearer    ".into())),
         ("garbage", Some(bearer("garbage"))),
+        ("not ASCII", Some(bearer("tökén"))),
         ("three garbage parts", Some(bearer("a.b.c"))),
         ("token and more", Some(format!("Bearer {} extra", me.token))),
         ("other secret", Some(bearer(&jwt("another-secret", Algorithm::HS256, &claims(&my_id, now + 3600))))),
@@ -657,8 +749,7 @@ async fn bad_credentials_are_401_and_change_nothing() {
         ("sub zero", Some(bearer(&jwt(SECRET, Algorithm::HS256, &claims("0", now + 3600))))),
         ("sub negative", Some(bearer(&jwt(SECRET, Algorithm::HS256, &claims("-1", now + 3600))))),
         ("sub too big", Some(bearer(&jwt(SECRET, Algorithm::HS256, &claims("9223372036854775808", now + 3600))))),
-        ("no exp", Some(bearer(&jwt(SECRET, Algorithm::HS256, &json!({ "sub": my_id, "handle": "me" })))))
-        ,
+        ("no exp", Some(bearer(&jwt(SECRET, Algorithm::HS256, &json!({ "sub": my_id, "handle": "me" }))))),
         ("HS512", Some(bearer(&jwt(SECRET, Algorithm::HS512, &claims(&my_id, now + 3600))))),
         ("alg none", Some(bearer(&format!("{unsigned_header}.{unsigned_claims}.")))),
         ("claims swapped", Some(bearer(&format!("{header}.{as_them}.{signature}")))),
@@ -840,7 +931,8 @@ async fn bogus_cursors_and_limits_are_400() {
             assert!(sent.ok(StatusCode::OK)["posts"].is_array());
         }
     }
-    let user_lists = [format!("/api/v1/users/{}/followers", author.id), format!("/api/v1/users/{}/following", reader.id)];
+    let user_lists =
+        [format!("/api/v1/users/{}/followers", author.id), format!("/api/v1/users/{}/following", reader.id)];
     let bad_list_queries = [
         "cursor=xyz",
         "cursor=-1",
@@ -1013,7 +1105,8 @@ async fn writes_beyond_the_burst_are_429() {
     let sent = rig.req(Method::DELETE, format!("/api/v1/posts/{}", posts[0])).token(&hasty.token).send().await;
     sent.error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
     let listed = rig.api.call(Method::GET, &format!("/api/v1/users/{}/posts", hasty.id), None, None).await;
-    let listed: Vec<&str> = listed.body["posts"].as_array().expect("posts").iter().filter_map(|p| p["id"].as_str()).collect();
+    let listed: Vec<&str> =
+        listed.body["posts"].as_array().expect("posts").iter().filter_map(|p| p["id"].as_str()).collect();
     assert_eq!(listed.len(), 3, "the refused post does not exist, the refused delete deleted nothing");
     for id in &posts {
         assert!(listed.contains(&id.as_str()));
@@ -1027,9 +1120,8 @@ async fn writes_beyond_the_burst_are_429() {
     let sent = rig.req(Method::POST, format!("/api/v1/users/{}/follow", last.id)).token(&hasty.token).send().await;
     sent.error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
     assert!(sent.reply.headers.contains_key("Retry-After"));
-    let profile = |id: u64| rig.api.call(Method::GET, &format!("/api/v1/users/{id}"), None, None);
-    assert_eq!(profile(last.id).await.body["followers_count"], 0, "the refused follow did not happen");
-    assert_eq!(profile(hasty.id).await.body["following_count"], 3);
+    assert_eq!(rig.profile(last.id).await["followers_count"], 0, "the refused follow did not happen");
+    assert_eq!(rig.profile(hasty.id).await["following_count"], 3);
     // Buckets are per user.
     rig.follow(&others[0], last).await;
 

@@ -22,7 +22,7 @@
 
 mod handlers;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -85,15 +85,31 @@ impl ReadStats {
     }
 }
 
-pub struct TimelineService {
-    pub cache: Arc<dyn TimelineCache>,
-    pub graph: Arc<dyn GraphClient>,
-    pub posts: Arc<dyn PostClient>,
+/// Tuning of the read path.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadSettings {
     /// The cache's cap per timeline: how much a rebuild pulls.
     pub max_entries: usize,
     /// How long the celebrity set may be reused before asking the graph again.
     pub celebrity_refresh: Duration,
+    /// How long a celebrity's newest post ids may be reused. Every reader of a celebrity
+    /// merges the same list, so one lookup serves all of them; a new post shows up at
+    /// most this much later.
+    pub celebrity_posts_ttl: Duration,
+}
+
+/// How many of a celebrity's newest post ids are kept for merging; deeper pages go to
+/// storage.
+const RECENT_DEPTH: usize = 128;
+
+pub struct TimelineService {
+    pub cache: Arc<dyn TimelineCache>,
+    pub graph: Arc<dyn GraphClient>,
+    pub posts: Arc<dyn PostClient>,
+    pub settings: ReadSettings,
     celebrities: RwLock<Option<(Instant, Arc<HashSet<UserId>>)>>,
+    /// Newest post ids (newest first) per celebrity, with when they were read.
+    recent: RwLock<HashMap<UserId, (Instant, Arc<Vec<PostId>>)>>,
     pub stats: ReadStats,
 }
 
@@ -133,16 +149,15 @@ impl TimelineService {
         cache: Arc<dyn TimelineCache>,
         graph: Arc<dyn GraphClient>,
         posts: Arc<dyn PostClient>,
-        max_entries: usize,
-        celebrity_refresh: Duration,
+        settings: ReadSettings,
     ) -> Self {
         TimelineService {
             cache,
             graph,
             posts,
-            max_entries,
-            celebrity_refresh,
+            settings,
             celebrities: RwLock::new(None),
+            recent: RwLock::new(HashMap::new()),
             stats: ReadStats::default(),
         }
     }
@@ -153,11 +168,13 @@ impl TimelineService {
 
     async fn celebrity_set(&self) -> Result<Arc<HashSet<UserId>>, ReadError> {
         if let Some((at, set)) = self.celebrities.read().as_ref() {
-            if at.elapsed() < self.celebrity_refresh {
+            if at.elapsed() < self.settings.celebrity_refresh {
                 return Ok(set.clone());
             }
         }
         let set: Arc<HashSet<UserId>> = Arc::new(self.graph.celebrities().await?.into_iter().collect());
+        // Forget the recent posts of authors who are no longer celebrities.
+        self.recent.write().retain(|a, _| set.contains(a));
         *self.celebrities.write() = Some((Instant::now(), set.clone()));
         Ok(set)
     }
@@ -195,7 +212,7 @@ impl TimelineService {
         }
         self.stats.rebuilds.fetch_add(1, Ordering::Relaxed);
         let ctx = Ctx { reader, authors, celebs: &[], allowed: None };
-        let query = Query { upper: None, lower: None, direction: Direction::Down, limit: self.max_entries };
+        let query = Query { upper: None, lower: None, direction: Direction::Down, limit: self.settings.max_entries };
         let pulled = match self.merge(&ctx, query, Mode::Pull).await {
             Ok(p) => p,
             Err(e) => {
@@ -205,7 +222,7 @@ impl TimelineService {
             }
         };
         let entries: Vec<Entry> = pulled.iter().map(|i| Entry { post: i.post, author: i.author }).collect();
-        let complete = entries.len() < self.max_entries;
+        let complete = entries.len() < self.settings.max_entries;
         self.cache.finish_rebuild(reader, &entries, complete).await?;
         let floor = if complete { None } else { entries.last().map(|e| e.post) };
         Ok(Mode::Cached { floor })
@@ -250,18 +267,23 @@ impl TimelineService {
 
     /// One round of the merge described in the crate docs: up to `query.limit` items in
     /// the query's direction, plus the query for the next round if the sources may hold more.
-    async fn merge_round(&self, ctx: &Ctx<'_>, query: Query, mode: &mut Mode) -> Result<(Vec<Item>, Option<Query>), ReadError> {
+    async fn merge_round(
+        &self,
+        ctx: &Ctx<'_>,
+        query: Query,
+        mode: &mut Mode,
+    ) -> Result<(Vec<Item>, Option<Query>), ReadError> {
         let down = query.direction == Direction::Down;
         let (upper, lower) = (query.upper, query.lower);
-        // Over-fetch a little: some entries may be filtered out or deleted.
-        let n = query.limit + query.limit / 4 + 4;
+        // The cache may hold entries the filter drops; over-fetch from it a little.
+        let n = cache_fetch(query.limit);
         if let Mode::Cached { floor: Some(f) } = *mode {
             // Going down, once the range lies wholly below the floor only storage has it.
             if down && upper.is_some_and(|u| u <= f) {
                 *mode = Mode::Pull;
             }
         }
-        let fetched = self.fetch_round(ctx, mode, upper, lower, n, down).await?;
+        let fetched = self.fetch_round(ctx, mode, upper, lower, query.limit, down).await?;
 
         // The bound: how far every source is known to be complete.
         let bound = fetched.iter().filter_map(|f| f.known_to).reduce(|a, b| if down { a.max(b) } else { a.min(b) });
@@ -288,17 +310,19 @@ impl TimelineService {
         Ok((items, next))
     }
 
-    /// Fetches one round from every source of `mode`.
+    /// Fetches one round from every source of `mode`: `limit` items from each author (an
+    /// author's posts are never filtered out) and a little more from the cache.
     async fn fetch_round(
         &self,
         ctx: &Ctx<'_>,
         mode: &mut Mode,
         upper: Option<PostId>,
         lower: Option<PostId>,
-        n: usize,
+        limit: usize,
         down: bool,
     ) -> Result<Vec<Fetched>, ReadError> {
         let order = if down { Order::NewestFirst } else { Order::OldestFirst };
+        let n = limit;
         let author = |a: UserId, cap: Option<PostId>| {
             let before = match (upper, cap) {
                 (Some(u), Some(c)) => Some(u.min(c)),
@@ -317,17 +341,17 @@ impl TimelineService {
                 try_join_all(ctx.authors.iter().map(|&a| author(a, None))).await
             }
             Mode::Cached { .. } => {
-                let range = Range { before: upper, after: lower, limit: n, oldest_first: !down };
+                let range = Range { before: upper, after: lower, limit: cache_fetch(limit), oldest_first: !down };
                 let Some(slice) = self.cache.read(ctx.reader, range).await? else {
                     // Evicted between rounds: storage has everything.
                     *mode = Mode::Pull;
-                    return Box::pin(self.fetch_round(ctx, mode, upper, lower, n, down)).await;
+                    return Box::pin(self.fetch_round(ctx, mode, upper, lower, limit, down)).await;
                 };
                 let floor = slice.floor;
                 *mode = Mode::Cached { floor };
                 let items: Vec<Item> =
                     slice.entries.into_iter().map(|e| Item { post: e.post, author: e.author }).collect();
-                let mut cached = Fetched::of(items, n);
+                let mut cached = Fetched::of(items, cache_fetch(limit));
                 let mut fetched = Vec::new();
                 // The cache is complete for this range only above its floor.
                 match floor.filter(|f| lower.is_none_or(|l| l < *f)) {
@@ -345,10 +369,58 @@ impl TimelineService {
                     }
                     _ => fetched.push(cached),
                 }
-                fetched.extend(try_join_all(ctx.celebs.iter().map(|&a| author(a, None))).await?);
+                let celebs = ctx.celebs.iter().map(|&a| async move {
+                    match self.recent_window(a, upper, lower, n, down).await? {
+                        Some(f) => Ok(f),
+                        None => author(a, None).await,
+                    }
+                });
+                fetched.extend(try_join_all(celebs).await?);
                 Ok(fetched)
             }
         }
+    }
+
+    /// A celebrity's posts in the window from its recent-ids list, or `None` if the
+    /// window reaches past what the list holds (then storage answers).
+    async fn recent_window(
+        &self,
+        author: UserId,
+        upper: Option<PostId>,
+        lower: Option<PostId>,
+        n: usize,
+        down: bool,
+    ) -> Result<Option<Fetched>, ReadError> {
+        if !down {
+            return Ok(None);
+        }
+        let cached = self
+            .recent
+            .read()
+            .get(&author)
+            .filter(|(at, _)| at.elapsed() < self.settings.celebrity_posts_ttl)
+            .map(|(_, ids)| ids.clone());
+        let recent = match cached {
+            Some(ids) => ids,
+            None => {
+                let ids = Arc::new(self.posts.post_ids_by_author(author, Window::newest(RECENT_DEPTH)).await?);
+                self.recent.write().insert(author, (Instant::now(), ids.clone()));
+                ids
+            }
+        };
+        let items: Vec<Item> = recent
+            .iter()
+            .filter(|id| upper.is_none_or(|u| **id < u) && lower.is_none_or(|l| **id > l))
+            .take(n)
+            .map(|&post| Item { post, author })
+            .collect();
+        // A full list may have older posts beyond its end, inside the window.
+        let truncated = recent.len() == RECENT_DEPTH;
+        let reaches_past_end = recent.last().is_some_and(|oldest| lower.is_none_or(|l| l < *oldest));
+        if items.len() < n && truncated && reaches_past_end {
+            return Ok(None);
+        }
+        Ok(Some(Fetched::of(items, n)))
     }
 
     /// Looks the items up; drops deleted ones. Keeps order.
@@ -359,6 +431,11 @@ impl TimelineService {
         let ids: Vec<PostId> = items.iter().map(|i| i.post).collect();
         Ok(self.posts.get_posts(&ids).await?.into_iter().flatten().collect())
     }
+}
+
+/// How many entries to ask the cache for when `limit` are needed: some may be filtered.
+fn cache_fetch(limit: usize) -> usize {
+    limit + limit / 4 + 4
 }
 
 struct Ctx<'a> {

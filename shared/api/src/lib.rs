@@ -3,6 +3,7 @@
 //! - [`ApiError`]: the one error type handlers return; it renders as
 //!   `{"error":{"code":"...","message":"..."}}` with the matching status, and every
 //!   extractor failure (bad JSON, bad path, oversized body) is routed through it.
+//! - [`JsonObject`]: a request body that must be a JSON object.
 //! - [`auth`]: bearer tokens (JWT, HS256) and the [`auth::AuthUser`] extractor.
 //! - [`pagination`]: `max_id` / `since_id` / `min_id` / `limit` parsing and `Link` headers.
 //! - [`rate_limit`]: per-user token buckets for writes.
@@ -14,7 +15,10 @@ pub mod rate_limit;
 
 pub use error::{ApiError, ErrorCode};
 
+use std::marker::PhantomData;
+
 use actix_web::web;
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor, value::MapAccessDeserializer};
 
 /// Largest request body any endpoint accepts. A post is at most 500 characters (2 KB of
 /// UTF-8); anything much larger is a client bug or an attack.
@@ -37,6 +41,49 @@ pub fn configure_extractors(cfg: &mut web::ServiceConfig) {
             .error_handler(|err, _req| ApiError::new(ErrorCode::InvalidParameter, err.to_string()).into()),
     )
     .app_data(web::PayloadConfig::default().limit(MAX_BODY_BYTES));
+}
+
+/// A request body that must be a JSON object, then deserialized as `T`.
+///
+/// serde's derived structs also accept an array of their fields in order, so without this
+/// `["hi"]` would be a post and `["ada"]` a registration. The OpenAPI document allows only
+/// objects, and a client sending arrays is confused: refuse it (400 `invalid_json`) rather
+/// than guess. `T` still refuses unknown and duplicate fields itself.
+#[derive(Debug)]
+pub struct JsonObject<T>(pub T);
+
+impl<T> JsonObject<T> {
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> std::ops::Deref for JsonObject<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for JsonObject<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ObjectOnly<T>(PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectOnly<T> {
+            type Value = T;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map))
+            }
+        }
+
+        d.deserialize_map(ObjectOnly(PhantomData)).map(JsonObject)
+    }
 }
 
 /// The JSON 404 for paths no route matches.

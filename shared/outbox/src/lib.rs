@@ -169,7 +169,9 @@ mod tests {
         let posts = store.posts();
         posts.create_post(&post(1), None, vec![record(1)]).await.unwrap();
         let cancel = CancellationToken::new();
-        let relay = tokio::spawn(Publisher::new(posts.clone(), log.clone()).run_relay(Duration::from_millis(150), cancel.clone()));
+        let relay = tokio::spawn(
+            Publisher::new(posts.clone(), log.clone()).run_relay(Duration::from_millis(150), cancel.clone()),
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(log_payloads(&log).await.is_empty(), "one sweep must not publish a fresh entry");
         // The second sweep publishes it (polling: a loaded machine may delay the sweeps).

@@ -352,7 +352,12 @@ impl EmbeddedPostStore {
     }
 
     /// Ids of one author's posts in the window, read from the index only.
-    fn ids_by_author(&self, snapshot: &fjall::Snapshot, author: UserId, window: Window<PostId>) -> StoreResult<Vec<PostId>> {
+    fn ids_by_author(
+        &self,
+        snapshot: &fjall::Snapshot,
+        author: UserId,
+        window: Window<PostId>,
+    ) -> StoreResult<Vec<PostId>> {
         if window.limit == 0 {
             return Ok(Vec::new());
         }
