@@ -166,9 +166,11 @@ impl Standalone {
                 .app_data(tokens.clone())
                 .app_data(ops.clone())
                 .configure(starling_api::configure_extractors)
+                // The home timeline is the hottest route: matched first, before the
+                // routes with path parameters that the router has to try one by one.
+                .configure(|cfg| timeline.configure(cfg))
                 .configure(|cfg| graph.configure(cfg))
                 .configure(|cfg| posts.configure(cfg))
-                .configure(|cfg| timeline.configure(cfg))
                 .route("/healthz", web::get().to(starling_api::healthz))
                 .route("/readyz", web::get().to(readyz))
                 .route("/metrics", web::get().to(metrics))
