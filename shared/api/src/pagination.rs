@@ -43,13 +43,18 @@ impl Page {
         Ok(page)
     }
 
-    /// The `Link` header value for the page just served, given its newest and oldest ids.
-    pub fn link_header(&self, path: &str, newest: Option<PostId>, oldest: Option<PostId>) -> Option<String> {
-        let (newest, oldest) = (newest?, oldest?);
-        Some(format!(
-            "<{path}?max_id={oldest}&limit={l}>; rel=\"next\", <{path}?min_id={newest}&limit={l}>; rel=\"prev\"",
-            l = self.limit
-        ))
+    /// The `Link` header for the page just served: `next` (older) when there is an older
+    /// page, `prev` (newer) when the page has posts to anchor it.
+    pub fn link_header(&self, path: &str, newest: Option<PostId>, next_max_id: Option<PostId>) -> Option<String> {
+        let l = self.limit;
+        let links: Vec<String> = [
+            next_max_id.map(|id| format!("<{path}?max_id={id}&limit={l}>; rel=\"next\"")),
+            newest.map(|id| format!("<{path}?min_id={id}&limit={l}>; rel=\"prev\"")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        (!links.is_empty()).then(|| links.join(", "))
     }
 }
 
@@ -142,6 +147,15 @@ mod tests {
         assert_eq!((p.max_id, p.limit), (Some(PostId(10)), 5));
         assert_eq!(page("").unwrap().limit, DEFAULT_LIMIT);
         assert_eq!(page("min_id=3").unwrap().min_id, Some(PostId(3)));
+    }
+
+    #[test]
+    fn link_header_has_the_links_that_exist() {
+        let p = page("limit=5").unwrap();
+        let both = p.link_header("/t", Some(PostId(9)), Some(PostId(3))).unwrap();
+        assert_eq!(both, "</t?max_id=3&limit=5>; rel=\"next\", </t?min_id=9&limit=5>; rel=\"prev\"");
+        assert_eq!(p.link_header("/t", Some(PostId(9)), None).unwrap(), "</t?min_id=9&limit=5>; rel=\"prev\"");
+        assert_eq!(p.link_header("/t", None, None), None);
     }
 
     #[test]
