@@ -1,12 +1,33 @@
 #!/usr/bin/env bash
-# Runs every Starling test: formatting, unit and conformance tests, and the end-to-end
-# oracle tests against the real standalone binary.
+# Runs every Starling test: formatting, unit and conformance tests (embedded backends,
+# and real Redis and a real Kafka-protocol broker started here), and the end-to-end
+# oracle tests against the real binaries, standalone and as separate processes.
+#
+# Installs what a fresh machine lacks (build packages for librdkafka, redis-server, the
+# noida-db broker in a cached venv), starts Redis and the broker on free loopback ports
+# for the duration of the run and stops them afterwards.
 #
 # Usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root=$(pwd)
 
 step() { printf '\n==> %s\n' "$*"; }
+
+need_packages=()
+command -v pkg-config >/dev/null || need_packages+=(pkg-config)
+[ -f /usr/include/zlib.h ] || need_packages+=(zlib1g-dev)
+command -v redis-server >/dev/null || need_packages+=(redis-server)
+if [ ${#need_packages[@]} -gt 0 ]; then
+    step "installing ${need_packages[*]}"
+    if [ "$(id -u)" = 0 ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need_packages[@]}" >/dev/null \
+            || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need_packages[@]}" >/dev/null; }
+    else
+        echo "missing ${need_packages[*]}; install them (apt-get install ${need_packages[*]})" >&2
+        exit 1
+    fi
+fi
 
 step "formatting"
 cargo fmt --all -- --check
@@ -14,8 +35,27 @@ cargo fmt --all -- --check
 step "build (tests and binaries)"
 cargo build --workspace --tests --locked
 
+step "starting Redis and a Kafka-protocol broker on free loopback ports"
+source scripts/lib/redis.sh
+source scripts/lib/kafka.sh
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+run_dir=$(mktemp -d "${TMPDIR:-/tmp}/starling-test.XXXXXX")
+cleanup() {
+    kafka_stop "$run_dir/kafka" >/dev/null 2>&1 || true
+    redis_stop "$run_dir/redis" >/dev/null 2>&1 || true
+    rm -rf "$run_dir"
+}
+trap cleanup EXIT
+redis_port=$(free_port)
+kafka_port=$(free_port)
+redis_start "$redis_port" "$run_dir/redis"
+kafka_start "$kafka_port" "$run_dir/kafka"
+export REDIS_URL="redis://127.0.0.1:$redis_port"
+export KAFKA_BROKERS="127.0.0.1:$kafka_port"
+echo "Redis at $REDIS_URL, broker at $KAFKA_BROKERS"
+
 step "tests"
-# The oracle tests start real servers; two at a time keeps them inside 2 cores.
+# End-to-end tests start real servers; two at a time keeps them inside 2 cores.
 cargo test --workspace --locked "$@" -- --test-threads 2
 
 step "all tests passed"

@@ -96,7 +96,9 @@ impl Fanout {
         for _ in 0..self.settings.consumers.max(1) {
             consumers.push(log.subscribe(CONSUMER_GROUP, &Topic::ALL).await?);
         }
-        let tasks = consumers.into_iter().map(|c| tokio::spawn(self.clone().consume(c, shutdown.clone())));
+        *self.stats.lag.lock() = vec![0; consumers.len()];
+        let tasks =
+            consumers.into_iter().enumerate().map(|(i, c)| tokio::spawn(self.clone().consume(i, c, shutdown.clone())));
         for result in join_all(tasks).await {
             match result {
                 Ok(r) => r?,
@@ -108,10 +110,17 @@ impl Fanout {
 
     async fn consume(
         self: Arc<Self>,
+        index: usize,
         mut consumer: Box<dyn Consumer>,
         shutdown: CancellationToken,
     ) -> Result<(), FanoutError> {
+        let mut lag_read = std::time::Instant::now();
         loop {
+            // Lag costs a round trip to a broker: read it when idle, or twice a second.
+            if lag_read.elapsed() > Duration::from_millis(500) {
+                self.record_lag(index, consumer.as_mut()).await;
+                lag_read = std::time::Instant::now();
+            }
             let draining = shutdown.is_cancelled();
             let wait = if draining { Duration::from_millis(50) } else { Duration::from_millis(200) };
             let batch = match consumer.poll(self.settings.batch, wait).await {
@@ -124,13 +133,30 @@ impl Fanout {
                 }
             };
             if batch.is_empty() {
-                if draining && consumer.lag().await.unwrap_or(0) == 0 {
+                let lag = self.record_lag(index, consumer.as_mut()).await;
+                lag_read = std::time::Instant::now();
+                if draining && lag == Some(0) {
                     return Ok(());
                 }
                 continue;
             }
             self.apply_batch(&batch).await;
             commit_with_retry(consumer.as_mut(), &batch).await;
+        }
+    }
+
+    async fn record_lag(&self, index: usize, consumer: &mut dyn Consumer) -> Option<u64> {
+        match consumer.lag().await {
+            Ok(lag) => {
+                if let Some(slot) = self.stats.lag.lock().get_mut(index) {
+                    *slot = lag;
+                }
+                Some(lag)
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "reading consumer lag failed");
+                None
+            }
         }
     }
 

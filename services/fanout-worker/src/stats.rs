@@ -35,6 +35,8 @@ pub struct FanoutStats {
     pub backfilled: Counter,
     pub retries: Counter,
     pub dead_letters: Counter,
+    /// Last known lag of each consumer in this process (records not yet committed).
+    pub lag: parking_lot::Mutex<Vec<u64>>,
 }
 
 impl FanoutStats {
@@ -62,6 +64,10 @@ impl FanoutStats {
         for (name, help, value) in rows {
             out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"));
         }
+        let lag: u64 = self.lag.lock().iter().sum();
+        out.push_str(&format!(
+            "# HELP starling_fanout_lag Records in this process's partitions not yet applied.\n# TYPE starling_fanout_lag gauge\nstarling_fanout_lag {lag}\n"
+        ));
         out
     }
 }

@@ -9,6 +9,7 @@
 //! around the line does not flip the fan-out strategy on every follow.
 
 mod handlers;
+mod internal;
 
 use std::sync::Arc;
 
@@ -70,6 +71,12 @@ impl GraphService {
     pub fn configure(self: &Arc<Self>, cfg: &mut web::ServiceConfig) {
         cfg.app_data(web::Data::from(self.clone()));
         handlers::routes(cfg);
+    }
+
+    /// Registers the internal routes under `/internal/v1` (separate processes only).
+    pub fn configure_internal(self: &Arc<Self>, cfg: &mut web::ServiceConfig) {
+        cfg.app_data(web::Data::from(self.clone()));
+        internal::routes(cfg);
     }
 
     /// Commits nothing itself: publishes the events a store call committed, then

@@ -4,6 +4,8 @@
 //! (store + outbox in one write, then the event log). An `Idempotency-Key` makes a
 //! retried create return the first result instead of posting twice.
 
+mod internal;
+
 use std::sync::Arc;
 
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -38,6 +40,12 @@ impl PostService {
             .route("/api/v1/posts/{id}", web::get().to(get))
             .route("/api/v1/posts/{id}", web::delete().to(delete))
             .route("/api/v1/users/{id}/posts", web::get().to(user_posts));
+    }
+
+    /// Registers the internal routes under `/internal/v1` (separate processes only).
+    pub fn configure_internal(self: &Arc<Self>, cfg: &mut web::ServiceConfig) {
+        cfg.app_data(web::Data::from(self.clone()));
+        internal::routes(cfg);
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
-use starling::{Settings, Standalone};
+use starling::{Node, Settings};
 
 const READERS: usize = 200;
 const ORDINARY: usize = 50;
@@ -33,7 +33,7 @@ async fn main() {
     // Every reader follows the celebrities, so they cross this line.
     settings.celebrity.threshold = (READERS / 2) as u64;
     settings.celebrity.demote_below = (READERS / 4) as u64;
-    let server = Standalone::start(settings).await.unwrap();
+    let server = Node::standalone(settings).await.unwrap();
     let base = format!("http://{}", server.addr);
     let http = reqwest::Client::builder().pool_max_idle_per_host(CONNECTIONS).build().unwrap();
 

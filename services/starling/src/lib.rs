@@ -1,11 +1,17 @@
-//! Starling standalone: the four services in one process, on embedded backends.
+//! Starling as processes: one binary, any set of the four services per process.
 //!
-//! [`Standalone::start`] opens the data directory (fjall store and event log), builds
-//! post-service, graph-service, timeline-service and the fan-out worker with in-process
-//! clients between them, binds one HTTP listener and starts the background tasks
-//! (fan-out consumers, outbox relays, idle-timeline sweeper). [`Standalone::stop`] is
-//! the graceful path: refuse new requests, finish in-flight ones, drain the fan-out,
-//! flush to disk.
+//! A [`Node`] runs some [`Role`]s. `starling up` runs all four in one process on embedded
+//! backends (fjall store and event log in the data directory, in-memory timeline cache)
+//! with in-process calls between services. `starling serve <role>` runs one service per
+//! process, as in production: events over Kafka, timelines in Redis, and calls to the
+//! graph- and post-service over their internal HTTP APIs. Backends are picked by
+//! configuration (`backends.kafka_brokers`, `backends.redis_url`); service logic is the
+//! same either way.
+//!
+//! Start-up opens the backends, republishes anything a crash left in the outboxes, binds
+//! one HTTP listener and starts the background tasks (fan-out consumers, outbox relays,
+//! idle-timeline sweeper). [`Node::stop`] is the graceful path: refuse new requests,
+//! finish in-flight ones, drain the fan-out, flush to disk.
 
 pub mod settings;
 
@@ -15,163 +21,291 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
-use anyhow::Context;
+use anyhow::{Context, bail};
 use fanout_worker::{Fanout, FanoutStats};
 use graph_service::GraphService;
 use post_service::PostService;
 use starling_api::auth::TokenKeys;
 use starling_api::rate_limit::{RateLimit, RateLimiter};
 use starling_api::{ApiError, ErrorCode};
+use starling_clients::http::{HttpGraph, HttpPosts};
 use starling_clients::local::{LocalGraph, LocalPosts};
 use starling_clients::{GraphClient, PostClient};
 use starling_events::EventLog;
 use starling_events::embedded::{EmbeddedLog, EmbeddedLogOptions};
+use starling_events::kafka::{KafkaLog, KafkaOptions};
 use starling_ids::IdGenerator;
 use starling_outbox::Publisher;
 use starling_storage::embedded::{Durability, EmbeddedStore};
 use starling_timeline_cache::TimelineCache;
 use starling_timeline_cache::memory::{MemoryCache, MemoryCacheOptions};
+use starling_timeline_cache::redis::{RedisCache, RedisCacheOptions};
 use timeline_service::{ReadSettings, TimelineService};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use settings::Settings;
 
-/// A running standalone server.
-pub struct Standalone {
+/// One of the four services.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    #[value(name = "graph-service")]
+    Graph,
+    #[value(name = "post-service")]
+    Posts,
+    #[value(name = "timeline-service")]
+    Timeline,
+    #[value(name = "fanout-worker")]
+    Fanout,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Graph, Role::Posts, Role::Timeline, Role::Fanout];
+}
+
+/// A running process hosting some roles.
+pub struct Node {
     pub addr: SocketAddr,
     server: actix_web::dev::ServerHandle,
     server_task: JoinHandle<std::io::Result<()>>,
     /// Stops the fan-out consumers (after draining).
     fanout_stop: CancellationToken,
-    fanout_task: JoinHandle<()>,
+    fanout_task: Option<JoinHandle<()>>,
     /// Stops the relays and the sweeper.
     background_stop: CancellationToken,
     background: Vec<JoinHandle<()>>,
     publishers: Vec<Publisher>,
     ready: Arc<AtomicBool>,
-    store: EmbeddedStore,
+    store: Option<EmbeddedStore>,
 }
 
 /// State the operational endpoints need.
 struct Ops {
     ready: Arc<AtomicBool>,
-    fanout: Arc<FanoutStats>,
-    timeline: Arc<TimelineService>,
-    cache: Arc<dyn TimelineCache>,
+    publishers: Vec<Publisher>,
+    fanout: Option<Arc<FanoutStats>>,
+    timeline: Option<Arc<TimelineService>>,
+    cache: Option<Arc<dyn TimelineCache>>,
     admin_token: String,
 }
 
-impl Standalone {
-    pub async fn start(settings: Settings) -> anyhow::Result<Standalone> {
-        settings.validate()?;
+/// The backends a node opened.
+struct Backends {
+    store: Option<EmbeddedStore>,
+    log: Arc<dyn EventLog>,
+    cache: Option<Arc<dyn TimelineCache>>,
+    /// Set when the cache is the in-memory one, which needs a sweeper.
+    memory: Option<Arc<MemoryCache>>,
+}
+
+impl Backends {
+    async fn open(settings: &Settings, roles: &[Role]) -> anyhow::Result<Backends> {
+        let has = |r: Role| roles.contains(&r);
+        let all = Role::ALL.iter().all(|r| has(*r));
+        let b = &settings.backends;
         let data = &settings.server.data_dir;
         std::fs::create_dir_all(data).with_context(|| format!("creating data directory {}", data.display()))?;
-        let durability = if settings.storage.sync { Durability::SyncData } else { Durability::Buffer };
-        let store = EmbeddedStore::open(&data.join("store"), durability).context("opening the embedded store")?;
-        let log: Arc<dyn EventLog> = EmbeddedLog::open(
-            &data.join("log"),
-            EmbeddedLogOptions { partitions: settings.storage.log_partitions, sync: settings.storage.sync },
-        )
-        .context("opening the embedded event log")?;
-        let cache = Arc::new(MemoryCache::new(MemoryCacheOptions {
-            max_entries: settings.timeline.max_entries,
-            active_for: Duration::from_secs(settings.timeline.active_for_secs),
-            ..MemoryCacheOptions::default()
-        }));
-        let dyn_cache: Arc<dyn TimelineCache> = cache.clone();
 
+        let store = if has(Role::Graph) || has(Role::Posts) {
+            let durability = if settings.storage.sync { Durability::SyncData } else { Durability::Buffer };
+            Some(EmbeddedStore::open(&data.join("store"), durability).context("opening the embedded store")?)
+        } else {
+            None
+        };
+
+        let log: Arc<dyn EventLog> = if !b.kafka_brokers.is_empty() {
+            KafkaLog::connect(KafkaOptions {
+                brokers: b.kafka_brokers.clone(),
+                partitions: b.kafka_partitions,
+                topic_prefix: b.topic_prefix.clone(),
+                ..KafkaOptions::default()
+            })
+            .await
+            .context("connecting to Kafka")?
+        } else if all {
+            EmbeddedLog::open(
+                &data.join("log"),
+                EmbeddedLogOptions { partitions: settings.storage.log_partitions, sync: settings.storage.sync },
+            )
+            .context("opening the embedded event log")?
+        } else {
+            bail!("services in separate processes share events through Kafka: set backends.kafka_brokers");
+        };
+
+        let (cache, memory): (Option<Arc<dyn TimelineCache>>, _) = if !(has(Role::Timeline) || has(Role::Fanout)) {
+            (None, None)
+        } else if !b.redis_url.is_empty() {
+            let cache = RedisCache::connect(
+                &b.redis_url,
+                RedisCacheOptions {
+                    max_entries: settings.timeline.max_entries,
+                    active_for: Duration::from_secs(settings.timeline.active_for_secs),
+                    key_prefix: b.redis_prefix.clone(),
+                    ..RedisCacheOptions::default()
+                },
+            )
+            .await
+            .context("connecting to Redis")?;
+            (Some(Arc::new(cache)), None)
+        } else if has(Role::Timeline) && has(Role::Fanout) {
+            let cache = Arc::new(MemoryCache::new(MemoryCacheOptions {
+                max_entries: settings.timeline.max_entries,
+                active_for: Duration::from_secs(settings.timeline.active_for_secs),
+                ..MemoryCacheOptions::default()
+            }));
+            (Some(cache.clone() as Arc<dyn TimelineCache>), Some(cache))
+        } else {
+            bail!("the timeline-service and the fan-out worker share timelines through Redis: set backends.redis_url");
+        };
+        Ok(Backends { store, log, cache, memory })
+    }
+}
+
+impl Node {
+    /// All four services in one process.
+    pub async fn standalone(settings: Settings) -> anyhow::Result<Node> {
+        Node::start(settings, &Role::ALL).await
+    }
+
+    pub async fn start(settings: Settings, roles: &[Role]) -> anyhow::Result<Node> {
+        settings.validate()?;
+        let has = |r: Role| roles.contains(&r);
+        let backends = Backends::open(&settings, roles).await?;
+        let log = backends.log.clone();
         let ids = Arc::new(IdGenerator::new(settings.server.worker_id)?);
         let tokens = TokenKeys::from_secret(
             jwt_secret(&settings)?.as_bytes(),
             Duration::from_secs(settings.auth.token_ttl_secs),
         );
         let limit = RateLimit { per_second: settings.rate_limit.writes_per_second, burst: settings.rate_limit.burst };
-        let (posts_store, graph_store) = (store.posts(), store.graph());
-        let graph_client: Arc<dyn GraphClient> = Arc::new(LocalGraph(graph_store.clone()));
-        let post_client: Arc<dyn PostClient> = Arc::new(LocalPosts(posts_store.clone()));
-        let post_publisher = Publisher::new(posts_store.clone(), log.clone());
-        let graph_publisher = Publisher::new(graph_store.clone(), log.clone());
+        let store = backends.store.as_ref();
+        let peers = &settings.peers;
 
-        // Events a crash left in the outboxes go out before anything new.
-        post_publisher.drain().await.context("republishing the post outbox")?;
-        graph_publisher.drain().await.context("republishing the graph outbox")?;
-
-        let graph = Arc::new(GraphService {
-            store: graph_store,
-            publisher: graph_publisher.clone(),
-            ids: ids.clone(),
-            tokens: tokens.clone(),
-            limiter: RateLimiter::new(limit),
-            celebrity: settings.celebrity.clone(),
-        });
-        let posts = Arc::new(PostService {
-            store: posts_store,
-            graph: graph_client.clone(),
-            publisher: post_publisher.clone(),
-            ids,
-            limiter: RateLimiter::new(limit),
-        });
-        let timeline = Arc::new(TimelineService::new(
-            dyn_cache.clone(),
-            graph_client.clone(),
-            post_client.clone(),
-            ReadSettings {
-                max_entries: settings.timeline.max_entries,
-                celebrity_refresh: Duration::from_millis(settings.timeline.celebrity_refresh_ms),
-                celebrity_posts_ttl: Duration::from_millis(settings.timeline.celebrity_posts_ttl_ms),
-            },
-        ));
-        let fanout_stats = Arc::new(FanoutStats::default());
-        let fanout = Arc::new(Fanout {
-            graph: graph_client,
-            posts: post_client,
-            cache: dyn_cache.clone(),
-            max_entries: settings.timeline.max_entries,
-            settings: settings.fanout.clone(),
-            stats: fanout_stats.clone(),
-        });
+        let graph_client: Arc<dyn GraphClient> = match store {
+            Some(s) if has(Role::Graph) => Arc::new(LocalGraph(s.graph())),
+            _ => Arc::new(HttpGraph::new(&peers.graph_url)?),
+        };
+        let post_client: Arc<dyn PostClient> = match store {
+            Some(s) if has(Role::Posts) => Arc::new(LocalPosts(s.posts())),
+            _ => Arc::new(HttpPosts::new(&peers.post_url)?),
+        };
+        // Each process creating ids needs its own worker id; see `server.worker_id`.
+        let mut publishers = Vec::new();
+        let graph = match store {
+            Some(s) if has(Role::Graph) => {
+                let publisher = Publisher::new(s.graph(), log.clone());
+                // Events a crash left in the outbox go out before anything new.
+                publisher.drain().await.context("republishing the graph outbox")?;
+                publishers.push(publisher.clone());
+                Some(Arc::new(GraphService {
+                    store: s.graph(),
+                    publisher,
+                    ids: ids.clone(),
+                    tokens: tokens.clone(),
+                    limiter: RateLimiter::new(limit),
+                    celebrity: settings.celebrity.clone(),
+                }))
+            }
+            _ => None,
+        };
+        let posts = match store {
+            Some(s) if has(Role::Posts) => {
+                let publisher = Publisher::new(s.posts(), log.clone());
+                publisher.drain().await.context("republishing the post outbox")?;
+                publishers.push(publisher.clone());
+                Some(Arc::new(PostService {
+                    store: s.posts(),
+                    graph: graph_client.clone(),
+                    publisher,
+                    ids: ids.clone(),
+                    limiter: RateLimiter::new(limit),
+                }))
+            }
+            _ => None,
+        };
+        let timeline = match &backends.cache {
+            Some(cache) if has(Role::Timeline) => Some(Arc::new(TimelineService::new(
+                cache.clone(),
+                graph_client.clone(),
+                post_client.clone(),
+                ReadSettings {
+                    max_entries: settings.timeline.max_entries,
+                    celebrity_refresh: Duration::from_millis(settings.timeline.celebrity_refresh_ms),
+                    celebrity_posts_ttl: Duration::from_millis(settings.timeline.celebrity_posts_ttl_ms),
+                },
+            ))),
+            _ => None,
+        };
 
         let fanout_stop = CancellationToken::new();
-        let fanout_task = {
-            let (log, stop) = (log.clone(), fanout_stop.clone());
-            tokio::spawn(async move {
-                if let Err(e) = fanout.run(log, stop).await {
-                    tracing::error!(error = %e, "fan-out worker stopped with an error");
-                }
-            })
+        let (fanout_stats, fanout_task) = match &backends.cache {
+            Some(cache) if has(Role::Fanout) => {
+                let stats = Arc::new(FanoutStats::default());
+                let fanout = Arc::new(Fanout {
+                    graph: graph_client.clone(),
+                    posts: post_client.clone(),
+                    cache: cache.clone(),
+                    max_entries: settings.timeline.max_entries,
+                    settings: settings.fanout.clone(),
+                    stats: stats.clone(),
+                });
+                let (log, stop) = (log.clone(), fanout_stop.clone());
+                let task = tokio::spawn(async move {
+                    if let Err(e) = fanout.run(log, stop).await {
+                        tracing::error!(error = %e, "fan-out worker stopped with an error");
+                    }
+                });
+                (Some(stats), Some(task))
+            }
+            _ => (None, None),
         };
+
         let background_stop = CancellationToken::new();
         let mut background = Vec::new();
-        for publisher in [post_publisher.clone(), graph_publisher.clone()] {
-            background.push(tokio::spawn(publisher.run_relay(Duration::from_secs(2), background_stop.clone())));
+        for publisher in &publishers {
+            background.push(tokio::spawn(publisher.clone().run_relay(Duration::from_secs(2), background_stop.clone())));
         }
-        let sweep_every = Duration::from_millis(settings.timeline.sweep_every_ms.max(10));
-        background.push(cache.spawn_sweeper(sweep_every, background_stop.clone()));
+        if let Some(memory) = &backends.memory {
+            let every = Duration::from_millis(settings.timeline.sweep_every_ms.max(10));
+            background.push(memory.spawn_sweeper(every, background_stop.clone()));
+        }
 
         let ready = Arc::new(AtomicBool::new(false));
         let ops = web::Data::new(Ops {
             ready: ready.clone(),
+            publishers: publishers.clone(),
             fanout: fanout_stats,
             timeline: timeline.clone(),
-            cache: dyn_cache,
+            cache: backends.cache.clone(),
             admin_token: settings.admin.token.clone(),
         });
+        // Internal APIs are only needed, and only served, when peers run elsewhere.
+        let internal = !Role::ALL.iter().all(|r| has(*r));
         let tokens = web::Data::new(tokens);
         let listener = std::net::TcpListener::bind(settings.server.bind)
             .with_context(|| format!("binding {}", settings.server.bind))?;
         let addr = listener.local_addr()?;
         let mut server = HttpServer::new(move || {
-            App::new()
-                .app_data(tokens.clone())
-                .app_data(ops.clone())
-                .configure(starling_api::configure_extractors)
-                // The home timeline is the hottest route: matched first, before the
-                // routes with path parameters that the router has to try one by one.
-                .configure(|cfg| timeline.configure(cfg))
-                .configure(|cfg| graph.configure(cfg))
-                .configure(|cfg| posts.configure(cfg))
-                .route("/healthz", web::get().to(starling_api::healthz))
+            let mut app =
+                App::new().app_data(tokens.clone()).app_data(ops.clone()).configure(starling_api::configure_extractors);
+            // The home timeline is the hottest route: matched first, before the routes
+            // with path parameters that the router has to try one by one.
+            if let Some(t) = &timeline {
+                app = app.configure(|cfg| t.configure(cfg));
+            }
+            if let Some(g) = &graph {
+                app = app.configure(|cfg| g.configure(cfg));
+                if internal {
+                    app = app.configure(|cfg| g.configure_internal(cfg));
+                }
+            }
+            if let Some(p) = &posts {
+                app = app.configure(|cfg| p.configure(cfg));
+                if internal {
+                    app = app.configure(|cfg| p.configure_internal(cfg));
+                }
+            }
+            app.route("/healthz", web::get().to(starling_api::healthz))
                 .route("/readyz", web::get().to(readyz))
                 .route("/metrics", web::get().to(metrics))
                 .route("/openapi.json", web::get().to(openapi))
@@ -188,9 +322,9 @@ impl Standalone {
         let handle = server.handle();
         let server_task = tokio::spawn(server);
         ready.store(true, Ordering::SeqCst);
-        tracing::info!(%addr, data_dir = %data.display(), "starling is up");
+        tracing::info!(%addr, ?roles, data_dir = %settings.server.data_dir.display(), "starling is up");
 
-        Ok(Standalone {
+        Ok(Node {
             addr,
             server: handle,
             server_task,
@@ -198,9 +332,9 @@ impl Standalone {
             fanout_task,
             background_stop,
             background,
-            publishers: vec![post_publisher, graph_publisher],
+            publishers,
             ready,
-            store,
+            store: backends.store,
         })
     }
 
@@ -217,19 +351,23 @@ impl Standalone {
             }
         }
         self.fanout_stop.cancel();
-        let _ = self.fanout_task.await;
+        if let Some(task) = self.fanout_task {
+            let _ = task.await;
+        }
         self.background_stop.cancel();
         for task in self.background {
             let _ = task.await;
         }
-        self.store.persist().context("flushing the store")?;
+        if let Some(store) = &self.store {
+            store.persist().context("flushing the store")?;
+        }
         tracing::info!("starling stopped cleanly");
         Ok(())
     }
 }
 
 /// The configured secret, or the one kept in the data directory (created on first start
-/// so tokens survive restarts).
+/// so tokens survive restarts). Separate processes must share a configured secret.
 fn jwt_secret(settings: &Settings) -> anyhow::Result<String> {
     if !settings.auth.jwt_secret.is_empty() {
         return Ok(settings.auth.jwt_secret.clone());
@@ -252,12 +390,25 @@ async fn readyz(ops: web::Data<Ops>) -> HttpResponse {
 }
 
 async fn metrics(ops: web::Data<Ops>) -> HttpResponse {
-    let timelines = ops.cache.len().await.unwrap_or(0);
-    let body = format!(
-        "{}{}# HELP starling_timelines_materialised Timelines held in the cache.\n# TYPE starling_timelines_materialised gauge\nstarling_timelines_materialised {timelines}\n",
-        ops.fanout.render(),
-        ops.timeline.stats.render()
-    );
+    let mut body = String::new();
+    if !ops.publishers.is_empty() {
+        let published: u64 = ops.publishers.iter().map(Publisher::published).sum();
+        body.push_str(&format!(
+            "# HELP starling_events_published_total Events this process appended to the log.\n# TYPE starling_events_published_total counter\nstarling_events_published_total {published}\n"
+        ));
+    }
+    if let Some(f) = &ops.fanout {
+        body.push_str(&f.render());
+    }
+    if let Some(t) = &ops.timeline {
+        body.push_str(&t.stats.render());
+    }
+    if let Some(cache) = &ops.cache {
+        let timelines = cache.len().await.unwrap_or(0);
+        body.push_str(&format!(
+            "# HELP starling_timelines_materialised Timelines held in the cache.\n# TYPE starling_timelines_materialised gauge\nstarling_timelines_materialised {timelines}\n"
+        ));
+    }
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(body)
 }
 
@@ -269,12 +420,12 @@ async fn openapi() -> HttpResponse {
 async fn clear_cache(ops: web::Data<Ops>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let expected = format!("Bearer {}", ops.admin_token);
     let given = req.headers().get("Authorization").and_then(|v| v.to_str().ok());
-    if ops.admin_token.is_empty() {
+    let Some(cache) = ops.cache.as_ref().filter(|_| !ops.admin_token.is_empty()) else {
         return Err(ApiError::new(ErrorCode::NotFound, "the admin API is disabled"));
-    }
+    };
     if given != Some(expected.as_str()) {
         return Err(ApiError::new(ErrorCode::Unauthorized, "admin token required"));
     }
-    ops.cache.clear().await.map_err(ApiError::unavailable)?;
+    cache.clear().await.map_err(ApiError::unavailable)?;
     Ok(HttpResponse::NoContent().finish())
 }

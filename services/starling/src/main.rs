@@ -1,9 +1,9 @@
-//! `starling up`: run Starling standalone.
+//! `starling up` runs every service in one process; `starling serve <role>` runs one.
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
-use starling::{Settings, Standalone};
+use clap::{Args, Parser, Subcommand};
+use starling::{Node, Role, Settings};
 
 #[derive(Parser)]
 #[command(name = "starling", version, about = "Starling social timeline service")]
@@ -14,18 +14,41 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run all services in one process on embedded backends.
-    Up {
-        /// TOML settings file (see README); STARLING__SECTION__KEY variables override it.
-        #[arg(long, env = "STARLING_CONFIG")]
-        config: Option<PathBuf>,
-        /// Where data lives (overrides server.data_dir).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// Address to listen on, e.g. 127.0.0.1:8080 (overrides server.bind).
-        #[arg(long)]
-        bind: Option<std::net::SocketAddr>,
+    /// Run all four services in one process (embedded backends unless configured otherwise).
+    Up(Common),
+    /// Run one service in its own process (events over Kafka, timelines in Redis).
+    Serve {
+        #[arg(value_enum)]
+        role: Role,
+        #[command(flatten)]
+        common: Common,
     },
+}
+
+#[derive(Args)]
+struct Common {
+    /// TOML settings file (see README); STARLING__SECTION__KEY variables override it.
+    #[arg(long, env = "STARLING_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where data lives (overrides server.data_dir).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on, e.g. 127.0.0.1:8080 (overrides server.bind).
+    #[arg(long)]
+    bind: Option<std::net::SocketAddr>,
+}
+
+impl Common {
+    fn settings(self) -> anyhow::Result<Settings> {
+        let mut settings = Settings::load(self.config.as_deref(), std::env::vars())?;
+        if let Some(dir) = self.data_dir {
+            settings.server.data_dir = dir;
+        }
+        if let Some(addr) = self.bind {
+            settings.server.bind = addr;
+        }
+        Ok(settings)
+    }
 }
 
 #[tokio::main]
@@ -38,23 +61,16 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,fjall=warn,lsm_tree=warn".into()),
         )
         .init();
-    match Cli::parse().command {
-        Command::Up { config, data_dir, bind } => {
-            let mut settings = Settings::load(config.as_deref(), std::env::vars())?;
-            if let Some(dir) = data_dir {
-                settings.server.data_dir = dir;
-            }
-            if let Some(addr) = bind {
-                settings.server.bind = addr;
-            }
-            let server = Standalone::start(settings).await?;
-            // Tests and scripts read the address from this line.
-            println!("listening on http://{}", server.addr);
-            shutdown_signal().await;
-            tracing::info!("shutdown requested; draining");
-            server.stop().await
-        }
-    }
+    let (settings, roles) = match Cli::parse().command {
+        Command::Up(common) => (common.settings()?, Role::ALL.to_vec()),
+        Command::Serve { role, common } => (common.settings()?, vec![role]),
+    };
+    let node = Node::start(settings, &roles).await?;
+    // Tests and scripts read the address from this line.
+    println!("listening on http://{}", node.addr);
+    shutdown_signal().await;
+    tracing::info!("shutdown requested; draining");
+    node.stop().await
 }
 
 async fn shutdown_signal() {

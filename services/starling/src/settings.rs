@@ -20,6 +20,53 @@ pub struct Settings {
     pub storage: StorageSettings,
     pub rate_limit: RateLimitSettings,
     pub admin: AdminSettings,
+    pub backends: BackendSettings,
+    pub peers: PeerSettings,
+}
+
+/// Where events and timelines live. Empty URLs select the embedded backends, which only
+/// work with all four services in one process.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackendSettings {
+    /// Kafka bootstrap servers (`host:port,...`); empty: the embedded event log.
+    pub kafka_brokers: String,
+    /// Partitions of each topic created at start-up: the fan-out parallelism.
+    pub kafka_partitions: i32,
+    /// Prepended to topic and consumer-group names (one cluster, several deployments).
+    pub topic_prefix: String,
+    /// `redis://host:port`; empty: the in-memory timeline cache.
+    pub redis_url: String,
+    /// Prepended to every timeline key.
+    pub redis_prefix: String,
+}
+
+impl Default for BackendSettings {
+    fn default() -> Self {
+        BackendSettings {
+            kafka_brokers: String::new(),
+            kafka_partitions: 8,
+            topic_prefix: String::new(),
+            redis_url: String::new(),
+            redis_prefix: "tl:".into(),
+        }
+    }
+}
+
+/// Where the other services are, for a service running in its own process.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PeerSettings {
+    /// Base URL of the graph-service's internal API.
+    pub graph_url: String,
+    /// Base URL of the post-service's internal API.
+    pub post_url: String,
+}
+
+impl Default for PeerSettings {
+    fn default() -> Self {
+        PeerSettings { graph_url: "http://127.0.0.1:8081".into(), post_url: "http://127.0.0.1:8082".into() }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -95,6 +142,8 @@ impl Default for Settings {
             storage: StorageSettings::default(),
             rate_limit: RateLimitSettings::default(),
             admin: AdminSettings::default(),
+            backends: BackendSettings::default(),
+            peers: PeerSettings::default(),
         }
     }
 }

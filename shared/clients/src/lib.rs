@@ -6,7 +6,9 @@
 //! the owning service's store handle; across processes it is an HTTP call to the owning
 //! service's internal API.
 
+pub mod http;
 pub mod local;
+pub mod wire;
 
 use async_trait::async_trait;
 use starling_ids::{PostId, UserId};

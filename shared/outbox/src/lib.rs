@@ -13,6 +13,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use starling_events::{EventLog, LogError, Record};
@@ -31,13 +32,21 @@ pub enum PublishError {
 pub struct Publisher {
     outbox: Arc<dyn Outbox>,
     log: Arc<dyn EventLog>,
+    /// Records appended to the log, for metrics (lets a test or an operator tell when
+    /// consumers have caught up with everything published).
+    published: Arc<AtomicU64>,
 }
 
 const RELAY_BATCH: usize = 512;
 
 impl Publisher {
     pub fn new(outbox: Arc<dyn Outbox>, log: Arc<dyn EventLog>) -> Self {
-        Publisher { outbox, log }
+        Publisher { outbox, log, published: Arc::new(AtomicU64::new(0)) }
+    }
+
+    /// Records this publisher has appended to the log (duplicates by the relay included).
+    pub fn published(&self) -> u64 {
+        self.published.load(Ordering::Relaxed)
     }
 
     /// Appends `records` (just committed under outbox sequence numbers `seqs`) and acks them.
@@ -46,7 +55,9 @@ impl Publisher {
         if records.is_empty() {
             return Ok(());
         }
+        let n = records.len() as u64;
         self.log.append(records).await?;
+        self.published.fetch_add(n, Ordering::Relaxed);
         // A failed ack only means the relay appends a duplicate later.
         if let Err(e) = self.outbox.ack(seqs).await {
             tracing::warn!(error = %e, "outbox ack failed; the relay will republish");
@@ -109,6 +120,7 @@ impl Publisher {
         let n = records.len();
         if n > 0 {
             self.log.append(records).await?;
+            self.published.fetch_add(n as u64, Ordering::Relaxed);
             self.outbox.ack(&seqs).await?;
         }
         Ok(n)

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod trace;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -14,6 +16,11 @@ use serde_json::{Value, json};
 pub struct Server {
     child: Option<Child>,
     pub base: String,
+    /// `up`, or `serve <role>`.
+    command: Vec<String>,
+    /// Where to listen: port 0 at first, then the port the first start got, so a restart
+    /// keeps the address its peers know.
+    bind: String,
     data_dir: PathBuf,
     env: Vec<(String, String)>,
 }
@@ -25,19 +32,36 @@ impl Server {
     /// they win over the harness defaults (admin token, rate limiting off), which are set
     /// first because the child's environment keeps the last value given for a name.
     pub fn start(data_dir: &Path, overrides: &[(&str, &str)]) -> Server {
+        Server::run(vec!["up".into()], data_dir, overrides)
+    }
+
+    /// One service in its own process (`starling serve <role>`).
+    pub fn serve(role: &str, data_dir: &Path, overrides: &[(&str, &str)]) -> Server {
+        Server::run(vec!["serve".into(), role.into()], data_dir, overrides)
+    }
+
+    fn run(command: Vec<String>, data_dir: &Path, overrides: &[(&str, &str)]) -> Server {
         let mut env: Vec<(String, String)> = vec![
             ("STARLING__ADMIN__TOKEN".into(), ADMIN_TOKEN.into()),
             ("STARLING__RATE_LIMIT__WRITES_PER_SECOND".into(), "0".into()),
         ];
         env.extend(overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let mut server = Server { child: None, base: String::new(), data_dir: data_dir.to_owned(), env };
+        let mut server = Server {
+            child: None,
+            base: String::new(),
+            command,
+            bind: "127.0.0.1:0".into(),
+            data_dir: data_dir.to_owned(),
+            env,
+        };
         server.spawn();
         server
     }
 
     fn spawn(&mut self) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_starling"))
-            .args(["up", "--bind", "127.0.0.1:0", "--data-dir"])
+            .args(&self.command)
+            .args(["--bind", &self.bind, "--data-dir"])
             .arg(&self.data_dir)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", std::env::var("STARLING_TEST_LOG").unwrap_or_else(|_| "warn".into()))
@@ -50,6 +74,7 @@ impl Server {
         let line = lines.next().expect("server printed nothing").expect("reading server output");
         let base = line.strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line: {line}"));
         self.base = base.trim().to_owned();
+        self.bind = self.base.trim_start_matches("http://").to_owned();
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         self.child = Some(child);
@@ -94,7 +119,19 @@ impl Drop for Server {
 #[derive(Clone)]
 pub struct Api {
     http: reqwest::Client,
+    /// Where requests go when every service is in one process.
     pub base: String,
+    routes: Option<Routes>,
+}
+
+/// Which process serves which paths when services run separately (what an ingress does).
+#[derive(Clone)]
+pub struct Routes {
+    pub graph: String,
+    pub posts: String,
+    pub timeline: String,
+    /// Every process whose `/metrics` counts, summed.
+    pub metrics: Vec<String>,
 }
 
 pub struct Reply {
@@ -106,7 +143,24 @@ pub struct Reply {
 impl Api {
     pub fn new(base: &str) -> Api {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
-        Api { http, base: base.to_owned() }
+        Api { http, base: base.to_owned(), routes: None }
+    }
+
+    pub fn routed(routes: Routes) -> Api {
+        Api { routes: Some(routes), ..Api::new("") }
+    }
+
+    fn base_for(&self, path: &str) -> &str {
+        let Some(r) = &self.routes else { return &self.base };
+        let bare = path.split('?').next().unwrap_or(path);
+        if bare.starts_with("/api/v1/timelines") || bare.starts_with("/admin/") {
+            &r.timeline
+        } else if bare.starts_with("/api/v1/posts") || (bare.starts_with("/api/v1/users/") && bare.ends_with("/posts"))
+        {
+            &r.posts
+        } else {
+            &r.graph
+        }
     }
 
     pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
@@ -133,7 +187,7 @@ impl Api {
         body: Option<Value>,
         headers: &[(&str, &str)],
     ) -> Result<Reply, reqwest::Error> {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        let mut req = self.http.request(method, format!("{}{path}", self.base_for(path)));
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -181,29 +235,47 @@ impl Api {
         panic!("pagination did not end");
     }
 
+    /// A counter, summed over every process that reports it.
     pub async fn metric(&self, name: &str) -> u64 {
-        let r = self.call(Method::GET, "/metrics", None, None).await;
-        let text = r.body.as_str().unwrap_or_default().to_owned();
-        text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-            .unwrap_or_else(|| panic!("metric {name} missing"))
+        let bases = match &self.routes {
+            Some(r) => r.metrics.clone(),
+            None => vec![self.base.clone()],
+        };
+        let mut found = None;
+        for base in bases {
+            let text =
+                self.http.get(format!("{base}/metrics")).send().await.expect("metrics").text().await.expect("metrics");
+            let value = text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<u64>().ok()));
+            if let Some(v) = value {
+                found = Some(found.unwrap_or(0) + v);
+            }
+        }
+        found.unwrap_or_else(|| panic!("metric {name} missing"))
     }
 
-    /// Waits until the fan-out has applied everything: the applied-events counter stops
-    /// moving for a while (longer than the celebrity-set refresh the tests configure).
+    /// Waits until the fan-out has applied everything: every event the services published
+    /// was applied (or dead-lettered), no consumer reports lag, and nothing moved for a
+    /// while (longer than the read path's celebrity refresh the tests configure).
     pub async fn wait_quiet(&self) {
-        let mut last = u64::MAX;
+        let mut last = (u64::MAX, u64::MAX);
         let mut stable_since = Instant::now();
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            let now = self.metric("starling_fanout_events_total").await;
-            if now != last {
+            let published = self.metric("starling_events_published_total").await;
+            let applied = self.metric("starling_fanout_events_total").await
+                + self.metric("starling_fanout_dead_letters_total").await;
+            let lag = self.metric("starling_fanout_lag").await;
+            let now = (published, applied);
+            if now != last || applied < published || lag > 0 {
                 last = now;
                 stable_since = Instant::now();
             } else if stable_since.elapsed() > Duration::from_millis(500) {
                 return;
             }
-            assert!(Instant::now() < deadline, "the fan-out never went quiet");
+            assert!(
+                Instant::now() < deadline,
+                "the fan-out never went quiet: {applied} of {published} applied, lag {lag}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

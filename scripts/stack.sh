@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Starts or stops Starling as separate processes on this machine, the way it runs in
+# production: a Kafka-protocol broker, Redis, graph-service, post-service,
+# timeline-service and two fan-out workers. Everything listens on loopback only.
+#
+#   scripts/stack.sh up   [DIR]   build, start everything, print the URLs
+#   scripts/stack.sh down [DIR]   stop everything started in DIR (SIGTERM, graceful)
+#
+# DIR (default ./stack-data) holds data, logs and pid files. Ports: broker 19092,
+# Redis 16379, graph 8081, posts 8082, timeline 8083, fan-out 8084 and 8085 (health and
+# metrics). Clients use graph for /api/v1/users..., posts for /api/v1/posts and
+# /api/v1/users/{id}/posts, timeline for /api/v1/timelines/home.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+source "$root/scripts/lib/kafka.sh"
+source "$root/scripts/lib/redis.sh"
+
+cmd="${1:-}"
+dir="$(mkdir -p "${2:-stack-data}" && cd "${2:-stack-data}" && pwd)"
+KAFKA_PORT=19092 REDIS_PORT=16379
+
+start_service() { # role port worker_id
+    local role=$1 port=$2 worker=$3
+    mkdir -p "$dir/$role-$port"
+    STARLING__SERVER__WORKER_ID=$worker "$root/target/release/starling" serve "$role" \
+        --bind "127.0.0.1:$port" --data-dir "$dir/$role-$port" \
+        >"$dir/$role-$port.out" 2>"$dir/$role-$port.log" &
+    echo $! >"$dir/$role-$port.pid"
+    for _ in $(seq 1 100); do
+        grep -q "listening on" "$dir/$role-$port.out" 2>/dev/null && return 0
+        kill -0 "$(cat "$dir/$role-$port.pid")" 2>/dev/null || { cat "$dir/$role-$port.log" >&2; return 1; }
+        sleep 0.1
+    done
+    echo "$role did not start; see $dir/$role-$port.log" >&2
+    return 1
+}
+
+case "$cmd" in
+up)
+    echo "building..."
+    cargo build --release -p starling --manifest-path "$root/Cargo.toml" -q
+    echo "starting broker and redis..."
+    kafka_start "$KAFKA_PORT" "$dir/kafka"
+    redis_start "$REDIS_PORT" "$dir/redis"
+    # Shared by every service: where events and timelines live, who the peers are.
+    export STARLING__BACKENDS__KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
+    export STARLING__BACKENDS__REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
+    export STARLING__PEERS__GRAPH_URL="http://127.0.0.1:8081"
+    export STARLING__PEERS__POST_URL="http://127.0.0.1:8082"
+    if [ ! -f "$dir/jwt-secret" ]; then
+        head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$dir/jwt-secret"
+    fi
+    STARLING__AUTH__JWT_SECRET="$(cat "$dir/jwt-secret")"
+    export STARLING__AUTH__JWT_SECRET
+    echo "starting services..."
+    start_service graph-service 8081 1
+    start_service post-service 8082 2
+    start_service timeline-service 8083 3
+    start_service fanout-worker 8084 4
+    start_service fanout-worker 8085 5
+    cat <<MSG
+Starling is up (data and logs in $dir):
+  graph-service     http://127.0.0.1:8081   /api/v1/users...
+  post-service      http://127.0.0.1:8082   /api/v1/posts, /api/v1/users/{id}/posts
+  timeline-service  http://127.0.0.1:8083   /api/v1/timelines/home
+  fanout-worker     http://127.0.0.1:8084, :8085   /metrics
+Stop with: scripts/stack.sh down $dir
+MSG
+    ;;
+down)
+    # Services first (they drain into the broker and Redis), then the backends.
+    for pidfile in "$dir"/*-service-*.pid "$dir"/fanout-worker-*.pid; do
+        [ -f "$pidfile" ] || continue
+        pid=$(cat "$pidfile")
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        rm -f "$pidfile"
+    done
+    kafka_stop "$dir/kafka" || true
+    redis_stop "$dir/redis" || true
+    echo "stopped"
+    ;;
+*)
+    echo "usage: $0 up|down [DIR]" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,66 @@
+//! The graph-service's internal API: what the fan-out worker and the timeline-service
+//! read when they run in other processes. Not for clients: it is served on the service's
+//! own port and must not be routed from the public ingress.
+
+use actix_web::{HttpResponse, web};
+use starling_api::ApiError;
+use starling_clients::wire::{AfterQuery, Class, Follows, MAX_INTERNAL_PAGE, UserIds, WireUser};
+use starling_ids::UserId;
+
+use crate::GraphService;
+
+type Svc = web::Data<GraphService>;
+
+pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/internal/v1/users/{id}", web::get().to(user))
+        .route("/internal/v1/users/{id}/followers", web::get().to(followers))
+        .route("/internal/v1/users/{id}/following", web::get().to(following))
+        .route("/internal/v1/users/{id}/follows/{other}", web::get().to(follows))
+        .route("/internal/v1/users/{id}/class", web::get().to(class))
+        .route("/internal/v1/celebrities", web::get().to(celebrities));
+}
+
+fn id(raw: &str) -> Result<UserId, ApiError> {
+    raw.parse().map_err(|_| ApiError::not_found("user"))
+}
+
+async fn user(svc: Svc, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let user = svc.store.user(id(&path)?).await.map_err(ApiError::unavailable)?;
+    let user = user.ok_or_else(|| ApiError::not_found("user"))?;
+    Ok(HttpResponse::Ok().json(WireUser::from(user)))
+}
+
+async fn followers(svc: Svc, path: web::Path<String>, q: web::Query<AfterQuery>) -> Result<HttpResponse, ApiError> {
+    let limit = q.limit.clamp(1, MAX_INTERNAL_PAGE);
+    let ids = svc.store.followers(id(&path)?, q.after, limit).await.map_err(ApiError::unavailable)?;
+    Ok(HttpResponse::Ok().json(UserIds { ids }))
+}
+
+async fn following(svc: Svc, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let user = id(&path)?;
+    let mut ids: Vec<UserId> = Vec::new();
+    loop {
+        let page =
+            svc.store.following(user, ids.last().copied(), MAX_INTERNAL_PAGE).await.map_err(ApiError::unavailable)?;
+        let done = page.len() < MAX_INTERNAL_PAGE;
+        ids.extend(page);
+        if done {
+            return Ok(HttpResponse::Ok().json(UserIds { ids }));
+        }
+    }
+}
+
+async fn follows(svc: Svc, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+    let follows = svc.store.follows(id(&path.0)?, id(&path.1)?).await.map_err(ApiError::unavailable)?;
+    Ok(HttpResponse::Ok().json(Follows { follows }))
+}
+
+async fn class(svc: Svc, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let class = svc.store.author_class(id(&path)?).await.map_err(ApiError::unavailable)?;
+    Ok(HttpResponse::Ok().json(Class::from(class)))
+}
+
+async fn celebrities(svc: Svc) -> Result<HttpResponse, ApiError> {
+    let ids = svc.store.celebrities().await.map_err(ApiError::unavailable)?;
+    Ok(HttpResponse::Ok().json(UserIds { ids }))
+}

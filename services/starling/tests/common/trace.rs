@@ -1,0 +1,267 @@
+//! The trace driver shared by the end-to-end oracle tests: a seeded random trace
+//! (posts, deletes, follows, unfollows, blocks, unblocks, reads; popular "stars" pushed
+//! across the celebrity threshold and back; hot readers who read often and cold ones
+//! who go idle) applied to a running deployment and to [`Oracle`] side by side, with the
+//! status of every call checked against the oracle's prediction.
+
+use rand::rngs::SmallRng;
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use starling_ids::{PostId, UserId};
+use starling_oracle::{Oracle, Refusal, compare};
+
+use super::Api;
+
+/// Small numbers on purpose: a 30-entry cap makes timelines overflow into storage, a
+/// threshold of 6 lets a 40-user trace push authors across it both ways, and a 3 s
+/// activity window makes the rarely reading half of the users go idle mid-trace while
+/// the frequent readers keep materialised timelines up to the final check.
+pub const SETTINGS: &[(&str, &str)] = &[
+    ("STARLING__TIMELINE__MAX_ENTRIES", "30"),
+    ("STARLING__TIMELINE__ACTIVE_FOR_SECS", "3"),
+    ("STARLING__TIMELINE__SWEEP_EVERY_MS", "200"),
+    ("STARLING__TIMELINE__CELEBRITY_REFRESH_MS", "100"),
+    ("STARLING__CELEBRITY__THRESHOLD", "6"),
+    ("STARLING__CELEBRITY__DEMOTE_BELOW", "4"),
+    ("STARLING__FANOUT__FOLLOWER_PAGE", "5"),
+];
+
+pub const USERS: usize = 40;
+/// Users below this index read often; the rest rarely (and go idle).
+pub const HOT: usize = USERS / 2;
+pub const STARS: usize = 3;
+
+pub struct Driver {
+    pub api: Api,
+    pub oracle: Oracle,
+    pub users: Vec<(UserId, String)>,
+    rng: SmallRng,
+    next_key: u64,
+}
+
+impl Driver {
+    /// Registers the users (handles made unique by `seed`) and seeds the trace.
+    pub async fn new(api: Api, seed: u64) -> Driver {
+        let mut users = Vec::new();
+        for i in 0..USERS {
+            let (id, token) = api.register(&format!("u{seed}_{i}")).await;
+            users.push((UserId(id), token));
+        }
+        Driver { api, oracle: Oracle::new(), users, rng: SmallRng::seed_from_u64(seed), next_key: 0 }
+    }
+
+    /// Whether any star is a celebrity right now.
+    pub async fn any_celebrity(&self) -> bool {
+        let mut any = false;
+        for s in 0..STARS {
+            let r = self.api.call(Method::GET, &format!("/api/v1/users/{}", self.id(s)), None, None).await;
+            any |= r.body["celebrity"].as_bool().unwrap_or(false);
+        }
+        any
+    }
+
+    pub fn token(&self, u: usize) -> &str {
+        &self.users[u].1
+    }
+
+    pub fn id(&self, u: usize) -> UserId {
+        self.users[u].0
+    }
+
+    /// Picks a follow target: stars are popular, so they cross the threshold.
+    fn pick_target(&mut self, me: usize) -> usize {
+        loop {
+            let t = if self.rng.random_bool(0.5) {
+                self.rng.random_range(0..STARS)
+            } else {
+                self.rng.random_range(0..USERS)
+            };
+            if t != me || self.rng.random_bool(0.1) {
+                // Sometimes keep a self-target: the service must refuse it.
+                return t;
+            }
+        }
+    }
+
+    fn expect(&self, what: &str, status: StatusCode, expected: Result<(), Refusal>) {
+        let want = match expected {
+            Ok(()) => StatusCode::OK,
+            Err(Refusal::SelfTarget) => StatusCode::UNPROCESSABLE_ENTITY,
+            Err(Refusal::Blocked) => StatusCode::FORBIDDEN,
+            Err(Refusal::NotAuthor) => StatusCode::FORBIDDEN,
+            Err(Refusal::UnknownPost) => StatusCode::NOT_FOUND,
+            Err(_) => StatusCode::CONFLICT,
+        };
+        assert_eq!(status, want, "{what}: the oracle expected {expected:?}");
+    }
+
+    pub async fn post(&mut self, u: usize) {
+        let key = format!("k{}", self.next_key);
+        self.next_key += 1;
+        let text = format!("post {} by {}", self.next_key, self.users[u].0);
+        let r = self
+            .api
+            .call_with(
+                Method::POST,
+                "/api/v1/posts",
+                Some(self.token(u)),
+                Some(json!({ "text": text })),
+                &[("Idempotency-Key", &key)],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "post: {}", r.body);
+        let id: u64 = r.body["id"].as_str().unwrap().parse().unwrap();
+        self.oracle.post(PostId(id), self.id(u));
+    }
+
+    pub async fn step(&mut self) {
+        let u = self.rng.random_range(0..USERS);
+        let me = self.id(u);
+        match self.rng.random_range(0..100) {
+            0..=34 => self.post(u).await,
+            35..=39 => {
+                let mine = self.oracle.posts_of(me);
+                let Some(&victim) = mine.choose(&mut self.rng) else { return };
+                let r =
+                    self.api.call(Method::DELETE, &format!("/api/v1/posts/{victim}"), Some(self.token(u)), None).await;
+                assert_eq!(r.status, StatusCode::NO_CONTENT, "delete: {}", r.body);
+                self.oracle.delete(victim, me).unwrap();
+            }
+            40..=41 => {
+                // Someone else's post: must be refused and change nothing.
+                let other = self.rng.random_range(0..USERS);
+                let theirs = self.oracle.posts_of(self.id(other));
+                let Some(&victim) = theirs.choose(&mut self.rng) else { return };
+                let r =
+                    self.api.call(Method::DELETE, &format!("/api/v1/posts/{victim}"), Some(self.token(u)), None).await;
+                self.expect(
+                    "delete other's post",
+                    if r.status == StatusCode::NO_CONTENT { StatusCode::OK } else { r.status },
+                    self.oracle.check_delete(victim, me),
+                );
+                if r.status == StatusCode::NO_CONTENT {
+                    self.oracle.delete(victim, me).unwrap();
+                }
+            }
+            42..=66 => {
+                let t = self.pick_target(u);
+                let them = self.id(t);
+                let r = self
+                    .api
+                    .call(Method::POST, &format!("/api/v1/users/{them}/follow"), Some(self.token(u)), None)
+                    .await;
+                self.expect("follow", r.status, self.oracle.check_follow(me, them));
+                let _ = self.oracle.follow(me, them);
+            }
+            67..=78 => {
+                // Mostly real unfollows, sometimes of a star (pulls it back under the line).
+                let current: Vec<UserId> = self.oracle.following_of(me).collect();
+                let them = match current.choose(&mut self.rng) {
+                    Some(&t) if self.rng.random_bool(0.9) => t,
+                    _ => {
+                        let t = self.rng.random_range(0..USERS);
+                        self.id(t)
+                    }
+                };
+                let r = self
+                    .api
+                    .call(Method::DELETE, &format!("/api/v1/users/{them}/follow"), Some(self.token(u)), None)
+                    .await;
+                self.expect("unfollow", r.status, self.oracle.check_unfollow(me, them));
+                let _ = self.oracle.unfollow(me, them);
+            }
+            79..=80 => {
+                let t = self.rng.random_range(0..USERS);
+                let them = self.id(t);
+                let r = self
+                    .api
+                    .call(Method::POST, &format!("/api/v1/users/{them}/block"), Some(self.token(u)), None)
+                    .await;
+                self.expect("block", r.status, self.oracle.check_block(me, them));
+                let _ = self.oracle.block(me, them);
+            }
+            81 => {
+                let t = self.rng.random_range(0..USERS);
+                let them = self.id(t);
+                let r = self
+                    .api
+                    .call(Method::DELETE, &format!("/api/v1/users/{them}/block"), Some(self.token(u)), None)
+                    .await;
+                let expected = self.oracle.clone().unblock(me, them);
+                self.expect("unblock", r.status, expected);
+                let _ = self.oracle.unblock(me, them);
+            }
+            _ => {
+                // A read before quiet: may lag, but is always well formed. Mostly hot readers.
+                let u = if self.rng.random_bool(0.9) { self.rng.random_range(0..HOT) } else { u };
+                let limit = self.rng.random_range(1..=20);
+                let r = self
+                    .api
+                    .call(Method::GET, &format!("/api/v1/timelines/home?limit={limit}"), Some(self.token(u)), None)
+                    .await;
+                assert_eq!(r.status, StatusCode::OK, "read: {}", r.body);
+                let ids: Vec<u64> = r.body["posts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p["id"].as_str().unwrap().parse().unwrap())
+                    .collect();
+                assert!(ids.len() <= limit);
+                assert!(ids.windows(2).all(|w| w[0] > w[1]), "a page must be strictly newest first: {ids:?}");
+            }
+        }
+    }
+
+    /// Returns how many users were served from a materialised timeline (not rebuilt).
+    pub async fn verify_all(&self, label: &str) -> usize {
+        self.api.wait_quiet().await;
+        let mut checked = 0;
+        let mut from_cache = 0;
+        for (u, (id, token)) in self.users.iter().enumerate() {
+            let limit = [7, 20, 3][u % 3];
+            let rebuilds = self.api.metric("starling_timeline_rebuilds_total").await;
+            let served: Vec<PostId> = self.api.home_all(token, limit).await.into_iter().map(PostId).collect();
+            if self.api.metric("starling_timeline_rebuilds_total").await == rebuilds {
+                from_cache += 1;
+            }
+            let expected = self.oracle.home(*id);
+            let d = compare(&expected, &served);
+            assert!(
+                d.is_empty(),
+                "{label}: user {u} timeline diverges from the oracle: {d:?}\nexpected {expected:?}\nserved   {served:?}"
+            );
+            checked += expected.len();
+        }
+        // min_id walks upwards from an older post: the ids just above it, newest first.
+        for u in 0..5 {
+            let expected = self.oracle.home(self.id(u));
+            if expected.len() < 12 {
+                continue;
+            }
+            let anchor = expected[10];
+            let r = self
+                .api
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/timelines/home?min_id={anchor}&limit=4"),
+                    Some(self.token(u)),
+                    None,
+                )
+                .await;
+            let got: Vec<PostId> = r.body["posts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| PostId(p["id"].as_str().unwrap().parse().unwrap()))
+                .collect();
+            assert_eq!(got, expected[6..10].to_vec(), "{label}: min_id page for user {u}");
+        }
+        eprintln!(
+            "{label}: {} users ({from_cache} from materialised timelines), {checked} timeline entries equal to the oracle",
+            self.users.len()
+        );
+        from_cache
+    }
+}

@@ -1,0 +1,178 @@
+//! The timeline contract with every service in its own process.
+//!
+//! graph-service, post-service, timeline-service and two fan-out workers run as separate
+//! `starling serve` processes over a real Kafka-protocol broker and a real Redis. The
+//! trace driver from the standalone oracle test runs against them through the public APIs
+//! (routed by path, as an ingress does); after quiet every home timeline must equal the
+//! oracle's. Disturbances mid-trace: a fan-out worker SIGKILLed and restarted, the timeline
+//! cache wiped, and the broker restarted.
+//!
+//! Needs `KAFKA_BROKERS`'s tooling and `REDIS_URL` (scripts/test.sh provides both). The
+//! broker-restart test starts its own broker with scripts/lib/kafka.sh so it can restart
+//! it. Without them the tests say they were skipped.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::trace::{Driver, HOT, SETTINGS};
+use common::{ADMIN_TOKEN, Api, Routes, Server};
+use reqwest::{Method, StatusCode};
+
+struct Stack {
+    graph: Server,
+    posts: Server,
+    timeline: Server,
+    fanout: Vec<Server>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl Stack {
+    fn start(kafka: &str, redis: &str, prefix: &str) -> Stack {
+        let mut env: Vec<(String, String)> = SETTINGS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        env.extend([
+            ("STARLING__BACKENDS__KAFKA_BROKERS".into(), kafka.into()),
+            ("STARLING__BACKENDS__KAFKA_PARTITIONS".into(), "4".into()),
+            ("STARLING__BACKENDS__TOPIC_PREFIX".into(), format!("{prefix}.")),
+            ("STARLING__BACKENDS__REDIS_URL".into(), redis.into()),
+            ("STARLING__BACKENDS__REDIS_PREFIX".into(), format!("{prefix}:")),
+            ("STARLING__AUTH__JWT_SECRET".into(), "distributed-test-secret".into()),
+        ]);
+        let dirs: Vec<tempfile::TempDir> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
+        let with = |extra: &[(String, String)]| -> Vec<(String, String)> {
+            env.iter().cloned().chain(extra.iter().cloned()).collect()
+        };
+        let graph =
+            serve("graph-service", dirs[0].path(), &with(&[("STARLING__SERVER__WORKER_ID".into(), "1".into())]));
+        let peers = [
+            ("STARLING__PEERS__GRAPH_URL".to_owned(), graph.base.clone()),
+            ("STARLING__SERVER__WORKER_ID".to_owned(), "2".to_owned()),
+        ];
+        let posts = serve("post-service", dirs[1].path(), &with(&peers));
+        let mut peers = peers.to_vec();
+        peers.push(("STARLING__PEERS__POST_URL".into(), posts.base.clone()));
+        let timeline = serve("timeline-service", dirs[2].path(), &with(&peers));
+        let fanout = (3..5).map(|i| serve("fanout-worker", dirs[i].path(), &with(&peers))).collect();
+        Stack { graph, posts, timeline, fanout, _dirs: dirs }
+    }
+
+    fn api(&self) -> Api {
+        let mut metrics = vec![self.timeline.base.clone(), self.graph.base.clone(), self.posts.base.clone()];
+        metrics.extend(self.fanout.iter().map(|f| f.base.clone()));
+        Api::routed(Routes {
+            graph: self.graph.base.clone(),
+            posts: self.posts.base.clone(),
+            timeline: self.timeline.base.clone(),
+            metrics,
+        })
+    }
+}
+
+fn serve(role: &str, dir: &Path, env: &[(String, String)]) -> Server {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Server::serve(role, dir, &env)
+}
+
+fn backends() -> Option<(String, String)> {
+    match (std::env::var("KAFKA_BROKERS"), std::env::var("REDIS_URL")) {
+        (Ok(k), Ok(r)) => Some((k, r)),
+        _ => {
+            eprintln!("skipped: KAFKA_BROKERS and REDIS_URL are not set (scripts/test.sh sets them)");
+            None
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Disturbance {
+    KillFanoutWorker,
+    WipeCache,
+    RestartBroker,
+}
+
+/// A broker of this test's own, so it can be restarted.
+struct OwnBroker {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl OwnBroker {
+    fn kafka_sh(&self, verb: &str) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/lib/kafka.sh");
+        let cmd = match verb {
+            "start" => format!("source {script} && kafka_start {} {}", self.port, self.dir.path().display()),
+            _ => format!("source {script} && kafka_stop {}", self.dir.path().display()),
+        };
+        let status = Command::new("bash").args(["-c", &cmd]).status().expect("running kafka.sh");
+        assert!(status.success(), "kafka_{verb} failed");
+    }
+
+    fn start() -> OwnBroker {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let broker = OwnBroker { dir: tempfile::tempdir().unwrap(), port };
+        broker.kafka_sh("start");
+        broker
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.kafka_sh("stop");
+    }
+}
+
+async fn run(seed: u64, steps: usize, disturbance: Disturbance) {
+    let Some((shared_kafka, redis)) = backends() else { return };
+    let own = (disturbance == Disturbance::RestartBroker).then(OwnBroker::start);
+    let kafka = own.as_ref().map_or(shared_kafka, |b| format!("127.0.0.1:{}", b.port));
+    let prefix = format!("e2e{seed}x{}", std::process::id());
+    let mut stack = Stack::start(&kafka, &redis, &prefix);
+    let mut d = Driver::new(stack.api(), seed).await;
+    let mut celebrity_seen = false;
+    for step in 0..steps {
+        d.step().await;
+        if step == steps / 2 {
+            match disturbance {
+                Disturbance::KillFanoutWorker => {
+                    stack.fanout[0].kill();
+                    for _ in 0..100 {
+                        d.step().await;
+                    }
+                    stack.fanout[0].restart();
+                }
+                Disturbance::WipeCache => {
+                    let r = d.api.call(Method::POST, "/admin/v1/cache/clear", Some(ADMIN_TOKEN), None).await;
+                    assert_eq!(r.status, StatusCode::NO_CONTENT);
+                }
+                Disturbance::RestartBroker => {
+                    let broker = own.as_ref().expect("own broker");
+                    broker.kafka_sh("stop");
+                    broker.kafka_sh("start");
+                }
+            }
+        }
+        if step % 200 == 0 {
+            celebrity_seen |= d.any_celebrity().await;
+        }
+    }
+    assert!(celebrity_seen, "the trace never made anyone a celebrity");
+    let from_cache = d.verify_all("distributed, after the trace").await;
+    assert!(from_cache >= HOT / 2, "only {from_cache} users were served from materialised timelines");
+    let _ = &mut stack;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distributed_timelines_match_the_oracle_with_a_worker_killed() {
+    run(11, 1_500, Disturbance::KillFanoutWorker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distributed_timelines_match_the_oracle_with_the_cache_wiped() {
+    run(12, 1_500, Disturbance::WipeCache).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distributed_timelines_match_the_oracle_across_a_broker_restart() {
+    run(13, 1_500, Disturbance::RestartBroker).await;
+}

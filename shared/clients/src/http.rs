@@ -1,0 +1,126 @@
+//! HTTP clients for the internal APIs, used when services run as separate processes.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+use starling_ids::{PostId, UserId};
+use starling_storage::{AuthorClass, PostRecord, UserRecord, Window};
+
+use crate::wire::{Class, Follows, PostIds, Posts, UserIds, WindowQuery, WireUser};
+use crate::{ClientError, ClientResult, GraphClient, PostClient};
+
+/// A base URL and a pooled HTTP/1.1 client with bounded timeouts: a slow peer must not
+/// hold a fan-out partition or a read forever.
+#[derive(Clone)]
+struct Peer {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Peer {
+    fn new(base: &str) -> ClientResult<Peer> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(2))
+            .pool_max_idle_per_host(64)
+            .build()
+            .map_err(|e| ClientError::Remote(e.to_string()))?;
+        Ok(Peer { base: base.trim_end_matches('/').to_owned(), http })
+    }
+
+    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> ClientResult<Option<T>> {
+        let res = req.send().await.map_err(|e| ClientError::Remote(e.to_string()))?;
+        if res.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !res.status().is_success() {
+            return Err(ClientError::Remote(format!("{} answered {}", res.url(), res.status())));
+        }
+        res.json().await.map(Some).map_err(|e| ClientError::Remote(e.to_string()))
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> ClientResult<Option<T>> {
+        self.send(self.http.get(format!("{}{path}", self.base)).query(query)).await
+    }
+
+    /// Like `get`, but a 404 is an error: the path names something that must exist.
+    async fn get_some<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> ClientResult<T> {
+        self.get(path, query).await?.ok_or_else(|| ClientError::Remote(format!("{path}: not found")))
+    }
+}
+
+/// The graph-service over HTTP.
+pub struct HttpGraph(Peer);
+
+impl HttpGraph {
+    pub fn new(base: &str) -> ClientResult<HttpGraph> {
+        Ok(HttpGraph(Peer::new(base)?))
+    }
+}
+
+#[async_trait]
+impl GraphClient for HttpGraph {
+    async fn user(&self, id: UserId) -> ClientResult<Option<UserRecord>> {
+        Ok(self.0.get::<WireUser>(&format!("/internal/v1/users/{id}"), &[]).await?.map(Into::into))
+    }
+
+    async fn followers(&self, user: UserId, after: Option<UserId>, limit: usize) -> ClientResult<Vec<UserId>> {
+        let mut query = vec![("limit", limit.to_string())];
+        if let Some(a) = after {
+            query.push(("after", a.to_string()));
+        }
+        Ok(self.0.get_some::<UserIds>(&format!("/internal/v1/users/{user}/followers"), &query).await?.ids)
+    }
+
+    async fn following(&self, user: UserId) -> ClientResult<Vec<UserId>> {
+        Ok(self.0.get_some::<UserIds>(&format!("/internal/v1/users/{user}/following"), &[]).await?.ids)
+    }
+
+    async fn follows(&self, follower: UserId, followee: UserId) -> ClientResult<bool> {
+        let path = format!("/internal/v1/users/{follower}/follows/{followee}");
+        Ok(self.0.get_some::<Follows>(&path, &[]).await?.follows)
+    }
+
+    async fn author_class(&self, user: UserId) -> ClientResult<AuthorClass> {
+        let class = self.0.get_some::<Class>(&format!("/internal/v1/users/{user}/class"), &[]).await?;
+        Ok(if class.celebrity { AuthorClass::Celebrity } else { AuthorClass::Ordinary })
+    }
+
+    async fn celebrities(&self) -> ClientResult<Vec<UserId>> {
+        Ok(self.0.get_some::<UserIds>("/internal/v1/celebrities", &[]).await?.ids)
+    }
+}
+
+/// The post-service over HTTP.
+pub struct HttpPosts(Peer);
+
+impl HttpPosts {
+    pub fn new(base: &str) -> ClientResult<HttpPosts> {
+        Ok(HttpPosts(Peer::new(base)?))
+    }
+}
+
+#[async_trait]
+impl PostClient for HttpPosts {
+    async fn get_posts(&self, ids: &[PostId]) -> ClientResult<Vec<Option<PostRecord>>> {
+        let req =
+            self.0.http.post(format!("{}/internal/v1/posts/lookup", self.0.base)).json(&PostIds { ids: ids.to_vec() });
+        let posts: Posts = self.0.send(req).await?.ok_or_else(|| ClientError::Remote("lookup: not found".into()))?;
+        if posts.posts.len() != ids.len() {
+            return Err(ClientError::Remote("lookup answered the wrong number of posts".into()));
+        }
+        Ok(posts.posts.into_iter().map(|p| p.map(Into::into)).collect())
+    }
+
+    async fn posts_by_author(&self, author: UserId, window: Window<PostId>) -> ClientResult<Vec<PostRecord>> {
+        let q = WindowQuery::from(window).to_query();
+        let posts: Posts = self.0.get_some(&format!("/internal/v1/users/{author}/posts"), &q).await?;
+        Ok(posts.posts.into_iter().flatten().map(Into::into).collect())
+    }
+
+    async fn post_ids_by_author(&self, author: UserId, window: Window<PostId>) -> ClientResult<Vec<PostId>> {
+        let q = WindowQuery::from(window).to_query();
+        Ok(self.0.get_some::<PostIds>(&format!("/internal/v1/users/{author}/post-ids"), &q).await?.ids)
+    }
+}

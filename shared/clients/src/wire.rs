@@ -1,0 +1,126 @@
+//! JSON shapes of the internal APIs (`/internal/v1/...`), shared by the services that
+//! serve them and the HTTP clients that call them. Ids are strings, as on the public API.
+
+use serde::{Deserialize, Serialize};
+use starling_ids::{PostId, UserId};
+use starling_storage::{AuthorClass, Order, PostRecord, UserRecord, Window};
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WireUser {
+    pub id: UserId,
+    pub handle: String,
+}
+
+impl From<UserRecord> for WireUser {
+    fn from(u: UserRecord) -> Self {
+        WireUser { id: u.id, handle: u.handle }
+    }
+}
+
+impl From<WireUser> for UserRecord {
+    fn from(u: WireUser) -> Self {
+        UserRecord { id: u.id, handle: u.handle }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WirePost {
+    pub id: PostId,
+    pub author: UserId,
+    pub author_handle: String,
+    pub text: String,
+    pub reply_to: Option<PostId>,
+}
+
+impl From<PostRecord> for WirePost {
+    fn from(p: PostRecord) -> Self {
+        WirePost { id: p.id, author: p.author, author_handle: p.author_handle, text: p.text, reply_to: p.reply_to }
+    }
+}
+
+impl From<WirePost> for PostRecord {
+    fn from(p: WirePost) -> Self {
+        PostRecord { id: p.id, author: p.author, author_handle: p.author_handle, text: p.text, reply_to: p.reply_to }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct UserIds {
+    pub ids: Vec<UserId>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PostIds {
+    pub ids: Vec<PostId>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Posts {
+    pub posts: Vec<Option<WirePost>>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Follows {
+    pub follows: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Class {
+    pub celebrity: bool,
+}
+
+impl From<AuthorClass> for Class {
+    fn from(c: AuthorClass) -> Self {
+        Class { celebrity: c == AuthorClass::Celebrity }
+    }
+}
+
+/// Query of `/internal/v1/users/{id}/followers`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AfterQuery {
+    pub after: Option<UserId>,
+    pub limit: usize,
+}
+
+/// A [`Window`] as query parameters.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WindowQuery {
+    pub before: Option<PostId>,
+    pub after: Option<PostId>,
+    pub limit: usize,
+    pub oldest_first: bool,
+}
+
+impl From<Window<PostId>> for WindowQuery {
+    fn from(w: Window<PostId>) -> Self {
+        WindowQuery { before: w.before, after: w.after, limit: w.limit, oldest_first: w.order == Order::OldestFirst }
+    }
+}
+
+impl From<WindowQuery> for Window<PostId> {
+    fn from(q: WindowQuery) -> Self {
+        Window {
+            before: q.before,
+            after: q.after,
+            limit: q.limit,
+            order: if q.oldest_first { Order::OldestFirst } else { Order::NewestFirst },
+        }
+    }
+}
+
+impl WindowQuery {
+    /// As URL query parameters (absent bounds left out).
+    pub fn to_query(&self) -> Vec<(&'static str, String)> {
+        let mut q = vec![("limit", self.limit.to_string()), ("oldest_first", self.oldest_first.to_string())];
+        if let Some(b) = self.before {
+            q.push(("before", b.to_string()));
+        }
+        if let Some(a) = self.after {
+            q.push(("after", a.to_string()));
+        }
+        q
+    }
+}
+
+/// Largest page an internal list call returns, whatever is asked.
+pub const MAX_INTERNAL_PAGE: usize = 10_000;
