@@ -118,6 +118,7 @@ impl Backends {
                 brokers: b.kafka_brokers.clone(),
                 partitions: b.kafka_partitions,
                 topic_prefix: b.topic_prefix.clone(),
+                instance_id: Some(b.kafka_instance_id.clone()).filter(|i| !i.is_empty()),
                 ..KafkaOptions::default()
             })
             .await

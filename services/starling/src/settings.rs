@@ -39,6 +39,9 @@ pub struct BackendSettings {
     pub redis_url: String,
     /// Prepended to every timeline key.
     pub redis_prefix: String,
+    /// Stable name of this process in Kafka consumer groups (e.g. the pod name of a
+    /// StatefulSet): a restarted fan-out worker takes its partitions back at once.
+    pub kafka_instance_id: String,
 }
 
 impl Default for BackendSettings {
@@ -49,6 +52,7 @@ impl Default for BackendSettings {
             topic_prefix: String::new(),
             redis_url: String::new(),
             redis_prefix: "tl:".into(),
+            kafka_instance_id: String::new(),
         }
     }
 }

@@ -38,6 +38,9 @@ impl Stack {
             ("STARLING__BACKENDS__REDIS_URL".into(), redis.into()),
             ("STARLING__BACKENDS__REDIS_PREFIX".into(), format!("{prefix}:")),
             ("STARLING__AUTH__JWT_SECRET".into(), "distributed-test-secret".into()),
+            // Recovering from a broker restart takes seconds; the standalone oracle test
+            // covers readers going idle with a 3 s window.
+            ("STARLING__TIMELINE__ACTIVE_FOR_SECS".into(), "10".into()),
         ]);
         let dirs: Vec<tempfile::TempDir> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
         let with = |extra: &[(String, String)]| -> Vec<(String, String)> {
@@ -53,7 +56,13 @@ impl Stack {
         let mut peers = peers.to_vec();
         peers.push(("STARLING__PEERS__POST_URL".into(), posts.base.clone()));
         let timeline = serve("timeline-service", dirs[2].path(), &with(&peers));
-        let fanout = (3..5).map(|i| serve("fanout-worker", dirs[i].path(), &with(&peers))).collect();
+        let fanout = (3..5)
+            .map(|i| {
+                let mut env = peers.clone();
+                env.push(("STARLING__BACKENDS__KAFKA_INSTANCE_ID".into(), format!("fanout-{i}")));
+                serve("fanout-worker", dirs[i].path(), &with(&env))
+            })
+            .collect();
         Stack { graph, posts, timeline, fanout, _dirs: dirs }
     }
 
@@ -140,6 +149,7 @@ async fn run(seed: u64, steps: usize, disturbance: Disturbance) {
                         d.step().await;
                     }
                     stack.fanout[0].restart();
+                    d.api.counters_reset = true;
                 }
                 Disturbance::WipeCache => {
                     let r = d.api.call(Method::POST, "/admin/v1/cache/clear", Some(ADMIN_TOKEN), None).await;

@@ -12,6 +12,7 @@
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod embedded;
+pub mod kafka;
 
 use std::time::Duration;
 

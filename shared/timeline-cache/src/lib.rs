@@ -19,6 +19,7 @@
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod memory;
+pub mod redis;
 
 use async_trait::async_trait;
 use starling_ids::{PostId, UserId};

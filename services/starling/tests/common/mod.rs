@@ -122,6 +122,9 @@ pub struct Api {
     /// Where requests go when every service is in one process.
     pub base: String,
     routes: Option<Routes>,
+    /// A fan-out process was restarted: its applied-events counter started again from
+    /// zero, so quiet is judged by lag and stability alone.
+    pub counters_reset: bool,
 }
 
 /// Which process serves which paths when services run separately (what an ingress does).
@@ -143,7 +146,7 @@ pub struct Reply {
 impl Api {
     pub fn new(base: &str) -> Api {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
-        Api { http, base: base.to_owned(), routes: None }
+        Api { http, base: base.to_owned(), routes: None, counters_reset: false }
     }
 
     pub fn routed(routes: Routes) -> Api {
@@ -175,6 +178,18 @@ impl Api {
         body: Option<Value>,
         headers: &[(&str, &str)],
     ) -> Reply {
+        // A GET is safe to repeat: retry a 503 (overloaded dependency) as a client would.
+        // Writes are never retried blindly: a retry could meet its own committed effect.
+        for _ in 0..5 {
+            let reply = self
+                .try_call(method.clone(), path, token, body.clone(), headers)
+                .await
+                .unwrap_or_else(|e| panic!("{path}: {e}"));
+            if method != Method::GET || reply.status != StatusCode::SERVICE_UNAVAILABLE {
+                return reply;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         self.try_call(method, path, token, body, headers).await.unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
@@ -266,7 +281,7 @@ impl Api {
                 + self.metric("starling_fanout_dead_letters_total").await;
             let lag = self.metric("starling_fanout_lag").await;
             let now = (published, applied);
-            if now != last || applied < published || lag > 0 {
+            if now != last || (applied < published && !self.counters_reset) || lag > 0 {
                 last = now;
                 stable_since = Instant::now();
             } else if stable_since.elapsed() > Duration::from_millis(500) {
