@@ -261,21 +261,33 @@ impl Fanout {
 
     pub async fn post_created(&self, post: PostId, author: UserId) -> Result<(), FanoutError> {
         let entry = Entry { post, author };
-        let own = self.cache.insert(&[author], entry).await?;
-        self.stats.inserts.add(own as u64);
         // Read the class now, not from the event: see the crate docs on class changes.
         if self.graph.author_class(author).await? == AuthorClass::Celebrity {
             self.stats.posts_merged_at_read.inc();
+            let own = self.cache.insert(&[author], entry).await?;
+            self.stats.inserts.add(own as u64);
             return Ok(());
         }
         self.stats.posts_pushed.inc();
-        self.for_each_follower_page(author, |followers| async move {
-            let n = self.cache.insert(&followers, entry).await?;
-            self.stats.inserts.add(n as u64);
-            self.stats.skipped_inactive.add((followers.len() - n) as u64);
-            Ok(())
+        // The author's own timeline rides along with the first page: one round trip fewer.
+        let mut own = Some(author);
+        self.for_each_follower_page(author, |mut followers| {
+            let own = own.take();
+            async move {
+                followers.extend(own);
+                let n = self.cache.insert(&followers, entry).await?;
+                self.stats.inserts.add(n as u64);
+                self.stats.skipped_inactive.add((followers.len() - n) as u64);
+                Ok(())
+            }
         })
-        .await
+        .await?;
+        // No followers at all: the page callback never ran.
+        if let Some(author) = own {
+            let n = self.cache.insert(&[author], entry).await?;
+            self.stats.inserts.add(n as u64);
+        }
+        Ok(())
     }
 
     pub async fn post_deleted(&self, post: PostId, author: UserId) -> Result<(), FanoutError> {

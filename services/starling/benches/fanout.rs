@@ -7,6 +7,10 @@
 //! as the follower count grows.
 //!
 //! Run: `cargo bench -p starling --bench fanout` (add `-- quick` for a short run).
+//!
+//! Distributed: with `KAFKA_BROKERS` and `REDIS_URL` set, events go through Kafka and
+//! timelines live in Redis (the store and the graph/post lookups stay in-process, as the
+//! worker's HTTP calls to them are one per follower page, not per insert).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,6 +18,7 @@ use std::time::{Duration, Instant};
 use fanout_worker::{Fanout, FanoutSettings, FanoutStats};
 use starling_clients::local::{LocalGraph, LocalPosts};
 use starling_events::embedded::{EmbeddedLog, EmbeddedLogOptions};
+use starling_events::kafka::{KafkaLog, KafkaOptions};
 use starling_events::{EventLog, Record, pb};
 use starling_ids::{IdGenerator, UserId};
 use starling_outbox::Publisher;
@@ -21,6 +26,7 @@ use starling_storage::embedded::{Durability, EmbeddedStore};
 use starling_storage::{CreatePost, EdgeChange, GraphStore, PostRecord, PostStore, UserRecord};
 use starling_timeline_cache::TimelineCache;
 use starling_timeline_cache::memory::{MemoryCache, MemoryCacheOptions};
+use starling_timeline_cache::redis::{RedisCache, RedisCacheOptions};
 use tokio_util::sync::CancellationToken;
 
 struct Case {
@@ -43,13 +49,40 @@ async fn main() {
 async fn run(case: Case) {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(&dir.path().join("store"), Durability::Buffer).unwrap();
-    let log: Arc<dyn EventLog> =
-        EmbeddedLog::open(&dir.path().join("log"), EmbeddedLogOptions { partitions: 4, sync: false }).unwrap();
-    let cache = Arc::new(MemoryCache::new(MemoryCacheOptions {
-        max_entries: 800,
-        active_for: Duration::from_secs(3600),
-        ..MemoryCacheOptions::default()
-    }));
+    let run_id = format!("bench{}x{}", std::process::id(), case.followers);
+    let log: Arc<dyn EventLog> = match std::env::var("KAFKA_BROKERS") {
+        Ok(brokers) => KafkaLog::connect(KafkaOptions {
+            brokers,
+            partitions: 4,
+            topic_prefix: format!("{run_id}."),
+            ..KafkaOptions::default()
+        })
+        .await
+        .unwrap(),
+        Err(_) => {
+            EmbeddedLog::open(&dir.path().join("log"), EmbeddedLogOptions { partitions: 4, sync: false }).unwrap()
+        }
+    };
+    let cache: Arc<dyn TimelineCache> = match std::env::var("REDIS_URL") {
+        Ok(url) => Arc::new(
+            RedisCache::connect(
+                &url,
+                RedisCacheOptions {
+                    max_entries: 800,
+                    active_for: Duration::from_secs(3600),
+                    key_prefix: format!("{run_id}:"),
+                    ..RedisCacheOptions::default()
+                },
+            )
+            .await
+            .unwrap(),
+        ),
+        Err(_) => Arc::new(MemoryCache::new(MemoryCacheOptions {
+            max_entries: 800,
+            active_for: Duration::from_secs(3600),
+            ..MemoryCacheOptions::default()
+        })),
+    };
     let ids = IdGenerator::new(1).unwrap();
     let (posts, graph) = (store.posts(), store.graph());
 
@@ -106,6 +139,8 @@ async fn run(case: Case) {
     let elapsed = start.elapsed().as_secs_f64();
     stop.cancel();
     task.await.unwrap().unwrap();
+    // Leave a shared Redis as we found it.
+    cache.clear().await.unwrap();
     // Authors have no materialised timeline here, so every insert is a follower's.
     let delivered = (case.followers * case.posts) as u64;
     assert_eq!(stats.inserts.get(), delivered, "every active follower must have received every post");

@@ -46,7 +46,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::FutureExt;
 use futures::channel::oneshot::Canceled;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
@@ -75,6 +74,9 @@ pub mod dead_letter_headers {
     /// Its offset, in decimal.
     pub const SOURCE_OFFSET: &str = "source-offset";
 }
+
+/// How long `poll` keeps collecting after its first message.
+const BATCH_LINGER: Duration = Duration::from_millis(2);
 
 #[derive(Clone, Debug)]
 pub struct KafkaOptions {
@@ -566,15 +568,17 @@ impl Consumer for KafkaConsumer {
                 Ok(Err(e)) => consume_error(&self.group, e)?,
             }
         }
-        // Then whatever is already fetched, without waiting for more.
+        // Then whatever arrives within a short linger. Taking only what `recv` has ready
+        // right now yields batches of one (the stream hands messages over through its
+        // own task), and every batch costs the caller a synchronous commit.
         while out.len() < max {
-            match self.consumer.recv().now_or_never() {
-                Some(Ok(message)) => out.extend(self.delivery(&message)),
-                Some(Err(e)) => {
+            match tokio::time::timeout(BATCH_LINGER, self.consumer.recv()).await {
+                Ok(Ok(message)) => out.extend(self.delivery(&message)),
+                Ok(Err(e)) => {
                     consume_error(&self.group, e)?;
                     break;
                 }
-                None => break,
+                Err(_) => break,
             }
         }
         self.advance(&out);

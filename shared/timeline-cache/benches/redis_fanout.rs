@@ -7,14 +7,34 @@
 //! # append `-- quick` for 1 s phases instead of 5 s; `SLACK=n` overrides `RedisCacheOptions::slack`
 //! ```
 //!
-//! 10k timelines, each full (800 entries), so every insert is a steady-state one (append
-//! and, amortised, trim). Each post goes to 75 random followers. Both figures use the same
-//! tasks, connections and pipeline depth:
-//! - ceiling: pipelines of `RPUSHX` (the primitive `insert` is built on) to 10k 800-entry
-//!   lists, nothing else;
+//! 10k timelines, each full (800 entries) with 0..slack pushes pending, so every insert is
+//! a steady-state one (append, and amortised normalisation and trim). Each post goes to 75
+//! random followers from 8 tasks. All figures use 8 tasks on 8 connections and pipelines
+//! 75 deep (one post's fan-out):
+//! - ceiling: pipelines of `RPUSHX` (the primitive `insert` is built on) to 10k lists of
+//!   800 entries, nothing else; once on lists with a TTL, as timelines have, once without;
 //! - `RedisCache::insert`: the real call, including its normalisation round trips.
 //!
-//! Client and server share the machine's cores, as in the DESIGN's targets.
+//! Phases alternate over three rounds; Redis server CPU per operation (from `INFO cpu`)
+//! is printed next to throughput, being less sensitive to other load on the machine.
+//! Client and server share the machine's 2 cores, as in the DESIGN's targets.
+//!
+//! Last results (2 cores shared with other jobs, load average 0.5–1.6 during the runs;
+//! slack 192, 5 s phases), two consecutive runs:
+//!
+//! | figure | run 1 | run 2 |
+//! |---|---:|---:|
+//! | ceiling: RPUSHX, 75 deep, lists with a TTL | 480,739/s (2.07 µs) | 439,796/s (2.27 µs) |
+//! | RPUSHX, 75 deep, lists without a TTL | 534,010/s (1.86 µs) | 485,928/s (2.05 µs) |
+//! | RPUSHX, 16 deep, lists with a TTL | 392,105/s (2.52 µs) | 388,641/s (2.54 µs) |
+//! | `RedisCache::insert`, 75 followers | 323,389/s (3.08 µs) | 303,973/s (3.28 µs) |
+//! | ratio to the TTL ceiling (throughput / CPU) | 0.67 / 0.67 | 0.69 / 0.69 |
+//! | ratio to the no-TTL ceiling | 0.61 / 0.61 | 0.63 / 0.62 |
+//! | bytes per entry, normalised / ≤ 192 pending | 19.29 / 21.03 | 19.30 / 21.11 |
+//!
+//! (µs: Redis server CPU per operation.) On a quiet machine earlier the same day the
+//! no-TTL ceiling reached ~900k ops/s (1.1 µs) and inserts 440k–490k/s (2.0–2.2 µs), with
+//! an older build (slack 64–128).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
