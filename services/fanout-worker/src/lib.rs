@@ -97,8 +97,10 @@ impl Fanout {
             consumers.push(log.subscribe(CONSUMER_GROUP, &Topic::ALL).await?);
         }
         *self.stats.lag.lock() = vec![0; consumers.len()];
-        let tasks =
-            consumers.into_iter().enumerate().map(|(i, c)| tokio::spawn(self.clone().consume(i, c, shutdown.clone())));
+        let tasks = consumers
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| tokio::spawn(self.clone().consume(i, c, log.clone(), shutdown.clone())));
         for result in join_all(tasks).await {
             match result {
                 Ok(r) => r?,
@@ -112,6 +114,7 @@ impl Fanout {
         self: Arc<Self>,
         index: usize,
         mut consumer: Box<dyn Consumer>,
+        log: Arc<dyn EventLog>,
         shutdown: CancellationToken,
     ) -> Result<(), FanoutError> {
         let mut lag_read = std::time::Instant::now();
@@ -140,7 +143,7 @@ impl Fanout {
                 }
                 continue;
             }
-            self.apply_batch(&batch).await;
+            self.apply_batch(&batch, log.as_ref()).await;
             commit_with_retry(consumer.as_mut(), &batch).await;
         }
     }
@@ -161,14 +164,14 @@ impl Fanout {
     }
 
     /// Applies a batch: partitions in parallel, each partition in order.
-    async fn apply_batch(&self, batch: &[Delivery]) {
+    async fn apply_batch(&self, batch: &[Delivery], log: &dyn EventLog) {
         let mut by_partition: BTreeMap<(Topic, u32), Vec<&Delivery>> = BTreeMap::new();
         for d in batch {
             by_partition.entry((d.topic, d.partition)).or_default().push(d);
         }
         join_all(by_partition.into_values().map(|deliveries| async move {
             for d in deliveries {
-                self.apply_with_retry(d).await;
+                self.apply_with_retry(d, log).await;
             }
         }))
         .await;
@@ -176,7 +179,7 @@ impl Fanout {
 
     /// Retries transient failures forever (with backoff): skipping would lose the effect,
     /// and the partition is better held than wrong.
-    async fn apply_with_retry(&self, d: &Delivery) {
+    async fn apply_with_retry(&self, d: &Delivery, log: &dyn EventLog) {
         let mut backoff = Duration::from_millis(20);
         loop {
             match self.apply(d).await {
@@ -185,9 +188,18 @@ impl Fanout {
                     return;
                 }
                 Ok(Applied::Poison(why)) => {
-                    self.stats.dead_letters.inc();
                     tracing::error!(topic = d.topic.name(), partition = d.partition, offset = d.offset, error = %why, "dead-lettering undecodable event");
-                    return;
+                    // Set aside before committing past it; if even that fails, retry:
+                    // skipping silently would lose the event's evidence.
+                    match log.dead_letter(d, &why).await {
+                        Ok(()) => {
+                            self.stats.dead_letters.inc();
+                            return;
+                        }
+                        Err(e) => tracing::warn!(error = %e, "dead-lettering failed; retrying"),
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
                 Err(e) => {
                     self.stats.retries.inc();
@@ -357,4 +369,84 @@ async fn commit_with_retry(consumer: &mut dyn Consumer, batch: &[Delivery]) {
         }
     }
     tracing::error!("giving up committing offsets; the batch will be redelivered");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use starling_clients::local::{LocalGraph, LocalPosts};
+    use starling_events::embedded::{EmbeddedLog, EmbeddedLogOptions};
+    use starling_events::{EventLog, Record, Topic, pb};
+    use starling_ids::{PostId, UserId};
+    use starling_storage::embedded::{Durability, EmbeddedStore};
+    use starling_storage::{GraphStore, PostRecord, PostStore, UserRecord};
+    use starling_timeline_cache::memory::{MemoryCache, MemoryCacheOptions};
+    use starling_timeline_cache::{Range, TimelineCache};
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+
+    /// An undecodable event is set aside in the dead-letter store and the events behind it
+    /// in the same partition are still applied.
+    #[tokio::test]
+    async fn poison_events_are_dead_lettered_and_do_not_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("s"), Durability::Buffer).unwrap();
+        let log = EmbeddedLog::open(&dir.path().join("l"), EmbeddedLogOptions { partitions: 1, sync: false }).unwrap();
+        let cache = Arc::new(MemoryCache::new(MemoryCacheOptions::default()));
+        let (author, reader) = (UserId(10), UserId(11));
+        let graph = store.graph();
+        for (id, h) in [(author, "a"), (reader, "r")] {
+            graph.create_user(&UserRecord { id, handle: h.into() }).await.unwrap();
+        }
+        graph.follow(reader, author, Vec::new()).await.unwrap();
+        assert!(cache.begin_rebuild(reader).await.unwrap());
+        cache.finish_rebuild(reader, &[], true).await.unwrap();
+        let post = PostRecord { id: PostId(99), author, author_handle: "a".into(), text: "t".into(), reply_to: None };
+        store.posts().create_post(&post, None, Vec::new()).await.unwrap();
+
+        let poison = Record {
+            topic: Topic::Posts,
+            key: author.get(),
+            payload: vec![0xff, 0xff, 0xff].into(),
+            headers: Vec::new(),
+        };
+        let created = pb::PostEvent {
+            event_id: String::new(),
+            occurred_at_ms: 0,
+            kind: Some(pb::post_event::Kind::Created(pb::PostCreated {
+                post_id: 99,
+                author_id: author.get(),
+                reply_to: None,
+            })),
+        };
+        log.append(vec![poison, Record::post(author.get(), &created)]).await.unwrap();
+
+        let stats = Arc::new(FanoutStats::default());
+        let fanout = Arc::new(Fanout {
+            graph: Arc::new(LocalGraph(graph)),
+            posts: Arc::new(LocalPosts(store.posts())),
+            cache: cache.clone(),
+            max_entries: 800,
+            settings: FanoutSettings::default(),
+            stats: stats.clone(),
+        });
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(fanout.run(log.clone(), stop.clone()));
+        for _ in 0..200 {
+            if stats.events.get() >= 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop.cancel();
+        task.await.unwrap().unwrap();
+        assert_eq!(stats.dead_letters.get(), 1);
+        assert_eq!(log.dead_letter_count().unwrap(), 1);
+        let range = Range { before: None, after: None, limit: 10, oldest_first: false };
+        let slice = cache.read(reader, range).await.unwrap().unwrap();
+        assert_eq!(slice.entries.iter().map(|e| e.post).collect::<Vec<_>>(), vec![PostId(99)]);
+    }
 }

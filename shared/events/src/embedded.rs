@@ -64,6 +64,9 @@ struct Inner {
     db: Database,
     log: Keyspace,
     offsets: Keyspace,
+    /// Deliveries set aside by [`EventLog::dead_letter`], keyed by time of arrival (u128
+    /// nanoseconds BE): error, then the record as it was delivered.
+    dead_letters: Keyspace,
     partitions: u32,
     /// Whether appends `fdatasync`; such appends run on the blocking pool.
     sync: bool,
@@ -105,6 +108,7 @@ impl EmbeddedLog {
         let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default).map_err(storage);
         let log = ks("log")?;
         let offsets = ks("offsets")?;
+        let dead_letters = ks("dead_letter")?;
         let meta = ks("meta")?;
 
         let partitions = match meta.get(META_PARTITIONS).map_err(storage)? {
@@ -170,6 +174,7 @@ impl EmbeddedLog {
                 db,
                 log,
                 offsets,
+                dead_letters,
                 partitions,
                 sync: options.sync,
                 next: Mutex::new(next),
@@ -193,8 +198,37 @@ impl EmbeddedLog {
     }
 }
 
+impl EmbeddedLog {
+    /// How many deliveries were dead-lettered (for operators and tests).
+    pub fn dead_letter_count(&self) -> Result<usize, LogError> {
+        self.inner.dead_letters.len().map_err(storage)
+    }
+}
+
 #[async_trait]
 impl EventLog for EmbeddedLog {
+    async fn dead_letter(&self, delivery: &Delivery, error: &str) -> Result<(), LogError> {
+        let key = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+            .to_be_bytes();
+        let mut value = Vec::with_capacity(error.len() + delivery.payload.len() + 32);
+        let text = format!(
+            "{error}\n{} partition {} offset {} key {}\n",
+            delivery.topic.name(),
+            delivery.partition,
+            delivery.offset,
+            delivery.key
+        );
+        value.extend_from_slice(&(text.len() as u32).to_be_bytes());
+        value.extend_from_slice(text.as_bytes());
+        value.extend_from_slice(&delivery.payload);
+        self.inner.dead_letters.insert(key, value).map_err(storage)?;
+        tracing::error!(topic = delivery.topic.name(), offset = delivery.offset, error, "dead-lettered a delivery");
+        Ok(())
+    }
+
     async fn append(&self, records: Vec<Record>) -> Result<(), LogError> {
         if records.is_empty() {
             return Ok(());

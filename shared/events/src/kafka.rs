@@ -192,7 +192,7 @@ impl KafkaLog {
     /// key, payload and headers plus [`dead_letter_headers`]. Returns once the broker
     /// acknowledged it; the caller then commits the delivery and moves on.
     #[tracing::instrument(skip_all, fields(topic = delivery.topic.name(), partition = delivery.partition, offset = delivery.offset))]
-    pub async fn dead_letter(&self, delivery: &Delivery, error: &str) -> Result<(), LogError> {
+    pub async fn send_to_dead_letter(&self, delivery: &Delivery, error: &str) -> Result<(), LogError> {
         use dead_letter_headers::*;
         if !self.options.dead_letter {
             tracing::error!(error, "dead-letter topic disabled: dropping a record that cannot be applied");
@@ -375,6 +375,10 @@ async fn produce_on(producer: &FutureProducer<LogContext>, records: &[Outgoing<'
 
 #[async_trait]
 impl EventLog for KafkaLog {
+    async fn dead_letter(&self, delivery: &Delivery, error: &str) -> Result<(), LogError> {
+        self.send_to_dead_letter(delivery, error).await
+    }
+
     #[tracing::instrument(skip_all, fields(records = records.len()))]
     async fn append(&self, records: Vec<Record>) -> Result<(), LogError> {
         if records.is_empty() {
@@ -1107,7 +1111,7 @@ mod tests {
             .expect("append");
         let mut c = log.subscribe("worker", &[Topic::Posts]).await.expect("subscribe");
         let d = take(c.as_mut(), 1).await.remove(0);
-        log.dead_letter(&d, "unknown event kind").await.expect("dead letter");
+        log.send_to_dead_letter(&d, "unknown event kind").await.expect("dead letter");
         c.commit(std::slice::from_ref(&d)).await.expect("commit");
         assert_eq!(c.lag().await.expect("lag"), 0);
 
@@ -1339,7 +1343,7 @@ mod tests {
             payload: Bytes::from_static(b"x"),
             headers: Vec::new(),
         };
-        let result = tokio::time::timeout(Duration::from_secs(5), log.dead_letter(&d, "bad")).await;
+        let result = tokio::time::timeout(Duration::from_secs(5), log.send_to_dead_letter(&d, "bad")).await;
         assert!(matches!(result, Ok(Ok(()))), "never blocks the partition");
     }
 

@@ -114,6 +114,11 @@ pub trait EventLog: Send + Sync + 'static {
     /// Joins consumer group `group` on `topics`. Members of one group share the
     /// partitions; each group sees every record. A new group starts at the beginning.
     async fn subscribe(&self, group: &str, topics: &[Topic]) -> Result<Box<dyn Consumer>, LogError>;
+
+    /// Sets aside a delivery that can never be applied (undecodable, say), with the
+    /// error, where an operator can inspect and replay it; the consumer then commits
+    /// past it, so a poison event never blocks its partition.
+    async fn dead_letter(&self, delivery: &Delivery, error: &str) -> Result<(), LogError>;
 }
 
 /// One member of a consumer group.
