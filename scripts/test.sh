@@ -56,6 +56,6 @@ echo "Redis at $REDIS_URL, broker at $KAFKA_BROKERS"
 
 step "tests"
 # End-to-end tests start real servers; two at a time keeps them inside 2 cores.
-cargo test --workspace --locked "$@" -- --test-threads 2
+cargo test --workspace --locked --no-fail-fast "$@" -- --test-threads 2
 
 step "all tests passed"
