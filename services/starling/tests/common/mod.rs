@@ -180,17 +180,18 @@ impl Api {
     ) -> Reply {
         // A GET is safe to repeat: retry a 503 (overloaded dependency) as a client would.
         // Writes are never retried blindly: a retry could meet its own committed effect.
-        for _ in 0..5 {
+        let mut attempts = 0;
+        loop {
             let reply = self
                 .try_call(method.clone(), path, token, body.clone(), headers)
                 .await
                 .unwrap_or_else(|e| panic!("{path}: {e}"));
-            if method != Method::GET || reply.status != StatusCode::SERVICE_UNAVAILABLE {
+            attempts += 1;
+            if method != Method::GET || reply.status != StatusCode::SERVICE_UNAVAILABLE || attempts == 6 {
                 return reply;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        self.try_call(method, path, token, body, headers).await.unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
     /// Like `call_with` but a transport error (server down) is returned, not a panic.
