@@ -86,6 +86,10 @@ struct Ops {
     fanout: Option<Arc<FanoutStats>>,
     timeline: Option<Arc<TimelineService>>,
     cache: Option<Arc<dyn TimelineCache>>,
+    /// The in-memory cache, whose size is cheap to read. Redis is not asked: counting its
+    /// timelines is a SCAN over every key, too costly for each metrics scrape (Redis's own
+    /// INFO keyspace reports it).
+    memory: Option<Arc<MemoryCache>>,
     admin_token: String,
 }
 
@@ -278,6 +282,7 @@ impl Node {
             fanout: fanout_stats,
             timeline: timeline.clone(),
             cache: backends.cache.clone(),
+            memory: backends.memory.clone(),
             admin_token: settings.admin.token.clone(),
         });
         // Internal APIs are only needed, and only served, when peers run elsewhere.
@@ -404,8 +409,8 @@ async fn metrics(ops: web::Data<Ops>) -> HttpResponse {
     if let Some(t) = &ops.timeline {
         body.push_str(&t.stats.render());
     }
-    if let Some(cache) = &ops.cache {
-        let timelines = cache.len().await.unwrap_or(0);
+    if let Some(memory) = &ops.memory {
+        let timelines = memory.len().await.unwrap_or(0);
         body.push_str(&format!(
             "# HELP starling_timelines_materialised Timelines held in the cache.\n# TYPE starling_timelines_materialised gauge\nstarling_timelines_materialised {timelines}\n"
         ));
