@@ -138,6 +138,9 @@ impl Fetched {
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
+    /// The cache has not been read yet: the first round's read tells whether the reader
+    /// has a timeline (no separate probe, which would cost a round trip per request).
+    Unprobed,
     /// Cache plus celebrities; `floor` learnt from the cache (None: complete timeline).
     Cached { floor: Option<PostId> },
     /// Everything from storage: no usable timeline.
@@ -191,17 +194,8 @@ impl TimelineService {
         authors.push(reader);
         let allowed: HashSet<UserId> = authors.iter().copied().collect();
 
-        // Probe the cache; rebuild a missing timeline before serving from it.
-        let probe = Range { before: None, after: None, limit: 1, oldest_first: false };
-        let mode = match self.cache.read(reader, probe).await? {
-            Some(slice) => {
-                self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
-                Mode::Cached { floor: slice.floor }
-            }
-            None => self.rebuild(reader, &authors).await?,
-        };
         let ctx = Ctx { reader, authors: &authors, celebs: &celebs, allowed: Some(&allowed) };
-        self.collect(&ctx, query, mode).await
+        self.collect(&ctx, query, Mode::Unprobed).await
     }
 
     /// Rebuilds `reader`'s timeline from storage. Returns how the read should proceed.
@@ -235,7 +229,11 @@ impl TimelineService {
         let mut round = query;
         loop {
             round.limit = query.limit - out.len();
-            let (items, next) = self.merge_round(ctx, round, &mut mode).await?;
+            let Some((items, next)) = self.merge_round(ctx, round, &mut mode).await? else {
+                // No timeline: rebuild it before serving from it.
+                mode = self.rebuild(ctx.reader, ctx.authors).await?;
+                continue;
+            };
             // Hydrate only what the page still needs; more only if some were deleted.
             let mut rest = &items[..];
             while out.len() < query.limit && !rest.is_empty() {
@@ -256,7 +254,8 @@ impl TimelineService {
         let mut round = query;
         loop {
             round.limit = query.limit - out.len();
-            let (items, next) = self.merge_round(ctx, round, &mut mode).await?;
+            // Only ever called in pull mode, which never reports a missing timeline.
+            let (items, next) = self.merge_round(ctx, round, &mut mode).await?.unwrap_or_default();
             out.extend(items.into_iter().take(round.limit));
             match next {
                 Some(next) if out.len() < query.limit => round = next,
@@ -272,7 +271,7 @@ impl TimelineService {
         ctx: &Ctx<'_>,
         query: Query,
         mode: &mut Mode,
-    ) -> Result<(Vec<Item>, Option<Query>), ReadError> {
+    ) -> Result<Option<(Vec<Item>, Option<Query>)>, ReadError> {
         let down = query.direction == Direction::Down;
         let (upper, lower) = (query.upper, query.lower);
         // The cache may hold entries the filter drops; over-fetch from it a little.
@@ -283,7 +282,9 @@ impl TimelineService {
                 *mode = Mode::Pull;
             }
         }
-        let fetched = self.fetch_round(ctx, mode, upper, lower, query.limit, down).await?;
+        let Some(fetched) = self.fetch_round(ctx, mode, upper, lower, query.limit, down).await? else {
+            return Ok(None);
+        };
 
         // The bound: how far every source is known to be complete.
         let bound = fetched.iter().filter_map(|f| f.known_to).reduce(|a, b| if down { a.max(b) } else { a.min(b) });
@@ -307,7 +308,7 @@ impl TimelineService {
             Some(b) if down => Some(Query { upper: Some(b), ..query }),
             Some(b) => Some(Query { lower: Some(b), ..query }),
         };
-        Ok((items, next))
+        Ok(Some((items, next)))
     }
 
     /// Fetches one round from every source of `mode`: `limit` items from each author (an
@@ -320,7 +321,7 @@ impl TimelineService {
         lower: Option<PostId>,
         limit: usize,
         down: bool,
-    ) -> Result<Vec<Fetched>, ReadError> {
+    ) -> Result<Option<Vec<Fetched>>, ReadError> {
         let order = if down { Order::NewestFirst } else { Order::OldestFirst };
         let n = limit;
         let author = |a: UserId, cap: Option<PostId>| {
@@ -338,17 +339,30 @@ impl TimelineService {
         match *mode {
             Mode::Pull => {
                 self.stats.pulls.fetch_add(1, Ordering::Relaxed);
-                try_join_all(ctx.authors.iter().map(|&a| author(a, None))).await
+                try_join_all(ctx.authors.iter().map(|&a| author(a, None))).await.map(Some)
             }
-            Mode::Cached { .. } => {
+            Mode::Cached { .. } | Mode::Unprobed => {
                 let range = Range { before: upper, after: lower, limit: cache_fetch(limit), oldest_first: !down };
                 let Some(slice) = self.cache.read(ctx.reader, range).await? else {
+                    if *mode == Mode::Unprobed {
+                        return Ok(None);
+                    }
                     // Evicted between rounds: storage has everything.
                     *mode = Mode::Pull;
                     return Box::pin(self.fetch_round(ctx, mode, upper, lower, limit, down)).await;
                 };
+                if *mode == Mode::Unprobed {
+                    self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                }
                 let floor = slice.floor;
                 *mode = Mode::Cached { floor };
+                if down && floor.is_some_and(|f| upper.is_some_and(|u| u <= f)) {
+                    // The whole range lies below the floor: only storage has it. (Trusting
+                    // the cache "down to the floor" here would put the bound above the
+                    // cursor and page backwards.)
+                    *mode = Mode::Pull;
+                    return Box::pin(self.fetch_round(ctx, mode, upper, lower, limit, down)).await;
+                }
                 let items: Vec<Item> =
                     slice.entries.into_iter().map(|e| Item { post: e.post, author: e.author }).collect();
                 let mut cached = Fetched::of(items, cache_fetch(limit));
@@ -376,7 +390,7 @@ impl TimelineService {
                     }
                 });
                 fetched.extend(try_join_all(celebs).await?);
-                Ok(fetched)
+                Ok(Some(fetched))
             }
         }
     }
