@@ -1,0 +1,329 @@
+//! CQL schema migrations: numbered `.cql` files in `migrations/`, compiled into the binary,
+//! applied in order at start-up and recorded in `schema_migrations`.
+//!
+//! DDL in ScyllaDB is not transactional, so a migration that stops half-way leaves some of
+//! its statements applied. Every statement must therefore be idempotent (`IF NOT EXISTS`,
+//! `IF EXISTS`): the runner records a migration only after all its statements succeeded,
+//! and an unrecorded migration is run again from the top. A recorded migration whose file
+//! has changed since is refused (checksum), because its changes would never be applied.
+
+use scylla::client::session::Session;
+
+use crate::ScyllaError;
+
+/// Every migration file, in the repository and in the binary. A unit test checks that
+/// this list and the `migrations/` directory agree, so a new file cannot be forgotten.
+const FILES: &[(&str, &str)] = &[("0001_init.cql", include_str!("../migrations/0001_init.cql"))];
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Migration {
+    pub version: i32,
+    pub name: String,
+    pub statements: Vec<String>,
+    /// Of the statements, not the raw text: editing a comment does not count as a change.
+    pub checksum: i64,
+}
+
+/// The migrations compiled into this build, in the order they apply.
+pub fn all() -> Result<Vec<Migration>, ScyllaError> {
+    parse_all(FILES)
+}
+
+fn parse_all(files: &[(&str, &str)]) -> Result<Vec<Migration>, ScyllaError> {
+    let mut migrations = files
+        .iter()
+        .map(|(file, text)| {
+            let (version, name) = parse_file_name(file)?;
+            let statements = split_statements(text)?;
+            if statements.is_empty() {
+                return Err(ScyllaError::Migration(format!("{file}: no statements")));
+            }
+            Ok(Migration { version, name: name.to_owned(), checksum: checksum(&statements), statements })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    migrations.sort_by_key(|m| m.version);
+    if let Some(pair) = migrations.windows(2).find(|w| w[0].version == w[1].version) {
+        return Err(ScyllaError::Migration(format!("two migrations numbered {}", pair[0].version)));
+    }
+    Ok(migrations)
+}
+
+/// `0001_init.cql` → `(1, "init")`.
+fn parse_file_name(file: &str) -> Result<(i32, &str), ScyllaError> {
+    let bad = || ScyllaError::Migration(format!("{file}: migration files are named NNNN_name.cql"));
+    let stem = file.strip_suffix(".cql").ok_or_else(bad)?;
+    let (number, name) = stem.split_once('_').ok_or_else(bad)?;
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) || name.is_empty() {
+        return Err(bad());
+    }
+    let version: i32 = number.parse().map_err(|_| bad())?;
+    if version <= 0 {
+        return Err(bad());
+    }
+    Ok((version, name))
+}
+
+/// Splits a CQL script into statements at `;`, dropping comments (`--`, `//`, `/* */`)
+/// and keeping `;` that sits inside a string literal (`'...'` with `''` escapes, `$$...$$`)
+/// or a quoted identifier.
+pub fn split_statements(text: &str) -> Result<Vec<String>, ScyllaError> {
+    let mut statements = Vec::new();
+    let mut current = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '-' if chars.peek() == Some(&'-') => skip_line(&mut chars),
+            '/' if chars.peek() == Some(&'/') => skip_line(&mut chars),
+            '/' if chars.peek() == Some(&'*') => {
+                chars.next();
+                let mut prev = ' ';
+                loop {
+                    match chars.next() {
+                        Some('/') if prev == '*' => break,
+                        Some(c) => prev = c,
+                        None => return Err(ScyllaError::Migration("unterminated /* comment".into())),
+                    }
+                }
+                current.push(' ');
+            }
+            '\'' | '"' => {
+                current.push(c);
+                loop {
+                    match chars.next() {
+                        // A doubled quote is an escaped quote, still inside the literal.
+                        Some(q) if q == c && chars.peek() == Some(&c) => {
+                            current.push(q);
+                            current.push(chars.next().unwrap_or(c));
+                        }
+                        Some(q) if q == c => {
+                            current.push(q);
+                            break;
+                        }
+                        Some(other) => current.push(other),
+                        None => return Err(ScyllaError::Migration("unterminated quoted string".into())),
+                    }
+                }
+            }
+            '$' if chars.peek() == Some(&'$') => {
+                chars.next();
+                current.push_str("$$");
+                let mut prev = ' ';
+                loop {
+                    match chars.next() {
+                        Some('$') if prev == '$' => {
+                            current.push('$');
+                            break;
+                        }
+                        Some(c) => {
+                            current.push(c);
+                            prev = c;
+                        }
+                        None => return Err(ScyllaError::Migration("unterminated $$ string".into())),
+                    }
+                }
+            }
+            ';' => push_statement(&mut statements, &mut current),
+            c => current.push(c),
+        }
+    }
+    push_statement(&mut statements, &mut current);
+    Ok(statements)
+}
+
+fn skip_line(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
+    for c in chars.by_ref() {
+        if c == '\n' {
+            break;
+        }
+    }
+}
+
+/// Adds the statement with its whitespace normalised (runs collapsed to one space).
+fn push_statement(statements: &mut Vec<String>, current: &mut String) {
+    let normalised = current.split_whitespace().collect::<Vec<_>>().join(" ");
+    if !normalised.is_empty() {
+        statements.push(normalised);
+    }
+    current.clear();
+}
+
+/// FNV-1a over the statements: stable across builds and platforms, unlike `DefaultHasher`.
+fn checksum(statements: &[String]) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for statement in statements {
+        for byte in statement.bytes().chain([b';']) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    hash as i64
+}
+
+/// Applies every migration not yet recorded in `schema_migrations` of the session's
+/// current keyspace. Returns how many were applied.
+pub async fn apply(session: &Session) -> Result<usize, ScyllaError> {
+    let migrations = all()?;
+    session
+        .query_unpaged(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version int PRIMARY KEY, name text, checksum bigint, \
+             applied_at timestamp)",
+            &[],
+        )
+        .await?;
+    let read = session.prepare("SELECT version, name, checksum FROM schema_migrations").await?;
+    let mut applied = std::collections::BTreeMap::new();
+    let mut rows = session.execute_iter(read, &[]).await?.rows_stream::<(i32, Option<String>, Option<i64>)>()?;
+    while let Some(row) = futures::TryStreamExt::try_next(&mut rows).await? {
+        applied.insert(row.0, (row.1.unwrap_or_default(), row.2));
+    }
+    check_applied(&migrations, &applied)?;
+
+    let record = session
+        .prepare(
+            "INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES (?, ?, ?, toTimestamp(now()))",
+        )
+        .await?;
+    let mut count = 0;
+    for m in migrations.iter().filter(|m| !applied.contains_key(&m.version)) {
+        tracing::info!(version = m.version, name = %m.name, "applying CQL migration");
+        for statement in &m.statements {
+            // Schema statements: the driver waits for schema agreement after each one, so
+            // the next statement sees the table the previous one created.
+            session
+                .query_unpaged(statement.as_str(), &[])
+                .await
+                .map_err(|e| ScyllaError::Migration(format!("{:04}_{}: {statement}: {e}", m.version, m.name)))?;
+        }
+        session.execute_unpaged(&record, (m.version, m.name.as_str(), m.checksum)).await?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// Refuses to run against a keyspace migrated by a different schema history.
+fn check_applied(
+    migrations: &[Migration],
+    applied: &std::collections::BTreeMap<i32, (String, Option<i64>)>,
+) -> Result<(), ScyllaError> {
+    for (version, (name, sum)) in applied {
+        match migrations.iter().find(|m| m.version == *version) {
+            None => {
+                return Err(ScyllaError::Migration(format!(
+                    "the keyspace has migration {version:04}_{name}, which this build does not know (a newer build \
+                     migrated it?)"
+                )));
+            }
+            Some(m) if *sum != Some(m.checksum) => {
+                return Err(ScyllaError::Migration(format!(
+                    "migration {version:04}_{name} changed after it was applied; add a new migration instead"
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn file_names_give_version_and_name() {
+        assert_eq!(parse_file_name("0001_init.cql").unwrap(), (1, "init"));
+        assert_eq!(parse_file_name("0042_add_likes_table.cql").unwrap(), (42, "add_likes_table"));
+        for bad in ["init.cql", "0001_init.sql", "0001.cql", "00a1_x.cql", "0000_zero.cql", "_x.cql", "0001_.cql"] {
+            assert!(parse_file_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn statements_are_split_outside_strings_and_comments() {
+        let script = "-- a comment; with a semicolon\n\
+                      CREATE TABLE a (x int PRIMARY KEY);\n\
+                      /* block; comment */ INSERT INTO a (x, s) VALUES (1, 'it''s; fine');\n\
+                      // another; comment\n\
+                      CREATE FUNCTION f() RETURNS NULL ON NULL INPUT RETURNS int LANGUAGE lua AS $$ return 1; $$ ;\n\
+                      SELECT \"odd;name\" FROM a\n";
+        assert_eq!(
+            split_statements(script).unwrap(),
+            vec![
+                "CREATE TABLE a (x int PRIMARY KEY)",
+                "INSERT INTO a (x, s) VALUES (1, 'it''s; fine')",
+                "CREATE FUNCTION f() RETURNS NULL ON NULL INPUT RETURNS int LANGUAGE lua AS $$ return 1; $$",
+                "SELECT \"odd;name\" FROM a",
+            ]
+        );
+        assert!(split_statements("SELECT 'open").is_err());
+        assert!(split_statements("/* open").is_err());
+        assert!(split_statements("-- only a comment\n ;; \n").unwrap().is_empty());
+    }
+
+    #[test]
+    fn migrations_are_ordered_and_unique() {
+        let parsed =
+            parse_all(&[("0002_b.cql", "CREATE TABLE b (x int PRIMARY KEY);"), ("0001_a.cql", "SELECT 1")]).unwrap();
+        assert_eq!(parsed.iter().map(|m| m.version).collect::<Vec<_>>(), vec![1, 2]);
+        assert!(parse_all(&[("0001_a.cql", "SELECT 1"), ("001_b.cql", "SELECT 2")]).is_err(), "same number");
+        assert!(parse_all(&[("0001_a.cql", "-- nothing")]).is_err(), "empty migration");
+    }
+
+    #[test]
+    fn checksums_ignore_comments_and_layout_but_not_statements() {
+        let a = split_statements("CREATE TABLE t (x int PRIMARY KEY);").unwrap();
+        let b = split_statements("-- note\nCREATE TABLE t (x int\n    PRIMARY KEY) ;").unwrap();
+        let c = split_statements("CREATE TABLE t (y int PRIMARY KEY);").unwrap();
+        assert_eq!(checksum(&a), checksum(&b));
+        assert_ne!(checksum(&a), checksum(&c));
+    }
+
+    #[test]
+    fn applied_history_must_match_this_build() {
+        let ms = all().unwrap();
+        let mut applied = BTreeMap::new();
+        check_applied(&ms, &applied).unwrap();
+        applied.insert(1, ("init".to_owned(), Some(ms[0].checksum)));
+        check_applied(&ms, &applied).unwrap();
+        applied.insert(1, ("init".to_owned(), Some(ms[0].checksum ^ 1)));
+        assert!(check_applied(&ms, &applied).is_err(), "edited after applying");
+        applied.insert(1, ("init".to_owned(), Some(ms[0].checksum)));
+        applied.insert(9999, ("future".to_owned(), Some(0)));
+        assert!(check_applied(&ms, &applied).is_err(), "unknown migration");
+    }
+
+    #[test]
+    fn the_compiled_list_matches_the_directory() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".cql"))
+            .collect();
+        on_disk.sort();
+        let compiled: Vec<String> = FILES.iter().map(|(n, _)| (*n).to_owned()).collect();
+        assert_eq!(on_disk, compiled, "every file in migrations/ must be listed in FILES, in order");
+        for (name, text) in FILES {
+            assert_eq!(std::fs::read_to_string(dir.join(name)).unwrap(), *text);
+        }
+    }
+
+    #[test]
+    fn the_shipped_schema_parses_and_is_idempotent() {
+        let ms = all().unwrap();
+        assert_eq!(ms[0].version, 1);
+        for statement in ms.iter().flat_map(|m| &m.statements) {
+            assert!(statement.contains("IF NOT EXISTS") || statement.contains("IF EXISTS"), "{statement}");
+            assert!(!statement.contains('.'), "no keyspace-qualified names: {statement}");
+        }
+        let tables: Vec<&str> = ms[0]
+            .statements
+            .iter()
+            .filter_map(|s| s.strip_prefix("CREATE TABLE IF NOT EXISTS "))
+            .filter_map(|s| s.split_whitespace().next())
+            .collect();
+        for t in ["posts", "posts_by_author", "pairs", "following", "followers", "outbox", "outbox_floor"] {
+            assert!(tables.contains(&t), "{t} missing from {tables:?}");
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! Pure pieces of the Scylla store: id and bucket arithmetic, window bounds, row ↔ model
+//! conversions and connection-string parsing. Nothing here talks to a node, so all of it
+//! is unit-tested without one.
+
+use bytes::Bytes;
+use starling_events::{Record, Topic};
+use starling_ids::{PostId, UserId};
+use starling_storage::{Order, PostRecord, StoreError, StoreResult, Window};
+
+use crate::ScyllaError;
+
+/// Bits of a Snowflake id below the millisecond clock (10 worker + 12 sequence bits).
+const CLOCK_SHIFT: u32 = 22;
+
+/// `posts_by_author` bucket width: 2^29 ms ≈ 6.2 days of the id clock. Narrow enough that
+/// an author writing at the default rate limit for a whole bucket (10/s) stays near 5M
+/// small rows; wide enough that a page of a typical author's posts is one or two partition
+/// reads. Part of the schema: changing it means rewriting `posts_by_author`.
+pub const POST_BUCKET_SHIFT: u32 = CLOCK_SHIFT + 29;
+
+/// Follow-list bucket width over the *other* user's id: 2^31 ms ≈ 25 days of sign-ups.
+/// Followers of one user are spread by when the followers signed up, so a celebrity's
+/// tens of millions of followers land in many partitions of bounded size, and listing them
+/// in id order walks the buckets in order.
+pub const EDGE_BUCKET_SHIFT: u32 = CLOCK_SHIFT + 31;
+
+/// Outbox bucket width: 2^12 ms ≈ 4.1 s of commits. Short, because a scan for pending
+/// entries reads every tombstone left by acknowledged entries in the buckets it visits.
+pub const OUTBOX_BUCKET_SHIFT: u32 = CLOCK_SHIFT + 12;
+
+/// An id as a CQL bigint. Starling ids are below 2^63; anything larger cannot be stored.
+pub fn to_cql(id: u64) -> StoreResult<i64> {
+    i64::try_from(id).map_err(|_| StoreError::Backend(format!("id {id} does not fit a CQL bigint")))
+}
+
+/// A stored bigint back to an id; a negative one can only come from corruption.
+pub fn from_cql(v: i64, what: &str) -> StoreResult<u64> {
+    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what}: negative id {v}")))
+}
+
+pub fn post_bucket(id: i64) -> i32 {
+    // 63 - 51 = 12 bits: always fits.
+    (id >> POST_BUCKET_SHIFT) as i32
+}
+
+pub fn edge_bucket(id: i64) -> i32 {
+    (id >> EDGE_BUCKET_SHIFT) as i32
+}
+
+pub fn outbox_bucket(seq: i64) -> i64 {
+    seq >> OUTBOX_BUCKET_SHIFT
+}
+
+/// The outbox bucket that seqs generated at `unix_ms` fall in.
+pub fn outbox_bucket_at(unix_ms: u64) -> i64 {
+    let since_epoch = unix_ms.saturating_sub(starling_ids::EPOCH_MS);
+    outbox_bucket((since_epoch << CLOCK_SHIFT).min(i64::MAX as u64) as i64)
+}
+
+/// A [`Window`] as an inclusive range of stored ids `[lo, hi]`, or `None` if it is empty.
+/// The trait's bounds are exclusive and may be any u64; stored ids are 0..=i64::MAX.
+pub fn window_range(window: &Window<PostId>) -> Option<(i64, i64)> {
+    if window.limit == 0 {
+        return None;
+    }
+    let hi = match window.before {
+        Some(before) => before.get().checked_sub(1)?.min(i64::MAX as u64) as i64,
+        None => i64::MAX,
+    };
+    let lo = match window.after {
+        Some(after) => {
+            let lo = after.get().checked_add(1)?;
+            if lo > i64::MAX as u64 {
+                return None;
+            }
+            lo as i64
+        }
+        None => 0,
+    };
+    (lo <= hi).then_some((lo, hi))
+}
+
+/// The `posts_by_author` buckets a window spans, in the order the window reads them.
+pub fn window_buckets(range: (i64, i64), order: Order) -> (i32, i32) {
+    let (lo, hi) = (post_bucket(range.0), post_bucket(range.1));
+    match order {
+        Order::NewestFirst => (hi, lo),
+        Order::OldestFirst => (lo, hi),
+    }
+}
+
+/// The columns of a post row after the id: author, handle, body, reply_to.
+pub type PostColumns = (i64, String, String, Option<i64>);
+
+pub fn post_from_row(id: i64, (author, author_handle, text, reply_to): PostColumns) -> StoreResult<PostRecord> {
+    Ok(PostRecord {
+        id: PostId(from_cql(id, "post id")?),
+        author: UserId(from_cql(author, "post author")?),
+        author_handle,
+        text,
+        reply_to: reply_to.map(|r| from_cql(r, "post reply_to")).transpose()?.map(PostId),
+    })
+}
+
+pub fn post_to_row(post: &PostRecord) -> StoreResult<(i64, PostColumns)> {
+    Ok((
+        to_cql(post.id.get())?,
+        (
+            to_cql(post.author.get())?,
+            post.author_handle.clone(),
+            post.text.clone(),
+            post.reply_to.map(|r| to_cql(r.get())).transpose()?,
+        ),
+    ))
+}
+
+/// A [`Record`] as CQL values: topic tag, key, payload, headers. The key is any u64 and is
+/// stored bit for bit (`as` casts both ways), unlike ids, which must be below 2^63.
+pub type RecordTuple = (i8, i64, Bytes, Vec<(String, Bytes)>);
+
+pub fn record_to_tuple(record: &Record) -> RecordTuple {
+    (record.topic.tag() as i8, record.key as i64, record.payload.clone(), record.headers.clone())
+}
+
+pub fn record_from_tuple((tag, key, payload, headers): RecordTuple) -> StoreResult<Record> {
+    let topic = Topic::from_tag(tag as u8)
+        .ok_or_else(|| StoreError::Corrupt(format!("outbox record: unknown topic tag {tag}")))?;
+    Ok(Record { topic, key: key as u64, payload, headers })
+}
+
+/// Contact points from `backends.scylla_uri`: `host[:port][,host[:port]...]`, optionally
+/// prefixed with `scylla://` or `cql://`. The port defaults to 9042.
+pub fn parse_uri(uri: &str) -> Result<Vec<String>, ScyllaError> {
+    let rest = uri.trim();
+    let rest = rest.strip_prefix("scylla://").or_else(|| rest.strip_prefix("cql://")).unwrap_or(rest);
+    let rest = rest.trim_end_matches('/');
+    let nodes: Vec<String> = rest
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(|n| {
+            if n.starts_with('[') {
+                if n.contains("]:") { n.to_owned() } else { format!("{n}:9042") }
+            } else {
+                match n.matches(':').count() {
+                    0 => format!("{n}:9042"),
+                    1 => n.to_owned(),
+                    // A bare IPv6 address: it cannot carry a port without brackets.
+                    _ => format!("[{n}]:9042"),
+                }
+            }
+        })
+        .collect();
+    if nodes.is_empty() || nodes.iter().any(|n| n.contains('/') || n.contains('@')) {
+        return Err(ScyllaError::Config(format!("invalid ScyllaDB address list {uri:?}")));
+    }
+    Ok(nodes)
+}
+
+/// Keyspace names are spliced into CQL text (a keyspace cannot be a bind marker), so only
+/// the unquoted-identifier alphabet is allowed: a letter, then letters, digits and `_`,
+/// at most 48 characters. Lower case only, because unquoted names are folded to it.
+pub fn validate_keyspace(name: &str) -> Result<(), ScyllaError> {
+    let mut chars = name.chars();
+    let ok = name.len() <= 48
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ScyllaError::Config(format!(
+            "invalid keyspace name {name:?}: use a lower-case letter, then lower-case letters, digits or _ (max 48)"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(before: Option<u64>, after: Option<u64>, limit: usize) -> Window<PostId> {
+        Window { before: before.map(PostId), after: after.map(PostId), limit, order: Order::NewestFirst }
+    }
+
+    #[test]
+    fn window_bounds_become_inclusive_ranges() {
+        assert_eq!(window_range(&w(None, None, 10)), Some((0, i64::MAX)));
+        assert_eq!(window_range(&w(Some(10), Some(5), 10)), Some((6, 9)));
+        assert_eq!(window_range(&w(Some(6), Some(5), 10)), None, "adjacent bounds hold nothing");
+        assert_eq!(window_range(&w(Some(3), Some(8), 10)), None, "inverted bounds");
+        assert_eq!(window_range(&w(Some(0), None, 10)), None, "nothing below id 0");
+        assert_eq!(window_range(&w(None, Some(u64::MAX), 10)), None);
+        assert_eq!(window_range(&w(None, Some(i64::MAX as u64), 10)), None, "nothing storable above");
+        assert_eq!(window_range(&w(Some(u64::MAX), None, 10)), Some((0, i64::MAX)), "huge before is clamped");
+        assert_eq!(window_range(&w(None, None, 0)), None, "limit 0");
+    }
+
+    #[test]
+    fn buckets_follow_the_id_clock() {
+        let day_ms: i64 = 24 * 3600 * 1000;
+        let id_at = |ms: i64| ms << CLOCK_SHIFT;
+        assert_eq!(post_bucket(id_at(0)), 0);
+        assert_eq!(post_bucket(id_at((1 << 29) - 1) | 0x3f_ffff), 0, "worker and sequence bits do not matter");
+        assert_eq!(post_bucket(id_at(1 << 29)), 1);
+        assert!((6..7).contains(&((1i64 << 29) / day_ms)), "a post bucket is about six days");
+        assert_eq!(edge_bucket(id_at(1 << 31)), 1);
+        assert_eq!(edge_bucket(i64::MAX), (1 << 10) - 1, "bucket numbers fit easily in an int");
+        assert_eq!(post_bucket(i64::MAX), (1 << 12) - 1);
+        assert_eq!(outbox_bucket(id_at(4096)), 1);
+        assert_eq!(outbox_bucket_at(starling_ids::EPOCH_MS + 4096), 1);
+        assert_eq!(outbox_bucket_at(0), 0, "before the epoch clamps to 0");
+    }
+
+    #[test]
+    fn window_buckets_run_in_read_order() {
+        let range = (1i64 << POST_BUCKET_SHIFT, (3i64 << POST_BUCKET_SHIFT) + 5);
+        assert_eq!(window_buckets(range, Order::NewestFirst), (3, 1));
+        assert_eq!(window_buckets(range, Order::OldestFirst), (1, 3));
+    }
+
+    #[test]
+    fn ids_must_fit_a_bigint() {
+        assert_eq!(to_cql(i64::MAX as u64).unwrap(), i64::MAX);
+        assert!(matches!(to_cql(1 << 63), Err(StoreError::Backend(_))));
+        assert_eq!(from_cql(42, "x").unwrap(), 42);
+        assert!(matches!(from_cql(-1, "x"), Err(StoreError::Corrupt(_))));
+    }
+
+    #[test]
+    fn posts_round_trip_through_rows() {
+        let post = PostRecord {
+            id: PostId(99),
+            author: UserId(7),
+            author_handle: "Ada".into(),
+            text: String::new(),
+            reply_to: Some(PostId(98)),
+        };
+        let (id, cols) = post_to_row(&post).unwrap();
+        assert_eq!(post_from_row(id, cols).unwrap(), post);
+        let plain = PostRecord { reply_to: None, ..post };
+        let (id, cols) = post_to_row(&plain).unwrap();
+        assert_eq!(post_from_row(id, cols).unwrap(), plain);
+        assert!(post_from_row(-5, (1, String::new(), String::new(), None)).is_err());
+    }
+
+    #[test]
+    fn records_round_trip_through_tuples() {
+        let record = Record {
+            topic: Topic::Graph,
+            key: u64::MAX,
+            payload: Bytes::from_static(&[0, 1, 255]),
+            headers: vec![("traceparent".into(), Bytes::from_static(b"00-ab-cd-01")), ("empty".into(), Bytes::new())],
+        };
+        assert_eq!(record_from_tuple(record_to_tuple(&record)).unwrap(), record, "u64 keys survive the i64 column");
+        assert!(matches!(record_from_tuple((99, 0, Bytes::new(), Vec::new())), Err(StoreError::Corrupt(_))));
+    }
+
+    #[test]
+    fn addresses_are_parsed_with_default_ports() {
+        assert_eq!(parse_uri("127.0.0.1").unwrap(), vec!["127.0.0.1:9042"]);
+        assert_eq!(parse_uri("scylla://a:19042, b ,c:1/").unwrap(), vec!["a:19042", "b:9042", "c:1"]);
+        assert_eq!(parse_uri("cql://[::1]:9042").unwrap(), vec!["[::1]:9042"]);
+        assert_eq!(parse_uri("::1").unwrap(), vec!["[::1]:9042"]);
+        assert_eq!(parse_uri("[::1]").unwrap(), vec!["[::1]:9042"]);
+        assert!(parse_uri("").is_err());
+        assert!(parse_uri("scylla://").is_err());
+        assert!(parse_uri("user@host:9042").is_err());
+    }
+
+    #[test]
+    fn keyspace_names_are_checked() {
+        validate_keyspace("starling").unwrap();
+        validate_keyspace("starling_test_01").unwrap();
+        for bad in ["", "1abc", "Starling", "a-b", "a;DROP", &"a".repeat(49)] {
+            assert!(validate_keyspace(bad).is_err(), "{bad:?}");
+        }
+    }
+}
