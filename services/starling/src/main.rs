@@ -23,6 +23,18 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Traces for research: generate or import one, replay it against a running deployment.
+    Trace {
+        #[command(subcommand)]
+        command: TraceCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TraceCommand {
+    // MAKE_PLACEHOLDER
+    /// Replay a trace against a running deployment, check it against the oracle, write a report.
+    Replay(starling_replay::cli::ReplayArgs),
 }
 
 #[derive(Args)]
@@ -64,6 +76,7 @@ async fn main() -> anyhow::Result<()> {
     let (settings, roles) = match Cli::parse().command {
         Command::Up(common) => (common.settings()?, Role::ALL.to_vec()),
         Command::Serve { role, common } => (common.settings()?, vec![role]),
+        Command::Trace { command: TraceCommand::Replay(args) } => return args.run().await,
     };
     let node = Node::start(settings, &roles).await?;
     // Tests and scripts read the address from this line.

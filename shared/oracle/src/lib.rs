@@ -23,6 +23,18 @@ pub enum Refusal {
     NotAuthor,
 }
 
+impl Refusal {
+    /// The HTTP status the API contract answers this refusal with.
+    pub fn http_status(self) -> u16 {
+        match self {
+            Refusal::SelfTarget => 422,
+            Refusal::Blocked | Refusal::NotAuthor => 403,
+            Refusal::UnknownPost => 404,
+            Refusal::AlreadyFollowing | Refusal::NotFollowing | Refusal::AlreadyBlocked | Refusal::NotBlocked => 409,
+        }
+    }
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct Oracle {
     following: HashMap<UserId, BTreeSet<UserId>>,
@@ -53,6 +65,10 @@ impl Oracle {
 
     pub fn following_of(&self, user: UserId) -> impl Iterator<Item = UserId> + '_ {
         self.following.get(&user).into_iter().flatten().copied()
+    }
+
+    pub fn followers_of(&self, user: UserId) -> impl Iterator<Item = UserId> + '_ {
+        self.followers.get(&user).into_iter().flatten().copied()
     }
 
     /// What a follow would do, without doing it.
@@ -119,13 +135,19 @@ impl Oracle {
         Ok(())
     }
 
-    pub fn unblock(&mut self, blocker: UserId, blocked: UserId) -> Result<(), Refusal> {
+    pub fn check_unblock(&self, blocker: UserId, blocked: UserId) -> Result<(), Refusal> {
         if blocker == blocked {
-            return Err(Refusal::SelfTarget);
+            Err(Refusal::SelfTarget)
+        } else if !self.blocks.contains(&(blocker, blocked)) {
+            Err(Refusal::NotBlocked)
+        } else {
+            Ok(())
         }
-        if !self.blocks.remove(&(blocker, blocked)) {
-            return Err(Refusal::NotBlocked);
-        }
+    }
+
+    pub fn unblock(&mut self, blocker: UserId, blocked: UserId) -> Result<(), Refusal> {
+        self.check_unblock(blocker, blocked)?;
+        self.blocks.remove(&(blocker, blocked));
         Ok(())
     }
 

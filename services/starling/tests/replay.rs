@@ -1,0 +1,152 @@
+//! The trace replay tool end to end: traces (synthetic, and imported from the real Higgs
+//! and socfb-Reed98 samples) replayed against the real binary, each checked against the
+//! oracle by the tool itself, and its report read back.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::Server;
+use starling_replay::{Client, Config, Pace, Report, Targets, replay};
+use starling_trace::synth::{ActivityConfig, Burst, SynthConfig};
+use starling_trace::{Header, TraceWriter};
+
+/// A low celebrity line so the small traces below have celebrities merged at read time.
+const SETTINGS: &[(&str, &str)] = &[
+    ("STARLING__CELEBRITY__THRESHOLD", "40"),
+    ("STARLING__CELEBRITY__DEMOTE_BELOW", "30"),
+    ("STARLING__TIMELINE__CELEBRITY_REFRESH_MS", "100"),
+];
+
+fn config(run_id: &str) -> Config {
+    Config {
+        pace: Pace::Unpaced,
+        concurrency: 32,
+        lag_sample: 0.2,
+        progress: false,
+        run_id: run_id.into(),
+        ..Config::default()
+    }
+}
+
+async fn run(trace: &Path, run_id: &str, cfg: Config) -> (Report, Server, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), SETTINGS);
+    let client = Client::new(Targets::single(&server.base), 64);
+    let report = replay(trace, client, Config { run_id: run_id.into(), ..cfg }).await.expect("replay ran");
+    (report, server, dir)
+}
+
+/// What every replay in this file must show: nothing failed, and the oracle check ran on
+/// every user and passed.
+fn assert_sound(report: &Report, label: &str) {
+    assert_eq!(report.failures(), 0, "{label}: errors or mismatches: {:#?}", report.ops);
+    let c = &report.correctness;
+    assert!(c.passed(), "{label}: {} users diverge: {:#?}", c.divergent.len(), c.divergent);
+    assert_eq!(c.users_checked, report.register.items, "{label}: every user is checked");
+    assert!(c.entries_checked > 0, "{label}: the check compared real timelines");
+    assert!(report.quiet_before_check, "{label}: the fan-out caught up before the check");
+    eprintln!(
+        "{label}: {} users, {} follows, {} events ({:.0}/s), {} timeline entries equal to the oracle, lag p99 {:?} ms",
+        report.register.items,
+        report.graph_load.items,
+        report.replay.items,
+        report.replay.per_second,
+        c.entries_checked,
+        report.delivery_lag.p99_ms
+    );
+}
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/trace/tests/data").join(name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn synthetic_trace_with_celebrities_and_a_burst() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("synth.trace");
+    let cfg = SynthConfig {
+        users: 300,
+        celebrities: 3,
+        mean_following: 12.0,
+        celebrity_followers: 0.25,
+        activity: ActivityConfig {
+            duration_s: 20.0,
+            posts_per_s: 40.0,
+            reads_per_s: 60.0,
+            burst: Some(Burst { at_s: 8.0, duration_s: 4.0, multiplier: 3.0 }),
+            follows_per_s: 8.0,
+            unfollows_per_s: 4.0,
+            deletes_per_post: 0.05,
+            delete_delay_s: 2.0,
+            blocks_per_s: 1.0,
+            unblocks_per_s: 0.5,
+            ..ActivityConfig::default()
+        },
+        ..SynthConfig::default()
+    };
+    let mut w =
+        TraceWriter::new(std::io::BufWriter::new(std::fs::File::create(&trace).unwrap()), &Header::default()).unwrap();
+    starling_trace::synth::generate(&cfg, &mut w, &|_| {}).unwrap();
+    w.finish().unwrap();
+
+    let (report, _server, _dir) = run(&trace, "syn", config("syn")).await;
+    assert_sound(&report, "synthetic");
+    let ops = |name: &str| report.ops.iter().find(|o| o.op == name).map_or(0, |o| o.count);
+    for op in ["post", "read", "follow", "unfollow", "delete", "block", "load_follow", "register"] {
+        assert!(ops(op) > 0, "the trace exercised {op}");
+    }
+    // Some operations must be refused, and were refused as the contract says.
+    assert!(report.ops.iter().map(|o| o.refused_as_predicted).sum::<u64>() > 0);
+    let s = &report.service;
+    assert!(s.posts_merged_at_read.unwrap() > 0.0, "celebrity posts are merged at read: {s:?}");
+    assert!(s.posts_pushed.unwrap() > 0.0 && s.timeline_inserts.unwrap() > 0.0, "{s:?}");
+    assert!(report.delivery_lag.samples > 0, "delivery lag was sampled: {:?}", report.delivery_lag);
+
+    // The report on disk: JSON that parses back, Markdown with every section, four plots.
+    let out = dir.path().join("report");
+    report.write(&out).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(json["correctness"]["users_checked"], report.register.items);
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for section in
+        ["## Summary", "## Operations", "## Delivery lag", "## Fan-out and cache", "## Correctness", "**passed**"]
+    {
+        assert!(md.contains(section), "report.md lacks {section}");
+    }
+    for plot in ["throughput.svg", "latency.svg", "delivery_lag_cdf.svg", "fanout_by_followers.svg"] {
+        let svg = std::fs::read_to_string(out.join(plot)).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("<path"), "{plot} has lines");
+        assert!(md.contains(plot), "report.md shows {plot}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn paced_replay_honours_the_event_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("small.trace");
+    let cfg = SynthConfig {
+        users: 50,
+        celebrities: 1,
+        mean_following: 5.0,
+        activity: ActivityConfig {
+            duration_s: 30.0,
+            posts_per_s: 20.0,
+            reads_per_s: 20.0,
+            burst: None,
+            ..ActivityConfig::default()
+        },
+        ..SynthConfig::default()
+    };
+    let mut w = TraceWriter::new(std::fs::File::create(&trace).unwrap(), &Header::default()).unwrap();
+    starling_trace::synth::generate(&cfg, &mut w, &|_| {}).unwrap();
+    w.finish().unwrap();
+    // 200 events at 400 events/s: about half a second, then a clean stop.
+    let cfg = Config { pace: Pace::Rate(400.0), max_events: Some(200), ..config("lim") };
+    let (report, _server, _dir) = run(&trace, "lim", cfg).await;
+    assert_sound(&report, "paced");
+    assert_eq!(report.replay.items, 200);
+    assert_eq!(report.stopped_early.as_deref(), Some("event limit reached"));
+    assert!(report.replay.seconds >= 0.45, "the pace held: {:?}", report.replay);
+}

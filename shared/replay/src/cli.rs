@@ -1,0 +1,135 @@
+//! `starling trace replay`: the command-line face of [`crate::engine`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::client::{Client, Targets};
+use crate::engine::{Config, Pace, replay};
+
+#[derive(Args, Debug)]
+pub struct ReplayArgs {
+    /// The trace file (see shared/trace/FORMAT.md).
+    pub trace: PathBuf,
+    /// Base URL of a standalone server (`starling up`), or of the graph-service when the
+    /// services run apart (then also give --posts-url and --timeline-url).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub target: String,
+    #[arg(long)]
+    pub posts_url: Option<String>,
+    #[arg(long)]
+    pub timeline_url: Option<String>,
+    /// A `/metrics` endpoint to read service counters from; repeat for every process
+    /// (default: the API URLs).
+    #[arg(long = "metrics-url")]
+    pub metrics_urls: Vec<String>,
+    /// Where the report goes (report.json, report.md, *.svg).
+    #[arg(long, default_value = "replay-report")]
+    pub out: PathBuf,
+    /// Play trace time this many times faster than real time.
+    #[arg(long, default_value_t = 1.0, conflicts_with_all = ["rate", "unpaced"])]
+    pub speedup: f64,
+    /// Play events at this fixed rate (events/s) instead of the trace's timestamps.
+    #[arg(long, conflicts_with = "unpaced")]
+    pub rate: Option<f64>,
+    /// Play events as fast as the concurrency bound allows.
+    #[arg(long)]
+    pub unpaced: bool,
+    /// Requests in flight at most.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Stop after this many timed events.
+    #[arg(long)]
+    pub max_events: Option<u64>,
+    /// Stop the timed phase after this many seconds.
+    #[arg(long)]
+    pub max_seconds: Option<f64>,
+    /// Fraction of posts whose delivery lag is measured.
+    #[arg(long, default_value_t = 0.05)]
+    pub lag_sample: f64,
+    /// Delivery probes in flight at most.
+    #[arg(long, default_value_t = 16)]
+    pub lag_probes: usize,
+    /// Check this many users (a seeded sample) against the oracle; default all; 0 skips.
+    #[arg(long)]
+    pub check_users: Option<usize>,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Prefix for handles and idempotency keys (default: random), so one deployment can
+    /// take several replays.
+    #[arg(long)]
+    pub run_id: Option<String>,
+    /// No progress bars (for logs).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl ReplayArgs {
+    pub fn config(&self) -> anyhow::Result<(Targets, Config)> {
+        anyhow::ensure!(self.concurrency > 0, "--concurrency must be at least 1");
+        anyhow::ensure!(self.speedup > 0.0, "--speedup must be positive");
+        anyhow::ensure!((0.0..=1.0).contains(&self.lag_sample), "--lag-sample is a fraction from 0 to 1");
+        let mut targets = Targets::single(&self.target);
+        if let Some(p) = &self.posts_url {
+            targets.posts = p.trim_end_matches('/').to_owned();
+        }
+        if let Some(t) = &self.timeline_url {
+            targets.timeline = t.trim_end_matches('/').to_owned();
+        }
+        targets.metrics = if self.metrics_urls.is_empty() {
+            let mut m = vec![targets.graph.clone(), targets.posts.clone(), targets.timeline.clone()];
+            m.dedup();
+            m
+        } else {
+            self.metrics_urls.iter().map(|u| u.trim_end_matches('/').to_owned()).collect()
+        };
+        let pace = match (self.rate, self.unpaced) {
+            (_, true) => Pace::Unpaced,
+            (Some(r), _) if r > 0.0 => Pace::Rate(r),
+            (Some(_), _) => anyhow::bail!("--rate must be positive"),
+            (None, false) => Pace::Speedup(self.speedup),
+        };
+        let run_id = self.run_id.clone().unwrap_or_else(|| format!("r{:x}", rand::random::<u32>()));
+        anyhow::ensure!(
+            !run_id.is_empty() && run_id.len() <= 9 && run_id.bytes().all(|b| b.is_ascii_alphanumeric()),
+            "--run-id must be 1 to 9 letters or digits (it prefixes 30-character handles)"
+        );
+        let cfg = Config {
+            pace,
+            concurrency: self.concurrency,
+            max_events: self.max_events,
+            max_duration: self.max_seconds.map(Duration::from_secs_f64),
+            lag_sample: self.lag_sample,
+            lag_probes: self.lag_probes,
+            check_users: self.check_users,
+            seed: self.seed,
+            run_id,
+            progress: !self.quiet,
+            ..Config::default()
+        };
+        Ok((targets, cfg))
+    }
+
+    /// Runs the replay and writes the report; fails if the oracle check failed.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let (targets, cfg) = self.config()?;
+        let client = Client::new(targets, cfg.concurrency + cfg.lag_probes);
+        let report = replay(&self.trace, client, cfg).await?;
+        report.write(&self.out)?;
+        eprintln!(
+            "{} events in {:.1} s ({:.0}/s); {} errors or mismatches; report in {}",
+            report.replay.items,
+            report.replay.seconds,
+            report.replay.per_second,
+            report.failures(),
+            self.out.join("report.md").display()
+        );
+        anyhow::ensure!(
+            report.correctness.passed(),
+            "{} users' timelines diverge from the oracle (see the report)",
+            report.correctness.divergent.len() + report.correctness.read_errors.len()
+        );
+        Ok(())
+    }
+}

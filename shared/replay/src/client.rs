@@ -1,0 +1,229 @@
+//! The replay's view of a deployment: its public HTTP API (one base URL standalone, one per
+//! service distributed) and the services' `/metrics`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use starling_ids::{PostId, UserId};
+
+/// Where each part of the API lives.
+#[derive(Clone, Debug)]
+pub struct Targets {
+    pub graph: String,
+    pub posts: String,
+    pub timeline: String,
+    /// Every process whose `/metrics` counts part of the work.
+    pub metrics: Vec<String>,
+}
+
+impl Targets {
+    /// A standalone server: everything at one address.
+    pub fn single(base: &str) -> Targets {
+        let base = base.trim_end_matches('/').to_owned();
+        Targets { graph: base.clone(), posts: base.clone(), timeline: base.clone(), metrics: vec![base] }
+    }
+}
+
+/// Why a request has no HTTP answer, or which answer it had.
+#[derive(Debug)]
+pub enum Failure {
+    /// Connection refused/reset, timeout: the outcome is unknown.
+    Transport(String),
+    Status(StatusCode, Value),
+}
+
+impl Failure {
+    /// A short stable name for counting errors by kind.
+    pub fn kind(&self) -> String {
+        match self {
+            Failure::Transport(_) => "transport".into(),
+            Failure::Status(s, _) if *s == StatusCode::TOO_MANY_REQUESTS => "rate_limited_429".into(),
+            Failure::Status(s, _) if s.is_server_error() => format!("server_{}", s.as_u16()),
+            Failure::Status(s, _) => format!("status_{}", s.as_u16()),
+        }
+    }
+
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            Failure::Status(s, _) => Some(*s),
+            Failure::Transport(_) => None,
+        }
+    }
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+}
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    pub targets: Targets,
+}
+
+impl Client {
+    pub fn new(targets: Targets, connections: usize) -> Client {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(connections)
+            .build()
+            .expect("an HTTP client with default TLS-free settings always builds");
+        Client { http, targets }
+    }
+
+    async fn call(
+        &self,
+        base: &str,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Result<Reply, Failure> {
+        let mut req = self.http.request(method, format!("{base}{path}"));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.map_err(|e| Failure::Transport(e.to_string()))?;
+        let status = res.status();
+        let text = res.text().await.map_err(|e| Failure::Transport(e.to_string()))?;
+        let body =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        Ok(Reply { status, body })
+    }
+
+    /// `Ok` only for a 2xx answer.
+    async fn expect_success(
+        &self,
+        base: &str,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Result<Reply, Failure> {
+        let r = self.call(base, method, path, token, body, headers).await?;
+        if r.status.is_success() { Ok(r) } else { Err(Failure::Status(r.status, r.body)) }
+    }
+
+    pub async fn register(&self, handle: &str) -> Result<(UserId, String), Failure> {
+        let r = self
+            .expect_success(
+                &self.targets.graph,
+                Method::POST,
+                "/api/v1/users",
+                None,
+                Some(json!({ "handle": handle })),
+                &[],
+            )
+            .await?;
+        let id = r.body["user"]["id"].as_str().and_then(|s| s.parse().ok());
+        let token = r.body["token"].as_str();
+        match (id, token) {
+            (Some(id), Some(token)) => Ok((UserId(id), token.to_owned())),
+            _ => Err(Failure::Status(r.status, r.body)),
+        }
+    }
+
+    /// Follow, unfollow, block or unblock: `relation` is `follow` or `block`.
+    pub async fn relate(&self, token: &str, relation: &str, target: UserId, undo: bool) -> Result<(), Failure> {
+        let method = if undo { Method::DELETE } else { Method::POST };
+        let path = format!("/api/v1/users/{target}/{relation}");
+        self.expect_success(&self.targets.graph, method, &path, Some(token), None, &[]).await.map(drop)
+    }
+
+    pub async fn post(&self, token: &str, text: &str, idempotency_key: &str) -> Result<PostId, Failure> {
+        let r = self
+            .expect_success(
+                &self.targets.posts,
+                Method::POST,
+                "/api/v1/posts",
+                Some(token),
+                Some(json!({ "text": text })),
+                &[("Idempotency-Key", idempotency_key)],
+            )
+            .await?;
+        match r.body["id"].as_str().and_then(|s| s.parse().ok()) {
+            Some(id) => Ok(PostId(id)),
+            None => Err(Failure::Status(r.status, r.body)),
+        }
+    }
+
+    pub async fn delete(&self, token: &str, id: PostId) -> Result<(), Failure> {
+        let path = format!("/api/v1/posts/{id}");
+        self.expect_success(&self.targets.posts, Method::DELETE, &path, Some(token), None, &[]).await.map(drop)
+    }
+
+    /// One page of a home timeline; `query` is the part after `?`. Returns the ids and the
+    /// next (older) cursor.
+    pub async fn home(&self, token: &str, query: &str) -> Result<(Vec<PostId>, Option<PostId>), Failure> {
+        let path = format!("/api/v1/timelines/home?{query}");
+        let r = self.expect_success(&self.targets.timeline, Method::GET, &path, Some(token), None, &[]).await?;
+        let ids: Option<Vec<PostId>> = r.body["posts"]
+            .as_array()
+            .map(|posts| posts.iter().map(|p| p["id"].as_str().and_then(|s| s.parse().ok()).map(PostId)).collect())
+            .and_then(|ids: Vec<Option<PostId>>| ids.into_iter().collect());
+        let next = r.body["next_max_id"].as_str().and_then(|s| s.parse().ok()).map(PostId);
+        match ids {
+            Some(ids) => Ok((ids, next)),
+            None => Err(Failure::Status(r.status, r.body)),
+        }
+    }
+
+    /// The whole home timeline, page by page.
+    pub async fn home_all(&self, token: &str) -> Result<Vec<PostId>, Failure> {
+        let mut all = Vec::new();
+        let mut query = "limit=100".to_owned();
+        loop {
+            let (ids, next) = self.home(token, &query).await?;
+            all.extend(ids);
+            match next {
+                Some(n) => query = format!("limit=100&max_id={n}"),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// Every sample of every metrics endpoint, summed across endpoints by series name
+    /// (labels included). Endpoints that do not answer are left out.
+    pub async fn metrics(&self) -> HashMap<String, f64> {
+        let mut sum = HashMap::new();
+        for base in &self.targets.metrics {
+            let Ok(res) = self.http.get(format!("{base}/metrics")).send().await else { continue };
+            let Ok(text) = res.text().await else { continue };
+            for (name, value) in parse_prometheus(&text) {
+                *sum.entry(name).or_insert(0.0) += value;
+            }
+        }
+        sum
+    }
+}
+
+/// Samples of the Prometheus text format: `name{labels} value`, comments skipped.
+pub fn parse_prometheus(text: &str) -> impl Iterator<Item = (String, f64)> + '_ {
+    text.lines().filter(|l| !l.starts_with('#')).filter_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        Some((name.trim().to_owned(), value.trim().parse().ok()?))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_samples_with_and_without_labels() {
+        let text = "# HELP x y\n# TYPE a counter\na 3\nb{bucket=\"10-99\"} 2.5\nbad line\n";
+        let got: Vec<_> = parse_prometheus(text).collect();
+        assert_eq!(got, vec![("a".to_owned(), 3.0), ("b{bucket=\"10-99\"}".to_owned(), 2.5)]);
+    }
+}

@@ -1,0 +1,551 @@
+//! The replay report: one `report.json` for programs, one `report.md` for people, and SVG
+//! plots beside them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+use starling_ids::{PostId, UserId};
+use starling_oracle::Divergence;
+use starling_trace::{Header, TraceUser};
+
+use crate::engine::Pace;
+use crate::record::{LagSummary, OpSummary, Recorder, SecondSummary};
+use crate::svg::{Chart, Series, Style};
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Phase {
+    pub items: u64,
+    pub seconds: f64,
+    pub per_second: f64,
+}
+
+impl Phase {
+    pub fn new(items: u64, took: Duration) -> Phase {
+        let seconds = took.as_secs_f64();
+        Phase { items, seconds, per_second: if seconds > 0.0 { items as f64 / seconds } else { 0.0 } }
+    }
+}
+
+/// Counters the services keep about themselves, as differences over the timed phase
+/// (None where the deployment does not expose the counter).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ServiceMetrics {
+    pub events_published: Option<f64>,
+    pub fanout_events_applied: Option<f64>,
+    pub posts_pushed: Option<f64>,
+    pub posts_merged_at_read: Option<f64>,
+    pub timeline_inserts: Option<f64>,
+    pub skipped_inactive: Option<f64>,
+    pub backfilled_entries: Option<f64>,
+    pub dead_letters: Option<f64>,
+    pub timeline_reads: Option<f64>,
+    pub cache_hits: Option<f64>,
+    pub rebuilds: Option<f64>,
+    pub storage_pull_rounds: Option<f64>,
+    /// Timeline inserts per post fanned out (pushed or merged at read).
+    pub inserts_per_post: Option<f64>,
+    /// Reads that found a materialised timeline.
+    pub cache_hit_rate: Option<f64>,
+}
+
+impl ServiceMetrics {
+    pub fn delta(before: &HashMap<String, f64>, after: &HashMap<String, f64>) -> ServiceMetrics {
+        let d = |k: &str| after.get(k).map(|a| a - before.get(k).copied().unwrap_or(0.0));
+        let mut m = ServiceMetrics {
+            events_published: d("starling_events_published_total"),
+            fanout_events_applied: d("starling_fanout_events_total"),
+            posts_pushed: d("starling_fanout_posts_pushed_total"),
+            posts_merged_at_read: d("starling_fanout_posts_merged_at_read_total"),
+            timeline_inserts: d("starling_fanout_timeline_inserts_total"),
+            skipped_inactive: d("starling_fanout_skipped_inactive_total"),
+            backfilled_entries: d("starling_fanout_backfilled_entries_total"),
+            dead_letters: d("starling_fanout_dead_letters_total"),
+            timeline_reads: d("starling_timeline_reads_total"),
+            cache_hits: d("starling_timeline_cache_hits_total"),
+            rebuilds: d("starling_timeline_rebuilds_total"),
+            storage_pull_rounds: d("starling_timeline_pull_rounds_total"),
+            ..ServiceMetrics::default()
+        };
+        let posts = m.posts_pushed.unwrap_or(0.0) + m.posts_merged_at_read.unwrap_or(0.0);
+        m.inserts_per_post = m.timeline_inserts.filter(|_| posts > 0.0).map(|i| i / posts);
+        m.cache_hit_rate = m.cache_hits.zip(m.timeline_reads).filter(|(_, r)| *r > 0.0).map(|(h, r)| h / r);
+        m
+    }
+}
+
+/// Cumulative service counters at one moment of the timed phase.
+#[derive(Clone, Debug, Serialize)]
+pub struct ServiceSample {
+    pub t_s: f64,
+    pub timeline_inserts: Option<f64>,
+    pub fanout_events_applied: Option<f64>,
+    pub timeline_reads: Option<f64>,
+}
+
+impl ServiceSample {
+    pub fn from_metrics(t_s: f64, m: &HashMap<String, f64>) -> ServiceSample {
+        ServiceSample {
+            t_s,
+            timeline_inserts: m.get("starling_fanout_timeline_inserts_total").copied(),
+            fanout_events_applied: m.get("starling_fanout_events_total").copied(),
+            timeline_reads: m.get("starling_timeline_reads_total").copied(),
+        }
+    }
+}
+
+/// Posts whose author had a follower count in one decade (0, 1–9, 10–99, …).
+#[derive(Clone, Debug, Serialize)]
+pub struct FollowerBucket {
+    pub followers: String,
+    pub posts: u64,
+    pub mean_followers: f64,
+}
+
+impl FollowerBucket {
+    pub fn new(index: usize, posts: u64, followers_sum: u64) -> FollowerBucket {
+        let followers = match index {
+            0 => "0".to_owned(),
+            i => format!("{}–{}", 10u64.pow(i as u32 - 1), 10u64.pow(i as u32) - 1),
+        };
+        FollowerBucket {
+            followers,
+            posts,
+            mean_followers: if posts > 0 { followers_sum as f64 / posts as f64 } else { 0.0 },
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Divergent {
+    pub user: TraceUser,
+    pub user_id: UserId,
+    pub expected_len: usize,
+    pub served_len: usize,
+    pub missing: usize,
+    pub unexpected: usize,
+    pub duplicates: usize,
+    pub misordered: bool,
+    /// A few of the ids involved, to start an investigation from.
+    pub examples: Vec<PostId>,
+}
+
+impl Divergent {
+    pub fn new(user: TraceUser, user_id: UserId, expected_len: usize, served_len: usize, d: &Divergence) -> Divergent {
+        let examples = d.missing.iter().chain(&d.unexpected).chain(&d.duplicates).take(5).copied().collect();
+        Divergent {
+            user,
+            user_id,
+            expected_len,
+            served_len,
+            missing: d.missing.len(),
+            unexpected: d.unexpected.len(),
+            duplicates: d.duplicates.len(),
+            misordered: d.misordered,
+            examples,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Check {
+    /// Whether a sample of users was checked rather than all.
+    pub sampled: bool,
+    pub users_checked: u64,
+    pub entries_checked: u64,
+    /// Users left out because a write touching them got no answer (its effect is unknown).
+    pub skipped_uncertain: u64,
+    pub divergent: Vec<Divergent>,
+    pub read_errors: Vec<(TraceUser, String)>,
+}
+
+impl Check {
+    pub fn passed(&self) -> bool {
+        self.divergent.is_empty() && self.read_errors.is_empty()
+    }
+}
+
+/// How the run was set up, for the report's first lines.
+pub struct Inputs {
+    pub trace: PathBuf,
+    pub header: Header,
+    pub started_at: time::OffsetDateTime,
+    pub pace: Pace,
+    pub concurrency: usize,
+    pub seed: u64,
+    pub run_id: String,
+    pub lag_sample: f64,
+    pub stopped: Option<String>,
+    pub quiet: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub tool: String,
+    pub started_at: String,
+    pub trace: String,
+    pub trace_meta: Vec<(String, String)>,
+    pub pace: Pace,
+    pub concurrency: usize,
+    pub seed: u64,
+    pub run_id: String,
+    pub lag_sample: f64,
+    /// Why the replay stopped before the end of the trace, if it did.
+    pub stopped_early: Option<String>,
+    /// Whether the fan-out was seen to catch up before the check.
+    pub quiet_before_check: bool,
+    pub register: Phase,
+    pub graph_load: Phase,
+    pub replay: Phase,
+    pub ops: Vec<OpSummary>,
+    pub per_second: Vec<SecondSummary>,
+    pub delivery_lag: LagSummary,
+    pub service: ServiceMetrics,
+    pub service_series: Vec<ServiceSample>,
+    pub fanout_by_followers: Vec<FollowerBucket>,
+    pub correctness: Check,
+}
+
+impl Report {
+    #[allow(clippy::too_many_arguments)]
+    pub fn build(
+        inputs: Inputs,
+        register: Phase,
+        graph_load: Phase,
+        replay: Phase,
+        rec: &Recorder,
+        service: ServiceMetrics,
+        service_series: Vec<ServiceSample>,
+        fanout_by_followers: Vec<FollowerBucket>,
+        correctness: Check,
+    ) -> Report {
+        let started_at = inputs.started_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+        Report {
+            tool: format!("starling-replay {}", env!("CARGO_PKG_VERSION")),
+            started_at,
+            trace: inputs.trace.display().to_string(),
+            trace_meta: inputs.header.meta,
+            pace: inputs.pace,
+            concurrency: inputs.concurrency,
+            seed: inputs.seed,
+            run_id: inputs.run_id,
+            lag_sample: inputs.lag_sample,
+            stopped_early: inputs.stopped,
+            quiet_before_check: inputs.quiet,
+            register,
+            graph_load,
+            replay,
+            ops: rec.ops(),
+            per_second: rec.seconds(),
+            delivery_lag: rec.lag(),
+            service,
+            service_series,
+            fanout_by_followers,
+            correctness,
+        }
+    }
+
+    /// Operations that ended in an error or a mismatch with the contract.
+    pub fn failures(&self) -> u64 {
+        self.ops.iter().map(|o| o.errors.values().sum::<u64>() + o.mismatches.values().sum::<u64>()).sum()
+    }
+
+    /// Writes `report.json`, `report.md` and the plots into `dir`.
+    pub fn write(&self, dir: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(self).map_err(std::io::Error::other)?)?;
+        for (name, chart) in self.charts() {
+            std::fs::write(dir.join(name), chart.render())?;
+        }
+        std::fs::write(dir.join("report.md"), self.markdown())
+    }
+
+    fn charts(&self) -> Vec<(&'static str, Chart)> {
+        let mut ops: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
+        for s in &self.per_second {
+            for (op, n) in &s.completed {
+                ops.entry(op.as_str()).or_default().push((s.t_s as f64, *n as f64));
+            }
+        }
+        let mut throughput = Chart::new("Completed operations per second", "time (s)", "operations/s");
+        for (op, points) in ops {
+            throughput = throughput.with(Series::new(op, Style::Line, points));
+        }
+        let inserts: Vec<(f64, f64)> = self
+            .service_series
+            .windows(2)
+            .filter_map(|w| {
+                let (a, b) = (w[0].timeline_inserts?, w[1].timeline_inserts?);
+                Some((w[1].t_s, (b - a) / (w[1].t_s - w[0].t_s).max(1e-3)))
+            })
+            .collect();
+        if !inserts.is_empty() {
+            throughput = throughput.with(Series::new("timeline inserts (service)", Style::Line, inserts));
+        }
+        let series = |f: fn(&SecondSummary) -> Option<f64>| -> Vec<(f64, f64)> {
+            self.per_second.iter().filter_map(|s| Some((s.t_s as f64, f(s)?))).collect()
+        };
+        let latency = Chart::new("Response time per second (from the intended send time)", "time (s)", "ms")
+            .log_y()
+            .with(Series::new("write p50", Style::Line, series(|s| s.write_p50_ms)))
+            .with(Series::new("write p99", Style::Line, series(|s| s.write_p99_ms)))
+            .with(Series::new("read p50", Style::Line, series(|s| s.read_p50_ms)))
+            .with(Series::new("read p99", Style::Line, series(|s| s.read_p99_ms)));
+        let lag = Chart::new("Delivery lag: post accepted → visible to a follower", "lag (ms)", "fraction of posts")
+            .log_x()
+            .with(Series::new("CDF", Style::Steps, self.delivery_lag.cdf.clone()));
+        let buckets: Vec<&FollowerBucket> = self.fanout_by_followers.iter().filter(|b| b.posts > 0).collect();
+        let mut fanout =
+            Chart::new("Fan-out cost against follower count", "author's followers (bucket mean)", "per post")
+                .log_x()
+                .log_y()
+                .with(Series::new(
+                    "inserts if all pushed",
+                    Style::Line,
+                    buckets.iter().map(|b| (b.mean_followers.max(0.5), b.mean_followers)).collect(),
+                ))
+                .with(Series::new(
+                    "posts in bucket",
+                    Style::Points,
+                    buckets.iter().map(|b| (b.mean_followers.max(0.5), b.posts as f64)).collect(),
+                ));
+        if let Some(per_post) = self.service.inserts_per_post {
+            // The services count inserts in total, not per author, so the measured
+            // amplification is one point at the trace's mean follower count.
+            let posts: u64 = buckets.iter().map(|b| b.posts).sum();
+            let mean = buckets.iter().map(|b| b.mean_followers * b.posts as f64).sum::<f64>() / posts.max(1) as f64;
+            fanout = fanout.with(Series::new("measured inserts/post", Style::Points, vec![(mean.max(0.5), per_post)]));
+        }
+        vec![
+            ("throughput.svg", throughput),
+            ("latency.svg", latency),
+            ("delivery_lag_cdf.svg", lag),
+            ("fanout_by_followers.svg", fanout),
+        ]
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut m = String::new();
+        let ms = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("{v:.1}"));
+        let num = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("{v:.0}"));
+        let _ = writeln!(m, "# Starling replay report\n");
+        let _ = writeln!(m, "- Trace: `{}`", self.trace);
+        for (k, v) in &self.trace_meta {
+            let _ = writeln!(m, "  - {k}: {v}");
+        }
+        let _ = writeln!(
+            m,
+            "- Started {} with {}; pace {:?}, at most {} requests in flight, seed {}, run id `{}`",
+            self.started_at, self.tool, self.pace, self.concurrency, self.seed, self.run_id
+        );
+        if let Some(why) = &self.stopped_early {
+            let _ = writeln!(m, "- **Stopped before the end of the trace: {why}.**");
+        }
+        let c = &self.correctness;
+        let verdict = if c.users_checked == 0 {
+            "not checked".to_owned()
+        } else if c.passed() {
+            format!(
+                "**passed**: {} users' timelines ({} entries) equal the oracle's{}",
+                c.users_checked,
+                c.entries_checked,
+                if c.sampled { " (a seeded sample of users)" } else { "" }
+            )
+        } else {
+            format!(
+                "**failed**: {} of {} users diverge, {} could not be read",
+                c.divergent.len(),
+                c.users_checked,
+                c.read_errors.len()
+            )
+        };
+        let _ = writeln!(m, "\n## Summary\n");
+        let _ = writeln!(m, "| | |\n|---|---|");
+        let _ = writeln!(
+            m,
+            "| users registered | {} in {:.1} s ({:.0}/s) |",
+            self.register.items, self.register.seconds, self.register.per_second
+        );
+        let _ = writeln!(
+            m,
+            "| initial graph | {} follows in {:.1} s ({:.0}/s) |",
+            self.graph_load.items, self.graph_load.seconds, self.graph_load.per_second
+        );
+        let _ = writeln!(
+            m,
+            "| timed events | {} in {:.1} s ({:.0}/s) |",
+            self.replay.items, self.replay.seconds, self.replay.per_second
+        );
+        let _ = writeln!(m, "| errors and contract mismatches | {} |", self.failures());
+        let _ = writeln!(
+            m,
+            "| delivery lag p50 / p99 | {} / {} ms ({} samples, {} timeouts) |",
+            ms(self.delivery_lag.p50_ms),
+            ms(self.delivery_lag.p99_ms),
+            self.delivery_lag.samples,
+            self.delivery_lag.timeouts
+        );
+        let _ = writeln!(
+            m,
+            "| fan-out amplification | {} timeline inserts per post |",
+            self.service.inserts_per_post.map_or("–".to_owned(), |v| format!("{v:.2}"))
+        );
+        let _ = writeln!(
+            m,
+            "| cache hit rate | {} |",
+            self.service.cache_hit_rate.map_or("–".to_owned(), |v| format!("{:.1} %", v * 100.0))
+        );
+        let _ = writeln!(m, "| correctness | {verdict} |");
+        if !self.quiet_before_check {
+            let _ = writeln!(
+                m,
+                "\nThe fan-out was not seen to catch up before the check (no counters, or not within the timeout): \
+                 divergences may be lag rather than loss."
+            );
+        }
+
+        let _ = writeln!(m, "\n## Operations\n");
+        let _ = writeln!(
+            m,
+            "Response time counts from when the trace scheduled the event (open loop); service time from when \
+             its request was sent.\n"
+        );
+        let _ = writeln!(
+            m,
+            "| op | count | ok | refused as predicted | mismatches | errors | skipped | response p50 | p90 | p99 | \
+             p99.9 | max | service p50 | service p99 |"
+        );
+        let _ = writeln!(m, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for o in &self.ops {
+            let r = &o.response_time;
+            let _ = writeln!(
+                m,
+                "| {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                o.op,
+                o.count,
+                o.ok,
+                o.refused_as_predicted,
+                o.mismatches.values().sum::<u64>(),
+                o.errors.values().sum::<u64>(),
+                o.skipped,
+                r.p50_ms,
+                r.p90_ms,
+                r.p99_ms,
+                r.p999_ms,
+                r.max_ms,
+                o.service_time.p50_ms,
+                o.service_time.p99_ms
+            );
+        }
+        let kinds: BTreeMap<String, u64> = self.ops.iter().flat_map(|o| o.errors.iter().chain(&o.mismatches)).fold(
+            BTreeMap::new(),
+            |mut acc, (k, v)| {
+                *acc.entry(k.clone()).or_default() += v;
+                acc
+            },
+        );
+        if !kinds.is_empty() {
+            let _ = writeln!(m, "\nErrors by kind:\n");
+            for (k, v) in kinds {
+                let _ = writeln!(m, "- {k}: {v}");
+            }
+        }
+        let _ = writeln!(m, "\n![throughput](throughput.svg)\n\n![latency](latency.svg)");
+
+        let l = &self.delivery_lag;
+        let _ = writeln!(m, "\n## Delivery lag\n");
+        let _ = writeln!(
+            m,
+            "A sampled {:.1} % of posts were timed from their `201 Created` until they showed in the timeline of \
+             one follower who had read before (so whose timeline is materialised), polling every 10 ms.\n",
+            self.lag_sample * 100.0
+        );
+        let _ = writeln!(m, "| samples | timeouts | no reading follower | p50 | p90 | p99 | max |");
+        let _ = writeln!(m, "|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(
+            m,
+            "| {} | {} | {} | {} ms | {} ms | {} ms | {} ms |\n",
+            l.samples,
+            l.timeouts,
+            l.no_active_follower,
+            ms(l.p50_ms),
+            ms(l.p90_ms),
+            ms(l.p99_ms),
+            ms(l.max_ms)
+        );
+        let _ = writeln!(m, "![delivery lag](delivery_lag_cdf.svg)");
+
+        let s = &self.service;
+        let _ = writeln!(m, "\n## Fan-out and cache (the services' own counters over the timed phase)\n");
+        let _ = writeln!(m, "| counter | value |\n|---|---:|");
+        for (name, v) in [
+            ("posts pushed to followers", s.posts_pushed),
+            ("posts merged at read (celebrities)", s.posts_merged_at_read),
+            ("timeline inserts", s.timeline_inserts),
+            ("inserts skipped (inactive readers)", s.skipped_inactive),
+            ("entries backfilled (follows, demotions)", s.backfilled_entries),
+            ("events applied by the fan-out", s.fanout_events_applied),
+            ("dead-lettered events", s.dead_letters),
+            ("home timeline pages served", s.timeline_reads),
+            ("… from a materialised timeline", s.cache_hits),
+            ("timelines rebuilt from storage", s.rebuilds),
+            ("merge rounds that read storage", s.storage_pull_rounds),
+        ] {
+            let _ = writeln!(m, "| {name} | {} |", num(v));
+        }
+        let _ = writeln!(m, "\nPosts by their author's follower count at the time of posting:\n");
+        let _ = writeln!(m, "| followers | posts | mean followers |\n|---|---:|---:|");
+        for b in self.fanout_by_followers.iter().filter(|b| b.posts > 0) {
+            let _ = writeln!(m, "| {} | {} | {:.1} |", b.followers, b.posts, b.mean_followers);
+        }
+        let _ = writeln!(m, "\n![fan-out by followers](fanout_by_followers.svg)");
+
+        let _ = writeln!(m, "\n## Correctness\n");
+        let _ = writeln!(
+            m,
+            "After the replay (and once the fan-out had caught up), each checked user's whole home timeline was \
+             read page by page and compared with the oracle's: the posts of the users they follow and their own, \
+             not deleted, not blocked, newest first.\n"
+        );
+        let _ = writeln!(m, "{verdict}.");
+        if c.skipped_uncertain > 0 {
+            let _ = writeln!(
+                m,
+                "\n{} users were left out: a write touching them got no answer, so its effect is unknown.",
+                c.skipped_uncertain
+            );
+        }
+        if !c.divergent.is_empty() {
+            let _ = writeln!(
+                m,
+                "\n| trace user | user id | expected | served | missing | unexpected | duplicates | misordered | e.g. |"
+            );
+            let _ = writeln!(m, "|---|---|---:|---:|---:|---:|---:|---|---|");
+            for d in c.divergent.iter().take(50) {
+                let eg: Vec<String> = d.examples.iter().map(|p| p.to_string()).collect();
+                let _ = writeln!(
+                    m,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    d.user,
+                    d.user_id,
+                    d.expected_len,
+                    d.served_len,
+                    d.missing,
+                    d.unexpected,
+                    d.duplicates,
+                    d.misordered,
+                    eg.join(" ")
+                );
+            }
+            if c.divergent.len() > 50 {
+                let _ = writeln!(m, "\n… and {} more in report.json.", c.divergent.len() - 50);
+            }
+        }
+        for (u, kind) in c.read_errors.iter().take(20) {
+            let _ = writeln!(m, "- user {u}: timeline could not be read ({kind})");
+        }
+        m
+    }
+}
