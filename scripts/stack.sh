@@ -10,6 +10,10 @@
 # Redis 16379, graph 8081, posts 8082, timeline 8083, fan-out 8084 and 8085 (health and
 # metrics). Clients use graph for /api/v1/users..., posts for /api/v1/posts and
 # /api/v1/users/{id}/posts, timeline for /api/v1/timelines/home.
+#
+# Storage: each of graph- and post-service keeps an embedded store in its own directory,
+# unless SCYLLA_URI (host:port,...) names a ScyllaDB cluster you run; then both use it,
+# in keyspace SCYLLA_KEYSPACE (default starling), created and migrated at start-up.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 source "$root/scripts/lib/kafka.sh"
@@ -47,6 +51,11 @@ up)
     export STARLING__BACKENDS__REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
     export STARLING__PEERS__GRAPH_URL="http://127.0.0.1:8081"
     export STARLING__PEERS__POST_URL="http://127.0.0.1:8082"
+    if [ -n "${SCYLLA_URI:-}" ]; then
+        export STARLING__BACKENDS__SCYLLA_URI="$SCYLLA_URI"
+        export STARLING__BACKENDS__SCYLLA_KEYSPACE="${SCYLLA_KEYSPACE:-starling}"
+        echo "storage: ScyllaDB at $SCYLLA_URI, keyspace $STARLING__BACKENDS__SCYLLA_KEYSPACE"
+    fi
     if [ ! -f "$dir/jwt-secret" ]; then
         head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$dir/jwt-secret"
     fi

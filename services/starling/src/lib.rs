@@ -5,8 +5,8 @@
 //! with in-process calls between services. `starling serve <role>` runs one service per
 //! process, as in production: events over Kafka, timelines in Redis, and calls to the
 //! graph- and post-service over their internal HTTP APIs. Backends are picked by
-//! configuration (`backends.kafka_brokers`, `backends.redis_url`); service logic is the
-//! same either way.
+//! configuration (`backends.kafka_brokers`, `backends.redis_url`, `backends.scylla_uri`);
+//! service logic is the same either way.
 //!
 //! Start-up opens the backends, republishes anything a crash left in the outboxes, binds
 //! one HTTP listener and starts the background tasks (fan-out consumers, outbox relays,
@@ -36,7 +36,9 @@ use starling_events::embedded::{EmbeddedLog, EmbeddedLogOptions};
 use starling_events::kafka::{KafkaLog, KafkaOptions};
 use starling_ids::IdGenerator;
 use starling_outbox::Publisher;
+use starling_scylla_store::{ScyllaOptions, ScyllaStore};
 use starling_storage::embedded::{Durability, EmbeddedStore};
+use starling_storage::{GraphStore, Outbox, PostStore};
 use starling_timeline_cache::TimelineCache;
 use starling_timeline_cache::memory::{MemoryCache, MemoryCacheOptions};
 use starling_timeline_cache::redis::{RedisCache, RedisCacheOptions};
@@ -93,9 +95,52 @@ struct Ops {
     admin_token: String,
 }
 
+/// The post and graph stores a node opened: the embedded one, or ScyllaDB.
+struct Stores {
+    posts: Arc<dyn PostStore>,
+    posts_outbox: Arc<dyn Outbox>,
+    graph: Arc<dyn GraphStore>,
+    graph_outbox: Arc<dyn Outbox>,
+    /// Set for the embedded store, which is flushed to disk at a clean stop.
+    embedded: Option<EmbeddedStore>,
+}
+
+impl Stores {
+    async fn open(settings: &Settings) -> anyhow::Result<Stores> {
+        let b = &settings.backends;
+        if !b.scylla_uri.is_empty() {
+            let store = ScyllaStore::connect(&ScyllaOptions {
+                uri: b.scylla_uri.clone(),
+                keyspace: b.scylla_keyspace.clone(),
+                replication_factor: b.scylla_replication_factor,
+                worker_id: settings.server.worker_id,
+            })
+            .await
+            .context("connecting to ScyllaDB")?;
+            return Ok(Stores {
+                posts: store.posts(),
+                posts_outbox: store.posts(),
+                graph: store.graph(),
+                graph_outbox: store.graph(),
+                embedded: None,
+            });
+        }
+        let durability = if settings.storage.sync { Durability::SyncData } else { Durability::Buffer };
+        let store = EmbeddedStore::open(&settings.server.data_dir.join("store"), durability)
+            .context("opening the embedded store")?;
+        Ok(Stores {
+            posts: store.posts(),
+            posts_outbox: store.posts(),
+            graph: store.graph(),
+            graph_outbox: store.graph(),
+            embedded: Some(store),
+        })
+    }
+}
+
 /// The backends a node opened.
 struct Backends {
-    store: Option<EmbeddedStore>,
+    store: Option<Stores>,
     log: Arc<dyn EventLog>,
     cache: Option<Arc<dyn TimelineCache>>,
     /// Set when the cache is the in-memory one, which needs a sweeper.
@@ -110,12 +155,7 @@ impl Backends {
         let data = &settings.server.data_dir;
         std::fs::create_dir_all(data).with_context(|| format!("creating data directory {}", data.display()))?;
 
-        let store = if has(Role::Graph) || has(Role::Posts) {
-            let durability = if settings.storage.sync { Durability::SyncData } else { Durability::Buffer };
-            Some(EmbeddedStore::open(&data.join("store"), durability).context("opening the embedded store")?)
-        } else {
-            None
-        };
+        let store = if has(Role::Graph) || has(Role::Posts) { Some(Stores::open(settings).await?) } else { None };
 
         let log: Arc<dyn EventLog> = if !b.kafka_brokers.is_empty() {
             KafkaLog::connect(KafkaOptions {
@@ -187,23 +227,23 @@ impl Node {
         let peers = &settings.peers;
 
         let graph_client: Arc<dyn GraphClient> = match store {
-            Some(s) if has(Role::Graph) => Arc::new(LocalGraph(s.graph())),
+            Some(s) if has(Role::Graph) => Arc::new(LocalGraph(s.graph.clone())),
             _ => Arc::new(HttpGraph::new(&peers.graph_url)?),
         };
         let post_client: Arc<dyn PostClient> = match store {
-            Some(s) if has(Role::Posts) => Arc::new(LocalPosts(s.posts())),
+            Some(s) if has(Role::Posts) => Arc::new(LocalPosts(s.posts.clone())),
             _ => Arc::new(HttpPosts::new(&peers.post_url)?),
         };
         // Each process creating ids needs its own worker id; see `server.worker_id`.
         let mut publishers = Vec::new();
         let graph = match store {
             Some(s) if has(Role::Graph) => {
-                let publisher = Publisher::new(s.graph(), log.clone());
+                let publisher = Publisher::new(s.graph_outbox.clone(), log.clone());
                 // Events a crash left in the outbox go out before anything new.
                 publisher.drain().await.context("republishing the graph outbox")?;
                 publishers.push(publisher.clone());
                 Some(Arc::new(GraphService {
-                    store: s.graph(),
+                    store: s.graph.clone(),
                     publisher,
                     ids: ids.clone(),
                     tokens: tokens.clone(),
@@ -215,11 +255,11 @@ impl Node {
         };
         let posts = match store {
             Some(s) if has(Role::Posts) => {
-                let publisher = Publisher::new(s.posts(), log.clone());
+                let publisher = Publisher::new(s.posts_outbox.clone(), log.clone());
                 publisher.drain().await.context("republishing the post outbox")?;
                 publishers.push(publisher.clone());
                 Some(Arc::new(PostService {
-                    store: s.posts(),
+                    store: s.posts.clone(),
                     graph: graph_client.clone(),
                     publisher,
                     ids: ids.clone(),
@@ -340,7 +380,7 @@ impl Node {
             background,
             publishers,
             ready,
-            store: backends.store,
+            store: backends.store.and_then(|s| s.embedded),
         })
     }
 

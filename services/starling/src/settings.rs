@@ -42,6 +42,13 @@ pub struct BackendSettings {
     /// Stable name of this process in Kafka consumer groups (e.g. the pod name of a
     /// StatefulSet): a restarted fan-out worker takes its partitions back at once.
     pub kafka_instance_id: String,
+    /// ScyllaDB contact points (`host:port,...`); empty: the embedded store in the data
+    /// directory. Required for more than one graph- or post-service replica.
+    pub scylla_uri: String,
+    /// Keyspace of the ScyllaDB store; created and migrated at start-up.
+    pub scylla_keyspace: String,
+    /// Replication factor used only if the keyspace has to be created here.
+    pub scylla_replication_factor: u32,
 }
 
 impl Default for BackendSettings {
@@ -53,6 +60,9 @@ impl Default for BackendSettings {
             redis_url: String::new(),
             redis_prefix: "tl:".into(),
             kafka_instance_id: String::new(),
+            scylla_uri: String::new(),
+            scylla_keyspace: "starling".into(),
+            scylla_replication_factor: 1,
         }
     }
 }
@@ -239,6 +249,13 @@ impl Settings {
         if self.auth.token_ttl_secs == 0 {
             return bad("auth.token_ttl_secs must be positive");
         }
+        if !self.backends.scylla_uri.is_empty() {
+            starling_scylla_store::model::validate_keyspace(&self.backends.scylla_keyspace)
+                .map_err(|e| SettingsError::Invalid(format!("backends.scylla_keyspace: {e}")))?;
+            if self.backends.scylla_replication_factor == 0 {
+                return bad("backends.scylla_replication_factor must be positive");
+            }
+        }
         Ok(())
     }
 }
@@ -306,5 +323,22 @@ mod tests {
         assert!(Settings::load(None, env("STARLING__TIMELINE__MAX_ENTRYS", "5")).is_err());
         assert!(Settings::load(None, env("STARLING__TIMELINE__MAX_ENTRIES", "0")).is_err());
         assert!(Settings::load(None, env("STARLING__CELEBRITY__DEMOTE_BELOW", "999999")).is_err());
+    }
+
+    #[test]
+    fn scylla_backend_is_configured_from_the_environment() {
+        let env = vec![
+            ("STARLING__BACKENDS__SCYLLA_URI".to_owned(), "10.0.0.1:9042,10.0.0.2".to_owned()),
+            ("STARLING__BACKENDS__SCYLLA_KEYSPACE".to_owned(), "starling_prod".to_owned()),
+        ];
+        let s = Settings::load(None, env.into_iter()).unwrap();
+        assert_eq!(s.backends.scylla_uri, "10.0.0.1:9042,10.0.0.2");
+        assert_eq!(s.backends.scylla_keyspace, "starling_prod");
+        assert_eq!(s.backends.redis_prefix, "tl:", "the rest of the section keeps its defaults");
+        let bad = vec![
+            ("STARLING__BACKENDS__SCYLLA_URI".to_owned(), "10.0.0.1".to_owned()),
+            ("STARLING__BACKENDS__SCYLLA_KEYSPACE".to_owned(), "no-dashes".to_owned()),
+        ];
+        assert!(Settings::load(None, bad.into_iter()).is_err());
     }
 }
