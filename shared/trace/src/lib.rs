@@ -55,6 +55,7 @@
 //! of a broken file for a complete trace.
 
 mod error;
+mod input;
 mod reader;
 mod writer;
 
