@@ -34,7 +34,10 @@
 //!   claim: a retry inside the TTL gets an error ("in progress, retry later"); after the
 //!   TTL the key is free again and the retry creates the post. A retry never creates a
 //!   second post while the first attempt can still land, unless that attempt stalls for
-//!   longer than the TTL ([`posts::CLAIM_TTL_SECS`]).
+//!   longer than the TTL ([`posts::CLAIM_TTL_SECS`]). The committed rewrite is a plain
+//!   write after an LWT on the same row; if coordinator clocks were so far apart that it
+//!   lost to the LWT's timestamp, the key would lapse with its TTL, and only a retry after
+//!   that could create a second post (a replay inside the TTL still finds the post).
 //! - **create_post without a key, delete_post, set_author_class**: one batch, no LWT.
 //!   Two *concurrent* deletes of one post (or class changes of one user) may both report a
 //!   change and both commit events; the events are duplicates, which consumers tolerate.
@@ -62,8 +65,17 @@
 //!
 //! # Consistency
 //!
-//! Reads and writes use the driver's default LOCAL_QUORUM, LWTs LOCAL_SERIAL. A read right
-//! after a batch may not yet see all of it (batches are atomic, not isolated).
+//! Reads and writes use the driver's default LOCAL_QUORUM, LWTs LOCAL_SERIAL; the reads
+//! that decide a change (the pair row, an idempotency key, a handle) are SERIAL reads. A
+//! read right after a batch may not yet see all of it (batches are atomic, not isolated),
+//! and `follows`/`blocks` (read from the pair row) can run ahead of the follow lists for
+//! the moment between a change's LWT and its batch.
+//!
+//! # Not verified here
+//!
+//! No CQL server can be installed on the build machines: this crate is compiled and its
+//! pure parts unit-tested, and `tests/conformance.rs` runs the storage conformance suite
+//! only where `SCYLLA_URI` names a node (each test says it was skipped otherwise).
 
 pub mod graph;
 pub mod migrations;

@@ -4,6 +4,7 @@
 //! runs and parallel tests never see each other's data. Without `SCYLLA_URI` every test
 //! says it was skipped and passes: no CQL server can be installed on the build machines.
 
+use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use starling_scylla_store::{ScyllaOptions, ScyllaStore};
@@ -14,7 +15,10 @@ fn scylla_uri(test: &str) -> Option<String> {
     match std::env::var("SCYLLA_URI") {
         Ok(uri) if !uri.trim().is_empty() => Some(uri),
         _ => {
-            eprintln!("SKIPPED {test}: no ScyllaDB node is reachable (SCYLLA_URI is not set)");
+            // Written to stderr directly, not with eprintln!, which the test harness captures
+            // and hides for passing tests: a skip must be visible in every run.
+            let _ =
+                writeln!(std::io::stderr(), "SKIPPED {test}: no ScyllaDB node is reachable (SCYLLA_URI is not set)");
             None
         }
     }
