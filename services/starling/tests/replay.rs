@@ -150,3 +150,72 @@ async fn paced_replay_honours_the_event_limit() {
     assert_eq!(report.stopped_early.as_deref(), Some("event limit reached"));
     assert!(report.replay.seconds >= 0.45, "the pace held: {:?}", report.replay);
 }
+
+/// Writes a trace through `fill` into a new file in `dir`.
+fn write_trace(
+    dir: &Path,
+    name: &str,
+    fill: impl FnOnce(&mut TraceWriter<std::io::BufWriter<std::fs::File>>),
+) -> PathBuf {
+    let path = dir.join(name);
+    let mut w =
+        TraceWriter::new(std::io::BufWriter::new(std::fs::File::create(&path).unwrap()), &Header::default()).unwrap();
+    fill(&mut w);
+    w.finish().unwrap();
+    path
+}
+
+/// The real Higgs sample, bounded: the first 1,500 activity events (each a post by the
+/// retweeting/mentioning/replying user), the follower graph among the users they involve,
+/// gaps filled with follows derived from the interactions, and reads by followers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn higgs_sample_replays_equal_to_the_oracle() {
+    use starling_trace::higgs::{Fill, HiggsOptions, UserScope};
+    let dir = tempfile::tempdir().unwrap();
+    let trace = write_trace(dir.path(), "higgs.trace", |w| {
+        let opts = HiggsOptions {
+            fill: Fill::Interactions,
+            users: UserScope::Active,
+            max_events: Some(1_500),
+            reads_per_post: 1.0,
+            seed: 7,
+        };
+        let s = starling_trace::higgs::import(
+            &data("higgs-activity.head2000.txt"),
+            Some(&data("higgs-graph.excerpt.edgelist")),
+            &opts,
+            w,
+        )
+        .unwrap();
+        assert!(s.posts == 1_500 && s.graph_edges > 0 && s.interaction_edges > 0, "{s:?}");
+    });
+    // Real time would take hours: the three days' first 1,500 events as fast as they go.
+    let (report, _server, _dir) = run(&trace, "hig", config("hig")).await;
+    assert_sound(&report, "higgs");
+    assert!(report.trace_meta.iter().any(|(k, v)| k == "fill" && v == "interactions"), "{:?}", report.trace_meta);
+}
+
+/// socfb-Reed98 whole (962 users, 18,812 friendships = 37,624 follows) with synthetic
+/// activity over its users.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn socfb_reed98_replays_equal_to_the_oracle() {
+    use starling_trace::edgelist::EdgeListOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let trace = write_trace(dir.path(), "reed.trace", |w| {
+        let activity = ActivityConfig {
+            duration_s: 10.0,
+            posts_per_s: 100.0,
+            reads_per_s: 100.0,
+            burst: Some(Burst { at_s: 4.0, duration_s: 2.0, multiplier: 3.0 }),
+            ..ActivityConfig::default()
+        };
+        let opts = EdgeListOptions { undirected: true, activity: Some(activity) };
+        let s = starling_trace::edgelist::import(&data("socfb-Reed98.edges"), &opts, w, &|_| {}).unwrap();
+        assert_eq!((s.users, s.edges), (962, 37_624), "{s:?}");
+    });
+    let (report, _server, _dir) = run(&trace, "fb", config("fb")).await;
+    assert_sound(&report, "socfb-Reed98");
+    assert_eq!(report.graph_load.items, 37_624);
+    // Reed's best-connected students cross the (lowered) celebrity line.
+    assert!(report.service.posts_merged_at_read.unwrap() > 0.0, "{:?}", report.service);
+}
