@@ -264,10 +264,9 @@ fn read_activity(path: &Path, max: Option<usize>) -> Result<Vec<Activity>, Trace
             other: id(path, line, f[1], "userB")?,
             ts: id(path, line, f[2], "timestamp")?,
         };
-        if let Some(prev) = acts.last()
-            && act.ts < prev.ts
-        {
-            return Err(input_error(path, line, format!("timestamp {} before the previous {}", act.ts, prev.ts)));
+        let prev = acts.last().map_or(0, |a| a.ts);
+        if act.ts < prev {
+            return Err(input_error(path, line, format!("timestamp {} before the previous {prev}", act.ts)));
         }
         acts.push(act);
         Ok(acts.len() < limit)

@@ -63,7 +63,7 @@ use crate::{Event, Op, TraceError, TraceUser, TraceWriter};
 /// them.
 pub const POOL_CAP: usize = 1 << 20;
 
-/// How often (in records) `progress` is called.
+/// How often (in records) `progress` is called; a power of two, tested with a mask.
 const PROGRESS_EVERY: u64 = 1 << 16;
 
 /// The whole synthetic trace: graph and activity.
@@ -222,9 +222,9 @@ impl ActivityConfig {
         if !(0.0..=1.0).contains(&self.deletes_per_post) {
             return Err(TraceError::Config("deletes_per_post is a fraction between 0 and 1".into()));
         }
-        if let Some(b) = &self.burst
-            && !(b.at_s >= 0.0 && b.duration_s >= 0.0 && b.multiplier >= 0.0 && b.multiplier.is_finite())
-        {
+        let burst_ok =
+            |b: &Burst| b.at_s >= 0.0 && b.duration_s >= 0.0 && b.multiplier >= 0.0 && b.multiplier.is_finite();
+        if !self.burst.as_ref().is_none_or(burst_ok) {
             return Err(TraceError::Config("burst times and multiplier must be non-negative".into()));
         }
         Ok(())
@@ -325,7 +325,7 @@ fn graph<W: Write>(cfg: &SynthConfig, out: &mut TraceWriter<W>, progress: &dyn F
         for &v in &row {
             out.edge(u, v)?;
             written += 1;
-            if written % PROGRESS_EVERY == 0 {
+            if written & (PROGRESS_EVERY - 1) == 0 {
                 progress(written);
             }
         }
@@ -537,7 +537,7 @@ pub fn activity<W: Write>(
         out.event(&e)?;
         summary.events += 1;
         summary.per_op[e.op.index()] += 1;
-        if summary.events % PROGRESS_EVERY == 0 {
+        if summary.events & (PROGRESS_EVERY - 1) == 0 {
             progress(summary.events);
         }
         Ok(())
@@ -552,9 +552,10 @@ pub fn activity<W: Write>(
             continue;
         }
         let at_ms = ((t * 1000.0) as u64).min(end_ms.saturating_sub(1));
-        while let Some(&Reverse((due, key, user))) = deletes.peek()
-            && due <= at_ms
-        {
+        while let Some(&Reverse((due, key, user))) = deletes.peek() {
+            if due > at_ms {
+                break;
+            }
             deletes.pop();
             emit(out, Event { at_ms: due, user, op: Op::Delete { key } }, &mut summary)?;
         }
