@@ -18,25 +18,54 @@
 //! older post of that author could not be among the reader's newest `max_entries`
 //! entries, so the timeline stays exact above its floor.
 //!
-//! Offsets are committed only after the cache writes succeeded (at-least-once; every
-//! effect is idempotent). A transient failure is retried with backoff and holds its
-//! partition; an undecodable event is logged, counted as dead-lettered and skipped, so it
-//! never blocks a partition.
+//! # Batches
+//!
+//! A poll hands over a batch; its partitions are applied in parallel, each in order. Within
+//! a partition, consecutive `PostCreated` events are applied together as one *run*: each
+//! author's class and followers are looked up once per run (concurrently across authors),
+//! and all the run's pushes go to the cache in one [`TimelineCache::insert_all`], which the
+//! Redis cache sends as a few pipelines (one `RPUSHX` per timeline, carrying every entry
+//! that timeline gets from the run). Pushes commute (a timeline is kept sorted by post id,
+//! and a push is idempotent), so applying a run at once gives the same timelines as one
+//! event after another. Any other event (delete, graph, poison) ends the run and is applied
+//! on its own, so a delete still comes after the creates before it.
+//!
+//! # Offsets
+//!
+//! Offsets move only after the cache writes of every event before them succeeded
+//! (at-least-once; every effect is idempotent): once the whole batch is applied, its
+//! positions are handed to [`Consumer::commit_later`], which for Kafka stores them for the
+//! client's periodic background commit instead of waiting for a broker round trip per
+//! batch. A crash loses at most that interval's commits, and those events are applied again.
+//! A transient failure is retried with backoff and holds its partition; an undecodable
+//! event is dead-lettered (retried until that succeeds) and skipped, so it never blocks a
+//! partition.
+//!
+//! # Traces
+//!
+//! Each event carries the W3C `traceparent` of the request that produced it
+//! ([`starling_events::trace`]). The span that applies an event (`fanout.event`) records
+//! that trace id and parent span id and its own span id, so the worker's logs join the
+//! producer's trace; a missing or malformed header starts nothing and fails nothing. A run
+//! is written under one `fanout.posts` span that follows from each of its events' spans.
 
 mod stats;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
+use futures::{StreamExt as _, TryStreamExt as _};
 use prost::Message;
 use starling_clients::{ClientError, GraphClient, PostClient};
+use starling_events::trace::TraceContext;
 use starling_events::{Consumer, Delivery, EventLog, LogError, Topic, pb};
 use starling_ids::{PostId, UserId};
 use starling_storage::{AuthorClass, Window};
-use starling_timeline_cache::{CacheError, Entry, TimelineCache};
+use starling_timeline_cache::{CacheError, Entry, Push, TimelineCache};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 pub use stats::FanoutStats;
 
@@ -45,17 +74,32 @@ pub const CONSUMER_GROUP: &str = "fanout-worker";
 #[derive(Clone, Debug, serde::Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct FanoutSettings {
-    /// Consumers in this process (each owns a share of the partitions).
+    /// Consumers in this process (each owns a share of the partitions). One is enough:
+    /// a consumer applies its partitions concurrently, and each more costs a fetch loop.
+    /// With noida-db (which answers a fetch at once, one record per partition) a second
+    /// consumer halved the fan-out bench's throughput on two cores. Scale out with
+    /// processes instead.
     pub consumers: usize,
-    /// Followers fetched and written per cache call.
+    /// Followers fetched per graph call.
     pub follower_page: usize,
     /// Deliveries taken per poll.
     pub batch: usize,
+    /// Authors whose class and followers one run looks up at the same time.
+    pub lookups_in_flight: usize,
+    /// Timeline pushes (entry × owner) handed to the cache per call: bounds the memory a
+    /// run of posts by authors with many followers holds at once.
+    pub pushes_per_write: usize,
 }
 
 impl Default for FanoutSettings {
     fn default() -> Self {
-        FanoutSettings { consumers: 2, follower_page: 2_000, batch: 256 }
+        FanoutSettings {
+            consumers: 1,
+            follower_page: 2_000,
+            batch: 1_024,
+            lookups_in_flight: 16,
+            pushes_per_write: 65_536,
+        }
     }
 }
 
@@ -80,11 +124,85 @@ pub struct Fanout {
     pub stats: Arc<FanoutStats>,
 }
 
-/// Whether a delivery could be applied.
-enum Applied {
-    Done,
+/// What a delivery asks for, once decoded.
+enum Event {
+    Created {
+        post: PostId,
+        author: UserId,
+    },
+    Deleted {
+        post: PostId,
+        author: UserId,
+    },
+    Graph(pb::graph_event::Kind),
+    /// A kind this version does not know: newer producers may add some. Nothing to do.
+    Unknown,
     /// Not decodable: it can never succeed, so it is dead-lettered.
     Poison(String),
+}
+
+fn decode(d: &Delivery) -> Event {
+    match d.topic {
+        Topic::Posts => match pb::PostEvent::decode(d.payload.as_ref()) {
+            Err(e) => Event::Poison(e.to_string()),
+            Ok(e) => match e.kind {
+                Some(pb::post_event::Kind::Created(c)) => {
+                    Event::Created { post: PostId(c.post_id), author: UserId(c.author_id) }
+                }
+                Some(pb::post_event::Kind::Deleted(c)) => {
+                    Event::Deleted { post: PostId(c.post_id), author: UserId(c.author_id) }
+                }
+                None => Event::Unknown,
+            },
+        },
+        Topic::Graph => match pb::GraphEvent::decode(d.payload.as_ref()) {
+            Err(e) => Event::Poison(e.to_string()),
+            Ok(e) => e.kind.map_or(Event::Unknown, Event::Graph),
+        },
+    }
+}
+
+/// The span that applies `d`: a child of the trace in its `traceparent` header, if any.
+fn event_span(d: &Delivery) -> tracing::Span {
+    let span = tracing::info_span!(
+        "fanout.event",
+        topic = d.topic.name(),
+        partition = d.partition,
+        offset = d.offset,
+        trace_id = tracing::field::Empty,
+        parent_span_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    if span.is_disabled() {
+        return span;
+    }
+    match TraceContext::from_headers(&d.headers) {
+        Some(parent) => {
+            let own = parent.child();
+            span.record("trace_id", parent.trace_id_hex());
+            span.record("parent_span_id", parent.span_id_hex());
+            span.record("span_id", own.span_id_hex());
+        }
+        None if d.headers.iter().any(|(name, _)| name.eq_ignore_ascii_case(starling_events::trace::TRACEPARENT)) => {
+            tracing::debug!(parent: &span, "malformed traceparent header ignored");
+        }
+        None => {}
+    }
+    span
+}
+
+/// One `PostCreated` of a run.
+struct Created {
+    post: PostId,
+    author: UserId,
+    span: tracing::Span,
+}
+
+/// Who gets an author's posts.
+enum Audience {
+    /// Merged at read time: only the author's own timeline is pushed to.
+    Celebrity,
+    Followers(Vec<UserId>),
 }
 
 impl Fanout {
@@ -126,7 +244,7 @@ impl Fanout {
             }
             let draining = shutdown.is_cancelled();
             let wait = if draining { Duration::from_millis(50) } else { Duration::from_millis(200) };
-            let batch = match consumer.poll(self.settings.batch, wait).await {
+            let batch = match consumer.poll(self.settings.batch.max(1), wait).await {
                 Ok(b) => b,
                 Err(e) if draining => return Err(e.into()),
                 Err(e) => {
@@ -163,43 +281,88 @@ impl Fanout {
         }
     }
 
-    /// Applies a batch: partitions in parallel, each partition in order.
+    /// Applies a batch: partitions in parallel, each partition in order (see the crate
+    /// docs on runs).
     async fn apply_batch(&self, batch: &[Delivery], log: &dyn EventLog) {
         let mut by_partition: BTreeMap<(Topic, u32), Vec<&Delivery>> = BTreeMap::new();
         for d in batch {
             by_partition.entry((d.topic, d.partition)).or_default().push(d);
         }
-        join_all(by_partition.into_values().map(|deliveries| async move {
-            for d in deliveries {
-                self.apply_with_retry(d, log).await;
+        join_all(by_partition.into_values().map(|deliveries| self.apply_partition(deliveries, log))).await;
+    }
+
+    async fn apply_partition(&self, deliveries: Vec<&Delivery>, log: &dyn EventLog) {
+        let mut run: Vec<Created> = Vec::new();
+        for d in deliveries {
+            let span = event_span(d);
+            match decode(d) {
+                Event::Created { post, author } => run.push(Created { post, author, span }),
+                event => {
+                    if !run.is_empty() {
+                        self.apply_run_with_retry(&run).await;
+                        run.clear();
+                    }
+                    self.apply_with_retry(d, event, log).instrument(span).await;
+                }
             }
-        }))
-        .await;
+        }
+        if !run.is_empty() {
+            self.apply_run_with_retry(&run).await;
+        }
     }
 
     /// Retries transient failures forever (with backoff): skipping would lose the effect,
     /// and the partition is better held than wrong.
-    async fn apply_with_retry(&self, d: &Delivery, log: &dyn EventLog) {
+    async fn apply_run_with_retry(&self, run: &[Created]) {
+        let span = tracing::info_span!("fanout.posts", events = run.len());
+        for c in run {
+            span.follows_from(&c.span);
+        }
+        let posts: Vec<(PostId, UserId)> = run.iter().map(|c| (c.post, c.author)).collect();
         let mut backoff = Duration::from_millis(20);
         loop {
-            match self.apply(d).await {
-                Ok(Applied::Done) => {
-                    self.stats.events.inc();
+            match self.posts_created(&posts).instrument(span.clone()).await {
+                Ok(()) => {
+                    self.stats.events.add(run.len() as u64);
                     return;
                 }
-                Ok(Applied::Poison(why)) => {
+                Err(e) => {
+                    self.stats.retries.inc();
+                    tracing::warn!(parent: &span, posts = run.len(), error = %e, "applying posts failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    /// See [`Fanout::apply_run_with_retry`]; a poison event is retried until it is
+    /// dead-lettered.
+    async fn apply_with_retry(&self, d: &Delivery, event: Event, log: &dyn EventLog) {
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            let result = match &event {
+                Event::Poison(why) => {
                     tracing::error!(topic = d.topic.name(), partition = d.partition, offset = d.offset, error = %why, "dead-lettering undecodable event");
                     // Set aside before committing past it; if even that fails, retry:
                     // skipping silently would lose the event's evidence.
-                    match log.dead_letter(d, &why).await {
+                    match log.dead_letter(d, why).await {
                         Ok(()) => {
                             self.stats.dead_letters.inc();
                             return;
                         }
-                        Err(e) => tracing::warn!(error = %e, "dead-lettering failed; retrying"),
+                        Err(e) => Err(FanoutError::from(e)),
                     }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                Event::Created { post, author } => self.post_created(*post, *author).await,
+                Event::Deleted { post, author } => self.post_deleted(*post, *author).await,
+                Event::Graph(kind) => self.graph_event(kind).await,
+                Event::Unknown => Ok(()),
+            };
+            match result {
+                Ok(()) => {
+                    self.stats.events.inc();
+                    return;
                 }
                 Err(e) => {
                     self.stats.retries.inc();
@@ -211,43 +374,17 @@ impl Fanout {
         }
     }
 
-    async fn apply(&self, d: &Delivery) -> Result<Applied, FanoutError> {
-        match d.topic {
-            Topic::Posts => {
-                let event = match pb::PostEvent::decode(d.payload.as_ref()) {
-                    Ok(e) => e,
-                    Err(e) => return Ok(Applied::Poison(e.to_string())),
-                };
-                match event.kind {
-                    Some(pb::post_event::Kind::Created(c)) => {
-                        self.post_created(PostId(c.post_id), UserId(c.author_id)).await?
-                    }
-                    Some(pb::post_event::Kind::Deleted(c)) => {
-                        self.post_deleted(PostId(c.post_id), UserId(c.author_id)).await?
-                    }
-                    // A kind this version does not know: newer producers may add some.
-                    None => {}
-                }
+    async fn graph_event(&self, kind: &pb::graph_event::Kind) -> Result<(), FanoutError> {
+        use pb::graph_event::Kind;
+        match kind {
+            Kind::Followed(e) => self.reconcile(UserId(e.follower_id), UserId(e.followee_id)).await,
+            Kind::Unfollowed(e) => self.reconcile(UserId(e.follower_id), UserId(e.followee_id)).await,
+            Kind::Blocked(e) => {
+                self.reconcile(UserId(e.blocker_id), UserId(e.blocked_id)).await?;
+                self.reconcile(UserId(e.blocked_id), UserId(e.blocker_id)).await
             }
-            Topic::Graph => {
-                let event = match pb::GraphEvent::decode(d.payload.as_ref()) {
-                    Ok(e) => e,
-                    Err(e) => return Ok(Applied::Poison(e.to_string())),
-                };
-                use pb::graph_event::Kind;
-                match event.kind {
-                    Some(Kind::Followed(e)) => self.reconcile(UserId(e.follower_id), UserId(e.followee_id)).await?,
-                    Some(Kind::Unfollowed(e)) => self.reconcile(UserId(e.follower_id), UserId(e.followee_id)).await?,
-                    Some(Kind::Blocked(e)) => {
-                        self.reconcile(UserId(e.blocker_id), UserId(e.blocked_id)).await?;
-                        self.reconcile(UserId(e.blocked_id), UserId(e.blocker_id)).await?;
-                    }
-                    Some(Kind::AuthorClassChanged(e)) => self.class_changed(UserId(e.author_id)).await?,
-                    None => {}
-                }
-            }
+            Kind::AuthorClassChanged(e) => self.class_changed(UserId(e.author_id)).await,
         }
-        Ok(Applied::Done)
     }
 
     /// Calls `f` with each page of `author`'s followers.
@@ -271,34 +408,76 @@ impl Fanout {
         }
     }
 
-    pub async fn post_created(&self, post: PostId, author: UserId) -> Result<(), FanoutError> {
-        let entry = Entry { post, author };
-        // Read the class now, not from the event: see the crate docs on class changes.
+    /// Who gets `author`'s posts now. The class is read now, not taken from the event:
+    /// see the crate docs on class changes.
+    async fn audience(&self, author: UserId) -> Result<Audience, FanoutError> {
         if self.graph.author_class(author).await? == AuthorClass::Celebrity {
-            self.stats.posts_merged_at_read.inc();
-            let own = self.cache.insert(&[author], entry).await?;
-            self.stats.inserts.add(own as u64);
-            return Ok(());
+            return Ok(Audience::Celebrity);
         }
-        self.stats.posts_pushed.inc();
-        // The author's own timeline rides along with the first page: one round trip fewer.
-        let mut own = Some(author);
-        self.for_each_follower_page(author, |mut followers| {
-            let own = own.take();
-            async move {
-                followers.extend(own);
-                let n = self.cache.insert(&followers, entry).await?;
-                self.stats.inserts.add(n as u64);
-                self.stats.skipped_inactive.add((followers.len() - n) as u64);
-                Ok(())
-            }
+        let mut all = Vec::new();
+        self.for_each_follower_page(author, |page| {
+            all.extend(page);
+            async { Ok(()) }
         })
         .await?;
-        // No followers at all: the page callback never ran.
-        if let Some(author) = own {
-            let n = self.cache.insert(&[author], entry).await?;
-            self.stats.inserts.add(n as u64);
+        Ok(Audience::Followers(all))
+    }
+
+    async fn audience_of(&self, author: UserId) -> Result<(UserId, Audience), FanoutError> {
+        Ok((author, self.audience(author).await?))
+    }
+
+    pub async fn post_created(&self, post: PostId, author: UserId) -> Result<(), FanoutError> {
+        self.posts_created(&[(post, author)]).await
+    }
+
+    /// Applies a run of `PostCreated` events at once (see the crate docs on runs).
+    pub async fn posts_created(&self, posts: &[(PostId, UserId)]) -> Result<(), FanoutError> {
+        let mut authors: Vec<UserId> = posts.iter().map(|&(_, a)| a).collect();
+        authors.sort_unstable();
+        authors.dedup();
+        let lookups: Vec<_> = authors.into_iter().map(|a| self.audience_of(a)).collect();
+        let audiences: HashMap<UserId, Audience> = futures::stream::iter(lookups)
+            .buffer_unordered(self.settings.lookups_in_flight.max(1))
+            .try_collect()
+            .await?;
+        let limit = self.settings.pushes_per_write.max(1);
+        let mut pushes: Vec<Push<'_>> = Vec::new();
+        let mut pending = 0;
+        let (mut pushed, mut merged) = (0u64, 0u64);
+        for (post, author) in posts {
+            let entry = Entry { post: *post, author: *author };
+            // The author's own timeline, then the followers'.
+            pushes.push(Push { entry, owners: std::slice::from_ref(author) });
+            pending += 1;
+            match &audiences[author] {
+                Audience::Celebrity => merged += 1,
+                Audience::Followers(followers) => {
+                    pushed += 1;
+                    pushes.push(Push { entry, owners: followers });
+                    pending += followers.len();
+                }
+            }
+            if pending >= limit {
+                self.write(&pushes, pending).await?;
+                pushes.clear();
+                pending = 0;
+            }
         }
+        self.write(&pushes, pending).await?;
+        // Counted once the run's writes all succeeded, so a retried run counts once.
+        self.stats.posts_pushed.add(pushed);
+        self.stats.posts_merged_at_read.add(merged);
+        Ok(())
+    }
+
+    async fn write(&self, pushes: &[Push<'_>], owners: usize) -> Result<(), FanoutError> {
+        if pushes.is_empty() {
+            return Ok(());
+        }
+        let delivered = self.cache.insert_all(pushes).await?;
+        self.stats.inserts.add(delivered as u64);
+        self.stats.skipped_inactive.add((owners - delivered) as u64);
         Ok(())
     }
 
@@ -359,7 +538,7 @@ async fn commit_with_retry(consumer: &mut dyn Consumer, batch: &[Delivery]) {
     // A commit that keeps failing only means redelivery later, which is idempotent; but
     // we do not move on without it, or lag would be misreported during drain.
     for _ in 0..20 {
-        match consumer.commit(batch).await {
+        match consumer.commit_later(batch).await {
             Ok(()) => return,
             Err(e) => {
                 tracing::warn!(error = %e, "offset commit failed; retrying");
@@ -370,7 +549,6 @@ async fn commit_with_retry(consumer: &mut dyn Consumer, batch: &[Delivery]) {
     }
     tracing::error!("giving up committing offsets; the batch will be redelivered");
 }
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -448,5 +626,157 @@ mod tests {
         let range = Range { before: None, after: None, limit: 10, oldest_first: false };
         let slice = cache.read(reader, range).await.unwrap().unwrap();
         assert_eq!(slice.entries.iter().map(|e| e.post).collect::<Vec<_>>(), vec![PostId(99)]);
+    }
+
+    /// Records the fields of every `fanout.event` span, as they were when it closed.
+    #[derive(Clone, Default)]
+    struct EventSpans(Arc<parking_lot::Mutex<Vec<std::collections::HashMap<String, String>>>>);
+
+    #[derive(Clone, Default)]
+    struct Fields(std::collections::HashMap<String, String>);
+
+    impl tracing::field::Visit for Fields {
+        fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+            self.0.insert(field.name().to_owned(), value.to_owned());
+        }
+
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            self.0.insert(field.name().to_owned(), format!("{value:?}"));
+        }
+    }
+
+    impl<S> tracing_subscriber::Layer<S> for EventSpans
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        fn on_new_span(
+            &self,
+            attrs: &tracing::span::Attributes<'_>,
+            id: &tracing::span::Id,
+            ctx: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            if attrs.metadata().name() == "fanout.event" {
+                let mut fields = Fields::default();
+                attrs.record(&mut fields);
+                ctx.span(id).expect("new span").extensions_mut().insert(fields);
+            }
+        }
+
+        fn on_record(
+            &self,
+            id: &tracing::span::Id,
+            values: &tracing::span::Record<'_>,
+            ctx: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            if let Some(span) = ctx.span(id)
+                && let Some(fields) = span.extensions_mut().get_mut::<Fields>()
+            {
+                values.record(fields);
+            }
+        }
+
+        fn on_close(&self, id: tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+            if let Some(span) = ctx.span(&id)
+                && let Some(fields) = span.extensions().get::<Fields>()
+            {
+                self.0.lock().push(fields.0.clone());
+            }
+        }
+    }
+
+    /// The log under test: Kafka when `KAFKA_BROKERS` is set (topics of its own), else
+    /// the embedded log.
+    async fn test_log(dir: &std::path::Path) -> Arc<dyn EventLog> {
+        match std::env::var("KAFKA_BROKERS") {
+            Ok(brokers) if !brokers.trim().is_empty() => {
+                let prefix = format!("test-fanout-trace-{}-", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+                let options = starling_events::kafka::KafkaOptions {
+                    partitions: 2,
+                    topic_prefix: prefix,
+                    ..starling_events::kafka::KafkaOptions::new(brokers)
+                };
+                starling_events::kafka::KafkaLog::connect(options).await.expect("connect to Kafka")
+            }
+            _ => EmbeddedLog::open(&dir.join("l"), EmbeddedLogOptions { partitions: 2, sync: false }).unwrap(),
+        }
+    }
+
+    /// The span that applies an event continues the producer's trace: it records the
+    /// `traceparent`'s trace id and span id (as its parent) and an id of its own. An event
+    /// whose header is malformed is applied all the same, in a span without a trace.
+    #[tokio::test]
+    async fn events_continue_their_trace_and_a_malformed_traceparent_is_not_fatal() {
+        use starling_events::trace::{self, TRACEPARENT, TraceContext};
+        use tracing_subscriber::layer::SubscriberExt as _;
+
+        // A global subscriber: a thread-local one races with the other tests of this binary
+        // over the span's cached interest. Spans of other tests are told apart by trace id.
+        static SPANS: std::sync::OnceLock<EventSpans> = std::sync::OnceLock::new();
+        let spans = SPANS.get_or_init(|| {
+            let spans = EventSpans::default();
+            tracing::subscriber::set_global_default(tracing_subscriber::registry().with(spans.clone()))
+                .expect("no other global subscriber in this test binary");
+            spans
+        });
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("s"), Durability::Buffer).unwrap();
+        let log = test_log(dir.path()).await;
+        let cache = Arc::new(MemoryCache::new(MemoryCacheOptions::default()));
+        let (author, reader) = (UserId(20), UserId(21));
+        let graph = store.graph();
+        for (id, h) in [(author, "a"), (reader, "r")] {
+            graph.create_user(&UserRecord { id, handle: h.into() }).await.unwrap();
+        }
+        graph.follow(reader, author, Vec::new()).await.unwrap();
+        assert!(cache.begin_rebuild(reader).await.unwrap());
+        cache.finish_rebuild(reader, &[], true).await.unwrap();
+
+        let created = |post: u64| pb::PostEvent {
+            event_id: String::new(),
+            occurred_at_ms: 0,
+            kind: Some(pb::post_event::Kind::Created(pb::PostCreated {
+                post_id: post,
+                author_id: author.get(),
+                reply_to: None,
+            })),
+        };
+        let request = TraceContext::new_root();
+        let traced = trace::scope(request, async { Record::post(author.get(), &created(101)) }).await;
+        let mut malformed = Record::post(author.get(), &created(102));
+        malformed.headers = vec![(TRACEPARENT.to_owned(), bytes::Bytes::from_static(b"00-zz-not-hex-01"))];
+        log.append(vec![traced, malformed]).await.unwrap();
+
+        let stats = Arc::new(FanoutStats::default());
+        let fanout = Arc::new(Fanout {
+            graph: Arc::new(LocalGraph(graph)),
+            posts: Arc::new(LocalPosts(store.posts())),
+            cache: cache.clone(),
+            max_entries: 800,
+            settings: FanoutSettings::default(),
+            stats: stats.clone(),
+        });
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(fanout.run(log.clone(), stop.clone()));
+        let started = std::time::Instant::now();
+        while stats.events.get() < 2 {
+            assert!(started.elapsed() < Duration::from_secs(60), "the events were not applied");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop.cancel();
+        task.await.unwrap().unwrap();
+
+        let range = Range { before: None, after: None, limit: 10, oldest_first: false };
+        let slice = cache.read(reader, range).await.unwrap().unwrap();
+        assert_eq!(slice.entries.iter().map(|e| e.post).collect::<Vec<_>>(), vec![PostId(102), PostId(101)]);
+        assert_eq!(stats.dead_letters.get(), 0, "a bad header is no reason to dead-letter");
+
+        let spans = spans.0.lock().clone();
+        let ours: Vec<_> =
+            spans.iter().filter(|f| f.get("trace_id").map(String::as_str) == Some(&request.trace_id_hex())).collect();
+        assert_eq!(ours.len(), 1, "one event carried this trace: {spans:?}");
+        let span = ours[0];
+        assert_eq!(span["parent_span_id"], request.span_id_hex());
+        assert!(span["span_id"].len() == 16 && span["span_id"] != request.span_id_hex(), "a span id of its own");
     }
 }

@@ -7,6 +7,7 @@ use starling_api::auth::AuthUser;
 use starling_api::pagination::ListPage;
 use starling_api::views::UserRef;
 use starling_api::{ApiError, ErrorCode, JsonObject};
+use starling_events::trace::{self, TRACEPARENT, TraceContext};
 use starling_events::{Record, pb};
 use starling_ids::UserId;
 use starling_storage::{AuthorClass, EdgeChange, UserRecord};
@@ -25,6 +26,13 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/v1/users/{id}/block", web::delete().to(unblock))
         .route("/api/v1/users/{id}/followers", web::get().to(followers))
         .route("/api/v1/users/{id}/following", web::get().to(following));
+}
+
+/// Runs `work` in the trace the request continues (its `traceparent` header, or a new
+/// trace), so every event it publishes, a reclassification's included, carries it.
+async fn traced<T>(req: &HttpRequest, work: impl Future<Output = T>) -> T {
+    let incoming = req.headers().get(TRACEPARENT).map(|v| v.as_bytes());
+    trace::scope(TraceContext::continue_or_start(incoming), work).await
 }
 
 /// A handle: 1 to 30 ASCII letters, digits or underscores, as Twitter allows.
@@ -119,35 +127,46 @@ fn edge(follower: UserId, followee: UserId) -> (u64, u64) {
     (follower.get(), followee.get())
 }
 
-async fn follow(svc: Svc, me: AuthUser, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let them = target(&svc, &me, &path, "follow").await?;
-    let (follower_id, followee_id) = edge(me.id, them);
-    let event = graph_event(pb::graph_event::Kind::Followed(pb::Followed { follower_id, followee_id }));
-    let events = vec![Record::graph(follower_id, &event)];
-    let change = svc.store.follow(me.id, them, events.clone()).await.map_err(ApiError::unavailable)?;
-    outcome(svc.finish(change, events, &[them]).await?, "already following")?;
-    Ok(HttpResponse::Ok().json(json!({ "id": them, "following": true })))
+async fn follow(svc: Svc, me: AuthUser, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    traced(&req, async move {
+        let them = target(&svc, &me, &path, "follow").await?;
+        let (follower_id, followee_id) = edge(me.id, them);
+        let event = graph_event(pb::graph_event::Kind::Followed(pb::Followed { follower_id, followee_id }));
+        let events = vec![Record::graph(follower_id, &event)];
+        let change = svc.store.follow(me.id, them, events.clone()).await.map_err(ApiError::unavailable)?;
+        outcome(svc.finish(change, events, &[them]).await?, "already following")?;
+        Ok(HttpResponse::Ok().json(json!({ "id": them, "following": true })))
+    })
+    .await
 }
 
-async fn unfollow(svc: Svc, me: AuthUser, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let them = target(&svc, &me, &path, "unfollow").await?;
-    let (follower_id, followee_id) = edge(me.id, them);
-    let event = graph_event(pb::graph_event::Kind::Unfollowed(pb::Unfollowed { follower_id, followee_id }));
-    let events = vec![Record::graph(follower_id, &event)];
-    let change = svc.store.unfollow(me.id, them, events.clone()).await.map_err(ApiError::unavailable)?;
-    outcome(svc.finish(change, events, &[them]).await?, "not following")?;
-    Ok(HttpResponse::Ok().json(json!({ "id": them, "following": false })))
+async fn unfollow(svc: Svc, me: AuthUser, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    traced(&req, async move {
+        let them = target(&svc, &me, &path, "unfollow").await?;
+        let (follower_id, followee_id) = edge(me.id, them);
+        let event = graph_event(pb::graph_event::Kind::Unfollowed(pb::Unfollowed { follower_id, followee_id }));
+        let events = vec![Record::graph(follower_id, &event)];
+        let change = svc.store.unfollow(me.id, them, events.clone()).await.map_err(ApiError::unavailable)?;
+        outcome(svc.finish(change, events, &[them]).await?, "not following")?;
+        Ok(HttpResponse::Ok().json(json!({ "id": them, "following": false })))
+    })
+    .await
 }
 
-async fn block(svc: Svc, me: AuthUser, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let them = target(&svc, &me, &path, "block").await?;
-    let event =
-        graph_event(pb::graph_event::Kind::Blocked(pb::Blocked { blocker_id: me.id.get(), blocked_id: them.get() }));
-    let events = vec![Record::graph(me.id.get(), &event)];
-    let change = svc.store.block(me.id, them, events.clone()).await.map_err(ApiError::unavailable)?;
-    // Both lost a follower, possibly.
-    outcome(svc.finish(change, events, &[them, me.id]).await?, "already blocked")?;
-    Ok(HttpResponse::Ok().json(json!({ "id": them, "blocking": true })))
+async fn block(svc: Svc, me: AuthUser, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    traced(&req, async move {
+        let them = target(&svc, &me, &path, "block").await?;
+        let event = graph_event(pb::graph_event::Kind::Blocked(pb::Blocked {
+            blocker_id: me.id.get(),
+            blocked_id: them.get(),
+        }));
+        let events = vec![Record::graph(me.id.get(), &event)];
+        let change = svc.store.block(me.id, them, events.clone()).await.map_err(ApiError::unavailable)?;
+        // Both lost a follower, possibly.
+        outcome(svc.finish(change, events, &[them, me.id]).await?, "already blocked")?;
+        Ok(HttpResponse::Ok().json(json!({ "id": them, "blocking": true })))
+    })
+    .await
 }
 
 async fn unblock(svc: Svc, me: AuthUser, path: web::Path<String>) -> Result<HttpResponse, ApiError> {

@@ -16,6 +16,7 @@ use starling_api::rate_limit::RateLimiter;
 use starling_api::views::{PostPage, PostView};
 use starling_api::{ApiError, ErrorCode, JsonObject};
 use starling_clients::GraphClient;
+use starling_events::trace::{TRACEPARENT, TraceContext};
 use starling_events::{Record, event_id, now_ms, pb};
 use starling_ids::{IdGenerator, PostId};
 use starling_outbox::Publisher;
@@ -88,6 +89,11 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     }
 }
 
+/// The trace a request's events join: its `traceparent` header's, or a new one.
+fn request_trace(req: &HttpRequest) -> TraceContext {
+    TraceContext::continue_or_start(req.headers().get(TRACEPARENT).map(|v| v.as_bytes()))
+}
+
 type Svc = web::Data<PostService>;
 
 async fn create(
@@ -123,7 +129,7 @@ async fn create(
             reply_to: post.reply_to.map(PostId::get),
         })),
     };
-    let events = vec![Record::post(post.author.get(), &event)];
+    let events = vec![Record::post(post.author.get(), &event).with_trace(request_trace(&req))];
     match svc.store.create_post(&post, key.as_deref(), events.clone()).await.map_err(ApiError::unavailable)? {
         CreatePost::Created { outbox } => {
             svc.publisher.publish(events, &outbox).await.map_err(ApiError::unavailable)?;
@@ -151,7 +157,7 @@ async fn get(svc: Svc, path: web::Path<String>) -> Result<HttpResponse, ApiError
     Ok(HttpResponse::Ok().json(PostView::from(post)))
 }
 
-async fn delete(svc: Svc, me: AuthUser, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn delete(svc: Svc, me: AuthUser, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = post_id(&path)?;
     let post = svc.store.get_posts(&[id]).await.map_err(ApiError::unavailable)?.pop().flatten();
     let post = post.ok_or_else(|| ApiError::not_found("post"))?;
@@ -164,7 +170,7 @@ async fn delete(svc: Svc, me: AuthUser, path: web::Path<String>) -> Result<HttpR
         occurred_at_ms: now_ms(),
         kind: Some(pb::post_event::Kind::Deleted(pb::PostDeleted { post_id: id.get(), author_id: me.id.get() })),
     };
-    let events = vec![Record::post(me.id.get(), &event)];
+    let events = vec![Record::post(me.id.get(), &event).with_trace(request_trace(&req))];
     match svc.store.delete_post(id, events.clone()).await.map_err(ApiError::unavailable)? {
         Some((_, outbox)) => {
             svc.publisher.publish(events, &outbox).await.map_err(ApiError::unavailable)?;

@@ -35,6 +35,7 @@ pub async fn all(log: &dyn EventLog, namespace: &str) {
     poll_times_out_then_wakes_on_append(log, &format!("{namespace}-d")).await;
     group_members_share_partitions(log, &format!("{namespace}-e")).await;
     lag_drops_to_zero_after_commit(log, &format!("{namespace}-f")).await;
+    resumes_after_commit_later_and_a_clean_stop(log, &format!("{namespace}-g")).await;
 }
 
 /// Builds records with a marker unique to one check and recognises them on the way back.
@@ -220,6 +221,29 @@ pub async fn resumes_after_committed_offset(log: &dyn EventLog, namespace: &str)
     let mut got: Vec<u64> = ours.iter().map(|(s, _)| *s).collect();
     got.sort();
     assert_eq!(got, (20..40).collect::<Vec<_>>(), "exactly the uncommitted records, once");
+}
+
+/// [`Consumer::commit_later`] and then a clean stop (the consumer dropped) is as good as
+/// [`Consumer::commit`]: the next member starts after those records, and an old delivery
+/// handed over again does not move the group back.
+pub async fn resumes_after_commit_later_and_a_clean_stop(log: &dyn EventLog, namespace: &str) {
+    let m = Marked::new(namespace, "later");
+    let group = m.group("g");
+    log.append(m.batch(0..40, 4)).await.expect("append");
+    {
+        let mut c = log.subscribe(&group, &Topic::ALL).await.expect("subscribe");
+        let (ours, _) = collect(c.as_mut(), &m, &seqs(0..40)).await;
+        let done: Vec<Delivery> = ours.iter().filter(|(s, _)| *s < 20).map(|(_, d)| d.clone()).collect();
+        c.commit_later(&done).await.expect("commit_later");
+        let oldest: Vec<Delivery> = ours.iter().filter(|(s, _)| *s == 0).map(|(_, d)| d.clone()).collect();
+        c.commit_later(&oldest).await.expect("commit_later an old delivery again");
+    }
+    let mut c = log.subscribe(&group, &Topic::ALL).await.expect("subscribe again");
+    let (mut ours, _) = collect(c.as_mut(), &m, &seqs(20..40)).await;
+    ours.extend(drain_for(c.as_mut(), &m, Duration::from_millis(500)).await);
+    let mut got: Vec<u64> = ours.iter().map(|(s, _)| *s).collect();
+    got.sort();
+    assert_eq!(got, (20..40).collect::<Vec<_>>(), "exactly the records not committed later, once");
 }
 
 /// An idle poll waits about `max_wait` and returns nothing; a poll that is waiting

@@ -785,6 +785,12 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn conformance_commit_later() {
+        let dir = tempfile::tempdir().unwrap();
+        conformance::resumes_after_commit_later_and_a_clean_stop(open(dir.path()).as_ref(), "embedded").await;
+    }
+
+    #[tokio::test]
     async fn conformance_all_on_one_log() {
         // As a shared broker would be used: every test on the same log at once.
         let dir = tempfile::tempdir().unwrap();

@@ -13,6 +13,7 @@
 pub mod conformance;
 pub mod embedded;
 pub mod kafka;
+pub mod trace;
 
 use std::time::Duration;
 
@@ -73,12 +74,23 @@ pub struct Record {
 }
 
 impl Record {
+    /// A post event, carrying the current trace (see [`trace::current`]) or a new one.
     pub fn post(author: u64, event: &pb::PostEvent) -> Record {
         Record { topic: Topic::Posts, key: author, payload: event.encode_to_vec().into(), headers: Vec::new() }
+            .with_trace(trace::current_or_new())
     }
 
+    /// A graph event, carrying the current trace (see [`trace::current`]) or a new one.
     pub fn graph(key: u64, event: &pb::GraphEvent) -> Record {
         Record { topic: Topic::Graph, key, payload: event.encode_to_vec().into(), headers: Vec::new() }
+            .with_trace(trace::current_or_new())
+    }
+
+    /// Sets the record's `traceparent` header, replacing any it had.
+    pub fn with_trace(mut self, context: trace::TraceContext) -> Record {
+        self.headers.retain(|(name, _)| !name.eq_ignore_ascii_case(trace::TRACEPARENT));
+        self.headers.push((trace::TRACEPARENT.to_owned(), context.header_value()));
+        self
     }
 }
 
@@ -133,6 +145,15 @@ pub trait Consumer: Send {
     /// Records that these deliveries (and everything before them in their partitions) are
     /// processed. Call only after their side effects succeeded.
     async fn commit(&mut self, deliveries: &[Delivery]) -> Result<(), LogError>;
+
+    /// Like [`Consumer::commit`], without waiting for the log to persist it: the positions
+    /// are committed in the background soon after (Kafka: by the client's periodic commit,
+    /// and when the consumer is dropped), and [`Consumer::lag`] counts them as committed at
+    /// once. A crash before then redelivers these deliveries, which at-least-once allows.
+    /// Call only after their side effects succeeded. By default it is `commit`.
+    async fn commit_later(&mut self, deliveries: &[Delivery]) -> Result<(), LogError> {
+        self.commit(deliveries).await
+    }
 
     /// Records in this consumer's partitions that are not committed yet (the lag).
     async fn lag(&mut self) -> Result<u64, LogError>;

@@ -12,7 +12,7 @@
 
 use starling_ids::{PostId, UserId};
 
-use crate::{Entry, Range, Slice, TimelineCache};
+use crate::{Entry, Push, Range, Slice, TimelineCache};
 
 /// A Snowflake from 2025: well above 2^53.
 const POST_BASE: u64 = 0x0123_4567_89AB_C000;
@@ -28,6 +28,7 @@ pub async fn all(cache: &dyn TimelineCache, owner_base: u64, max_entries: usize)
     reads_honour_ranges(cache, owner_base + 3_000).await;
     trimming_raises_the_floor(cache, owner_base + 4_000, max_entries).await;
     removals(cache, owner_base + 5_000).await;
+    insert_all_is_insert_for_each_push(cache, owner_base + 6_000, max_entries).await;
 }
 
 fn post(n: u64) -> PostId {
@@ -248,4 +249,56 @@ pub async fn clear_and_len(cache: &dyn TimelineCache, owner_base: u64) {
     assert_eq!(cache.len().await.unwrap(), 0);
     assert!(cache.read(UserId(owner_base), newest(10)).await.unwrap().is_none());
     assert_eq!(cache.insert(&[UserId(owner_base)], e(2)).await.unwrap(), 0);
+}
+
+/// `insert_all` leaves the same timelines, and counts the same, as `insert` called for
+/// each push: with owners shared between pushes, repeated pushes, entries out of order,
+/// absent and rebuilding owners, and more entries than the cap.
+pub async fn insert_all_is_insert_for_each_push(cache: &dyn TimelineCache, owner_base: u64, max_entries: usize) {
+    // Two identical sets of owners: ready, ready, rebuilding, absent.
+    let set = |base: u64| [UserId(base), UserId(base + 1), UserId(base + 2), UserId(base + 3)];
+    let (batched, single) = (set(owner_base), set(owner_base + 10));
+    for owners in [batched, single] {
+        ready(cache, owners[0], &[e(1)], true).await;
+        ready(cache, owners[1], &[], true).await;
+        cache.evict(owners[2]).await.unwrap();
+        assert!(cache.begin_rebuild(owners[2]).await.unwrap());
+        cache.evict(owners[3]).await.unwrap();
+    }
+    let n = max_entries as u64 + 20;
+    // Shuffled post numbers; every fifth one pushed twice.
+    let mut posts: Vec<u64> = (0..n).map(|i| 100 + (i * 7919) % n).collect();
+    posts.extend((0..n).step_by(5).map(|i| 100 + i));
+    let audience = |p: u64, owners: &[UserId; 4]| -> Vec<UserId> {
+        match p % 3 {
+            0 => vec![owners[0], owners[1], owners[3]],
+            1 => vec![owners[0], owners[2]],
+            _ => vec![owners[1], owners[2], owners[3], owners[0]],
+        }
+    };
+    let batched_owners: Vec<Vec<UserId>> = posts.iter().map(|&p| audience(p, &batched)).collect();
+    let pushes: Vec<Push<'_>> =
+        posts.iter().zip(&batched_owners).map(|(&p, owners)| Push { entry: e(p), owners }).collect();
+    let got = cache.insert_all(&pushes).await.expect("insert_all");
+    let mut expected = 0;
+    for &p in &posts {
+        expected += cache.insert(&audience(p, &single), e(p)).await.expect("insert");
+    }
+    assert_eq!(got, expected, "insert_all counts what insert would");
+    assert_eq!(cache.insert_all(&[]).await.unwrap(), 0);
+    assert_eq!(cache.insert_all(&[Push { entry: e(2), owners: &[] }]).await.unwrap(), 0);
+
+    for (b, s) in batched.iter().zip(&single).take(3) {
+        cache.finish_rebuild(*b, &[], true).await.unwrap();
+        cache.finish_rebuild(*s, &[], true).await.unwrap();
+        let (b_read, s_read) = (read_all(cache, *b).await, read_all(cache, *s).await);
+        assert_eq!(b_read, s_read, "owner {} differs between insert_all and insert", b.0 - owner_base);
+        assert!(b_read.entries.len() <= max_entries);
+    }
+    for owners in [batched, single] {
+        assert!(cache.read(owners[3], newest(10)).await.unwrap().is_none(), "no timeline was created");
+        for o in owners {
+            cache.evict(o).await.unwrap();
+        }
+    }
 }

@@ -31,6 +31,13 @@ pub struct Entry {
     pub author: UserId,
 }
 
+/// One post on its way to many timelines: a unit of [`TimelineCache::insert_all`].
+#[derive(Clone, Copy, Debug)]
+pub struct Push<'a> {
+    pub entry: Entry,
+    pub owners: &'a [UserId],
+}
+
 /// A read from a ready timeline.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Slice {
@@ -66,6 +73,19 @@ pub trait TimelineCache: Send + Sync + 'static {
     /// of the owners have a timeline, i.e. are now up to date for this entry, whether it
     /// was added, already there, or below the floor (fan-out metrics: delivered vs skipped).
     async fn insert(&self, owners: &[UserId], entry: Entry) -> CacheResult<usize>;
+
+    /// [`TimelineCache::insert`] of many entries at once (a fan-out worker's batch of
+    /// posts), in as few round trips as the implementation can. Same rules and result as
+    /// calling `insert` for each push: returns how many `(entry, owner)` pairs landed in a
+    /// timeline. Not atomic: after an error some pushes may have landed (retrying is safe,
+    /// inserts are idempotent).
+    async fn insert_all(&self, pushes: &[Push<'_>]) -> CacheResult<usize> {
+        let mut delivered = 0;
+        for p in pushes {
+            delivered += self.insert(p.owners, p.entry).await?;
+        }
+        Ok(delivered)
+    }
 
     /// Adds many entries to one owner's timeline (backfill after a follow), same rules.
     async fn insert_many(&self, owner: UserId, entries: &[Entry]) -> CacheResult<()>;

@@ -71,10 +71,15 @@ use async_trait::async_trait;
 use deadpool_redis::redis::aio::MultiplexedConnection;
 use deadpool_redis::redis::{self, AsyncConnectionConfig, ErrorKind, RedisError, Script, ServerErrorKind};
 use deadpool_redis::{Manager, Pool, Runtime};
+use futures::{StreamExt as _, TryStreamExt as _};
 use parking_lot::Mutex;
 use starling_ids::{PostId, UserId};
 
-use crate::{CacheError, CacheResult, Entry, Range, Slice, TimelineCache};
+use crate::{CacheError, CacheResult, Entry, Push, Range, Slice, TimelineCache};
+
+/// The client this cache is built on, for callers (benchmarks, tools) that need a raw
+/// connection with the same versions.
+pub use deadpool_redis;
 
 #[derive(Clone, Debug)]
 pub struct RedisCacheOptions {
@@ -99,6 +104,9 @@ pub struct RedisCacheOptions {
     pub pipeline_max: usize,
     /// Time allowed for one reply before the connection is considered broken.
     pub response_timeout: Duration,
+    /// Pipelines [`TimelineCache::insert_all`] keeps in flight at once, so the time a
+    /// reply spends on the wire overlaps with Redis working on the next pipeline.
+    pub pipelines_in_flight: usize,
 }
 
 impl Default for RedisCacheOptions {
@@ -112,6 +120,7 @@ impl Default for RedisCacheOptions {
             connections: 4,
             pipeline_max: 2048,
             response_timeout: Duration::from_secs(5),
+            pipelines_in_flight: 4,
         }
     }
 }
@@ -127,7 +136,12 @@ pub struct RedisCache {
     active_ms: u64,
     rebuild_ms: u64,
     pipeline_max: usize,
+    in_flight: usize,
 }
+
+/// Entries per `RPUSHX` at most (a timeline receiving more in one `insert_all` gets
+/// several commands): keeps each command, and the list it grows, small.
+const MAX_VALUES_PER_PUSH: usize = 1024;
 
 impl RedisCache {
     /// Connects, checks the server answers, and loads the scripts.
@@ -157,6 +171,7 @@ impl RedisCache {
             active_ms: millis(options.active_for),
             rebuild_ms: millis(options.rebuild_timeout),
             pipeline_max: options.pipeline_max.max(1),
+            in_flight: options.pipelines_in_flight.max(1),
         };
         let mut lease = cache.conns.get().await?;
         let loaded = cache.scripts.load_all(&mut lease.conn).await;
@@ -210,6 +225,33 @@ impl RedisCache {
                 other => return self.conns.check(what, lease, other),
             }
         }
+    }
+
+    /// Sends one pipeline of `insert_all`'s `RPUSHX`es. Returns the entries delivered and
+    /// the timelines due for normalisation.
+    async fn send_pushes(
+        &self,
+        pipe: redis::Pipeline,
+        cmds: Vec<(UserId, usize)>,
+    ) -> CacheResult<(usize, Vec<UserId>)> {
+        let mut lease = self.conns.get().await?;
+        let result = pipe.query_async::<Vec<u64>>(&mut lease.conn).await;
+        let lens = self.conns.check("insert", &lease, result)?;
+        let (mut delivered, mut full) = (0, Vec::new());
+        for ((owner, n), len) in cmds.into_iter().zip(lens) {
+            if len > 0 {
+                delivered += n;
+            }
+            if len > self.compact_above {
+                full.push(owner);
+            }
+        }
+        Ok((delivered, full))
+    }
+
+    async fn normalize_chunk(&self, owners: &[UserId]) -> CacheResult<()> {
+        let mut lease = self.conns.get().await?;
+        self.normalize_many(&mut lease, owners).await
     }
 
     /// Normalises the given timelines (those holding more than `max_entries + slack`).
@@ -269,6 +311,62 @@ impl TimelineCache for RedisCache {
         }
         if !full.is_empty() {
             self.normalize_many(&mut lease, &full).await?;
+        }
+        Ok(delivered)
+    }
+
+    /// One pipeline round trip per `pipeline_max` timelines, several in flight: every
+    /// timeline gets one `RPUSHX` carrying all its entries (owners sorted, so the pushes
+    /// to one timeline are adjacent), then the timelines past `max_entries + slack` are
+    /// normalised as in [`RedisCache::insert`].
+    #[tracing::instrument(level = "debug", skip_all, fields(pushes = pushes.len()))]
+    async fn insert_all(&self, pushes: &[Push<'_>]) -> CacheResult<usize> {
+        let total: usize = pushes.iter().map(|p| p.owners.len()).sum();
+        if total == 0 {
+            return Ok(0);
+        }
+        let members: Vec<[u8; 16]> = pushes.iter().map(|p| encode(p.entry)).collect();
+        let mut pairs: Vec<(u64, u32)> = Vec::with_capacity(total);
+        for (i, p) in pushes.iter().enumerate() {
+            pairs.extend(p.owners.iter().map(|o| (o.0, i as u32)));
+        }
+        pairs.sort_unstable();
+
+        // (pipeline, per command: owner and how many entries it carries)
+        let mut batches: Vec<(redis::Pipeline, Vec<(UserId, usize)>)> = Vec::new();
+        let (mut pipe, mut cmds, mut values) = (redis::pipe(), Vec::new(), 0usize);
+        let mut key = String::new();
+        for group in pairs.chunk_by(|a, b| a.0 == b.0) {
+            let owner = UserId(group[0].0);
+            self.write_key(&mut key, owner);
+            for part in group.chunks(MAX_VALUES_PER_PUSH) {
+                let cmd = pipe.cmd("RPUSHX").arg(&key);
+                for &(_, i) in part {
+                    cmd.arg(&members[i as usize][..]);
+                }
+                cmds.push((owner, part.len()));
+                values += part.len();
+            }
+            if cmds.len() >= self.pipeline_max || values >= self.pipeline_max * 4 {
+                batches.push((std::mem::replace(&mut pipe, redis::pipe()), std::mem::take(&mut cmds)));
+                values = 0;
+            }
+        }
+        if !cmds.is_empty() {
+            batches.push((pipe, cmds));
+        }
+
+        let sends: Vec<_> = batches.into_iter().map(|(pipe, cmds)| self.send_pushes(pipe, cmds)).collect();
+        let results: Vec<(usize, Vec<UserId>)> =
+            futures::stream::iter(sends).buffer_unordered(self.in_flight).try_collect().await?;
+        let delivered = results.iter().map(|(d, _)| d).sum();
+        let mut full: Vec<UserId> = results.into_iter().flat_map(|(_, f)| f).collect();
+        if !full.is_empty() {
+            // One owner split over several commands may be listed more than once.
+            full.sort_unstable();
+            full.dedup();
+            let normalizations: Vec<_> = full.chunks(self.pipeline_max).map(|c| self.normalize_chunk(c)).collect();
+            futures::stream::iter(normalizations).buffer_unordered(self.in_flight).try_collect::<Vec<()>>().await?;
         }
         Ok(delivered)
     }
