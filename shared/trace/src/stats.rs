@@ -73,7 +73,8 @@ impl fmt::Display for Distribution {
 /// The summary of one trace.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Stats {
-    /// The trace's `#meta` entries, in file order.
+    /// The trace's `#meta` entries, in file order (a JSON object when serialised).
+    #[serde(serialize_with = "meta_as_map")]
     pub meta: Vec<(String, String)>,
     pub edges: u64,
     pub events: u64,
@@ -205,4 +206,8 @@ impl fmt::Display for Stats {
         writeln!(f, "posts per user   {}", self.posts_per_user)?;
         write!(f, "reads per user   {}", self.reads_per_user)
     }
+}
+
+fn meta_as_map<S: serde::Serializer>(meta: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(meta.iter().map(|(k, v)| (k, v)))
 }
