@@ -32,7 +32,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum TraceCommand {
-    // MAKE_PLACEHOLDER
+    #[command(flatten)]
+    Make(starling_trace::cli::Command),
     /// Replay a trace against a running deployment, check it against the oracle, write a report.
     Replay(starling_replay::cli::ReplayArgs),
 }
@@ -76,6 +77,7 @@ async fn main() -> anyhow::Result<()> {
     let (settings, roles) = match Cli::parse().command {
         Command::Up(common) => (common.settings()?, Role::ALL.to_vec()),
         Command::Serve { role, common } => (common.settings()?, vec![role]),
+        Command::Trace { command: TraceCommand::Make(command) } => return starling_trace::cli::run(command),
         Command::Trace { command: TraceCommand::Replay(args) } => return args.run().await,
     };
     let node = Node::start(settings, &roles).await?;

@@ -47,6 +47,9 @@ pub struct GenerateArgs {
     /// Fraction of users following each celebrity.
     #[arg(long, default_value_t = SynthConfig::default().celebrity_followers)]
     pub celebrity_followers: f64,
+    /// Fraction of posts written by the celebrities (shared evenly among them).
+    #[arg(long, default_value_t = SynthConfig::default().celebrity_post_share)]
+    pub celebrity_post_share: f64,
     /// Seed of the graph; also of the activity unless --activity-seed is given.
     #[arg(long, default_value_t = SynthConfig::default().seed)]
     pub seed: u64,
@@ -191,6 +194,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
                 mean_following: a.mean_following,
                 follower_exponent: a.follower_exponent,
                 celebrity_followers: a.celebrity_followers,
+                celebrity_post_share: a.celebrity_post_share,
                 activity: a.activity.config(a.seed),
                 seed: a.seed,
             };

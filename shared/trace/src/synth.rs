@@ -79,6 +79,10 @@ pub struct SynthConfig {
     pub follower_exponent: f64,
     /// Fraction of all users following each celebrity.
     pub celebrity_followers: f64,
+    /// Fraction of posts written by the celebrities (shared evenly among them). Left to the
+    /// Zipf draw alone, the few celebrities would rarely post, and the read-time merge that
+    /// their posts take would go unexercised; real prominent accounts post often.
+    pub celebrity_post_share: f64,
     pub activity: ActivityConfig,
     /// Seed of the graph (the activity has its own).
     pub seed: u64,
@@ -94,6 +98,7 @@ impl Default for SynthConfig {
             mean_following: 75.0,
             follower_exponent: 2.2,
             celebrity_followers: 0.2,
+            celebrity_post_share: 0.05,
             activity: ActivityConfig::default(),
             seed: 1,
         }
@@ -184,6 +189,9 @@ impl SynthConfig {
         if !(0.0..=1.0).contains(&self.celebrity_followers) {
             return bad("celebrity_followers is a fraction between 0 and 1");
         }
+        if !(0.0..=1.0).contains(&self.celebrity_post_share) {
+            return bad("celebrity_post_share is a fraction between 0 and 1");
+        }
         self.activity.validate()
     }
 
@@ -196,6 +204,7 @@ impl SynthConfig {
         out.meta("mean_following", &self.mean_following.to_string())?;
         out.meta("follower_exponent", &self.follower_exponent.to_string())?;
         out.meta("celebrity_followers", &self.celebrity_followers.to_string())?;
+        out.meta("celebrity_post_share", &self.celebrity_post_share.to_string())?;
         self.activity.write_meta(out)
     }
 }
@@ -264,8 +273,10 @@ pub fn generate<W: Write>(
     cfg.write_meta(out)?;
     let edges = graph(cfg, out, progress)?;
     let users: Vec<TraceUser> = (1..=cfg.users).collect();
+    let celebrities: Vec<TraceUser> = (1..=cfg.celebrities).collect();
     let base = edges;
-    let mut summary = activity(&users, &cfg.activity, out, &|n| progress(base + n))?;
+    let prominent = Prominent { users: &celebrities, post_share: cfg.celebrity_post_share };
+    let mut summary = activity_with(&users, prominent, &cfg.activity, out, &|n| progress(base + n))?;
     summary.edges = edges;
     Ok(summary)
 }
@@ -499,6 +510,23 @@ pub fn activity<W: Write>(
     out: &mut TraceWriter<W>,
     progress: &dyn Fn(u64),
 ) -> Result<Summary, TraceError> {
+    activity_with(users, Prominent { users: &[], post_share: 0.0 }, cfg, out, progress)
+}
+
+/// Users who write a fixed share of the posts, beside the Zipf draw.
+#[derive(Clone, Copy)]
+struct Prominent<'a> {
+    users: &'a [TraceUser],
+    post_share: f64,
+}
+
+fn activity_with<W: Write>(
+    users: &[TraceUser],
+    prominent: Prominent<'_>,
+    cfg: &ActivityConfig,
+    out: &mut TraceWriter<W>,
+    progress: &dyn Fn(u64),
+) -> Result<Summary, TraceError> {
     cfg.validate()?;
     let mut summary = Summary { users: users.len() as u64, ..Summary::default() };
     let rates = [
@@ -567,7 +595,11 @@ pub fn activity<W: Write>(
         }
         let event = match kind {
             0 => {
-                let user = posters.sample(&mut rng);
+                let user = if !prominent.users.is_empty() && rng.random::<f64>() < prominent.post_share {
+                    prominent.users[below(&mut rng, prominent.users.len() as u64) as usize]
+                } else {
+                    posters.sample(&mut rng)
+                };
                 let key = next_key;
                 next_key += 1;
                 if rng.random::<f64>() < cfg.deletes_per_post {

@@ -36,6 +36,18 @@ fn small() -> SynthConfig {
 }
 
 #[test]
+fn celebrities_write_their_share_of_posts() {
+    for share in [0.0, 0.2] {
+        let cfg = SynthConfig { celebrity_post_share: share, ..small() };
+        let posts: Vec<Event> =
+            events(&records(&generate(&cfg))).into_iter().filter(|e| matches!(e.op, Op::Post { .. })).collect();
+        let by_celebrities = posts.iter().filter(|e| e.user <= cfg.celebrities).count() as f64 / posts.len() as f64;
+        // The Zipf draw alone gives 5 of 2,000 users next to nothing; the share adds on top.
+        assert!((by_celebrities - share).abs() < 0.03, "share {share}: celebrities wrote {by_celebrities}");
+    }
+}
+
+#[test]
 fn same_seed_gives_identical_bytes_and_different_seeds_differ() {
     let a = generate(&small());
     assert_eq!(a, generate(&small()));
@@ -99,6 +111,7 @@ fn graph_only(users: u64, exponent: f64) -> SynthConfig {
         mean_following: 20.0,
         follower_exponent: exponent,
         celebrity_followers: 0.2,
+        celebrity_post_share: 0.0,
         activity: ActivityConfig { duration_s: 0.0, ..Default::default() },
         seed: 7,
     }
