@@ -468,6 +468,11 @@ impl Fanout {
         // Counted once the run's writes all succeeded, so a retried run counts once.
         self.stats.posts_pushed.add(pushed);
         self.stats.posts_merged_at_read.add(merged);
+        for (_, author) in posts {
+            if let Audience::Followers(followers) = &audiences[author] {
+                self.stats.by_followers.pushed(followers.len());
+            }
+        }
         Ok(())
     }
 

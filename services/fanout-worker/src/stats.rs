@@ -35,6 +35,8 @@ pub struct FanoutStats {
     pub backfilled: Counter,
     pub retries: Counter,
     pub dead_letters: Counter,
+    /// Posts by their author's follower count, for "fan-out against follower count".
+    pub by_followers: ByFollowers,
     /// Last known lag of each consumer in this process (records not yet committed).
     pub lag: parking_lot::Mutex<Vec<u64>>,
 }
@@ -64,10 +66,90 @@ impl FanoutStats {
         for (name, help, value) in rows {
             out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"));
         }
+        out.push_str(&self.by_followers.render());
         let lag: u64 = self.lag.lock().iter().sum();
         out.push_str(&format!(
             "# HELP starling_fanout_lag Records in this process's partitions not yet applied.\n# TYPE starling_fanout_lag gauge\nstarling_fanout_lag {lag}\n"
         ));
         out
+    }
+}
+
+/// Follower-count decades: 0, 1–9, 10–99, … , 1M and more.
+pub const DECADES: usize = 8;
+
+/// The label of decade `i`, as the replay report spells it.
+pub fn decade_label(i: usize) -> String {
+    match i {
+        0 => "0".to_owned(),
+        i if i == DECADES - 1 => format!("{}+", 10u64.pow(i as u32 - 1)),
+        i => format!("{}-{}", 10u64.pow(i as u32 - 1), 10u64.pow(i as u32) - 1),
+    }
+}
+
+pub fn decade(followers: usize) -> usize {
+    if followers == 0 { 0 } else { (followers.ilog10() as usize + 1).min(DECADES - 1) }
+}
+
+/// Pushed posts and their push targets per follower-count decade. Celebrity posts are
+/// counted apart: they are never pushed, and learning their follower count would cost
+/// the lookup their class exists to avoid.
+#[derive(Debug, Default)]
+pub struct ByFollowers {
+    posts: [Counter; DECADES],
+    targets: [Counter; DECADES],
+}
+
+impl ByFollowers {
+    pub fn pushed(&self, followers: usize) {
+        let d = decade(followers);
+        self.posts[d].inc();
+        self.targets[d].add(followers as u64);
+    }
+
+    fn render(&self) -> String {
+        let mut out = String::from(
+            "# HELP starling_fanout_pushed_posts_by_followers_total Pushed posts by the author's follower count.\n\
+             # TYPE starling_fanout_pushed_posts_by_followers_total counter\n",
+        );
+        for (i, c) in self.posts.iter().enumerate() {
+            out.push_str(&format!(
+                "starling_fanout_pushed_posts_by_followers_total{{followers=\"{}\"}} {}\n",
+                decade_label(i),
+                c.get()
+            ));
+        }
+        out.push_str(
+            "# HELP starling_fanout_push_targets_by_followers_total Timelines targeted by those pushes.\n\
+             # TYPE starling_fanout_push_targets_by_followers_total counter\n",
+        );
+        for (i, c) in self.targets.iter().enumerate() {
+            out.push_str(&format!(
+                "starling_fanout_push_targets_by_followers_total{{followers=\"{}\"}} {}\n",
+                decade_label(i),
+                c.get()
+            ));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decades_and_their_labels() {
+        assert_eq!([0, 1, 9, 10, 99, 100, 5_000_000].map(decade), [0, 1, 1, 2, 2, 3, 7]);
+        assert_eq!(
+            (decade_label(0), decade_label(2), decade_label(7)),
+            ("0".into(), "10-99".into(), "1000000+".into())
+        );
+        let b = ByFollowers::default();
+        b.pushed(75);
+        b.pushed(12);
+        let text = b.render();
+        assert!(text.contains("starling_fanout_pushed_posts_by_followers_total{followers=\"10-99\"} 2\n"), "{text}");
+        assert!(text.contains("starling_fanout_push_targets_by_followers_total{followers=\"10-99\"} 87\n"), "{text}");
     }
 }

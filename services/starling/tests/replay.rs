@@ -102,6 +102,9 @@ async fn synthetic_trace_with_celebrities_and_a_burst() {
     assert!(s.posts_merged_at_read.unwrap() > 0.0, "celebrity posts are merged at read: {s:?}");
     assert!(s.posts_pushed.unwrap() > 0.0 && s.timeline_inserts.unwrap() > 0.0, "{s:?}");
     assert!(report.delivery_lag.samples > 0, "delivery lag was sampled: {:?}", report.delivery_lag);
+    // The fan-out's own per-decade counts agree with what it pushed in total.
+    let pushed_by_decade: f64 = report.fanout_by_followers.iter().filter_map(|b| b.service_pushed_posts).sum();
+    assert_eq!(pushed_by_decade, s.posts_pushed.unwrap(), "{:?}", report.fanout_by_followers);
 
     // The report on disk: JSON that parses back, Markdown with every section, four plots.
     let out = dir.path().join("report");
@@ -115,7 +118,9 @@ async fn synthetic_trace_with_celebrities_and_a_burst() {
     {
         assert!(md.contains(section), "report.md lacks {section}");
     }
-    for plot in ["throughput.svg", "latency.svg", "delivery_lag_cdf.svg", "fanout_by_followers.svg"] {
+    for plot in
+        ["throughput.svg", "fanout_inserts.svg", "latency.svg", "delivery_lag_cdf.svg", "fanout_by_followers.svg"]
+    {
         let svg = std::fs::read_to_string(out.join(plot)).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("<path"), "{plot} has lines");
         assert!(md.contains(plot), "report.md shows {plot}");

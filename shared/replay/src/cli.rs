@@ -49,7 +49,7 @@ pub struct ReplayArgs {
     #[arg(long, default_value_t = 0.05)]
     pub lag_sample: f64,
     /// Delivery probes in flight at most.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 8)]
     pub lag_probes: usize,
     /// Check this many users (a seeded sample) against the oracle; default all; 0 skips.
     #[arg(long)]

@@ -74,7 +74,7 @@ impl Default for Config {
             max_events: None,
             max_duration: None,
             lag_sample: 0.05,
-            lag_probes: 16,
+            lag_probes: 8,
             lag_timeout: Duration::from_secs(10),
             check_users: None,
             seed: 1,
@@ -90,11 +90,12 @@ struct Registered {
     token: String,
 }
 
-/// Follower-count buckets for the fan-out plot: 0, 1–9, 10–99, …
+/// Follower-count decades for the fan-out plot: 0, 1-9, 10-99, …, 1M+ (as the fan-out
+/// worker counts them).
 const BUCKETS: usize = 8;
 
 fn bucket(followers: usize) -> usize {
-    if followers == 0 { 0 } else { ((followers as f64).log10().floor() as usize + 1).min(BUCKETS - 1) }
+    if followers == 0 { 0 } else { (followers.ilog10() as usize + 1).min(BUCKETS - 1) }
 }
 
 /// State every event task shares.
@@ -263,6 +264,9 @@ impl Run {
         self.probe_tasks.spawn(async move {
             let token = &run.user(run.by_id[&follower]).token;
             let query = format!("limit=1&min_id={}", id.0 - 1);
+            // Polls back off so that slow deliveries cost few requests; the resolution
+            // stays within a quarter of the lag measured.
+            let mut pause = Duration::from_millis(5);
             loop {
                 if run.cancel.is_cancelled() {
                     break;
@@ -277,7 +281,8 @@ impl Run {
                     run.rec.lag_sample(accepted.elapsed());
                     break;
                 }
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                tokio::time::sleep(pause).await;
+                pause = (pause * 5 / 4).min(Duration::from_millis(100));
             }
             drop(permit);
         });
@@ -538,7 +543,11 @@ pub async fn replay(path: &std::path::Path, client: Client, cfg: Config) -> anyh
             .lock()
             .iter()
             .enumerate()
-            .map(|(i, (posts, followers))| FollowerBucket::new(i, *posts, *followers))
+            .map(|(i, (posts, followers))| {
+                let mut b = FollowerBucket::new(i, i == BUCKETS - 1, *posts, *followers);
+                b.add_service(&before, &after);
+                b
+            })
             .collect(),
         check,
     ))

@@ -96,25 +96,45 @@ impl ServiceSample {
     }
 }
 
-/// Posts whose author had a follower count in one decade (0, 1–9, 10–99, …).
+/// Posts whose author had a follower count in one decade (0, 1-9, 10-99, …): counted by
+/// the replay (with the author's follower count when the post was accepted) and, where the
+/// fan-out exposes it, by the fan-out itself (posts it pushed, and to how many timelines).
 #[derive(Clone, Debug, Serialize)]
 pub struct FollowerBucket {
     pub followers: String,
     pub posts: u64,
     pub mean_followers: f64,
+    pub service_pushed_posts: Option<f64>,
+    pub service_push_targets_per_post: Option<f64>,
 }
 
 impl FollowerBucket {
-    pub fn new(index: usize, posts: u64, followers_sum: u64) -> FollowerBucket {
+    pub fn new(index: usize, last: bool, posts: u64, followers_sum: u64) -> FollowerBucket {
         let followers = match index {
             0 => "0".to_owned(),
-            i => format!("{}–{}", 10u64.pow(i as u32 - 1), 10u64.pow(i as u32) - 1),
+            i if last => format!("{}+", 10u64.pow(i as u32 - 1)),
+            i => format!("{}-{}", 10u64.pow(i as u32 - 1), 10u64.pow(i as u32) - 1),
         };
         FollowerBucket {
             followers,
             posts,
             mean_followers: if posts > 0 { followers_sum as f64 / posts as f64 } else { 0.0 },
+            service_pushed_posts: None,
+            service_push_targets_per_post: None,
         }
+    }
+
+    /// Adds the fan-out's own per-decade counters (differences over the timed phase).
+    pub fn add_service(&mut self, before: &HashMap<String, f64>, after: &HashMap<String, f64>) {
+        let d = |name: &str| {
+            let key = format!("{name}{{followers=\"{}\"}}", self.followers);
+            after.get(&key).map(|a| a - before.get(&key).copied().unwrap_or(0.0))
+        };
+        self.service_pushed_posts = d("starling_fanout_pushed_posts_by_followers_total");
+        self.service_push_targets_per_post = d("starling_fanout_push_targets_by_followers_total")
+            .zip(self.service_pushed_posts)
+            .filter(|(_, p)| *p > 0.0)
+            .map(|(t, p)| t / p);
     }
 }
 
@@ -281,9 +301,9 @@ impl Report {
                 Some((w[1].t_s, (b - a) / (w[1].t_s - w[0].t_s).max(1e-3)))
             })
             .collect();
-        if !inserts.is_empty() {
-            throughput = throughput.with(Series::new("timeline inserts (service)", Style::Line, inserts));
-        }
+        let inserts =
+            Chart::new("Fan-out: timeline inserts per second (the services' counter)", "time (s)", "inserts/s")
+                .with(Series::new("timeline inserts", Style::Line, inserts));
         let series = |f: fn(&SecondSummary) -> Option<f64>| -> Vec<(f64, f64)> {
             self.per_second.iter().filter_map(|s| Some((s.t_s as f64, f(s)?))).collect()
         };
@@ -297,29 +317,42 @@ impl Report {
             .log_x()
             .with(Series::new("CDF", Style::Steps, self.delivery_lag.cdf.clone()));
         let buckets: Vec<&FollowerBucket> = self.fanout_by_followers.iter().filter(|b| b.posts > 0).collect();
-        let mut fanout =
-            Chart::new("Fan-out cost against follower count", "author's followers (bucket mean)", "per post")
-                .log_x()
-                .log_y()
-                .with(Series::new(
-                    "inserts if all pushed",
-                    Style::Line,
-                    buckets.iter().map(|b| (b.mean_followers.max(0.5), b.mean_followers)).collect(),
-                ))
-                .with(Series::new(
-                    "posts in bucket",
-                    Style::Points,
-                    buckets.iter().map(|b| (b.mean_followers.max(0.5), b.posts as f64)).collect(),
-                ));
-        if let Some(per_post) = self.service.inserts_per_post {
-            // The services count inserts in total, not per author, so the measured
-            // amplification is one point at the trace's mean follower count.
-            let posts: u64 = buckets.iter().map(|b| b.posts).sum();
-            let mean = buckets.iter().map(|b| b.mean_followers * b.posts as f64).sum::<f64>() / posts.max(1) as f64;
-            fanout = fanout.with(Series::new("measured inserts/post", Style::Points, vec![(mean.max(0.5), per_post)]));
-        }
+        let x = |b: &FollowerBucket| b.mean_followers.max(0.5);
+        let fanout = Chart::new(
+            "Fan-out per post against the author's follower count",
+            "followers (bucket mean)",
+            "timelines per post",
+        )
+        .log_x()
+        .log_y()
+        .with(Series::new(
+            "push to every follower",
+            Style::Line,
+            buckets.iter().map(|b| (x(b), b.mean_followers)).collect(),
+        ))
+        .with(Series::new(
+            "pushed (measured)",
+            Style::Points,
+            buckets.iter().filter_map(|b| Some((x(b), b.service_push_targets_per_post?))).collect(),
+        ))
+        .with(Series::new(
+            "all posts (measured)",
+            Style::Points,
+            // Inserts over every post, celebrities' merged ones included, at the mean
+            // follower count of all posts.
+            self.service
+                .inserts_per_post
+                .map(|per_post| {
+                    let posts: u64 = buckets.iter().map(|b| b.posts).sum();
+                    let mean =
+                        buckets.iter().map(|b| b.mean_followers * b.posts as f64).sum::<f64>() / posts.max(1) as f64;
+                    vec![(mean.max(0.5), per_post.max(0.5))]
+                })
+                .unwrap_or_default(),
+        ));
         vec![
             ("throughput.svg", throughput),
+            ("fanout_inserts.svg", inserts),
             ("latency.svg", latency),
             ("delivery_lag_cdf.svg", lag),
             ("fanout_by_followers.svg", fanout),
@@ -452,14 +485,17 @@ impl Report {
                 let _ = writeln!(m, "- {k}: {v}");
             }
         }
-        let _ = writeln!(m, "\n![throughput](throughput.svg)\n\n![latency](latency.svg)");
+        let _ = writeln!(
+            m,
+            "\n![throughput](throughput.svg)\n\n![latency](latency.svg)\n\n![fan-out inserts](fanout_inserts.svg)"
+        );
 
         let l = &self.delivery_lag;
         let _ = writeln!(m, "\n## Delivery lag\n");
         let _ = writeln!(
             m,
             "A sampled {:.1} % of posts were timed from their `201 Created` until they showed in the timeline of \
-             one follower who had read before (so whose timeline is materialised), polling every 10 ms.\n",
+             one follower who had read before (so whose timeline is materialised), polling from every 5 ms, backing off to every 100 ms (so within a quarter of the lag).\n",
             self.lag_sample * 100.0
         );
         let _ = writeln!(m, "| samples | timeouts | no reading follower | p50 | p90 | p99 | max |");
@@ -495,12 +531,34 @@ impl Report {
         ] {
             let _ = writeln!(m, "| {name} | {} |", num(v));
         }
-        let _ = writeln!(m, "\nPosts by their author's follower count at the time of posting:\n");
-        let _ = writeln!(m, "| followers | posts | mean followers |\n|---|---:|---:|");
-        for b in self.fanout_by_followers.iter().filter(|b| b.posts > 0) {
-            let _ = writeln!(m, "| {} | {} | {:.1} |", b.followers, b.posts, b.mean_followers);
+        let _ = writeln!(
+            m,
+            "\nPosts by their author's follower count when the post was accepted (the replay's count), and \
+             what the fan-out did with them (its own count; the rest were merged at read):\n"
+        );
+        let _ = writeln!(
+            m,
+            "| followers | posts | mean followers | pushed by the fan-out | timelines per pushed post |\n\
+             |---|---:|---:|---:|---:|"
+        );
+        for b in self.fanout_by_followers.iter().filter(|b| b.posts > 0 || b.service_pushed_posts.unwrap_or(0.0) > 0.0)
+        {
+            let _ = writeln!(
+                m,
+                "| {} | {} | {:.1} | {} | {} |",
+                b.followers,
+                b.posts,
+                b.mean_followers,
+                num(b.service_pushed_posts),
+                b.service_push_targets_per_post.map_or("–".to_owned(), |v| format!("{v:.1}"))
+            );
         }
         let _ = writeln!(m, "\n![fan-out by followers](fanout_by_followers.svg)");
+        let _ = writeln!(
+            m,
+            "\nTimelines targeted include inactive readers' that the push skipped (counted above), \
+             not the author's own."
+        );
 
         let _ = writeln!(m, "\n## Correctness\n");
         let _ = writeln!(
