@@ -51,12 +51,23 @@
 //!
 //! # Redis Cluster
 //!
-//! Every script touches one key, and `insert` uses no script at all, so the data layout is
-//! cluster-ready. What this type still lacks for a cluster: a cluster connection
-//! (`deadpool-redis`'s `cluster` feature) so the pipelines of `insert` and `remove_post`
-//! are split by slot and sent to each node, with `MOVED`/`ASK` handling and retries
-//! during resharding; `NOSCRIPT` handling per node; and `clear`/`len` scanning every
-//! primary instead of one server.
+//! [`RedisCache::connect_cluster`] talks to a Redis Cluster through `redis`'s cluster
+//! client (via `deadpool-redis`'s `cluster` feature), which routes each command to the
+//! primary of its key's slot and follows `MOVED`/`ASK` during resharding. The layout needs
+//! nothing more: every script takes exactly one key, and every pipeline sent as one unit
+//! (`insert_many`, a single-owner call) holds commands on that one key. What differs:
+//!
+//! - **Work across many timelines** (`insert`, `insert_all`, `remove_post`, the
+//!   normalisations after a push) is sent as independent commands, up to `pipeline_max` in
+//!   flight, instead of one pipeline: owners hash to slots all over the cluster, so a
+//!   pipeline would be refused as cross-slot. The client keeps one multiplexed connection
+//!   per node, so the commands in flight to one node still share its socket writes.
+//! - **Scripts** are loaded on every node (`SCRIPT LOAD` goes to all of them); a
+//!   `NOSCRIPT` from any node (a restarted node, a new one after resharding) loads them
+//!   again and resends only the commands that failed.
+//! - **`clear` and `len`** `SCAN` every primary listed by `CLUSTER NODES`.
+//!
+//! The single-node path keeps its pipelines; nothing on it changed for the cluster.
 //!
 //! Requires Redis ≥ 4 (variadic `RPUSHX`, `UNLINK`); tested on 7.0. Needs no server
 //! configuration: lists are compact with the defaults.
@@ -68,8 +79,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_redis::redis::aio::MultiplexedConnection;
-use deadpool_redis::redis::{self, AsyncConnectionConfig, ErrorKind, RedisError, Script, ServerErrorKind};
+use deadpool_redis::cluster::{ClusterClientBuilder, ClusterConnection};
+use deadpool_redis::redis::aio::{ConnectionLike, MultiplexedConnection};
+use deadpool_redis::redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use deadpool_redis::redis::{
+    self, AsyncConnectionConfig, Cmd, ErrorKind, RedisError, RedisFuture, Script, ServerErrorKind, Value,
+};
 use deadpool_redis::{Manager, Pool, Runtime};
 use futures::{StreamExt as _, TryStreamExt as _};
 use parking_lot::Mutex;
@@ -98,9 +113,11 @@ pub struct RedisCacheOptions {
     /// time plus ~0.3 µs per push), more memory, and slower reads of a timeline with many
     /// pushes pending (a read normalises first).
     pub slack: usize,
-    /// Multiplexed connections used round-robin.
+    /// Multiplexed connections used round-robin (single node). A cluster connection keeps
+    /// one multiplexed connection per node instead.
     pub connections: usize,
-    /// Commands per pipeline; a larger fan-out is sent in several pipelines.
+    /// Commands per pipeline; a larger fan-out is sent in several pipelines. On a cluster:
+    /// independent commands in flight at once.
     pub pipeline_max: usize,
     /// Time allowed for one reply before the connection is considered broken.
     pub response_timeout: Duration,
@@ -144,11 +161,9 @@ pub struct RedisCache {
 const MAX_VALUES_PER_PUSH: usize = 1024;
 
 impl RedisCache {
-    /// Connects, checks the server answers, and loads the scripts.
+    /// Connects to one Redis server, checks it answers, and loads the scripts.
     pub async fn connect(url: &str, options: RedisCacheOptions) -> Result<RedisCache, CacheError> {
-        if options.key_prefix.contains(['{', '}']) {
-            return Err(CacheError::Backend(format!("key prefix {:?} must not contain braces", options.key_prefix)));
-        }
+        check_prefix(&options)?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(options.response_timeout));
@@ -161,9 +176,31 @@ impl RedisCache {
             .create_timeout(Some(Duration::from_secs(5)))
             .build()
             .map_err(|e| CacheError::Backend(format!("redis pool: {e}")))?;
+        Self::start(Connections::Node(NodeConnections::new(pool, connections)), options).await
+    }
+
+    /// Connects to a Redis Cluster through any of its nodes (`redis://host:port` each; the
+    /// rest are discovered), and loads the scripts on every node. See the module docs.
+    pub async fn connect_cluster(urls: &[String], options: RedisCacheOptions) -> Result<RedisCache, CacheError> {
+        check_prefix(&options)?;
+        if urls.is_empty() {
+            return Err(CacheError::Backend("redis cluster: no node urls".into()));
+        }
+        let client = ClusterClientBuilder::new(urls.iter().map(String::as_str))
+            .connection_timeout(Duration::from_secs(2))
+            .response_timeout(options.response_timeout)
+            .build()
+            .map_err(|e| backend("cluster urls", &e))?;
+        // No pool: the cluster connection is multiplexed, cheap to clone, and reconnects to
+        // each node by itself; a pool would only add a `PING` per checkout.
+        let conn = client.get_async_connection().await.map_err(|e| backend("cluster connect", &e))?;
+        Self::start(Connections::Cluster(conn), options).await
+    }
+
+    async fn start(conns: Connections, options: RedisCacheOptions) -> Result<RedisCache, CacheError> {
         let max_entries = options.max_entries.max(1);
         let cache = RedisCache {
-            conns: Connections::new(pool, connections),
+            conns,
             scripts: Scripts::new(),
             prefix: options.key_prefix,
             max_entries,
@@ -267,6 +304,118 @@ impl RedisCache {
         Ok(())
     }
 
+    /// Cluster: sends each command on its own (see the module docs), up to `pipeline_max`
+    /// in flight, and returns the replies in order. Commands refused with `NOSCRIPT` are
+    /// resent once the scripts are loaded on every node; every command sent here is
+    /// idempotent, so resending is safe.
+    async fn cluster_each<T: redis::FromRedisValue>(
+        &self,
+        what: &'static str,
+        conn: &ClusterConnection,
+        cmds: &[Cmd],
+    ) -> CacheResult<Vec<T>> {
+        let mut replies: Vec<Option<T>> = std::iter::repeat_with(|| None).take(cmds.len()).collect();
+        let mut todo: Vec<usize> = (0..cmds.len()).collect();
+        let mut attempts = 0;
+        while !todo.is_empty() {
+            let sends: Vec<_> = todo
+                .iter()
+                .map(|&i| {
+                    let mut conn = conn.clone();
+                    async move { (i, cmds[i].query_async::<T>(&mut conn).await) }
+                })
+                .collect();
+            let done: Vec<(usize, Result<T, RedisError>)> =
+                futures::stream::iter(sends).buffer_unordered(self.pipeline_max).collect().await;
+            let mut again = Vec::new();
+            for (i, reply) in done {
+                match reply {
+                    Ok(v) => replies[i] = Some(v),
+                    Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) && attempts < 3 => again.push(i),
+                    Err(e) => return Err(backend(what, &e)),
+                }
+            }
+            if !again.is_empty() {
+                attempts += 1;
+                self.scripts.load_all(&mut Conn::Cluster(conn.clone())).await.map_err(|e| backend(what, &e))?;
+            }
+            todo = again;
+        }
+        Ok(replies.into_iter().flatten().collect())
+    }
+
+    /// Cluster: normalises the given timelines, one script call each.
+    async fn cluster_normalize(&self, conn: &ClusterConnection, owners: &[UserId]) -> CacheResult<()> {
+        let max = self.max_entries.to_string();
+        let cmds: Vec<Cmd> =
+            owners.iter().map(|&o| self.scripts.normalize.cmd(&self.key(o), &[max.as_bytes()])).collect();
+        self.cluster_each::<Value>("normalize", conn, &cmds).await?;
+        Ok(())
+    }
+
+    /// Cluster: `RPUSHX`es `cmds` (one per owner and part, as listed in `parts`), then
+    /// normalises the timelines past `max_entries + slack`. Returns the entries delivered.
+    async fn cluster_pushes(
+        &self,
+        conn: &ClusterConnection,
+        cmds: &[Cmd],
+        parts: &[(UserId, usize)],
+    ) -> CacheResult<usize> {
+        let lens: Vec<u64> = self.cluster_each("insert", conn, cmds).await?;
+        let (mut delivered, mut full) = (0, Vec::new());
+        for (&(owner, n), len) in parts.iter().zip(lens) {
+            if len > 0 {
+                delivered += n;
+            }
+            if len > self.compact_above {
+                full.push(owner);
+            }
+        }
+        full.sort_unstable();
+        full.dedup();
+        self.cluster_normalize(conn, &full).await?;
+        Ok(delivered)
+    }
+
+    /// Cluster: the primaries to `SCAN`, from `CLUSTER NODES` (failed nodes left out).
+    async fn cluster_primaries(&self, what: &'static str, conn: &ClusterConnection) -> CacheResult<Vec<(String, u16)>> {
+        let nodes: String =
+            redis::cmd("CLUSTER").arg("NODES").query_async(&mut conn.clone()).await.map_err(|e| backend(what, &e))?;
+        let mut primaries = Vec::new();
+        for line in nodes.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let (Some(addr), Some(flags)) = (fields.get(1), fields.get(2)) else { continue };
+            let flags: Vec<&str> = flags.split(',').collect();
+            if !flags.contains(&"master") || flags.iter().any(|f| matches!(*f, "fail" | "noaddr" | "handshake")) {
+                continue;
+            }
+            // ip:port@cport[,hostname]
+            let addr = addr.split(['@', ',']).next().unwrap_or_default();
+            let Some((host, port)) = addr.rsplit_once(':') else { continue };
+            let Ok(port) = port.parse() else { continue };
+            primaries.push((host.to_owned(), port));
+        }
+        if primaries.is_empty() {
+            return Err(CacheError::Backend(format!("redis {what}: CLUSTER NODES lists no primary")));
+        }
+        Ok(primaries)
+    }
+
+    /// Cluster: one `SCAN` page of this cache's keys on one node.
+    async fn cluster_scan(
+        &self,
+        what: &'static str,
+        conn: &ClusterConnection,
+        (host, port): &(String, u16),
+        cursor: u64,
+    ) -> CacheResult<(u64, Vec<Vec<u8>>)> {
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor).arg("MATCH").arg(self.pattern()).arg("COUNT").arg(1000);
+        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host: host.clone(), port: *port });
+        let reply = conn.clone().route_command(cmd, route).await.map_err(|e| backend(what, &e))?;
+        redis::from_redis_value(reply).map_err(|e| CacheError::Backend(format!("redis {what}: {e}")))
+    }
+
     async fn eval<T: redis::FromRedisValue>(
         &self,
         what: &'static str,
@@ -290,6 +439,11 @@ impl TimelineCache for RedisCache {
             return Ok(0);
         }
         let member = encode(entry);
+        if let Some(conn) = self.conns.cluster() {
+            let cmds: Vec<Cmd> = owners.iter().map(|&o| rpushx(&self.key(o), [&member])).collect();
+            let parts: Vec<(UserId, usize)> = owners.iter().map(|&o| (o, 1)).collect();
+            return self.cluster_pushes(conn, &cmds, &parts).await;
+        }
         let mut lease = self.conns.get().await?;
         let mut delivered = 0;
         let mut full = Vec::new();
@@ -331,6 +485,19 @@ impl TimelineCache for RedisCache {
             pairs.extend(p.owners.iter().map(|o| (o.0, i as u32)));
         }
         pairs.sort_unstable();
+
+        if let Some(conn) = self.conns.cluster() {
+            let (mut cmds, mut parts) = (Vec::new(), Vec::new());
+            for group in pairs.chunk_by(|a, b| a.0 == b.0) {
+                let owner = UserId(group[0].0);
+                let key = self.key(owner);
+                for part in group.chunks(MAX_VALUES_PER_PUSH) {
+                    cmds.push(rpushx(&key, part.iter().map(|&(_, i)| &members[i as usize])));
+                    parts.push((owner, part.len()));
+                }
+            }
+            return self.cluster_pushes(conn, &cmds, &parts).await;
+        }
 
         // (pipeline, per command: owner and how many entries it carries)
         let mut batches: Vec<(redis::Pipeline, Vec<(UserId, usize)>)> = Vec::new();
@@ -399,6 +566,12 @@ impl TimelineCache for RedisCache {
         }
         let max = self.max_entries.to_string();
         let post = post.to_be_bytes();
+        if let Some(conn) = self.conns.cluster() {
+            let cmds: Vec<Cmd> =
+                owners.iter().map(|&o| self.scripts.remove_post.cmd(&self.key(o), &[max.as_bytes(), &post])).collect();
+            self.cluster_each::<Value>("remove_post", conn, &cmds).await?;
+            return Ok(());
+        }
         let mut lease = self.conns.get().await?;
         for chunk in owners.chunks(self.pipeline_max) {
             let mut pipe = redis::pipe();
@@ -489,6 +662,24 @@ impl TimelineCache for RedisCache {
     /// `SCAN`s this cache's keys and `UNLINK`s them; other keys on the server are untouched.
     #[tracing::instrument(level = "debug", skip_all)]
     async fn clear(&self) -> CacheResult<()> {
+        if let Some(conn) = self.conns.cluster() {
+            for node in self.cluster_primaries("clear", conn).await? {
+                let mut cursor = 0;
+                loop {
+                    let (next, keys) = self.cluster_scan("clear", conn, &node, cursor).await?;
+                    if !keys.is_empty() {
+                        // The client splits a many-key UNLINK by slot.
+                        let result = redis::cmd("UNLINK").arg(&keys).query_async::<i64>(&mut conn.clone()).await;
+                        result.map_err(|e| backend("clear", &e))?;
+                    }
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+            }
+            return Ok(());
+        }
         let mut lease = self.conns.get().await?;
         let pattern = self.pattern();
         let mut cursor = 0u64;
@@ -516,6 +707,21 @@ impl TimelineCache for RedisCache {
     /// Counts this cache's keys with `SCAN` (expired ones excluded): O(keys on the server).
     #[tracing::instrument(level = "debug", skip_all)]
     async fn len(&self) -> CacheResult<usize> {
+        if let Some(conn) = self.conns.cluster() {
+            let mut n = 0;
+            for node in self.cluster_primaries("len", conn).await? {
+                let mut cursor = 0;
+                loop {
+                    let (next, keys) = self.cluster_scan("len", conn, &node, cursor).await?;
+                    n += keys.len();
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+            }
+            return Ok(n);
+        }
         let mut lease = self.conns.get().await?;
         let pattern = self.pattern();
         let (mut cursor, mut n) = (0u64, 0usize);
@@ -538,13 +744,86 @@ impl TimelineCache for RedisCache {
     }
 }
 
-/// Pooled connections kept checked out.
+/// How the cache reaches Redis.
+enum Connections {
+    Node(NodeConnections),
+    /// Routes every command by its key's slot; reconnects to each node by itself.
+    Cluster(ClusterConnection),
+}
+
+/// A connection handed out for one call.
+struct Lease {
+    conn: Conn,
+    /// The [`NodeConnections`] slot it came from (unused on a cluster).
+    slot: usize,
+}
+
+/// Either kind of connection, so single-key calls (scripts, one-owner pipelines) run
+/// unchanged on both.
+enum Conn {
+    Node(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Node(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Node(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Node(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+impl Connections {
+    async fn get(&self) -> CacheResult<Lease> {
+        match self {
+            Connections::Node(n) => n.get().await,
+            Connections::Cluster(c) => Ok(Lease { conn: Conn::Cluster(c.clone()), slot: 0 }),
+        }
+    }
+
+    fn cluster(&self) -> Option<&ClusterConnection> {
+        match self {
+            Connections::Node(_) => None,
+            Connections::Cluster(c) => Some(c),
+        }
+    }
+
+    /// Maps the error; on a single node also retires a broken connection.
+    fn check<T>(&self, what: &'static str, lease: &Lease, result: Result<T, RedisError>) -> CacheResult<T> {
+        match self {
+            Connections::Node(n) => n.check(what, lease, result),
+            Connections::Cluster(_) => result.map_err(|e| backend(what, &e)),
+        }
+    }
+}
+
+/// Pooled connections to one server, kept checked out.
 ///
 /// A `deadpool-redis` pool `PING`s a connection every time it hands it out, which would
 /// add a round trip to every call. A multiplexed connection serves many callers at once,
 /// so each slot keeps one checked out and hands out clones; a slot goes back to the pool
 /// (whose `PING` then weeds out the dead connection) only after a connection error.
-struct Connections {
+struct NodeConnections {
     pool: Pool,
     slots: Box<[Slot]>,
     next: AtomicUsize,
@@ -558,12 +837,7 @@ struct Slot {
     filling: tokio::sync::Mutex<()>,
 }
 
-struct Lease {
-    conn: MultiplexedConnection,
-    slot: usize,
-}
-
-impl Connections {
+impl NodeConnections {
     fn new(pool: Pool, slots: usize) -> Self {
         Self { pool, slots: (0..slots).map(|_| Slot::default()).collect(), next: AtomicUsize::new(0) }
     }
@@ -572,16 +846,16 @@ impl Connections {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
         let slot = &self.slots[i];
         if let Some(c) = slot.conn.lock().as_ref() {
-            return Ok(Lease { conn: MultiplexedConnection::clone(c), slot: i });
+            return Ok(Lease { conn: Conn::Node(MultiplexedConnection::clone(c)), slot: i });
         }
         let _filling = slot.filling.lock().await;
         if let Some(c) = slot.conn.lock().as_ref() {
-            return Ok(Lease { conn: MultiplexedConnection::clone(c), slot: i });
+            return Ok(Lease { conn: Conn::Node(MultiplexedConnection::clone(c)), slot: i });
         }
         let fresh = self.pool.get().await.map_err(|e| CacheError::Backend(format!("redis connect: {e}")))?;
         let conn = MultiplexedConnection::clone(&fresh);
         *slot.conn.lock() = Some(fresh);
-        Ok(Lease { conn, slot: i })
+        Ok(Lease { conn: Conn::Node(conn), slot: i })
     }
 
     /// Maps the error, and retires the lease's connection if the error says it is broken.
@@ -606,6 +880,16 @@ impl LuaScript {
     fn new(body: &str) -> Self {
         let code = format!("{PRELUDE}\n{body}");
         Self { sha: Script::new(&code).get_hash().to_owned(), code }
+    }
+
+    /// An `EVALSHA` of this script, to send on its own.
+    fn cmd(&self, key: &str, args: &[&[u8]]) -> Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&self.sha).arg(1).arg(key);
+        for a in args {
+            cmd.arg(*a);
+        }
+        cmd
     }
 
     /// Adds an `EVALSHA` of this script to `pipe`.
@@ -638,8 +922,9 @@ impl Scripts {
         }
     }
 
-    async fn load_all(&self, conn: &mut MultiplexedConnection) -> Result<(), RedisError> {
-        let mut pipe = redis::pipe();
+    /// Loads every script. One command each rather than a pipeline: a cluster client sends
+    /// a lone `SCRIPT LOAD` to every node, a pipeline to one node only.
+    async fn load_all(&self, conn: &mut Conn) -> Result<(), RedisError> {
         for s in [
             &self.normalize,
             &self.read,
@@ -648,9 +933,9 @@ impl Scripts {
             &self.remove_post,
             &self.remove_author,
         ] {
-            pipe.cmd("SCRIPT").arg("LOAD").arg(&s.code);
+            redis::cmd("SCRIPT").arg("LOAD").arg(&s.code).query_async::<Value>(conn).await?;
         }
-        pipe.query_async::<Vec<String>>(conn).await.map(drop)
+        Ok(())
     }
 }
 
@@ -956,6 +1241,22 @@ fn decode(b: &[u8]) -> CacheResult<Entry> {
     }
 }
 
+fn rpushx<'a>(key: &str, members: impl IntoIterator<Item = &'a [u8; 16]>) -> Cmd {
+    let mut cmd = redis::cmd("RPUSHX");
+    cmd.arg(key);
+    for m in members {
+        cmd.arg(&m[..]);
+    }
+    cmd
+}
+
+fn check_prefix(options: &RedisCacheOptions) -> CacheResult<()> {
+    if options.key_prefix.contains(['{', '}']) {
+        return Err(CacheError::Backend(format!("key prefix {:?} must not contain braces", options.key_prefix)));
+    }
+    Ok(())
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
@@ -980,12 +1281,34 @@ mod tests {
     use crate::conformance;
     use crate::memory::{MemoryCache, MemoryCacheOptions};
 
-    fn redis_url() -> Option<String> {
+    /// Where a test runs: one server, or a cluster through its node urls.
+    #[derive(Clone, Debug)]
+    enum Target {
+        Node(String),
+        Cluster(Vec<String>),
+    }
+
+    fn redis_url() -> Option<Target> {
         let url = std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty());
         if url.is_none() {
             println!("skipped: REDIS_URL not set");
         }
-        url
+        url.map(Target::Node)
+    }
+
+    fn cluster_urls() -> Option<Target> {
+        let urls = std::env::var("REDIS_CLUSTER_URLS").ok().filter(|u| !u.is_empty());
+        if urls.is_none() {
+            println!("skipped: REDIS_CLUSTER_URLS not set (comma-separated node urls of a Redis Cluster)");
+        }
+        urls.map(|u| Target::Cluster(u.split(',').map(|n| n.trim().to_owned()).collect()))
+    }
+
+    async fn connect(target: &Target, options: RedisCacheOptions) -> CacheResult<RedisCache> {
+        match target {
+            Target::Node(url) => RedisCache::connect(url, options).await,
+            Target::Cluster(urls) => RedisCache::connect_cluster(urls, options).await,
+        }
     }
 
     /// A fresh random number per call, different across processes and runs.
@@ -1000,9 +1323,9 @@ mod tests {
         x
     }
 
-    async fn cache(url: &str, test: &str, options: RedisCacheOptions) -> RedisCache {
+    async fn cache(target: &Target, test: &str, options: RedisCacheOptions) -> RedisCache {
         let key_prefix = format!("test:{test}:{:x}:", random());
-        RedisCache::connect(url, RedisCacheOptions { key_prefix, ..options }).await.expect("connect")
+        connect(target, RedisCacheOptions { key_prefix, ..options }).await.expect("connect")
     }
 
     fn opts(max_entries: usize, slack: usize) -> RedisCacheOptions {
@@ -1033,26 +1356,20 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn conformance_suite() {
-        let Some(url) = redis_url() else { return };
+    async fn conformance_suite(url: Target) {
         // A small slack, so the suite also runs through insert-time normalisation.
         let c = cache(&url, "conformance", opts(40, 3)).await;
         conformance::all(&c, 1_000, 40).await;
         c.clear().await.unwrap();
     }
 
-    #[tokio::test]
-    async fn conformance_suite_default_cap() {
-        let Some(url) = redis_url() else { return };
+    async fn conformance_suite_default_cap(url: Target) {
         let c = cache(&url, "conformance800", RedisCacheOptions::default()).await;
         conformance::all(&c, 5_000_000, 800).await;
         c.clear().await.unwrap();
     }
 
-    #[tokio::test]
-    async fn conformance_clear_and_len() {
-        let Some(url) = redis_url() else { return };
+    async fn conformance_clear_and_len(url: Target) {
         let c = cache(&url, "clear", opts(10, 2)).await;
         let neighbour = cache(&url, "clear-neighbour", opts(10, 2)).await;
         assert!(neighbour.begin_rebuild(UserId(7)).await.unwrap());
@@ -1061,9 +1378,7 @@ mod tests {
         neighbour.clear().await.unwrap();
     }
 
-    #[tokio::test]
-    async fn idle_timelines_expire() {
-        let Some(url) = redis_url() else { return };
+    async fn idle_timelines_expire(url: Target) {
         let c = cache(&url, "idle", RedisCacheOptions { active_for: Duration::from_secs(1), ..opts(10, 2) }).await;
         let (a, b) = (UserId(1), UserId(2));
         for o in [a, b] {
@@ -1090,9 +1405,7 @@ mod tests {
         c.clear().await.unwrap();
     }
 
-    #[tokio::test]
-    async fn rebuild_marker_expires() {
-        let Some(url) = redis_url() else { return };
+    async fn rebuild_marker_expires(url: Target) {
         let c =
             cache(&url, "rebuild", RedisCacheOptions { rebuild_timeout: Duration::from_secs(1), ..opts(10, 2) }).await;
         let o = UserId(3);
@@ -1114,9 +1427,7 @@ mod tests {
 
     /// The memory target: ≤ 24 bytes per cached entry, by `MEMORY USAGE` of a full
     /// 800-entry timeline (key, header and allocator overhead included).
-    #[tokio::test]
-    async fn bytes_per_entry_is_compact() {
-        let Some(url) = redis_url() else { return };
+    async fn bytes_per_entry_is_compact(url: Target) {
         let options = RedisCacheOptions::default();
         let (max, slack) = (options.max_entries, options.slack);
         let c = cache(&url, "memory", options).await;
@@ -1145,9 +1456,7 @@ mod tests {
 
     /// Random operations on a Redis and a memory cache must give identical results: the
     /// lazy normalisation must be indistinguishable from applying each push at once.
-    #[tokio::test]
-    async fn behaves_like_the_memory_cache() {
-        let Some(url) = redis_url() else { return };
+    async fn behaves_like_the_memory_cache(url: Target) {
         // More with e.g. `MODEL_SEEDS=200`.
         let seeds: u64 = std::env::var("MODEL_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(6);
         for seed in 1..=seeds {
@@ -1223,9 +1532,7 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn concurrent_inserts_stay_sorted_and_unique() {
-        let Some(url) = redis_url() else { return };
+    async fn concurrent_inserts_stay_sorted_and_unique(url: Target) {
         let c = Arc::new(cache(&url, "concurrent", opts(10_000, 16)).await);
         let owners: Vec<UserId> = (1..=50).map(UserId).collect();
         for &o in &owners {
@@ -1259,9 +1566,7 @@ mod tests {
     }
 
     /// Raw pushes are bounded by `slack`: `insert` normalises a timeline that collected more.
-    #[tokio::test]
-    async fn insert_bounds_pending_pushes() {
-        let Some(url) = redis_url() else { return };
+    async fn insert_bounds_pending_pushes(url: Target) {
         let c = cache(&url, "slack", opts(5, 3)).await;
         let o = UserId(9);
         assert!(c.begin_rebuild(o).await.unwrap());
@@ -1286,7 +1591,8 @@ mod tests {
         assert!(c.begin_rebuild(o).await.unwrap());
         c.finish_rebuild(o, &[e(1, 1)], true).await.unwrap();
         let killer = cache(&url, "killer", opts(10, 2)).await;
-        for slot in c.conns.slots.iter() {
+        let Connections::Node(nodes) = &c.conns else { unreachable!("a single-node cache") };
+        for slot in nodes.slots.iter() {
             let Some(mut conn) = slot.conn.lock().as_ref().map(|c| MultiplexedConnection::clone(c)) else { continue };
             let id: i64 = redis::cmd("CLIENT").arg("ID").query_async(&mut conn).await.unwrap();
             let _ = raw(&killer, &["CLIENT", "KILL", "ID", &id.to_string()]).await;
@@ -1303,9 +1609,7 @@ mod tests {
     }
 
     /// After `SCRIPT FLUSH` (or a restart), scripts are loaded again, in pipelines too.
-    #[tokio::test]
-    async fn survives_script_flush() {
-        let Some(url) = redis_url() else { return };
+    async fn survives_script_flush(url: Target) {
         let c = cache(&url, "noscript", opts(10, 0)).await;
         let (a, b) = (UserId(1), UserId(2));
         let _ = raw(&c, &["SCRIPT", "FLUSH"]).await;
@@ -1322,11 +1626,9 @@ mod tests {
 
     /// Caches with different prefixes on one server do not see each other, even when a
     /// prefix holds `SCAN` pattern characters.
-    #[tokio::test]
-    async fn prefixes_isolate() {
-        let Some(url) = redis_url() else { return };
+    async fn prefixes_isolate(url: Target) {
         let r = random();
-        let with_prefix = |p: String| RedisCache::connect(&url, RedisCacheOptions { key_prefix: p, ..opts(10, 2) });
+        let with_prefix = |p: String| connect(&url, RedisCacheOptions { key_prefix: p, ..opts(10, 2) });
         let c1 = with_prefix(format!("test:iso:{r:x}:g*[?]:")).await.unwrap();
         let c2 = with_prefix(format!("test:iso:{r:x}:gX[?]:")).await.unwrap();
         let c3 = with_prefix(format!("test:iso:{r:x}:gX?:")).await.unwrap();
@@ -1345,6 +1647,52 @@ mod tests {
         c2.clear().await.unwrap();
         c3.clear().await.unwrap();
         let braces = RedisCacheOptions { key_prefix: "a{b".into(), ..Default::default() };
-        assert!(RedisCache::connect(&url, braces).await.is_err(), "a brace would break the hash tag");
+        assert!(connect(&url, braces).await.is_err(), "a brace would break the hash tag");
     }
+
+    /// Each test above runs twice: against `REDIS_URL` (one server) and against
+    /// `REDIS_CLUSTER_URLS` (a cluster); each says so and passes where its variable is unset.
+    macro_rules! on_node_and_cluster {
+        ($(#[$attr:meta] $name:ident,)*) => {
+            mod node {
+                $(#[$attr] async fn $name() {
+                    if let Some(t) = super::redis_url() {
+                        super::$name(t).await
+                    }
+                })*
+            }
+            mod cluster {
+                $(#[$attr] async fn $name() {
+                    if let Some(t) = super::cluster_urls() {
+                        super::$name(t).await
+                    }
+                })*
+            }
+        };
+    }
+
+    on_node_and_cluster!(
+        #[tokio::test]
+        conformance_suite,
+        #[tokio::test]
+        conformance_suite_default_cap,
+        #[tokio::test]
+        conformance_clear_and_len,
+        #[tokio::test]
+        idle_timelines_expire,
+        #[tokio::test]
+        rebuild_marker_expires,
+        #[tokio::test]
+        bytes_per_entry_is_compact,
+        #[tokio::test]
+        behaves_like_the_memory_cache,
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        concurrent_inserts_stay_sorted_and_unique,
+        #[tokio::test]
+        insert_bounds_pending_pushes,
+        #[tokio::test]
+        survives_script_flush,
+        #[tokio::test]
+        prefixes_isolate,
+    );
 }
