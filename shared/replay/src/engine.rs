@@ -676,3 +676,44 @@ async fn check(run: &Arc<Run>) -> Check {
     r.divergent.sort_by_key(|d| d.user);
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::StatusCode;
+    use serde_json::Value;
+
+    fn status(code: u16) -> Result<(), Failure> {
+        Err(Failure::Status(StatusCode::from_u16(code).unwrap(), Value::Null))
+    }
+
+    #[test]
+    fn answers_are_judged_against_the_prediction() {
+        assert_eq!(judge(Ok(()), &Ok::<(), Failure>(()), 200), Outcome::Ok);
+        assert_eq!(judge(Err(Refusal::AlreadyFollowing), &status(409), 200), Outcome::Refused);
+        // Refused, but not the way the contract says; or accepted when it should not be.
+        assert_eq!(judge(Err(Refusal::Blocked), &status(409), 200), Outcome::Mismatch { expected: 403, got: 409 });
+        assert_eq!(
+            judge(Err(Refusal::NotAuthor), &Ok::<(), Failure>(()), 204),
+            Outcome::Mismatch { expected: 403, got: 204 }
+        );
+        assert_eq!(judge(Ok(()), &status(404), 204), Outcome::Mismatch { expected: 204, got: 404 });
+        // No usable answer is an error whatever was predicted.
+        assert_eq!(judge(Err(Refusal::NotFollowing), &status(503), 200), Outcome::Error("server_503".into()));
+        assert_eq!(judge(Ok(()), &status(429), 200), Outcome::Error("rate_limited_429".into()));
+        let lost: Result<(), Failure> = Err(Failure::Transport("reset".into()));
+        assert_eq!(judge(Ok(()), &lost, 200), Outcome::Error("transport".into()));
+        assert!(unknown_outcome(&lost) && unknown_outcome(&status(500)) && !unknown_outcome(&status(409)));
+    }
+
+    #[test]
+    fn events_on_the_same_pair_or_post_share_a_stripe() {
+        let ev = |user, op| Event { at_ms: 0, user, op };
+        let s = |e: Event| stripe(&e);
+        assert_eq!(s(ev(1, Op::Follow { target: 2 })), s(ev(2, Op::Block { target: 1 })));
+        assert_eq!(s(ev(1, Op::Post { key: 9 })), s(ev(1, Op::Delete { key: 9 })));
+        assert_ne!(s(ev(1, Op::Follow { target: 2 })), s(ev(1, Op::Follow { target: 3 })));
+        assert_eq!(s(ev(1, Op::Read)), None);
+        assert_eq!([0, 1, 9, 10, 999, 1000].map(bucket), [0, 1, 1, 2, 3, 4]);
+    }
+}

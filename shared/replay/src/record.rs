@@ -64,7 +64,7 @@ fn hist() -> Histogram<u64> {
 struct Second {
     completed: BTreeMap<&'static str, u64>,
     errors: u64,
-    /// Response times (ms) of writes and of reads.
+    /// Response times (µs) of writes and of reads.
     writes: Option<Histogram<u64>>,
     reads: Option<Histogram<u64>>,
 }
@@ -207,8 +207,8 @@ impl Recorder {
         *s.completed.entry(op).or_default() += 1;
         s.errors += u64::from(error);
         let h = if op == "read" { &mut s.reads } else { &mut s.writes };
-        h.get_or_insert_with(|| Histogram::new_with_bounds(1, 3_600_000, 2).expect("static bounds"))
-            .saturating_record(response.as_millis().max(1) as u64);
+        h.get_or_insert_with(|| Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("static bounds"))
+            .saturating_record(response.as_micros().max(1) as u64);
     }
 
     pub fn lag_sample(&self, lag: Duration) {
@@ -246,7 +246,7 @@ impl Recorder {
     }
 
     pub fn seconds(&self) -> Vec<SecondSummary> {
-        let q = |h: &Option<Histogram<u64>>, p: f64| h.as_ref().map(|h| h.value_at_quantile(p) as f64);
+        let q = |h: &Option<Histogram<u64>>, p: f64| h.as_ref().map(|h| h.value_at_quantile(p) as f64 / 1000.0);
         self.seconds
             .lock()
             .iter()

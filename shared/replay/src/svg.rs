@@ -4,10 +4,10 @@
 
 use std::fmt::Write;
 
-const W: f64 = 720.0;
+const W: f64 = 780.0;
 const H: f64 = 400.0;
 const LEFT: f64 = 70.0;
-const RIGHT: f64 = 160.0;
+const RIGHT: f64 = 200.0;
 const TOP: f64 = 40.0;
 const BOTTOM: f64 = 50.0;
 const COLOURS: [&str; 8] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
