@@ -43,16 +43,20 @@ run_dir=$(mktemp -d "${TMPDIR:-/tmp}/starling-test.XXXXXX")
 cleanup() {
     kafka_stop "$run_dir/kafka" >/dev/null 2>&1 || true
     redis_stop "$run_dir/redis" >/dev/null 2>&1 || true
+    redis_cluster_stop "$run_dir/redis-cluster" >/dev/null 2>&1 || true
     rm -rf "$run_dir"
 }
 trap cleanup EXIT
 redis_port=$(free_port)
 kafka_port=$(free_port)
 redis_start "$redis_port" "$run_dir/redis"
+redis_cluster_port=$(redis_cluster_free_port)
+redis_cluster_start "$redis_cluster_port" "$run_dir/redis-cluster"
 kafka_start "$kafka_port" "$run_dir/kafka"
 export REDIS_URL="redis://127.0.0.1:$redis_port"
+export REDIS_CLUSTER_URLS="redis://127.0.0.1:$redis_cluster_port,redis://127.0.0.1:$((redis_cluster_port + 1)),redis://127.0.0.1:$((redis_cluster_port + 2))"
 export KAFKA_BROKERS="127.0.0.1:$kafka_port"
-echo "Redis at $REDIS_URL, broker at $KAFKA_BROKERS"
+echo "Redis at $REDIS_URL, Redis Cluster at $REDIS_CLUSTER_URLS, broker at $KAFKA_BROKERS"
 
 step "tests"
 # End-to-end tests start real servers; two at a time keeps them inside 2 cores.

@@ -179,18 +179,20 @@ impl Backends {
 
         let (cache, memory): (Option<Arc<dyn TimelineCache>>, _) = if !(has(Role::Timeline) || has(Role::Fanout)) {
             (None, None)
-        } else if !b.redis_url.is_empty() {
-            let cache = RedisCache::connect(
-                &b.redis_url,
-                RedisCacheOptions {
-                    max_entries: settings.timeline.max_entries,
-                    active_for: Duration::from_secs(settings.timeline.active_for_secs),
-                    key_prefix: b.redis_prefix.clone(),
-                    ..RedisCacheOptions::default()
-                },
-            )
-            .await
-            .context("connecting to Redis")?;
+        } else if !b.redis_url.is_empty() || !b.redis_cluster_nodes().is_empty() {
+            let options = RedisCacheOptions {
+                max_entries: settings.timeline.max_entries,
+                active_for: Duration::from_secs(settings.timeline.active_for_secs),
+                key_prefix: b.redis_prefix.clone(),
+                ..RedisCacheOptions::default()
+            };
+            let cache = if b.redis_url.is_empty() {
+                RedisCache::connect_cluster(&b.redis_cluster_nodes(), options)
+                    .await
+                    .context("connecting to Redis Cluster")?
+            } else {
+                RedisCache::connect(&b.redis_url, options).await.context("connecting to Redis")?
+            };
             (Some(Arc::new(cache)), None)
         } else if has(Role::Timeline) && has(Role::Fanout) {
             let cache = Arc::new(MemoryCache::new(MemoryCacheOptions {
@@ -200,7 +202,10 @@ impl Backends {
             }));
             (Some(cache.clone() as Arc<dyn TimelineCache>), Some(cache))
         } else {
-            bail!("the timeline-service and the fan-out worker share timelines through Redis: set backends.redis_url");
+            bail!(
+                "the timeline-service and the fan-out worker share timelines through Redis: \
+                 set backends.redis_url or backends.redis_cluster_urls"
+            );
         };
         Ok(Backends { store, log, cache, memory })
     }

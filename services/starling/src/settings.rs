@@ -37,6 +37,9 @@ pub struct BackendSettings {
     pub topic_prefix: String,
     /// `redis://host:port`; empty: the in-memory timeline cache.
     pub redis_url: String,
+    /// A Redis Cluster instead of one server: some of its nodes (`redis://host:port,...`),
+    /// the rest are discovered. Excludes `redis_url`.
+    pub redis_cluster_urls: String,
     /// Prepended to every timeline key.
     pub redis_prefix: String,
     /// Stable name of this process in Kafka consumer groups (e.g. the pod name of a
@@ -51,6 +54,13 @@ pub struct BackendSettings {
     pub scylla_replication_factor: u32,
 }
 
+impl BackendSettings {
+    /// The node urls of `redis_cluster_urls`; empty if no cluster is configured.
+    pub fn redis_cluster_nodes(&self) -> Vec<String> {
+        self.redis_cluster_urls.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect()
+    }
+}
+
 impl Default for BackendSettings {
     fn default() -> Self {
         BackendSettings {
@@ -58,6 +68,7 @@ impl Default for BackendSettings {
             kafka_partitions: 8,
             topic_prefix: String::new(),
             redis_url: String::new(),
+            redis_cluster_urls: String::new(),
             redis_prefix: "tl:".into(),
             kafka_instance_id: String::new(),
             scylla_uri: String::new(),
@@ -249,6 +260,20 @@ impl Settings {
         if self.auth.token_ttl_secs == 0 {
             return bad("auth.token_ttl_secs must be positive");
         }
+        let cluster = self.backends.redis_cluster_nodes();
+        if !cluster.is_empty() && !self.backends.redis_url.is_empty() {
+            return bad(
+                "set either backends.redis_url (one server) or backends.redis_cluster_urls (a cluster), not both",
+            );
+        }
+        if let Some(u) = cluster.iter().find(|u| !(u.starts_with("redis://") || u.starts_with("rediss://"))) {
+            return Err(SettingsError::Invalid(format!(
+                "backends.redis_cluster_urls: {u:?} is not a redis:// or rediss:// url"
+            )));
+        }
+        if !self.backends.redis_cluster_urls.trim().is_empty() && cluster.is_empty() {
+            return bad("backends.redis_cluster_urls lists no node");
+        }
         if !self.backends.scylla_uri.is_empty() {
             starling_scylla_store::model::validate_keyspace(&self.backends.scylla_keyspace)
                 .map_err(|e| SettingsError::Invalid(format!("backends.scylla_keyspace: {e}")))?;
@@ -323,6 +348,21 @@ mod tests {
         assert!(Settings::load(None, env("STARLING__TIMELINE__MAX_ENTRYS", "5")).is_err());
         assert!(Settings::load(None, env("STARLING__TIMELINE__MAX_ENTRIES", "0")).is_err());
         assert!(Settings::load(None, env("STARLING__CELEBRITY__DEMOTE_BELOW", "999999")).is_err());
+    }
+
+    #[test]
+    fn redis_cluster_urls_are_validated() {
+        let env = |pairs: &[(&str, &str)]| {
+            pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<Vec<_>>().into_iter()
+        };
+        const CLUSTER: &str = "STARLING__BACKENDS__REDIS_CLUSTER_URLS";
+        let s = Settings::load(None, env(&[(CLUSTER, "redis://10.0.0.1:7000, redis://10.0.0.2:7000")])).unwrap();
+        assert_eq!(s.backends.redis_cluster_nodes(), vec!["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]);
+        assert!(Settings::default().backends.redis_cluster_nodes().is_empty());
+        let both = [(CLUSTER, "redis://10.0.0.1:7000"), ("STARLING__BACKENDS__REDIS_URL", "redis://10.0.0.9:6379")];
+        assert!(Settings::load(None, env(&both)).is_err(), "one server or a cluster, not both");
+        assert!(Settings::load(None, env(&[(CLUSTER, "10.0.0.1:7000")])).is_err(), "urls, not bare addresses");
+        assert!(Settings::load(None, env(&[(CLUSTER, " , ")])).is_err());
     }
 
     #[test]
