@@ -5,8 +5,8 @@
 //! with in-process calls between services. `starling serve <role>` runs one service per
 //! process, as in production: events over Kafka, timelines in Redis, and calls to the
 //! graph- and post-service over their internal HTTP APIs. Backends are picked by
-//! configuration (`backends.kafka_brokers`, `backends.redis_url`, `backends.scylla_uri`);
-//! service logic is the same either way.
+//! configuration (`backends.kafka_brokers`, `backends.redis_url` or `redis_cluster_urls`,
+//! `backends.scylla_uri`); service logic is the same either way.
 //!
 //! Start-up opens the backends, republishes anything a crash left in the outboxes, binds
 //! one HTTP listener and starts the background tasks (fan-out consumers, outbox relays,
