@@ -17,7 +17,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cargo build --release -p starling
+cargo build --release --locked -p starling
 bin="$root/target/release/starling"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 
