@@ -46,6 +46,7 @@ fn assert_sound(report: &Report, label: &str) {
     assert_eq!(c.users_checked, report.register.items, "{label}: every user is checked");
     assert!(c.entries_checked > 0, "{label}: the check compared real timelines");
     assert!(report.quiet_before_check, "{label}: the fan-out caught up before the check");
+    assert!(report.settled_before_events, "{label}: the fan-out caught up with the graph before the events");
     eprintln!(
         "{label}: {} users, {} follows, {} events ({:.0}/s), {} timeline entries equal to the oracle, lag p99 {:?} ms",
         report.register.items,

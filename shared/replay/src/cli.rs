@@ -60,6 +60,9 @@ pub struct ReplayArgs {
     /// take several replays.
     #[arg(long)]
     pub run_id: Option<String>,
+    /// How long to wait for the fan-out to catch up (after the graph load, before the check).
+    #[arg(long, default_value_t = 600.0)]
+    pub quiet_timeout_s: f64,
     /// No progress bars (for logs).
     #[arg(long)]
     pub quiet: bool,
@@ -106,6 +109,7 @@ impl ReplayArgs {
             seed: self.seed,
             run_id,
             progress: !self.quiet,
+            quiet_timeout: Duration::from_secs_f64(self.quiet_timeout_s.max(0.0)),
             ..Config::default()
         };
         Ok((targets, cfg))

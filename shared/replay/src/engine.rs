@@ -62,7 +62,8 @@ pub struct Config {
     /// several replays.
     pub run_id: String,
     pub progress: bool,
-    /// How long to wait for the fan-out to catch up before checking.
+    /// How long to wait for the fan-out to catch up, after the graph load and before the
+    /// check.
     pub quiet_timeout: Duration,
 }
 
@@ -80,7 +81,7 @@ impl Default for Config {
             seed: 1,
             run_id: "r1".into(),
             progress: true,
-            quiet_timeout: Duration::from_secs(120),
+            quiet_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -457,6 +458,11 @@ pub async fn replay(path: &std::path::Path, client: Client, cfg: Config) -> anyh
     tasks.wait().await;
     pb.finish();
     let load = Phase::new(census.edges, t.elapsed());
+    // The timed phase measures the steady state, not a fan-out still digesting the graph:
+    // every follow is an event the fan-out applies (and backfills) asynchronously.
+    let t = Instant::now();
+    let settled = wait_quiet(&run.client, run.cfg.quiet_timeout, &cancel).await;
+    let graph_settle = Phase::new(census.edges, t.elapsed());
     let before = run.client.metrics().await;
 
     // Phase 3: timed events.
@@ -515,7 +521,7 @@ pub async fn replay(path: &std::path::Path, client: Client, cfg: Config) -> anyh
     run.probe_tasks.wait().await;
 
     // Phase 4: quiet, then the oracle check.
-    let quiet = wait_quiet(&run.client, run.cfg.quiet_timeout).await;
+    let quiet = wait_quiet(&run.client, run.cfg.quiet_timeout, &cancel).await;
     sampler.abort();
     let after = run.client.metrics().await;
     let check = check(&run).await;
@@ -532,9 +538,11 @@ pub async fn replay(path: &std::path::Path, client: Client, cfg: Config) -> anyh
             lag_sample: run.cfg.lag_sample,
             stopped: stopped.map(str::to_owned),
             quiet,
+            settled,
         },
         register,
         load,
+        graph_settle,
         replay_phase,
         &run.rec,
         ServiceMetrics::delta(&before, &after),
@@ -597,7 +605,7 @@ async fn sample_metrics(run: Arc<Run>) {
 /// lagging, stable for half a second. Returns false when the deployment exposes no such
 /// counters or never went quiet within `timeout` (the check then may see lag, and the
 /// report says so).
-async fn wait_quiet(client: &Client, timeout: Duration) -> bool {
+async fn wait_quiet(client: &Client, timeout: Duration, cancel: &CancellationToken) -> bool {
     let deadline = Instant::now() + timeout;
     let mut last = None;
     let mut stable_since = Instant::now();
@@ -618,7 +626,7 @@ async fn wait_quiet(client: &Client, timeout: Duration) -> bool {
         } else if stable_since.elapsed() > Duration::from_millis(500) {
             return true;
         }
-        if Instant::now() > deadline {
+        if Instant::now() > deadline || cancel.is_cancelled() {
             return false;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -199,6 +199,7 @@ pub struct Inputs {
     pub lag_sample: f64,
     pub stopped: Option<String>,
     pub quiet: bool,
+    pub settled: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -216,8 +217,12 @@ pub struct Report {
     pub stopped_early: Option<String>,
     /// Whether the fan-out was seen to catch up before the check.
     pub quiet_before_check: bool,
+    /// Whether the fan-out was seen to catch up with the graph load before the timed phase.
+    pub settled_before_events: bool,
     pub register: Phase,
     pub graph_load: Phase,
+    /// From the end of the graph load until the fan-out had applied it (same item count).
+    pub graph_settle: Phase,
     pub replay: Phase,
     pub ops: Vec<OpSummary>,
     pub per_second: Vec<SecondSummary>,
@@ -234,6 +239,7 @@ impl Report {
         inputs: Inputs,
         register: Phase,
         graph_load: Phase,
+        graph_settle: Phase,
         replay: Phase,
         rec: &Recorder,
         service: ServiceMetrics,
@@ -254,8 +260,10 @@ impl Report {
             lag_sample: inputs.lag_sample,
             stopped_early: inputs.stopped,
             quiet_before_check: inputs.quiet,
+            settled_before_events: inputs.settled,
             register,
             graph_load,
+            graph_settle,
             replay,
             ops: rec.ops(),
             per_second: rec.seconds(),
@@ -405,6 +413,12 @@ impl Report {
             m,
             "| initial graph | {} follows in {:.1} s ({:.0}/s) |",
             self.graph_load.items, self.graph_load.seconds, self.graph_load.per_second
+        );
+        let _ = writeln!(
+            m,
+            "| fan-out caught up with the graph | {:.1} s after the last follow{} |",
+            self.graph_settle.seconds,
+            if self.settled_before_events { "" } else { " (**not** caught up: the timed phase started anyway)" }
         );
         let _ = writeln!(
             m,
