@@ -74,7 +74,8 @@ impl Client {
         Client { http, targets }
     }
 
-    async fn call(
+    /// `Ok` only for a 2xx answer.
+    async fn expect_success(
         &self,
         base: &str,
         method: Method,
@@ -98,21 +99,7 @@ impl Client {
         let text = res.text().await.map_err(|e| Failure::Transport(e.to_string()))?;
         let body =
             if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
-        Ok(Reply { status, body })
-    }
-
-    /// `Ok` only for a 2xx answer.
-    async fn expect_success(
-        &self,
-        base: &str,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-        headers: &[(&str, &str)],
-    ) -> Result<Reply, Failure> {
-        let r = self.call(base, method, path, token, body, headers).await?;
-        if r.status.is_success() { Ok(r) } else { Err(Failure::Status(r.status, r.body)) }
+        if status.is_success() { Ok(Reply { status, body }) } else { Err(Failure::Status(status, body)) }
     }
 
     pub async fn register(&self, handle: &str) -> Result<(UserId, String), Failure> {
