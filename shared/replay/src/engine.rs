@@ -461,7 +461,7 @@ pub async fn replay(path: &std::path::Path, client: Client, cfg: Config) -> anyh
     // The timed phase measures the steady state, not a fan-out still digesting the graph:
     // every follow is an event the fan-out applies (and backfills) asynchronously.
     let t = Instant::now();
-    let settled = wait_quiet(&run.client, run.cfg.quiet_timeout, &cancel).await;
+    let settled = wait_quiet(&run.client, run.cfg.quiet_timeout, &cancel, run.cfg.progress).await;
     let graph_settle = Phase::new(census.edges, t.elapsed());
     let before = run.client.metrics().await;
 
@@ -521,7 +521,7 @@ pub async fn replay(path: &std::path::Path, client: Client, cfg: Config) -> anyh
     run.probe_tasks.wait().await;
 
     // Phase 4: quiet, then the oracle check.
-    let quiet = wait_quiet(&run.client, run.cfg.quiet_timeout, &cancel).await;
+    let quiet = wait_quiet(&run.client, run.cfg.quiet_timeout, &cancel, run.cfg.progress).await;
     sampler.abort();
     let after = run.client.metrics().await;
     let check = check(&run).await;
@@ -605,7 +605,15 @@ async fn sample_metrics(run: Arc<Run>) {
 /// lagging, stable for half a second. Returns false when the deployment exposes no such
 /// counters or never went quiet within `timeout` (the check then may see lag, and the
 /// report says so).
-async fn wait_quiet(client: &Client, timeout: Duration, cancel: &CancellationToken) -> bool {
+async fn wait_quiet(client: &Client, timeout: Duration, cancel: &CancellationToken, progress: bool) -> bool {
+    let pb = if progress { ProgressBar::new_spinner() } else { ProgressBar::hidden() };
+    pb.enable_steady_tick(Duration::from_millis(200));
+    let quiet = poll_quiet(client, timeout, cancel, &pb).await;
+    pb.finish_and_clear();
+    quiet
+}
+
+async fn poll_quiet(client: &Client, timeout: Duration, cancel: &CancellationToken, pb: &ProgressBar) -> bool {
     let deadline = Instant::now() + timeout;
     let mut last = None;
     let mut stable_since = Instant::now();
@@ -619,6 +627,7 @@ async fn wait_quiet(client: &Client, timeout: Duration, cancel: &CancellationTok
         };
         let applied = applied + get("starling_fanout_dead_letters_total").unwrap_or(0.0);
         let lag = get("starling_fanout_lag").unwrap_or(0.0);
+        pb.set_message(format!("fan-out catching up: {applied:.0} of {published:.0} events applied"));
         let now = (published, applied);
         if Some(now) != last || applied < published || lag > 0.0 {
             last = Some(now);
