@@ -414,13 +414,14 @@ pub async fn replay(path: &std::path::Path, client: Client, cfg: Config) -> anyh
     pb.finish();
     let users = std::mem::take(&mut *registered.lock());
     let register = Phase::new(census.users.len() as u64, t.elapsed());
-    anyhow::ensure!(
-        users.len() == census.users.len(),
-        "{} of {} users could not be registered (see the errors above the progress bar; is the deployment up \
-         and this run id new?)",
-        census.users.len() - users.len(),
-        census.users.len()
-    );
+    if users.len() < census.users.len() {
+        let why = rec.ops().into_iter().find(|o| o.op == "register").map(|o| o.errors).unwrap_or_default();
+        anyhow::bail!(
+            "{} of {} users could not be registered ({why:?}); is the deployment up, and is this run id new?",
+            census.users.len() - users.len(),
+            census.users.len()
+        );
+    }
     let by_id = users.iter().map(|(t, r)| (r.id, *t)).collect();
     let run = Arc::new(Run {
         rng: Mutex::new(ChaCha8Rng::seed_from_u64(cfg.seed)),
