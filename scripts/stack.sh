@@ -26,7 +26,11 @@ KAFKA_PORT=19092 REDIS_PORT=16379
 start_service() { # role port worker_id
     local role=$1 port=$2 worker=$3
     mkdir -p "$dir/$role-$port"
-    STARLING__SERVER__WORKER_ID=$worker "$root/target/release/starling" serve "$role" \
+    # A stable consumer-group identity per process (static membership): a worker that
+    # restarts, even after SIGKILL, rejoins as itself and takes its partitions back instead
+    # of waiting behind its dead former self (noida-db never expires dead members).
+    STARLING__SERVER__WORKER_ID=$worker STARLING__BACKENDS__KAFKA_INSTANCE_ID="$role-$port" \
+        "$root/target/release/starling" serve "$role" \
         --bind "127.0.0.1:$port" --data-dir "$dir/$role-$port" \
         >"$dir/$role-$port.out" 2>"$dir/$role-$port.log" &
     echo $! >"$dir/$role-$port.pid"
