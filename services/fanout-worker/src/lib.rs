@@ -571,66 +571,99 @@ mod tests {
 
     use super::*;
 
+    /// A store with an author and a reader who follows them and has a materialised (empty)
+    /// timeline, so pushes to the reader land.
+    struct Fixture {
+        store: EmbeddedStore,
+        cache: Arc<MemoryCache>,
+        author: UserId,
+        reader: UserId,
+    }
+
+    impl Fixture {
+        async fn new(dir: &std::path::Path, author: UserId, reader: UserId) -> Fixture {
+            let store = EmbeddedStore::open(&dir.join("s"), Durability::Buffer).unwrap();
+            let cache = Arc::new(MemoryCache::new(MemoryCacheOptions::default()));
+            let graph = store.graph();
+            for (id, h) in [(author, "a"), (reader, "r")] {
+                graph.create_user(&UserRecord { id, handle: h.into() }).await.unwrap();
+            }
+            graph.follow(reader, author, Vec::new()).await.unwrap();
+            assert!(cache.begin_rebuild(reader).await.unwrap());
+            cache.finish_rebuild(reader, &[], true).await.unwrap();
+            Fixture { store, cache, author, reader }
+        }
+
+        fn created(&self, post: u64) -> pb::PostEvent {
+            pb::PostEvent {
+                event_id: String::new(),
+                occurred_at_ms: 0,
+                kind: Some(pb::post_event::Kind::Created(pb::PostCreated {
+                    post_id: post,
+                    author_id: self.author.get(),
+                    reply_to: None,
+                })),
+            }
+        }
+
+        /// Runs a fan-out over `log` until it has applied `events`, then stops it.
+        async fn apply(&self, log: Arc<dyn EventLog>, events: u64) -> Arc<FanoutStats> {
+            let stats = Arc::new(FanoutStats::default());
+            let fanout = Arc::new(Fanout {
+                graph: Arc::new(LocalGraph(self.store.graph())),
+                posts: Arc::new(LocalPosts(self.store.posts())),
+                cache: self.cache.clone(),
+                max_entries: 800,
+                settings: FanoutSettings::default(),
+                stats: stats.clone(),
+            });
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(fanout.run(log, stop.clone()));
+            let started = std::time::Instant::now();
+            while stats.events.get() < events {
+                assert!(started.elapsed() < Duration::from_secs(60), "the events were not applied");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            stop.cancel();
+            task.await.unwrap().unwrap();
+            stats
+        }
+
+        async fn reader_timeline(&self) -> Vec<PostId> {
+            let range = Range { before: None, after: None, limit: 10, oldest_first: false };
+            let slice = self.cache.read(self.reader, range).await.unwrap().unwrap();
+            slice.entries.iter().map(|e| e.post).collect()
+        }
+    }
+
     /// An undecodable event is set aside in the dead-letter store and the events behind it
     /// in the same partition are still applied.
     #[tokio::test]
     async fn poison_events_are_dead_lettered_and_do_not_block() {
         let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(&dir.path().join("s"), Durability::Buffer).unwrap();
+        let f = Fixture::new(dir.path(), UserId(10), UserId(11)).await;
         let log = EmbeddedLog::open(&dir.path().join("l"), EmbeddedLogOptions { partitions: 1, sync: false }).unwrap();
-        let cache = Arc::new(MemoryCache::new(MemoryCacheOptions::default()));
-        let (author, reader) = (UserId(10), UserId(11));
-        let graph = store.graph();
-        for (id, h) in [(author, "a"), (reader, "r")] {
-            graph.create_user(&UserRecord { id, handle: h.into() }).await.unwrap();
-        }
-        graph.follow(reader, author, Vec::new()).await.unwrap();
-        assert!(cache.begin_rebuild(reader).await.unwrap());
-        cache.finish_rebuild(reader, &[], true).await.unwrap();
-        let post = PostRecord { id: PostId(99), author, author_handle: "a".into(), text: "t".into(), reply_to: None };
-        store.posts().create_post(&post, None, Vec::new()).await.unwrap();
+        let post = PostRecord {
+            id: PostId(99),
+            author: f.author,
+            author_handle: "a".into(),
+            text: "t".into(),
+            reply_to: None,
+        };
+        f.store.posts().create_post(&post, None, Vec::new()).await.unwrap();
 
         let poison = Record {
             topic: Topic::Posts,
-            key: author.get(),
+            key: f.author.get(),
             payload: vec![0xff, 0xff, 0xff].into(),
             headers: Vec::new(),
         };
-        let created = pb::PostEvent {
-            event_id: String::new(),
-            occurred_at_ms: 0,
-            kind: Some(pb::post_event::Kind::Created(pb::PostCreated {
-                post_id: 99,
-                author_id: author.get(),
-                reply_to: None,
-            })),
-        };
-        log.append(vec![poison, Record::post(author.get(), &created)]).await.unwrap();
+        log.append(vec![poison, Record::post(f.author.get(), &f.created(99))]).await.unwrap();
 
-        let stats = Arc::new(FanoutStats::default());
-        let fanout = Arc::new(Fanout {
-            graph: Arc::new(LocalGraph(graph)),
-            posts: Arc::new(LocalPosts(store.posts())),
-            cache: cache.clone(),
-            max_entries: 800,
-            settings: FanoutSettings::default(),
-            stats: stats.clone(),
-        });
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(fanout.run(log.clone(), stop.clone()));
-        for _ in 0..200 {
-            if stats.events.get() >= 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        stop.cancel();
-        task.await.unwrap().unwrap();
+        let stats = f.apply(log.clone(), 1).await;
         assert_eq!(stats.dead_letters.get(), 1);
         assert_eq!(log.dead_letter_count().unwrap(), 1);
-        let range = Range { before: None, after: None, limit: 10, oldest_first: false };
-        let slice = cache.read(reader, range).await.unwrap().unwrap();
-        assert_eq!(slice.entries.iter().map(|e| e.post).collect::<Vec<_>>(), vec![PostId(99)]);
+        assert_eq!(f.reader_timeline().await, vec![PostId(99)]);
     }
 
     /// Records the fields of every `fanout.event` span, as they were when it closed.
@@ -725,55 +758,16 @@ mod tests {
         });
 
         let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(&dir.path().join("s"), Durability::Buffer).unwrap();
+        let f = Fixture::new(dir.path(), UserId(20), UserId(21)).await;
         let log = test_log(dir.path()).await;
-        let cache = Arc::new(MemoryCache::new(MemoryCacheOptions::default()));
-        let (author, reader) = (UserId(20), UserId(21));
-        let graph = store.graph();
-        for (id, h) in [(author, "a"), (reader, "r")] {
-            graph.create_user(&UserRecord { id, handle: h.into() }).await.unwrap();
-        }
-        graph.follow(reader, author, Vec::new()).await.unwrap();
-        assert!(cache.begin_rebuild(reader).await.unwrap());
-        cache.finish_rebuild(reader, &[], true).await.unwrap();
-
-        let created = |post: u64| pb::PostEvent {
-            event_id: String::new(),
-            occurred_at_ms: 0,
-            kind: Some(pb::post_event::Kind::Created(pb::PostCreated {
-                post_id: post,
-                author_id: author.get(),
-                reply_to: None,
-            })),
-        };
         let request = TraceContext::new_root();
-        let traced = trace::scope(request, async { Record::post(author.get(), &created(101)) }).await;
-        let mut malformed = Record::post(author.get(), &created(102));
+        let traced = trace::scope(request, async { Record::post(f.author.get(), &f.created(101)) }).await;
+        let mut malformed = Record::post(f.author.get(), &f.created(102));
         malformed.headers = vec![(TRACEPARENT.to_owned(), bytes::Bytes::from_static(b"00-zz-not-hex-01"))];
         log.append(vec![traced, malformed]).await.unwrap();
 
-        let stats = Arc::new(FanoutStats::default());
-        let fanout = Arc::new(Fanout {
-            graph: Arc::new(LocalGraph(graph)),
-            posts: Arc::new(LocalPosts(store.posts())),
-            cache: cache.clone(),
-            max_entries: 800,
-            settings: FanoutSettings::default(),
-            stats: stats.clone(),
-        });
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(fanout.run(log.clone(), stop.clone()));
-        let started = std::time::Instant::now();
-        while stats.events.get() < 2 {
-            assert!(started.elapsed() < Duration::from_secs(60), "the events were not applied");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        stop.cancel();
-        task.await.unwrap().unwrap();
-
-        let range = Range { before: None, after: None, limit: 10, oldest_first: false };
-        let slice = cache.read(reader, range).await.unwrap().unwrap();
-        assert_eq!(slice.entries.iter().map(|e| e.post).collect::<Vec<_>>(), vec![PostId(102), PostId(101)]);
+        let stats = f.apply(log, 2).await;
+        assert_eq!(f.reader_timeline().await, vec![PostId(102), PostId(101)]);
         assert_eq!(stats.dead_letters.get(), 0, "a bad header is no reason to dead-letter");
 
         let spans = spans.0.lock().clone();
