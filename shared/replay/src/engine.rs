@@ -340,6 +340,7 @@ fn bar(show: bool, len: u64, what: &str) -> ProgressBar {
 
 /// What the first pass over the trace learns.
 struct Census {
+    header: starling_trace::Header,
     users: Vec<TraceUser>,
     edges: u64,
     events: u64,
@@ -348,7 +349,9 @@ struct Census {
 fn census(path: &std::path::Path) -> anyhow::Result<Census> {
     let mut users = HashSet::new();
     let (mut edges, mut events) = (0, 0);
-    for record in TraceReader::open(path)? {
+    let reader = TraceReader::open(path)?;
+    let header = reader.header().clone();
+    for record in reader {
         match record? {
             Record::Edge { follower, followee } => {
                 edges += 1;
@@ -367,13 +370,12 @@ fn census(path: &std::path::Path) -> anyhow::Result<Census> {
     }
     let mut users: Vec<TraceUser> = users.into_iter().collect();
     users.sort_unstable();
-    Ok(Census { users, edges, events })
+    Ok(Census { header, users, edges, events })
 }
 
 /// Replays the trace at `path` against the deployment `client` talks to.
 pub async fn replay(path: &std::path::Path, client: Client, cfg: Config) -> anyhow::Result<Report> {
     let started_at = time::OffsetDateTime::now_utc();
-    let header = TraceReader::open(path)?.header().clone();
     let census = census(path)?;
     let cancel = CancellationToken::new();
     {
@@ -387,41 +389,8 @@ pub async fn replay(path: &std::path::Path, client: Client, cfg: Config) -> anyh
     }
     let gate = Arc::new(Semaphore::new(cfg.concurrency));
 
-    // Phase 1: users.
-    let t = Instant::now();
-    let pb = bar(cfg.progress, census.users.len() as u64, "users");
-    let registered: Arc<Mutex<HashMap<TraceUser, Registered>>> = Arc::default();
     let rec = Arc::new(Recorder::new());
-    let tasks = TaskTracker::new();
-    for &u in &census.users {
-        let permit = gate.clone().acquire_owned().await?;
-        let (client, registered, pb, rec) = (client.clone(), registered.clone(), pb.clone(), rec.clone());
-        let handle = format!("{}_{u}", cfg.run_id);
-        tasks.spawn(async move {
-            let sent = Instant::now();
-            let got = client.register(&handle).await;
-            let outcome = judge(Ok(()), &got, 201);
-            rec.record("register", &outcome, sent, sent);
-            if let Ok((id, token)) = got {
-                registered.lock().insert(u, Registered { id, token });
-            }
-            pb.inc(1);
-            drop(permit);
-        });
-    }
-    tasks.close();
-    tasks.wait().await;
-    pb.finish();
-    let users = std::mem::take(&mut *registered.lock());
-    let register = Phase::new(census.users.len() as u64, t.elapsed());
-    if users.len() < census.users.len() {
-        let why = rec.ops().into_iter().find(|o| o.op == "register").map(|o| o.errors).unwrap_or_default();
-        anyhow::bail!(
-            "{} of {} users could not be registered ({why:?}); is the deployment up, and is this run id new?",
-            census.users.len() - users.len(),
-            census.users.len()
-        );
-    }
+    let (users, register) = register_users(&client, &cfg, &census.users, &gate, &rec).await?;
     let by_id = users.iter().map(|(t, r)| (r.id, *t)).collect();
     let run = Arc::new(Run {
         rng: Mutex::new(ChaCha8Rng::seed_from_u64(cfg.seed)),
@@ -530,7 +499,7 @@ pub async fn replay(path: &std::path::Path, client: Client, cfg: Config) -> anyh
     Ok(Report::build(
         crate::report::Inputs {
             trace: path.to_owned(),
-            header,
+            header: census.header,
             started_at,
             pace: run.cfg.pace,
             concurrency: run.cfg.concurrency,
@@ -560,6 +529,48 @@ pub async fn replay(path: &std::path::Path, client: Client, cfg: Config) -> anyh
             .collect(),
         check,
     ))
+}
+
+/// Phase 1: registers every user the trace names, as `<run id>_<trace user>`.
+async fn register_users(
+    client: &Client,
+    cfg: &Config,
+    trace_users: &[TraceUser],
+    gate: &Arc<Semaphore>,
+    rec: &Arc<Recorder>,
+) -> anyhow::Result<(HashMap<TraceUser, Registered>, Phase)> {
+    let t = Instant::now();
+    let pb = bar(cfg.progress, trace_users.len() as u64, "users");
+    let registered: Arc<Mutex<HashMap<TraceUser, Registered>>> = Arc::default();
+    let tasks = TaskTracker::new();
+    for &u in trace_users {
+        let permit = gate.clone().acquire_owned().await?;
+        let (client, registered, pb, rec) = (client.clone(), registered.clone(), pb.clone(), rec.clone());
+        let handle = format!("{}_{u}", cfg.run_id);
+        tasks.spawn(async move {
+            let sent = Instant::now();
+            let got = client.register(&handle).await;
+            rec.record("register", &judge(Ok(()), &got, 201), sent, sent);
+            if let Ok((id, token)) = got {
+                registered.lock().insert(u, Registered { id, token });
+            }
+            pb.inc(1);
+            drop(permit);
+        });
+    }
+    tasks.close();
+    tasks.wait().await;
+    pb.finish();
+    let users = std::mem::take(&mut *registered.lock());
+    if users.len() < trace_users.len() {
+        let why = rec.ops().into_iter().find(|o| o.op == "register").map(|o| o.errors).unwrap_or_default();
+        anyhow::bail!(
+            "{} of {} users could not be registered ({why:?}); is the deployment up, and is this run id new?",
+            trace_users.len() - users.len(),
+            trace_users.len()
+        );
+    }
+    Ok((users, Phase::new(trace_users.len() as u64, t.elapsed())))
 }
 
 #[allow(clippy::too_many_arguments)]
