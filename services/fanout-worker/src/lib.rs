@@ -30,6 +30,19 @@
 //! event after another. Any other event (delete, graph, poison) ends the run and is applied
 //! on its own, so a delete still comes after the creates before it.
 //!
+//! # Long follower lists
+//!
+//! A post whose author has more than `split_above` followers (and is still ordinary, below
+//! the celebrity line) is not pushed by the worker that reads it: that worker pushes the
+//! author's own timeline and publishes the follower list in slices of `slice_size` to
+//! `fanout.v1`, keyed so the slices spread over the partitions, and every worker in the
+//! group applies the slices its partitions get. One 9,000-follower post is then shared by
+//! all workers instead of holding one partition while the rest idle. The post's offset moves
+//! only after every slice is acknowledged by the log, so a crash in between publishes the
+//! slices again, and pushes are idempotent. A slice applied after its post was deleted, or
+//! after a follower unfollowed, leaves an entry the read path drops (it filters deleted
+//! posts and unfollowed authors), as a redelivered push would.
+//!
 //! # Offsets
 //!
 //! Offsets move only after the cache writes of every event before them succeeded
@@ -60,7 +73,7 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use prost::Message;
 use starling_clients::{ClientError, GraphClient, PostClient};
 use starling_events::trace::TraceContext;
-use starling_events::{Consumer, Delivery, EventLog, LogError, Topic, pb};
+use starling_events::{Consumer, Delivery, EventLog, LogError, Record, Topic, pb};
 use starling_ids::{PostId, UserId};
 use starling_storage::{AuthorClass, Window};
 use starling_timeline_cache::{CacheError, Entry, Push, TimelineCache};
@@ -89,6 +102,11 @@ pub struct FanoutSettings {
     /// Timeline pushes (entry × owner) handed to the cache per call: bounds the memory a
     /// run of posts by authors with many followers holds at once.
     pub pushes_per_write: usize,
+    /// A post whose author has more followers than this is pushed in slices (see the crate
+    /// docs on long follower lists); 0 never splits.
+    pub split_above: usize,
+    /// Followers per slice.
+    pub slice_size: usize,
 }
 
 impl Default for FanoutSettings {
@@ -99,6 +117,8 @@ impl Default for FanoutSettings {
             batch: 1_024,
             lookups_in_flight: 16,
             pushes_per_write: 65_536,
+            split_above: 2_000,
+            slice_size: 1_000,
         }
     }
 }
@@ -125,11 +145,23 @@ pub struct Fanout {
 }
 
 /// What a delivery asks for, once decoded.
+enum Decoded {
+    /// A post to push, applied with the pushes around it as a run (see the crate docs).
+    Push(PostPush),
+    /// Anything else, applied on its own.
+    Single(Event),
+}
+
+/// A post created, or a slice of one's followers.
+struct PostPush {
+    post: PostId,
+    author: UserId,
+    /// `Some` for a slice: push to exactly these followers (and not the author's timeline,
+    /// which the worker that split the post pushed). `None`: look the audience up.
+    slice: Option<Vec<UserId>>,
+}
+
 enum Event {
-    Created {
-        post: PostId,
-        author: UserId,
-    },
     Deleted {
         post: PostId,
         author: UserId,
@@ -141,29 +173,37 @@ enum Event {
     Poison(String),
 }
 
-fn decode(d: &Delivery) -> Event {
+fn decode(d: &Delivery) -> Decoded {
+    let push = |post, author, slice| Decoded::Push(PostPush { post: PostId(post), author: UserId(author), slice });
+    let single = Decoded::Single;
     match d.topic {
         Topic::Posts => match pb::PostEvent::decode(d.payload.as_ref()) {
-            Err(e) => Event::Poison(e.to_string()),
+            Err(e) => single(Event::Poison(e.to_string())),
             Ok(e) => match e.kind {
-                Some(pb::post_event::Kind::Created(c)) => {
-                    Event::Created { post: PostId(c.post_id), author: UserId(c.author_id) }
-                }
+                Some(pb::post_event::Kind::Created(c)) => push(c.post_id, c.author_id, None),
                 Some(pb::post_event::Kind::Deleted(c)) => {
-                    Event::Deleted { post: PostId(c.post_id), author: UserId(c.author_id) }
+                    single(Event::Deleted { post: PostId(c.post_id), author: UserId(c.author_id) })
                 }
-                None => Event::Unknown,
+                None => single(Event::Unknown),
             },
         },
         Topic::Graph => match pb::GraphEvent::decode(d.payload.as_ref()) {
-            Err(e) => Event::Poison(e.to_string()),
-            Ok(e) => e.kind.map_or(Event::Unknown, Event::Graph),
+            Err(e) => single(Event::Poison(e.to_string())),
+            Ok(e) => single(e.kind.map_or(Event::Unknown, Event::Graph)),
+        },
+        Topic::Fanout => match pb::FanoutSlice::decode(d.payload.as_ref()) {
+            Err(e) => single(Event::Poison(e.to_string())),
+            Ok(e) => push(e.post_id, e.author_id, Some(e.follower_ids.into_iter().map(UserId).collect())),
         },
     }
 }
 
-/// The span that applies `d`: a child of the trace in its `traceparent` header, if any.
-fn event_span(d: &Delivery) -> tracing::Span {
+/// The span that applies `d`, a child of the trace in its `traceparent` header if any, and
+/// that span's own trace context (in a new trace if the header had none), which whatever
+/// the span publishes carries on.
+fn event_span(d: &Delivery) -> (tracing::Span, TraceContext) {
+    let parent = TraceContext::from_headers(&d.headers);
+    let own = parent.map_or_else(TraceContext::new_root, |p| p.child());
     let span = tracing::info_span!(
         "fanout.event",
         topic = d.topic.name(),
@@ -174,11 +214,10 @@ fn event_span(d: &Delivery) -> tracing::Span {
         span_id = tracing::field::Empty,
     );
     if span.is_disabled() {
-        return span;
+        return (span, own);
     }
-    match TraceContext::from_headers(&d.headers) {
+    match parent {
         Some(parent) => {
-            let own = parent.child();
             span.record("trace_id", parent.trace_id_hex());
             span.record("parent_span_id", parent.span_id_hex());
             span.record("span_id", own.span_id_hex());
@@ -188,14 +227,14 @@ fn event_span(d: &Delivery) -> tracing::Span {
         }
         None => {}
     }
-    span
+    (span, own)
 }
 
-/// One `PostCreated` of a run.
-struct Created {
-    post: PostId,
-    author: UserId,
+/// One push of a run, with the span and trace context of the event that asked for it.
+struct Pending {
+    push: PostPush,
     span: tracing::Span,
+    trace: TraceContext,
 }
 
 /// Who gets an author's posts.
@@ -292,14 +331,14 @@ impl Fanout {
     }
 
     async fn apply_partition(&self, deliveries: Vec<&Delivery>, log: &dyn EventLog) {
-        let mut run: Vec<Created> = Vec::new();
+        let mut run: Vec<Pending> = Vec::new();
         for d in deliveries {
-            let span = event_span(d);
+            let (span, trace) = event_span(d);
             match decode(d) {
-                Event::Created { post, author } => run.push(Created { post, author, span }),
-                event => {
+                Decoded::Push(push) => run.push(Pending { push, span, trace }),
+                Decoded::Single(event) => {
                     if !run.is_empty() {
-                        self.apply_run_with_retry(&run).await;
+                        self.apply_run_with_retry(&run, log).await;
                         run.clear();
                     }
                     self.apply_with_retry(d, event, log).instrument(span).await;
@@ -307,21 +346,20 @@ impl Fanout {
             }
         }
         if !run.is_empty() {
-            self.apply_run_with_retry(&run).await;
+            self.apply_run_with_retry(&run, log).await;
         }
     }
 
     /// Retries transient failures forever (with backoff): skipping would lose the effect,
     /// and the partition is better held than wrong.
-    async fn apply_run_with_retry(&self, run: &[Created]) {
+    async fn apply_run_with_retry(&self, run: &[Pending], log: &dyn EventLog) {
         let span = tracing::info_span!("fanout.posts", events = run.len());
-        for c in run {
-            span.follows_from(&c.span);
+        for p in run {
+            span.follows_from(&p.span);
         }
-        let posts: Vec<(PostId, UserId)> = run.iter().map(|c| (c.post, c.author)).collect();
         let mut backoff = Duration::from_millis(20);
         loop {
-            match self.posts_created(&posts).instrument(span.clone()).await {
+            match self.apply_run(run, log).instrument(span.clone()).await {
                 Ok(()) => {
                     self.stats.events.add(run.len() as u64);
                     return;
@@ -354,7 +392,6 @@ impl Fanout {
                         Err(e) => Err(FanoutError::from(e)),
                     }
                 }
-                Event::Created { post, author } => self.post_created(*post, *author).await,
                 Event::Deleted { post, author } => self.post_deleted(*post, *author).await,
                 Event::Graph(kind) => self.graph_event(kind).await,
                 Event::Unknown => Ok(()),
@@ -427,13 +464,11 @@ impl Fanout {
         Ok((author, self.audience(author).await?))
     }
 
-    pub async fn post_created(&self, post: PostId, author: UserId) -> Result<(), FanoutError> {
-        self.posts_created(&[(post, author)]).await
-    }
-
-    /// Applies a run of `PostCreated` events at once (see the crate docs on runs).
-    pub async fn posts_created(&self, posts: &[(PostId, UserId)]) -> Result<(), FanoutError> {
-        let mut authors: Vec<UserId> = posts.iter().map(|&(_, a)| a).collect();
+    /// Applies a run of pushes at once (see the crate docs on runs): the created posts'
+    /// audiences are looked up, long ones are published as slices, and every other push is
+    /// written to the cache.
+    async fn apply_run(&self, run: &[Pending], log: &dyn EventLog) -> Result<(), FanoutError> {
+        let mut authors: Vec<UserId> = run.iter().filter(|p| p.push.slice.is_none()).map(|p| p.push.author).collect();
         authors.sort_unstable();
         authors.dedup();
         let lookups: Vec<_> = authors.into_iter().map(|a| self.audience_of(a)).collect();
@@ -443,19 +478,30 @@ impl Fanout {
             .await?;
         let limit = self.settings.pushes_per_write.max(1);
         let mut pushes: Vec<Push<'_>> = Vec::new();
+        let mut slices: Vec<Record> = Vec::new();
         let mut pending = 0;
         let (mut pushed, mut merged) = (0u64, 0u64);
-        for (post, author) in posts {
-            let entry = Entry { post: *post, author: *author };
-            // The author's own timeline, then the followers'.
-            pushes.push(Push { entry, owners: std::slice::from_ref(author) });
-            pending += 1;
-            match &audiences[author] {
-                Audience::Celebrity => merged += 1,
-                Audience::Followers(followers) => {
-                    pushed += 1;
-                    pushes.push(Push { entry, owners: followers });
-                    pending += followers.len();
+        for p in run {
+            let (post, author) = (p.push.post, p.push.author);
+            let entry = Entry { post, author };
+            if let Some(followers) = &p.push.slice {
+                pushes.push(Push { entry, owners: followers });
+                pending += followers.len();
+            } else {
+                // The author's own timeline, then the followers'.
+                pushes.push(Push { entry, owners: std::slice::from_ref(&p.push.author) });
+                pending += 1;
+                match &audiences[&author] {
+                    Audience::Celebrity => merged += 1,
+                    Audience::Followers(followers) if self.splits(followers.len()) => {
+                        pushed += 1;
+                        slices.extend(self.slices(post, author, followers, p.trace));
+                    }
+                    Audience::Followers(followers) => {
+                        pushed += 1;
+                        pushes.push(Push { entry, owners: followers });
+                        pending += followers.len();
+                    }
                 }
             }
             if pending >= limit {
@@ -465,15 +511,51 @@ impl Fanout {
             }
         }
         self.write(&pushes, pending).await?;
+        if !slices.is_empty() {
+            let n = slices.len() as u64;
+            log.append(slices).await?;
+            self.stats.slices_published.add(n);
+        }
         // Counted once the run's writes all succeeded, so a retried run counts once.
         self.stats.posts_pushed.add(pushed);
         self.stats.posts_merged_at_read.add(merged);
-        for (_, author) in posts {
-            if let Audience::Followers(followers) = &audiences[author] {
-                self.stats.by_followers.pushed(followers.len());
+        for p in run {
+            match &p.push.slice {
+                Some(_) => self.stats.slices_applied.inc(),
+                None => {
+                    if let Audience::Followers(followers) = &audiences[&p.push.author] {
+                        self.stats.by_followers.pushed(followers.len());
+                    }
+                }
             }
         }
         Ok(())
+    }
+
+    fn splits(&self, followers: usize) -> bool {
+        self.settings.split_above > 0 && followers > self.settings.split_above
+    }
+
+    /// `post`'s followers as slice records, each in a child span of `trace`.
+    fn slices(&self, post: PostId, author: UserId, followers: &[UserId], trace: TraceContext) -> Vec<Record> {
+        let chunks = followers.chunks(self.settings.slice_size.max(1));
+        let slices = chunks.len() as u32;
+        chunks
+            .enumerate()
+            .map(|(i, chunk)| {
+                let event = pb::FanoutSlice {
+                    event_id: starling_events::event_id(),
+                    occurred_at_ms: starling_events::now_ms(),
+                    post_id: post.0,
+                    author_id: author.0,
+                    follower_ids: chunk.iter().map(|f| f.0).collect(),
+                    slice: i as u32,
+                    slices,
+                };
+                // Consecutive keys land on different partitions (see `partition_for`).
+                Record::fanout_slice(post.0.wrapping_add(i as u64), &event, trace.child())
+            })
+            .collect()
     }
 
     async fn write(&self, pushes: &[Push<'_>], owners: usize) -> Result<(), FanoutError> {
@@ -608,19 +690,23 @@ mod tests {
 
         /// Runs a fan-out over `log` until it has applied `events`, then stops it.
         async fn apply(&self, log: Arc<dyn EventLog>, events: u64) -> Arc<FanoutStats> {
+            self.apply_with(log, events, FanoutSettings::default()).await
+        }
+
+        async fn apply_with(&self, log: Arc<dyn EventLog>, events: u64, settings: FanoutSettings) -> Arc<FanoutStats> {
             let stats = Arc::new(FanoutStats::default());
             let fanout = Arc::new(Fanout {
                 graph: Arc::new(LocalGraph(self.store.graph())),
                 posts: Arc::new(LocalPosts(self.store.posts())),
                 cache: self.cache.clone(),
                 max_entries: 800,
-                settings: FanoutSettings::default(),
+                settings,
                 stats: stats.clone(),
             });
             let stop = CancellationToken::new();
             let task = tokio::spawn(fanout.run(log, stop.clone()));
             let started = std::time::Instant::now();
-            while stats.events.get() < events {
+            while !stats.applied_all(events) {
                 assert!(started.elapsed() < Duration::from_secs(60), "the events were not applied");
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
@@ -664,6 +750,69 @@ mod tests {
         assert_eq!(stats.dead_letters.get(), 1);
         assert_eq!(log.dead_letter_count().unwrap(), 1);
         assert_eq!(f.reader_timeline().await, vec![PostId(99)]);
+    }
+
+    /// A post by an author with more followers than `split_above` is published as slices
+    /// that the consumers of the group share: every follower gets it once, the slices carry
+    /// the post's trace, and the author's own timeline gets it from the splitting worker.
+    #[tokio::test]
+    async fn long_follower_lists_are_pushed_in_slices_shared_by_the_group() {
+        use starling_events::trace::{self, TraceContext};
+
+        let dir = tempfile::tempdir().unwrap();
+        let f = Fixture::new(dir.path(), UserId(30), UserId(31)).await;
+        let graph = f.store.graph();
+        let mut followers = vec![f.reader];
+        for id in 32..57 {
+            let u = UserId(id);
+            graph.create_user(&UserRecord { id: u, handle: format!("f{id}") }).await.unwrap();
+            graph.follow(u, f.author, Vec::new()).await.unwrap();
+            assert!(f.cache.begin_rebuild(u).await.unwrap());
+            f.cache.finish_rebuild(u, &[], true).await.unwrap();
+            followers.push(u);
+        }
+        assert!(f.cache.begin_rebuild(f.author).await.unwrap());
+        f.cache.finish_rebuild(f.author, &[], true).await.unwrap();
+
+        let log = test_log(dir.path()).await;
+        // Another group sees every slice record, to check what they carry.
+        let mut inspect = log.subscribe("inspect-slices", &[Topic::Fanout]).await.unwrap();
+        let request = TraceContext::new_root();
+        let post = trace::scope(request, async { Record::post(f.author.get(), &f.created(700)) }).await;
+        log.append(vec![post]).await.unwrap();
+
+        // 26 followers in slices of 4: 7 slices, over two consumers.
+        let settings = FanoutSettings { consumers: 2, split_above: 10, slice_size: 4, ..FanoutSettings::default() };
+        let stats = f.apply_with(log, 1, settings).await;
+        assert_eq!((stats.slices_published.get(), stats.slices_applied.get()), (7, 7));
+        assert_eq!(stats.inserts.get(), 27, "26 followers and the author, once each");
+        for u in followers.iter().chain([&f.author]) {
+            let range = Range { before: None, after: None, limit: 10, oldest_first: false };
+            let got: Vec<PostId> = f.cache.read(*u, range).await.unwrap().unwrap().entries.iter().map(|e| e.post).collect();
+            assert_eq!(got, vec![PostId(700)], "timeline of {u:?}");
+        }
+
+        let mut seen = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while seen.len() < 7 && std::time::Instant::now() < deadline {
+            seen.extend(inspect.poll(16, Duration::from_millis(200)).await.unwrap());
+        }
+        assert_eq!(seen.len(), 7);
+        let mut pushed: Vec<u64> = Vec::new();
+        for d in &seen {
+            let slice = pb::FanoutSlice::decode(d.payload.as_ref()).unwrap();
+            assert_eq!((slice.post_id, slice.author_id, slice.slices), (700, f.author.get(), 7));
+            assert!(slice.follower_ids.len() <= 4);
+            pushed.extend(slice.follower_ids);
+            let context = TraceContext::from_headers(&d.headers).expect("a traceparent");
+            assert_eq!(context.trace_id, request.trace_id, "the slice continues the post's trace");
+        }
+        pushed.sort_unstable();
+        let mut expected: Vec<u64> = followers.iter().map(|u| u.get()).collect();
+        expected.sort_unstable();
+        assert_eq!(pushed, expected, "the slices cover the followers exactly once");
+        let partitions: std::collections::HashSet<u32> = seen.iter().map(|d| d.partition).collect();
+        assert_eq!(partitions.len(), 2, "the slices spread over both partitions");
     }
 
     /// Records the fields of every `fanout.event` span, as they were when it closed.

@@ -21,7 +21,7 @@ impl Counter {
 
 #[derive(Debug, Default)]
 pub struct FanoutStats {
-    /// Events applied.
+    /// Events applied, slices included.
     pub events: Counter,
     /// Timeline entries written by pushes (not counting backfills).
     pub inserts: Counter,
@@ -35,6 +35,9 @@ pub struct FanoutStats {
     pub backfilled: Counter,
     pub retries: Counter,
     pub dead_letters: Counter,
+    /// Slices of long follower lists this process published to the log, and applied.
+    pub slices_published: Counter,
+    pub slices_applied: Counter,
     /// Posts by their author's follower count, for "fan-out against follower count".
     pub by_followers: ByFollowers,
     /// Last known lag of each consumer in this process (records not yet committed).
@@ -42,10 +45,21 @@ pub struct FanoutStats {
 }
 
 impl FanoutStats {
+    /// Whether `events` events from the services (slices not counted) are applied, and with
+    /// them every slice this process published: "done" for a single-process test or bench.
+    pub fn applied_all(&self, events: u64) -> bool {
+        // In this order: a run publishes its slices before it counts its events, so once
+        // `events` counts a post, `published` already counts its slices.
+        let all = self.events.get();
+        let published = self.slices_published.get();
+        let applied = self.slices_applied.get();
+        applied >= published && all.saturating_sub(applied) >= events
+    }
+
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
         let rows = [
-            ("starling_fanout_events_total", "Events applied.", self.events.get()),
+            ("starling_fanout_events_total", "Events applied, slices included.", self.events.get()),
             ("starling_fanout_timeline_inserts_total", "Timeline entries written by pushes.", self.inserts.get()),
             (
                 "starling_fanout_skipped_inactive_total",
@@ -61,6 +75,12 @@ impl FanoutStats {
             ("starling_fanout_backfilled_entries_total", "Entries inserted by backfills.", self.backfilled.get()),
             ("starling_fanout_retries_total", "Transient failures retried.", self.retries.get()),
             ("starling_fanout_dead_letters_total", "Undecodable events skipped.", self.dead_letters.get()),
+            (
+                "starling_fanout_slices_published_total",
+                "Slices of long follower lists published for the workers to share.",
+                self.slices_published.get(),
+            ),
+            ("starling_fanout_slices_applied_total", "Follower-list slices applied.", self.slices_applied.get()),
         ];
         let mut out = String::new();
         for (name, help, value) in rows {

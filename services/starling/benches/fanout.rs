@@ -180,7 +180,7 @@ async fn standalone(followers: usize, posts_n: usize) {
     let stop = CancellationToken::new();
     let start = Instant::now();
     let task = tokio::spawn(worker(&store, cache.clone(), stats.clone()).run(log, stop.clone()));
-    while stats.events.get() < posts_n as u64 {
+    while !stats.applied_all(posts_n as u64) {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let elapsed = start.elapsed().as_secs_f64();
@@ -480,11 +480,11 @@ async fn distributed_case(
         })
         .collect();
     log.append(warm_up).await.unwrap();
-    while stats.events.get() < WARM_UP_POSTS as u64 && launched.elapsed() < deadline {
+    while !stats.applied_all(WARM_UP_POSTS as u64) && launched.elapsed() < deadline {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let join_secs = launched.elapsed().as_secs_f64();
-    let warm = stats.events.get();
+    let warm = stats.events.get() - stats.slices_applied.get();
 
     // Timed: appending the posts (large appends, concurrent with the worker consuming
     // them) until the worker has applied the last one. Producing is ~10× faster than the
@@ -505,7 +505,7 @@ async fn distributed_case(
     let target = warm + posts_n as u64;
     let mut progress = Instant::now();
     let mut complete = true;
-    while stats.events.get() < target {
+    while !stats.applied_all(target) {
         if launched.elapsed() >= deadline {
             complete = false;
             break;
@@ -515,7 +515,7 @@ async fn distributed_case(
             let secs = first.elapsed().as_secs_f64();
             eprintln!(
                 "  {followers} followers: {}/{posts_n} events, {} inserts, {:.0} inserts/s so far",
-                stats.events.get() - warm,
+                stats.events.get() - stats.slices_applied.get() - warm,
                 stats.inserts.get(),
                 stats.inserts.get() as f64 / secs
             );

@@ -442,8 +442,11 @@ async fn readyz(ops: web::Data<Ops>) -> HttpResponse {
 
 async fn metrics(ops: web::Data<Ops>) -> HttpResponse {
     let mut body = String::new();
-    if !ops.publishers.is_empty() {
-        let published: u64 = ops.publishers.iter().map(Publisher::published).sum();
+    if !ops.publishers.is_empty() || ops.fanout.is_some() {
+        // The fan-out appends too: the slices of long follower lists. Counting them here
+        // keeps "everything published was applied" a complete quiet check.
+        let slices = ops.fanout.as_ref().map_or(0, |f| f.slices_published.get());
+        let published: u64 = ops.publishers.iter().map(Publisher::published).sum::<u64>() + slices;
         body.push_str(&format!(
             "# HELP starling_events_published_total Events this process appended to the log.\n# TYPE starling_events_published_total counter\nstarling_events_published_total {published}\n"
         ));

@@ -254,8 +254,8 @@ impl Settings {
         if self.server.worker_id > starling_ids::MAX_WORKER {
             return bad("server.worker_id must be at most 1023");
         }
-        if self.storage.log_partitions == 0 || self.fanout.consumers == 0 {
-            return bad("storage.log_partitions and fanout.consumers must be positive");
+        if self.storage.log_partitions == 0 || self.fanout.consumers == 0 || self.fanout.slice_size == 0 {
+            return bad("storage.log_partitions, fanout.consumers and fanout.slice_size must be positive");
         }
         if self.auth.token_ttl_secs == 0 {
             return bad("auth.token_ttl_secs must be positive");

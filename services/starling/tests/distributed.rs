@@ -4,8 +4,9 @@
 //! `starling serve` processes over a real Kafka-protocol broker and a real Redis. The
 //! trace driver from the standalone oracle test runs against them through the public APIs
 //! (routed by path, as an ingress does); after quiet every home timeline must equal the
-//! oracle's. Disturbances mid-trace: a fan-out worker SIGKILLed and restarted, the timeline
-//! cache wiped, and the broker restarted.
+//! oracle's, and both workers must have applied slices of long follower lists.
+//! Disturbances mid-trace: a fan-out worker SIGKILLed and restarted, the timeline cache
+//! wiped, and the broker restarted.
 //!
 //! Needs `KAFKA_BROKERS`'s tooling and `REDIS_URL` (scripts/test.sh provides both). The
 //! broker-restart test starts its own broker with scripts/lib/kafka.sh so it can restart
@@ -170,6 +171,11 @@ async fn run(seed: u64, steps: usize, disturbance: Disturbance) {
     assert!(celebrity_seen, "the trace never made anyone a celebrity");
     let from_cache = d.verify_all("distributed, after the trace").await;
     assert!(from_cache >= HOT / 2, "only {from_cache} users were served from materialised timelines");
+    // Long follower lists were split (SETTINGS), and both workers took a share of them.
+    for f in &stack.fanout {
+        let slices = Api::new(&f.base).metric("starling_fanout_slices_applied_total").await;
+        assert!(slices > 0, "the fan-out worker at {} applied no slices", f.base);
+    }
     let _ = &mut stack;
 }
 

@@ -34,15 +34,19 @@ pub enum Topic {
     Posts,
     /// [`pb::GraphEvent`], keyed by the acting user.
     Graph,
+    /// [`pb::FanoutSlice`], keyed by post id plus slice number; written by the fan-out
+    /// worker to share one long follower list among the workers.
+    Fanout,
 }
 
 impl Topic {
-    pub const ALL: [Topic; 2] = [Topic::Posts, Topic::Graph];
+    pub const ALL: [Topic; 3] = [Topic::Posts, Topic::Graph, Topic::Fanout];
 
     pub const fn name(self) -> &'static str {
         match self {
             Topic::Posts => "posts.v1",
             Topic::Graph => "graph.v1",
+            Topic::Fanout => "fanout.v1",
         }
     }
 
@@ -55,6 +59,7 @@ impl Topic {
         match self {
             Topic::Posts => 1,
             Topic::Graph => 2,
+            Topic::Fanout => 3,
         }
     }
 
@@ -84,6 +89,12 @@ impl Record {
     pub fn graph(key: u64, event: &pb::GraphEvent) -> Record {
         Record { topic: Topic::Graph, key, payload: event.encode_to_vec().into(), headers: Vec::new() }
             .with_trace(trace::current_or_new())
+    }
+
+    /// A slice of a post's fan-out, in the trace of the worker span that split it.
+    pub fn fanout_slice(key: u64, event: &pb::FanoutSlice, context: trace::TraceContext) -> Record {
+        Record { topic: Topic::Fanout, key, payload: event.encode_to_vec().into(), headers: Vec::new() }
+            .with_trace(context)
     }
 
     /// Sets the record's `traceparent` header, replacing any it had.

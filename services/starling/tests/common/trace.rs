@@ -26,6 +26,9 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("STARLING__CELEBRITY__THRESHOLD", "6"),
     ("STARLING__CELEBRITY__DEMOTE_BELOW", "4"),
     ("STARLING__FANOUT__FOLLOWER_PAGE", "5"),
+    // Ordinary authors with 4 or more followers are pushed in slices of 2.
+    ("STARLING__FANOUT__SPLIT_ABOVE", "3"),
+    ("STARLING__FANOUT__SLICE_SIZE", "2"),
 ];
 
 pub const USERS: usize = 40;
