@@ -48,8 +48,9 @@
 //! (inserts per case), `FANOUT_COMMIT_MS` (the consumers' `KafkaOptions::commit_interval`),
 //! `FANOUT_LINGER_MS` (the producer's `KafkaOptions::linger`, so the size of the record
 //! batches the broker stores), `FANOUT_PARTITIONS` (default 4), `FANOUT_CONSUMERS`
-//! (`FanoutSettings::consumers`), `FANOUT_RDKAFKA=key=value,...` (extra consumer settings,
-//! `KafkaOptions::consumer_config`).
+//! (`FanoutSettings::consumers`), `FANOUT_SPLIT_ABOVE` (`FanoutSettings::split_above`:
+//! followers above which a post is pushed in slices through `fanout.v1`; 0 never splits),
+//! `FANOUT_RDKAFKA=key=value,...` (extra consumer settings, `KafkaOptions::consumer_config`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -114,6 +115,9 @@ fn worker(store: &EmbeddedStore, cache: Arc<dyn TimelineCache>, stats: Arc<Fanou
     let mut settings = FanoutSettings::default();
     if let Some(n) = env_usize("FANOUT_CONSUMERS") {
         settings.consumers = n;
+    }
+    if let Some(n) = env_usize("FANOUT_SPLIT_ABOVE") {
+        settings.split_above = n;
     }
     Arc::new(Fanout {
         graph: Arc::new(LocalGraph(store.graph())),

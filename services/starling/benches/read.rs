@@ -1,18 +1,32 @@
-//! Standalone home-timeline reads over HTTP.
+//! Home-timeline reads over HTTP, standalone or distributed.
 //!
-//! Starts the standalone server in this process, builds a population of readers who each
-//! follow `ORDINARY` ordinary authors and `CELEBRITIES` celebrities (so every read merges
-//! five celebrity lists into the materialised timeline), then runs a closed-loop load of
-//! `CONNECTIONS` concurrent clients asking for 20 hydrated entries for `SECONDS` seconds.
-//! Client and server share the machine's cores, as they do in the targets' definition.
+//! Builds a population of readers who each follow `ORDINARY / 2` ordinary authors and
+//! `CELEBRITIES` celebrities (so every read merges five celebrity lists into the
+//! materialised timeline), then runs a closed-loop load of `CONNECTIONS` concurrent
+//! clients asking for 20 hydrated entries for `SECONDS` seconds. The same run first
+//! measures the HTTP ceiling of the set-up (`GET /healthz` on the serving process, same
+//! client and connections). Client and server share the machine's cores, as they do in the
+//! targets' definition.
+//!
+//! - Standalone (default): the whole service in this process, embedded backends.
+//! - Distributed (`KAFKA_BROKERS` and `REDIS_URL` set): graph-service, post-service,
+//!   timeline-service and a fan-out worker as separate `starling serve` processes over
+//!   that broker and Redis, requests routed by path as an ingress does. A read is then a
+//!   Redis read plus the timeline-service's internal calls (the reader's follows to the
+//!   graph-service, hydration to the post-service).
 //!
 //! Run: `cargo bench -p starling --bench read` (add `-- quick` for a short run).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{Api, Routes, Server};
 use hdrhistogram::Histogram;
-use serde_json::{Value, json};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
 use starling::{Node, Settings};
 
 const READERS: usize = 200;
@@ -21,94 +35,128 @@ const CELEBRITIES: usize = 5;
 const POSTS_PER_AUTHOR: usize = 20;
 const CONNECTIONS: usize = 32;
 
+/// What serves the requests, kept alive for the run.
+enum Deployment {
+    Standalone(Node),
+    Distributed { _servers: Vec<Server>, _dirs: Vec<tempfile::TempDir> },
+}
+
 #[tokio::main]
 async fn main() {
     let quick = std::env::args().any(|a| a == "quick");
     let seconds = if quick { 3 } else { 15 };
     let dir = tempfile::tempdir().unwrap();
-    let mut settings = Settings::default();
-    settings.server.data_dir = dir.path().to_owned();
-    settings.server.bind = "127.0.0.1:0".parse().unwrap();
-    settings.rate_limit.writes_per_second = 0.0;
-    // Every reader follows the celebrities, so they cross this line.
-    settings.celebrity.threshold = (READERS / 2) as u64;
-    settings.celebrity.demote_below = (READERS / 4) as u64;
-    let server = Node::standalone(settings).await.unwrap();
-    let base = format!("http://{}", server.addr);
-    let http = reqwest::Client::builder().pool_max_idle_per_host(CONNECTIONS).build().unwrap();
-
-    eprintln!("setting up {READERS} readers, {ORDINARY} ordinary authors, {CELEBRITIES} celebrities...");
-    let register = |handle: String| {
-        let (http, base) = (http.clone(), base.clone());
-        async move {
-            let r: Value = http
-                .post(format!("{base}/api/v1/users"))
-                .json(&json!({ "handle": handle }))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            (r["user"]["id"].as_str().unwrap().to_owned(), r["token"].as_str().unwrap().to_owned())
-        }
+    let (deployment, api, read_base) = match (std::env::var("KAFKA_BROKERS"), std::env::var("REDIS_URL")) {
+        (Ok(kafka), Ok(redis)) => distributed(&kafka, &redis),
+        _ => standalone(dir.path()).await,
     };
+    let label = match deployment {
+        Deployment::Standalone(_) => "standalone",
+        Deployment::Distributed { .. } => "distributed",
+    };
+
+    eprintln!("{label}: setting up {READERS} readers, {ORDINARY} ordinary authors, {CELEBRITIES} celebrities...");
     let mut authors = Vec::new();
     for i in 0..ORDINARY + CELEBRITIES {
-        authors.push(register(format!("author{i}")).await);
+        authors.push(api.register(&format!("author{i}")).await);
     }
     let mut readers = Vec::new();
     for i in 0..READERS {
-        let (id, token) = register(format!("reader{i}")).await;
-        // Each reader follows its own slice of ordinary authors and every celebrity.
-        let mut follow: Vec<usize> = (0..ORDINARY).filter(|a| (a + i) % 2 == 0).take(ORDINARY).collect();
+        let (id, token) = api.register(&format!("reader{i}")).await;
+        // Each reader follows its own half of the ordinary authors and every celebrity.
+        let mut follow: Vec<usize> = (0..ORDINARY).filter(|a| (a + i) % 2 == 0).collect();
         follow.extend(ORDINARY..ORDINARY + CELEBRITIES);
         for a in follow {
-            let r = http
-                .post(format!("{base}/api/v1/users/{}/follow", authors[a].0))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .unwrap();
-            assert!(r.status().is_success());
+            let r = api.call(Method::POST, &format!("/api/v1/users/{}/follow", authors[a].0), Some(&token), None).await;
+            assert!(r.status.is_success(), "follow: {}", r.status);
         }
         // A first read materialises the timeline (an active reader).
-        http.get(format!("{base}/api/v1/timelines/home")).bearer_auth(&token).send().await.unwrap();
+        api.call(Method::GET, "/api/v1/timelines/home", Some(&token), None).await;
         readers.push((id, token));
     }
     for (n, (_, token)) in authors.iter().enumerate() {
         for p in 0..POSTS_PER_AUTHOR {
-            let r = http
-                .post(format!("{base}/api/v1/posts"))
-                .bearer_auth(token)
-                .json(&json!({ "text": format!("post {p} from author {n}") }))
-                .send()
-                .await
-                .unwrap();
-            assert!(r.status().is_success());
+            let body = json!({ "text": format!("post {p} from author {n}") });
+            let r = api.call(Method::POST, "/api/v1/posts", Some(token), Some(body)).await;
+            assert_eq!(r.status, StatusCode::CREATED);
         }
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let check: Value = http
-        .get(format!("{base}/api/v1/timelines/home?limit=20"))
-        .bearer_auth(&readers[0].1)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(check["posts"].as_array().unwrap().len(), 20, "a reader's page must be full");
+    api.wait_quiet().await;
+    let check = api.call(Method::GET, "/api/v1/timelines/home?limit=20", Some(&readers[0].1), None).await;
+    assert_eq!(check.body["posts"].as_array().unwrap().len(), 20, "a reader's page must be full");
 
-    println!("| what | requests | seconds | requests/s | p50 ms | p99 ms | p99.9 ms | errors |");
+    let http = reqwest::Client::builder().pool_max_idle_per_host(CONNECTIONS).build().unwrap();
+    println!("| {label}: what | requests | seconds | requests/s | p50 ms | p99 ms | p99.9 ms | errors |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     eprintln!("HTTP ceiling: GET /healthz for 3 s with {CONNECTIONS} connections...");
     let healthz = Arc::new(vec![(String::new(), String::new())]);
-    load(&http, &base, "/healthz", healthz, Duration::from_secs(3), "GET /healthz (HTTP ceiling)").await;
+    load(&http, &read_base, "/healthz", healthz, Duration::from_secs(3), "GET /healthz (HTTP ceiling)").await;
     eprintln!("reading for {seconds} s with {CONNECTIONS} connections...");
     let path = "/api/v1/timelines/home?limit=20";
-    load(&http, &base, path, Arc::new(readers), Duration::from_secs(seconds), "home timeline, 20 entries").await;
-    server.stop().await.unwrap();
+    let readers: Vec<(String, String)> = readers.into_iter().map(|(id, t)| (id.to_string(), t)).collect();
+    load(&http, &read_base, path, Arc::new(readers), Duration::from_secs(seconds), "home timeline, 20 entries").await;
+    if let Deployment::Standalone(node) = deployment {
+        node.stop().await.unwrap();
+    }
+}
+
+/// Every reader follows the celebrities, so they cross this line.
+const THRESHOLD: u64 = (READERS / 2) as u64;
+const DEMOTE_BELOW: u64 = (READERS / 4) as u64;
+
+async fn standalone(dir: &std::path::Path) -> (Deployment, Api, String) {
+    let mut settings = Settings::default();
+    settings.server.data_dir = dir.to_owned();
+    settings.server.bind = "127.0.0.1:0".parse().unwrap();
+    settings.rate_limit.writes_per_second = 0.0;
+    settings.celebrity.threshold = THRESHOLD;
+    settings.celebrity.demote_below = DEMOTE_BELOW;
+    let node = Node::standalone(settings).await.unwrap();
+    let base = format!("http://{}", node.addr);
+    (Deployment::Standalone(node), Api::new(&base), base)
+}
+
+fn distributed(kafka: &str, redis: &str) -> (Deployment, Api, String) {
+    let prefix = format!("readbench{}", std::process::id());
+    let (threshold, demote) = (THRESHOLD.to_string(), DEMOTE_BELOW.to_string());
+    let (topics, keys) = (format!("{prefix}."), format!("{prefix}:"));
+    let env: Vec<(&str, &str)> = vec![
+        ("STARLING__BACKENDS__KAFKA_BROKERS", kafka),
+        ("STARLING__BACKENDS__TOPIC_PREFIX", &topics),
+        ("STARLING__BACKENDS__REDIS_URL", redis),
+        ("STARLING__BACKENDS__REDIS_PREFIX", &keys),
+        ("STARLING__AUTH__JWT_SECRET", "read-bench-secret"),
+        ("STARLING__CELEBRITY__THRESHOLD", &threshold),
+        ("STARLING__CELEBRITY__DEMOTE_BELOW", &demote),
+    ];
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let with = |extra: &[(&'static str, &str)]| -> Vec<(String, String)> {
+        env.iter().chain(extra).map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    };
+    let serve = |role: &str, dir: &tempfile::TempDir, env: Vec<(String, String)>| {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        Server::serve(role, dir.path(), &env)
+    };
+    let graph = serve("graph-service", &dirs[0], with(&[("STARLING__SERVER__WORKER_ID", "1")]));
+    let graph_url = graph.base.clone();
+    let posts = serve(
+        "post-service",
+        &dirs[1],
+        with(&[("STARLING__PEERS__GRAPH_URL", &graph_url), ("STARLING__SERVER__WORKER_ID", "2")]),
+    );
+    let post_url = posts.base.clone();
+    let peers = with(&[("STARLING__PEERS__GRAPH_URL", &graph_url), ("STARLING__PEERS__POST_URL", &post_url)]);
+    let timeline = serve("timeline-service", &dirs[2], peers.clone());
+    let fanout = serve("fanout-worker", &dirs[3], peers);
+    let routes = Routes {
+        graph: graph.base.clone(),
+        posts: posts.base.clone(),
+        timeline: timeline.base.clone(),
+        metrics: [&graph, &posts, &timeline, &fanout].iter().map(|s| s.base.clone()).collect(),
+    };
+    let read_base = timeline.base.clone();
+    let deployment = Deployment::Distributed { _servers: vec![graph, posts, timeline, fanout], _dirs: dirs };
+    (deployment, Api::routed(routes), read_base)
 }
 
 /// Closed-loop load: `CONNECTIONS` clients each send the next request as soon as the last

@@ -61,6 +61,7 @@ impl Marked {
             Topic::Graph => {
                 pb::GraphEvent { event_id: event_id.clone(), occurred_at_ms: now_ms(), kind: None }.encode_to_vec()
             }
+            Topic::Fanout => pb::FanoutSlice { event_id: event_id.clone(), ..Default::default() }.encode_to_vec(),
         };
         Record { topic, key, payload: payload.into(), headers: vec![(HEADER.to_owned(), Bytes::from(event_id))] }
     }
@@ -70,18 +71,23 @@ impl Marked {
         let event_id = match d.topic {
             Topic::Posts => pb::PostEvent::decode(d.payload.as_ref()).ok()?.event_id,
             Topic::Graph => pb::GraphEvent::decode(d.payload.as_ref()).ok()?.event_id,
+            Topic::Fanout => pb::FanoutSlice::decode(d.payload.as_ref()).ok()?.event_id,
         };
         event_id.strip_prefix(&self.prefix)?.parse().ok()
     }
 
-    /// `n` records over both topics and `keys` keys; seq `i` has key `key_of(i)`.
+    /// `n` records over every topic and `keys` keys; seq `i` has key `key_of(i)`.
     fn batch(&self, range: std::ops::Range<u64>, keys: u64) -> Vec<Record> {
         range.map(|i| self.record(topic_of(i), key_of(i, keys), i)).collect()
     }
 }
 
 fn topic_of(seq: u64) -> Topic {
-    if seq % 3 == 2 { Topic::Graph } else { Topic::Posts }
+    match seq % 5 {
+        2 => Topic::Graph,
+        4 => Topic::Fanout,
+        _ => Topic::Posts,
+    }
 }
 
 /// Keys far apart so they spread over partitions and never look like small test ids.
