@@ -788,7 +788,8 @@ mod tests {
         assert_eq!(stats.inserts.get(), 27, "26 followers and the author, once each");
         for u in followers.iter().chain([&f.author]) {
             let range = Range { before: None, after: None, limit: 10, oldest_first: false };
-            let got: Vec<PostId> = f.cache.read(*u, range).await.unwrap().unwrap().entries.iter().map(|e| e.post).collect();
+            let got: Vec<PostId> =
+                f.cache.read(*u, range).await.unwrap().unwrap().entries.iter().map(|e| e.post).collect();
             assert_eq!(got, vec![PostId(700)], "timeline of {u:?}");
         }
 
