@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every Starling test: formatting, unit and conformance tests (embedded backends,
+# Runs every Starling test: formatting, the Kubernetes manifests, unit and conformance tests (embedded backends,
 # and real Redis and a real Kafka-protocol broker started here), and the end-to-end
 # oracle tests against the real binaries, standalone and as separate processes.
 #
@@ -31,6 +31,9 @@ fi
 
 step "formatting"
 cargo fmt --all -- --check
+
+step "Kubernetes manifests and Dockerfile (rendered, schema-validated, linted)"
+scripts/check-k8s.sh
 
 step "build (tests and binaries)"
 cargo build --workspace --tests --locked
