@@ -84,6 +84,10 @@ pub use stats::FanoutStats;
 
 pub const CONSUMER_GROUP: &str = "fanout-worker";
 
+/// How long a graceful stop keeps applying what is left before it gives up (well inside
+/// Kubernetes' 60 s grace period in `k8s/`).
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+
 #[derive(Clone, Debug, serde::Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct FanoutSettings {
@@ -247,7 +251,7 @@ enum Audience {
 impl Fanout {
     /// Runs `settings.consumers` consumers until `shutdown`, then drains: each consumer
     /// keeps going until its partitions have nothing left, so a graceful stop leaves no
-    /// accepted event unapplied.
+    /// accepted event unapplied (for at most [`DRAIN_LIMIT`]; the rest is redelivered).
     pub async fn run(self: Arc<Self>, log: Arc<dyn EventLog>, shutdown: CancellationToken) -> Result<(), FanoutError> {
         let mut consumers = Vec::new();
         for _ in 0..self.settings.consumers.max(1) {
@@ -275,6 +279,7 @@ impl Fanout {
         shutdown: CancellationToken,
     ) -> Result<(), FanoutError> {
         let mut lag_read = std::time::Instant::now();
+        let mut drain_started: Option<std::time::Instant> = None;
         loop {
             // Lag costs a round trip to a broker: read it when idle, or twice a second.
             if lag_read.elapsed() > Duration::from_millis(500) {
@@ -282,6 +287,12 @@ impl Fanout {
                 lag_read = std::time::Instant::now();
             }
             let draining = shutdown.is_cancelled();
+            if draining && drain_started.get_or_insert_with(std::time::Instant::now).elapsed() > DRAIN_LIMIT {
+                // Lag unreadable (broker gone) or not falling: stop anyway. Whatever is not
+                // committed is redelivered to the next owner, so stopping loses nothing.
+                tracing::warn!("drain did not finish within {DRAIN_LIMIT:?}; stopping with events left to redeliver");
+                return Ok(());
+            }
             let wait = if draining { Duration::from_millis(50) } else { Duration::from_millis(200) };
             let batch = match consumer.poll(self.settings.batch.max(1), wait).await {
                 Ok(b) => b,
