@@ -111,6 +111,8 @@ pub struct FanoutSettings {
     pub split_above: usize,
     /// Followers per slice.
     pub slice_size: usize,
+    /// A consumer that reports lag but receives nothing for this long rejoins the group.
+    pub stall_limit_ms: u64,
 }
 
 impl Default for FanoutSettings {
@@ -123,6 +125,7 @@ impl Default for FanoutSettings {
             pushes_per_write: 65_536,
             split_above: 2_000,
             slice_size: 1_000,
+            stall_limit_ms: 20_000,
         }
     }
 }
@@ -280,6 +283,7 @@ impl Fanout {
     ) -> Result<(), FanoutError> {
         let mut lag_read = std::time::Instant::now();
         let mut drain_started: Option<std::time::Instant> = None;
+        let mut progress = std::time::Instant::now();
         loop {
             // Lag costs a round trip to a broker: read it when idle, or twice a second.
             if lag_read.elapsed() > Duration::from_millis(500) {
@@ -309,8 +313,28 @@ impl Fanout {
                 if draining && lag == Some(0) {
                     return Ok(());
                 }
+                let stalled = Duration::from_millis(self.settings.stall_limit_ms);
+                if !draining && lag.is_some_and(|l| l > 0) && progress.elapsed() > stalled {
+                    // Records wait in this member's partitions, yet none came for a while:
+                    // seen after broker restarts and rebalances on the test broker, with the
+                    // group stuck until a member rejoined. A new member gets a fresh
+                    // assignment from the committed offsets; nothing is lost.
+                    tracing::warn!(
+                        lag = lag.unwrap_or(0),
+                        "consumer stalled with records waiting; rejoining the group"
+                    );
+                    match log.subscribe(CONSUMER_GROUP, &Topic::ALL).await {
+                        Ok(fresh) => {
+                            consumer = fresh;
+                            self.stats.consumer_rebuilds.inc();
+                        }
+                        Err(e) => tracing::warn!(error = %e, "rejoining failed; trying again later"),
+                    }
+                    progress = std::time::Instant::now();
+                }
                 continue;
             }
+            progress = std::time::Instant::now();
             self.apply_batch(&batch, log.as_ref()).await;
             commit_with_retry(consumer.as_mut(), &batch).await;
         }
@@ -825,6 +849,64 @@ mod tests {
         assert_eq!(pushed, expected, "the slices cover the followers exactly once");
         let partitions: std::collections::HashSet<u32> = seen.iter().map(|d| d.partition).collect();
         assert_eq!(partitions.len(), 2, "the slices spread over both partitions");
+    }
+
+    /// A member that reports records waiting but receives none rejoins the group: a
+    /// stand-in log whose consumers never deliver yet always report lag.
+    #[tokio::test]
+    async fn a_stalled_consumer_rejoins_the_group() {
+        struct Stalled(Arc<std::sync::atomic::AtomicUsize>);
+        struct Silent;
+
+        #[async_trait::async_trait]
+        impl Consumer for Silent {
+            async fn poll(&mut self, _: usize, wait: Duration) -> Result<Vec<starling_events::Delivery>, LogError> {
+                tokio::time::sleep(wait).await;
+                Ok(Vec::new())
+            }
+            async fn commit(&mut self, _: &[starling_events::Delivery]) -> Result<(), LogError> {
+                Ok(())
+            }
+            async fn lag(&mut self) -> Result<u64, LogError> {
+                Ok(3)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl EventLog for Stalled {
+            async fn append(&self, _: Vec<Record>) -> Result<(), LogError> {
+                Ok(())
+            }
+            async fn subscribe(&self, _: &str, _: &[Topic]) -> Result<Box<dyn Consumer>, LogError> {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Ok(Box::new(Silent))
+            }
+            async fn dead_letter(&self, _: &starling_events::Delivery, _: &str) -> Result<(), LogError> {
+                Ok(())
+            }
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        let f = Fixture::new(dir.path(), UserId(40), UserId(41)).await;
+        let joins = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stats = Arc::new(FanoutStats::default());
+        let fanout = Arc::new(Fanout {
+            graph: Arc::new(LocalGraph(f.store.graph())),
+            posts: Arc::new(LocalPosts(f.store.posts())),
+            cache: f.cache.clone(),
+            max_entries: 800,
+            settings: FanoutSettings { stall_limit_ms: 300, ..FanoutSettings::default() },
+            stats: stats.clone(),
+        });
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(fanout.run(Arc::new(Stalled(joins.clone())), stop.clone()));
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        stop.cancel();
+        // The drain never sees lag 0 here; stopping the task is enough.
+        task.abort();
+        let rejoined = stats.consumer_rebuilds.get();
+        assert!(rejoined >= 2, "rejoined {rejoined} times in 1.5 s with a 0.3 s limit");
+        assert_eq!(joins.load(std::sync::atomic::Ordering::SeqCst) as u64, rejoined + 1);
     }
 
     /// Records the fields of every `fanout.event` span, as they were when it closed.

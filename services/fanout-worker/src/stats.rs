@@ -38,6 +38,8 @@ pub struct FanoutStats {
     /// Slices of long follower lists this process published to the log, and applied.
     pub slices_published: Counter,
     pub slices_applied: Counter,
+    /// Consumers rebuilt because they reported lag but received nothing (stalled).
+    pub consumer_rebuilds: Counter,
     /// Posts by their author's follower count, for "fan-out against follower count".
     pub by_followers: ByFollowers,
     /// Last known lag of each consumer in this process (records not yet committed).
@@ -81,6 +83,11 @@ impl FanoutStats {
                 self.slices_published.get(),
             ),
             ("starling_fanout_slices_applied_total", "Follower-list slices applied.", self.slices_applied.get()),
+            (
+                "starling_fanout_consumer_rebuilds_total",
+                "Consumers that rejoined the group after stalling with records waiting.",
+                self.consumer_rebuilds.get(),
+            ),
         ];
         let mut out = String::new();
         for (name, help, value) in rows {
