@@ -206,11 +206,11 @@ fn decode(d: &Delivery) -> Decoded {
 }
 
 /// The span that applies `d`, a child of the trace in its `traceparent` header if any, and
-/// that span's own trace context (in a new trace if the header had none), which whatever
-/// the span publishes carries on.
-fn event_span(d: &Delivery) -> (tracing::Span, TraceContext) {
+/// that span's own trace context (`None` without a header), which whatever the span
+/// publishes carries on.
+fn event_span(d: &Delivery) -> (tracing::Span, Option<TraceContext>) {
     let parent = TraceContext::from_headers(&d.headers);
-    let own = parent.map_or_else(TraceContext::new_root, |p| p.child());
+    let own = parent.map(|p| p.child());
     let span = tracing::info_span!(
         "fanout.event",
         topic = d.topic.name(),
@@ -223,16 +223,16 @@ fn event_span(d: &Delivery) -> (tracing::Span, TraceContext) {
     if span.is_disabled() {
         return (span, own);
     }
-    match parent {
-        Some(parent) => {
+    match (parent, own) {
+        (Some(parent), Some(own)) => {
             span.record("trace_id", parent.trace_id_hex());
             span.record("parent_span_id", parent.span_id_hex());
             span.record("span_id", own.span_id_hex());
         }
-        None if d.headers.iter().any(|(name, _)| name.eq_ignore_ascii_case(starling_events::trace::TRACEPARENT)) => {
+        _ if d.headers.iter().any(|(name, _)| name.eq_ignore_ascii_case(starling_events::trace::TRACEPARENT)) => {
             tracing::debug!(parent: &span, "malformed traceparent header ignored");
         }
-        None => {}
+        _ => {}
     }
     (span, own)
 }
@@ -241,7 +241,7 @@ fn event_span(d: &Delivery) -> (tracing::Span, TraceContext) {
 struct Pending {
     push: PostPush,
     span: tracing::Span,
-    trace: TraceContext,
+    trace: Option<TraceContext>,
 }
 
 /// Who gets an author's posts.
@@ -571,8 +571,10 @@ impl Fanout {
         self.settings.split_above > 0 && followers > self.settings.split_above
     }
 
-    /// `post`'s followers as slice records, each in a child span of `trace`.
-    fn slices(&self, post: PostId, author: UserId, followers: &[UserId], trace: TraceContext) -> Vec<Record> {
+    /// `post`'s followers as slice records, each in a child span of `trace` (of a new trace
+    /// if the post came without one).
+    fn slices(&self, post: PostId, author: UserId, followers: &[UserId], trace: Option<TraceContext>) -> Vec<Record> {
+        let trace = trace.unwrap_or_else(TraceContext::new_root);
         let chunks = followers.chunks(self.settings.slice_size.max(1));
         let slices = chunks.len() as u32;
         chunks
