@@ -23,7 +23,8 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Api, Routes, Server};
+use common::Api;
+use common::stack::Stack;
 use hdrhistogram::Histogram;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -38,7 +39,9 @@ const CONNECTIONS: usize = 32;
 /// What serves the requests, kept alive for the run.
 enum Deployment {
     Standalone(Node),
-    Distributed { _servers: Vec<Server>, _dirs: Vec<tempfile::TempDir> },
+    /// Held only to keep the processes up (dropping it kills them).
+    #[allow(dead_code)]
+    Distributed(Stack),
 }
 
 #[tokio::main]
@@ -52,7 +55,7 @@ async fn main() {
     };
     let label = match deployment {
         Deployment::Standalone(_) => "standalone",
-        Deployment::Distributed { .. } => "distributed",
+        Deployment::Distributed(_) => "distributed",
     };
 
     eprintln!("{label}: setting up {READERS} readers, {ORDINARY} ordinary authors, {CELEBRITIES} celebrities...");
@@ -118,45 +121,21 @@ async fn standalone(dir: &std::path::Path) -> (Deployment, Api, String) {
 
 fn distributed(kafka: &str, redis: &str) -> (Deployment, Api, String) {
     let prefix = format!("readbench{}", std::process::id());
-    let (threshold, demote) = (THRESHOLD.to_string(), DEMOTE_BELOW.to_string());
-    let (topics, keys) = (format!("{prefix}."), format!("{prefix}:"));
-    let env: Vec<(&str, &str)> = vec![
-        ("STARLING__BACKENDS__KAFKA_BROKERS", kafka),
-        ("STARLING__BACKENDS__TOPIC_PREFIX", &topics),
-        ("STARLING__BACKENDS__REDIS_URL", redis),
-        ("STARLING__BACKENDS__REDIS_PREFIX", &keys),
-        ("STARLING__AUTH__JWT_SECRET", "read-bench-secret"),
-        ("STARLING__CELEBRITY__THRESHOLD", &threshold),
-        ("STARLING__CELEBRITY__DEMOTE_BELOW", &demote),
-    ];
-    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
-    let with = |extra: &[(&'static str, &str)]| -> Vec<(String, String)> {
-        env.iter().chain(extra).map(|(k, v)| (k.to_string(), v.to_string())).collect()
-    };
-    let serve = |role: &str, dir: &tempfile::TempDir, env: Vec<(String, String)>| {
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        Server::serve(role, dir.path(), &env)
-    };
-    let graph = serve("graph-service", &dirs[0], with(&[("STARLING__SERVER__WORKER_ID", "1")]));
-    let graph_url = graph.base.clone();
-    let posts = serve(
-        "post-service",
-        &dirs[1],
-        with(&[("STARLING__PEERS__GRAPH_URL", &graph_url), ("STARLING__SERVER__WORKER_ID", "2")]),
-    );
-    let post_url = posts.base.clone();
-    let peers = with(&[("STARLING__PEERS__GRAPH_URL", &graph_url), ("STARLING__PEERS__POST_URL", &post_url)]);
-    let timeline = serve("timeline-service", &dirs[2], peers.clone());
-    let fanout = serve("fanout-worker", &dirs[3], peers);
-    let routes = Routes {
-        graph: graph.base.clone(),
-        posts: posts.base.clone(),
-        timeline: timeline.base.clone(),
-        metrics: [&graph, &posts, &timeline, &fanout].iter().map(|s| s.base.clone()).collect(),
-    };
-    let read_base = timeline.base.clone();
-    let deployment = Deployment::Distributed { _servers: vec![graph, posts, timeline, fanout], _dirs: dirs };
-    (deployment, Api::routed(routes), read_base)
+    let env: Vec<(String, String)> = [
+        ("STARLING__BACKENDS__KAFKA_BROKERS", kafka.to_owned()),
+        ("STARLING__BACKENDS__TOPIC_PREFIX", format!("{prefix}.")),
+        ("STARLING__BACKENDS__REDIS_URL", redis.to_owned()),
+        ("STARLING__BACKENDS__REDIS_PREFIX", format!("{prefix}:")),
+        ("STARLING__AUTH__JWT_SECRET", "read-bench-secret".to_owned()),
+        ("STARLING__CELEBRITY__THRESHOLD", THRESHOLD.to_string()),
+        ("STARLING__CELEBRITY__DEMOTE_BELOW", DEMOTE_BELOW.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let stack = Stack::start(&env, 1);
+    let (api, read_base) = (stack.api(), stack.timeline.base.clone());
+    (Deployment::Distributed(stack), api, read_base)
 }
 
 /// Closed-loop load: `CONNECTIONS` clients each send the next request as soon as the last

@@ -14,75 +14,29 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 
+use common::stack::Stack;
 use common::trace::{Driver, HOT, SETTINGS};
-use common::{ADMIN_TOKEN, Api, Routes, Server};
+use common::{ADMIN_TOKEN, Api};
 use reqwest::{Method, StatusCode};
 
-struct Stack {
-    graph: Server,
-    posts: Server,
-    timeline: Server,
-    fanout: Vec<Server>,
-    _dirs: Vec<tempfile::TempDir>,
-}
-
-impl Stack {
-    fn start(kafka: &str, redis: &str, prefix: &str) -> Stack {
-        let mut env: Vec<(String, String)> = SETTINGS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        env.extend([
-            ("STARLING__BACKENDS__KAFKA_BROKERS".into(), kafka.into()),
-            ("STARLING__BACKENDS__KAFKA_PARTITIONS".into(), "4".into()),
-            ("STARLING__BACKENDS__TOPIC_PREFIX".into(), format!("{prefix}.")),
-            ("STARLING__BACKENDS__REDIS_URL".into(), redis.into()),
-            ("STARLING__BACKENDS__REDIS_PREFIX".into(), format!("{prefix}:")),
-            ("STARLING__AUTH__JWT_SECRET".into(), "distributed-test-secret".into()),
-            // Recovering from a broker restart takes seconds (tens on a loaded machine), and
-            // the check below wants timelines still materialised; readers going idle are
-            // covered by the standalone oracle test and the Redis expiry tests.
-            ("STARLING__TIMELINE__ACTIVE_FOR_SECS".into(), "60".into()),
-        ]);
-        let dirs: Vec<tempfile::TempDir> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
-        let with = |extra: &[(String, String)]| -> Vec<(String, String)> {
-            env.iter().cloned().chain(extra.iter().cloned()).collect()
-        };
-        let graph =
-            serve("graph-service", dirs[0].path(), &with(&[("STARLING__SERVER__WORKER_ID".into(), "1".into())]));
-        let peers = [
-            ("STARLING__PEERS__GRAPH_URL".to_owned(), graph.base.clone()),
-            ("STARLING__SERVER__WORKER_ID".to_owned(), "2".to_owned()),
-        ];
-        let posts = serve("post-service", dirs[1].path(), &with(&peers));
-        let mut peers = peers.to_vec();
-        peers.push(("STARLING__PEERS__POST_URL".into(), posts.base.clone()));
-        let timeline = serve("timeline-service", dirs[2].path(), &with(&peers));
-        let fanout = (3..5)
-            .map(|i| {
-                let mut env = peers.clone();
-                env.push(("STARLING__BACKENDS__KAFKA_INSTANCE_ID".into(), format!("fanout-{i}")));
-                serve("fanout-worker", dirs[i].path(), &with(&env))
-            })
-            .collect();
-        Stack { graph, posts, timeline, fanout, _dirs: dirs }
-    }
-
-    fn api(&self) -> Api {
-        let mut metrics = vec![self.timeline.base.clone(), self.graph.base.clone(), self.posts.base.clone()];
-        metrics.extend(self.fanout.iter().map(|f| f.base.clone()));
-        Api::routed(Routes {
-            graph: self.graph.base.clone(),
-            posts: self.posts.base.clone(),
-            timeline: self.timeline.base.clone(),
-            metrics,
-        })
-    }
-}
-
-fn serve(role: &str, dir: &Path, env: &[(String, String)]) -> Server {
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    Server::serve(role, dir, &env)
+/// The settings every process of a test's stack shares.
+fn stack_env(kafka: &str, redis: &str, prefix: &str) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = SETTINGS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    env.extend([
+        ("STARLING__BACKENDS__KAFKA_BROKERS".into(), kafka.into()),
+        ("STARLING__BACKENDS__KAFKA_PARTITIONS".into(), "4".into()),
+        ("STARLING__BACKENDS__TOPIC_PREFIX".into(), format!("{prefix}.")),
+        ("STARLING__BACKENDS__REDIS_URL".into(), redis.into()),
+        ("STARLING__BACKENDS__REDIS_PREFIX".into(), format!("{prefix}:")),
+        ("STARLING__AUTH__JWT_SECRET".into(), "distributed-test-secret".into()),
+        // Recovering from a broker restart takes seconds (tens on a loaded machine), and
+        // the check below wants timelines still materialised; readers going idle are
+        // covered by the standalone oracle test and the Redis expiry tests.
+        ("STARLING__TIMELINE__ACTIVE_FOR_SECS".into(), "60".into()),
+    ]);
+    env
 }
 
 fn backends() -> Option<(String, String)> {
@@ -138,7 +92,7 @@ async fn run(seed: u64, steps: usize, disturbance: Disturbance) {
     let own = (disturbance == Disturbance::RestartBroker).then(OwnBroker::start);
     let kafka = own.as_ref().map_or(shared_kafka, |b| format!("127.0.0.1:{}", b.port));
     let prefix = format!("e2e{seed}x{}", std::process::id());
-    let mut stack = Stack::start(&kafka, &redis, &prefix);
+    let mut stack = Stack::start(&stack_env(&kafka, &redis, &prefix), 2);
     let mut d = Driver::new(stack.api(), seed).await;
     let mut celebrity_seen = false;
     for step in 0..steps {

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod stack;
 pub mod trace;
 
 use std::io::{BufRead, BufReader};
