@@ -52,10 +52,15 @@ impl FanoutStats {
     pub fn applied_all(&self, events: u64) -> bool {
         // In this order: a run publishes its slices before it counts its events, so once
         // `events` counts a post, `published` already counts its slices.
+        let from_services = self.service_events();
+        from_services >= events && self.slices_applied.get() >= self.slices_published.get()
+    }
+
+    /// Events from the services applied: `events` without the slices (which may be
+    /// counted a moment later than their own tally, so this can briefly read low).
+    pub fn service_events(&self) -> u64 {
         let all = self.events.get();
-        let published = self.slices_published.get();
-        let applied = self.slices_applied.get();
-        applied >= published && all.saturating_sub(applied) >= events
+        all.saturating_sub(self.slices_applied.get())
     }
 
     /// Prometheus text exposition.

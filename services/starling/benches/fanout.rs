@@ -488,7 +488,7 @@ async fn distributed_case(
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let join_secs = launched.elapsed().as_secs_f64();
-    let warm = stats.events.get() - stats.slices_applied.get();
+    let warm = stats.service_events();
 
     // Timed: appending the posts (large appends, concurrent with the worker consuming
     // them) until the worker has applied the last one. Producing is ~10× faster than the
@@ -519,7 +519,7 @@ async fn distributed_case(
             let secs = first.elapsed().as_secs_f64();
             eprintln!(
                 "  {followers} followers: {}/{posts_n} events, {} inserts, {:.0} inserts/s so far",
-                stats.events.get() - stats.slices_applied.get() - warm,
+                stats.service_events().saturating_sub(warm),
                 stats.inserts.get(),
                 stats.inserts.get() as f64 / secs
             );
