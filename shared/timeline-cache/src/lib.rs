@@ -19,6 +19,7 @@
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod memory;
+pub mod read_model;
 pub mod redis;
 
 use async_trait::async_trait;

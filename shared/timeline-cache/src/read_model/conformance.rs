@@ -1,0 +1,173 @@
+//! The conformance suite every [`ReadModel`] implementation runs (memory and Redis).
+//!
+//! [`run`] needs a model no one else uses (for Redis, its own key prefix): it checks
+//! `celebrities` and `clear`, which are global. Ids are above 2^53, so an implementation
+//! that passes ids through an `f64` fails here. Checks panic on failure.
+
+use starling_ids::{PostId, UserId};
+use starling_storage::PostRecord;
+
+use super::{CachedPost, Collection, Fill, RECENT_DEPTH, ReadModel, Recent};
+
+const BASE: u64 = 0x0123_4567_89AB_C000;
+
+fn post(n: u64) -> PostId {
+    PostId(BASE + n)
+}
+
+fn user(n: u64) -> UserId {
+    UserId(BASE + n)
+}
+
+fn record(n: u64) -> PostRecord {
+    PostRecord {
+        id: post(n),
+        author: user(n % 5),
+        author_handle: format!("author{}", n % 5),
+        text: format!("post {n} — ünïcode"),
+        reply_to: (n % 2 == 0).then(|| post(n / 2)),
+    }
+}
+
+pub async fn run(m: &dyn ReadModel) {
+    posts_are_added_once_and_tombstones_stay(m).await;
+    follow_lists_fill_and_follow_events(m).await;
+    an_event_during_a_fill_wins(m).await;
+    recent_lists_stay_sorted_and_bounded(m).await;
+    celebrities_fill_and_change(m).await;
+    fills_of_the_wrong_kind_are_refused(m).await;
+    clear_forgets_everything(m).await;
+}
+
+async fn posts_are_added_once_and_tombstones_stay(m: &dyn ReadModel) {
+    assert_eq!(m.posts(&[post(1)]).await.unwrap(), vec![None]);
+    m.add_posts(&[record(1), record(2)]).await.unwrap();
+    let got = m.posts(&[post(2), post(3), post(1)]).await.unwrap();
+    assert_eq!(got, vec![Some(CachedPost::Live(record(2))), None, Some(CachedPost::Live(record(1)))]);
+    // An add never replaces: posts do not change, and a tombstone must stay.
+    let mut other = record(1);
+    other.text = "changed".into();
+    m.add_posts(&[other]).await.unwrap();
+    assert_eq!(m.posts(&[post(1)]).await.unwrap(), vec![Some(CachedPost::Live(record(1)))]);
+    m.posts_deleted(&[post(1), post(4)]).await.unwrap();
+    m.add_posts(&[record(1), record(4)]).await.unwrap();
+    let got = m.posts(&[post(1), post(4), post(2)]).await.unwrap();
+    assert_eq!(got, vec![Some(CachedPost::Deleted), Some(CachedPost::Deleted), Some(CachedPost::Live(record(2)))]);
+    assert_eq!(m.posts(&[]).await.unwrap(), vec![]);
+}
+
+async fn sorted(m: &dyn ReadModel, reader: UserId) -> Option<Vec<UserId>> {
+    m.following(reader).await.unwrap().map(|mut l| {
+        l.sort();
+        l
+    })
+}
+
+async fn follow_lists_fill_and_follow_events(m: &dyn ReadModel) {
+    let reader = user(100);
+    let c = Collection::Following(reader);
+    assert_eq!(m.following(reader).await.unwrap(), None);
+    // Events on an uncached list change nothing: a partial list must not appear.
+    m.set_member(c, user(1), true).await.unwrap();
+    assert_eq!(m.following(reader).await.unwrap(), None);
+
+    let token = m.begin_fill(c).await.unwrap();
+    assert!(m.finish_fill(c, token, Fill::Users(vec![user(2), user(1)])).await.unwrap());
+    assert_eq!(sorted(m, reader).await, Some(vec![user(1), user(2)]));
+    m.set_member(c, user(3), true).await.unwrap();
+    m.set_member(c, user(3), true).await.unwrap();
+    m.set_member(c, user(1), false).await.unwrap();
+    m.set_member(c, user(9), false).await.unwrap();
+    assert_eq!(sorted(m, reader).await, Some(vec![user(2), user(3)]));
+    // A reader who follows no one has an empty list, which is cached too.
+    let lonely = user(101);
+    let token = m.begin_fill(Collection::Following(lonely)).await.unwrap();
+    assert!(m.finish_fill(Collection::Following(lonely), token, Fill::Users(vec![])).await.unwrap());
+    assert_eq!(m.following(lonely).await.unwrap(), Some(vec![]));
+    m.set_member(Collection::Following(lonely), user(4), true).await.unwrap();
+    assert_eq!(m.following(lonely).await.unwrap(), Some(vec![user(4)]));
+    m.forget(Collection::Following(lonely)).await.unwrap();
+    assert_eq!(m.following(lonely).await.unwrap(), None);
+}
+
+async fn an_event_during_a_fill_wins(m: &dyn ReadModel) {
+    let reader = user(200);
+    let c = Collection::Following(reader);
+    // The list was read (with user 1) before an unfollow of user 1 was applied.
+    let token = m.begin_fill(c).await.unwrap();
+    m.set_member(c, user(1), false).await.unwrap();
+    assert!(!m.finish_fill(c, token, Fill::Users(vec![user(1)])).await.unwrap());
+    assert_eq!(m.following(reader).await.unwrap(), None, "a fill that lost to an event writes nothing");
+    // A newer fill replaces an older one in progress.
+    let old = m.begin_fill(c).await.unwrap();
+    let new = m.begin_fill(c).await.unwrap();
+    assert!(!m.finish_fill(c, old, Fill::Users(vec![user(5)])).await.unwrap());
+    assert!(m.finish_fill(c, new, Fill::Users(vec![user(6)])).await.unwrap());
+    assert_eq!(m.following(reader).await.unwrap(), Some(vec![user(6)]));
+    // A token is used once.
+    assert!(!m.finish_fill(c, new, Fill::Users(vec![user(7)])).await.unwrap());
+    // Fills of other collections are not disturbed.
+    let other = Collection::Following(user(201));
+    let token = m.begin_fill(other).await.unwrap();
+    m.set_member(c, user(8), true).await.unwrap();
+    assert!(m.finish_fill(other, token, Fill::Users(vec![])).await.unwrap());
+    // A post of the author cancels a recent-list fill; forgetting does too.
+    let r = Collection::Recent(user(202));
+    let token = m.begin_fill(r).await.unwrap();
+    m.add_recent(user(202), &[post(9)]).await.unwrap();
+    assert!(!m.finish_fill(r, token, Fill::Recent(Recent::default())).await.unwrap());
+    let token = m.begin_fill(r).await.unwrap();
+    m.forget(r).await.unwrap();
+    assert!(!m.finish_fill(r, token, Fill::Recent(Recent::default())).await.unwrap());
+    assert_eq!(m.recent(&[user(202)]).await.unwrap(), vec![None]);
+}
+
+async fn recent_lists_stay_sorted_and_bounded(m: &dyn ReadModel) {
+    let (a, b) = (user(300), user(301));
+    assert_eq!(m.recent(&[a, b]).await.unwrap(), vec![None, None]);
+    m.add_recent(a, &[post(1)]).await.unwrap();
+    assert_eq!(m.recent(&[a]).await.unwrap(), vec![None], "events do not create a list");
+    let token = m.begin_fill(Collection::Recent(a)).await.unwrap();
+    let filled = Recent { posts: vec![post(5), post(3)], complete: true };
+    assert!(m.finish_fill(Collection::Recent(a), token, Fill::Recent(filled)).await.unwrap());
+    // Redelivered and out-of-order posts: kept unique, newest first.
+    m.add_recent(a, &[post(4), post(5), post(7)]).await.unwrap();
+    m.add_recent(a, &[post(6)]).await.unwrap();
+    let want = Recent { posts: vec![post(7), post(6), post(5), post(4), post(3)], complete: true };
+    assert_eq!(m.recent(&[b, a]).await.unwrap(), vec![None, Some(want)]);
+    // Past the depth the oldest go, and the list says it is cut.
+    let many: Vec<PostId> = (1_000..1_000 + RECENT_DEPTH as u64).map(post).collect();
+    m.add_recent(a, &many).await.unwrap();
+    let got = m.recent(&[a]).await.unwrap().pop().flatten().expect("cached");
+    assert_eq!(got.posts.len(), RECENT_DEPTH);
+    assert_eq!(got.posts[0], post(999 + RECENT_DEPTH as u64));
+    assert_eq!(got.posts[RECENT_DEPTH - 1], post(1_000));
+    assert!(!got.complete);
+    m.forget(Collection::Recent(a)).await.unwrap();
+    assert_eq!(m.recent(&[a]).await.unwrap(), vec![None]);
+}
+
+async fn celebrities_fill_and_change(m: &dyn ReadModel) {
+    assert_eq!(m.celebrities().await.unwrap(), None);
+    let token = m.begin_fill(Collection::Celebrities).await.unwrap();
+    assert!(m.finish_fill(Collection::Celebrities, token, Fill::Users(vec![user(1)])).await.unwrap());
+    m.set_member(Collection::Celebrities, user(2), true).await.unwrap();
+    m.set_member(Collection::Celebrities, user(1), false).await.unwrap();
+    assert_eq!(m.celebrities().await.unwrap(), Some(vec![user(2)]));
+}
+
+async fn fills_of_the_wrong_kind_are_refused(m: &dyn ReadModel) {
+    let c = Collection::Following(user(400));
+    let token = m.begin_fill(c).await.unwrap();
+    assert!(m.finish_fill(c, token, Fill::Recent(Recent::default())).await.is_err());
+    assert_eq!(m.following(user(400)).await.unwrap(), None);
+}
+
+async fn clear_forgets_everything(m: &dyn ReadModel) {
+    m.add_posts(&[record(50)]).await.unwrap();
+    m.clear().await.unwrap();
+    assert_eq!(m.posts(&[post(50), post(1)]).await.unwrap(), vec![None, None]);
+    assert_eq!(m.following(user(100)).await.unwrap(), None);
+    assert_eq!(m.celebrities().await.unwrap(), None);
+    assert_eq!(m.recent(&[user(300)]).await.unwrap(), vec![None]);
+}

@@ -1,0 +1,268 @@
+//! The in-process read model used in standalone mode.
+//!
+//! Posts and follow lists are bounded by count: past `max_posts` / `max_readers` the
+//! oldest cached ones are dropped (insertion order), and the next read of them fills again.
+//! Nothing expires by time: in one process every change reaches the model through the
+//! same events as in Redis, so there is nothing to age out.
+
+use std::collections::{HashMap, VecDeque};
+
+use async_trait::async_trait;
+use parking_lot::{Mutex, RwLock};
+use starling_ids::{PostId, UserId};
+use starling_storage::PostRecord;
+
+use super::{CachedPost, Collection, Fill, FillToken, ReadModel, Recent, check_fill, merge_recent};
+use crate::CacheResult;
+
+#[derive(Clone, Debug)]
+pub struct MemoryReadModelOptions {
+    /// Posts (and tombstones) kept.
+    pub max_posts: usize,
+    /// Follow lists kept.
+    pub max_readers: usize,
+}
+
+impl Default for MemoryReadModelOptions {
+    fn default() -> Self {
+        Self { max_posts: 1_000_000, max_readers: 200_000 }
+    }
+}
+
+/// A map that forgets its oldest keys past a capacity.
+struct Bounded<K, V> {
+    map: HashMap<K, V>,
+    order: VecDeque<K>,
+    cap: usize,
+}
+
+impl<K: std::hash::Hash + Eq + Copy, V> Bounded<K, V> {
+    fn new(cap: usize) -> Self {
+        Self { map: HashMap::new(), order: VecDeque::new(), cap: cap.max(1) }
+    }
+
+    fn insert(&mut self, k: K, v: V) {
+        if self.map.insert(k, v).is_none() {
+            self.order.push_back(k);
+            while self.map.len() > self.cap {
+                let Some(old) = self.order.pop_front() else { break };
+                self.map.remove(&old);
+            }
+        }
+        // Keys removed from `map` stay in `order` until they reach its front; bound that too.
+        if self.order.len() > 2 * self.cap {
+            let map = &self.map;
+            self.order.retain(|k| map.contains_key(k));
+        }
+    }
+}
+
+/// See the module docs.
+pub struct MemoryReadModel {
+    posts: RwLock<Bounded<PostId, CachedPost>>,
+    sets: RwLock<Sets>,
+    fills: Mutex<Fills>,
+}
+
+struct Sets {
+    following: Bounded<UserId, Vec<UserId>>,
+    recent: HashMap<UserId, Recent>,
+    celebrities: Option<Vec<UserId>>,
+}
+
+#[derive(Default)]
+struct Fills {
+    pending: HashMap<Collection, u64>,
+    next: u64,
+}
+
+impl MemoryReadModel {
+    pub fn new(options: MemoryReadModelOptions) -> Self {
+        Self {
+            posts: RwLock::new(Bounded::new(options.max_posts)),
+            sets: RwLock::new(Sets {
+                following: Bounded::new(options.max_readers),
+                recent: HashMap::new(),
+                celebrities: None,
+            }),
+            fills: Mutex::new(Fills::default()),
+        }
+    }
+
+    fn cancel_fill(&self, collection: Collection) {
+        self.fills.lock().pending.remove(&collection);
+    }
+}
+
+fn set_member(list: &mut Vec<UserId>, member: UserId, present: bool) {
+    let at = list.iter().position(|&m| m == member);
+    match (at, present) {
+        (None, true) => list.push(member),
+        (Some(i), false) => {
+            list.swap_remove(i);
+        }
+        _ => {}
+    }
+}
+
+#[async_trait]
+impl ReadModel for MemoryReadModel {
+    async fn posts(&self, ids: &[PostId]) -> CacheResult<Vec<Option<CachedPost>>> {
+        let posts = self.posts.read();
+        Ok(ids.iter().map(|id| posts.map.get(id).cloned()).collect())
+    }
+
+    async fn add_posts(&self, posts: &[PostRecord]) -> CacheResult<()> {
+        let mut cached = self.posts.write();
+        for p in posts {
+            if !cached.map.contains_key(&p.id) {
+                cached.insert(p.id, CachedPost::Live(p.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    async fn posts_deleted(&self, ids: &[PostId]) -> CacheResult<()> {
+        let mut cached = self.posts.write();
+        for &id in ids {
+            cached.insert(id, CachedPost::Deleted);
+        }
+        Ok(())
+    }
+
+    async fn following(&self, reader: UserId) -> CacheResult<Option<Vec<UserId>>> {
+        Ok(self.sets.read().following.map.get(&reader).cloned())
+    }
+
+    async fn celebrities(&self) -> CacheResult<Option<Vec<UserId>>> {
+        Ok(self.sets.read().celebrities.clone())
+    }
+
+    async fn recent(&self, authors: &[UserId]) -> CacheResult<Vec<Option<Recent>>> {
+        let sets = self.sets.read();
+        Ok(authors.iter().map(|a| sets.recent.get(a).cloned()).collect())
+    }
+
+    async fn begin_fill(&self, collection: Collection) -> CacheResult<FillToken> {
+        let mut fills = self.fills.lock();
+        fills.next += 1;
+        let token = fills.next;
+        fills.pending.insert(collection, token);
+        Ok(FillToken(token))
+    }
+
+    async fn finish_fill(&self, collection: Collection, token: FillToken, value: Fill) -> CacheResult<bool> {
+        check_fill(collection, &value)?;
+        // The fill lock is held while writing, so no event can slip in between the token
+        // check and the write (events cancel under the same lock, then write).
+        let mut fills = self.fills.lock();
+        if fills.pending.get(&collection) != Some(&token.0) {
+            return Ok(false);
+        }
+        fills.pending.remove(&collection);
+        let mut sets = self.sets.write();
+        match (collection, value) {
+            (Collection::Following(reader), Fill::Users(users)) => sets.following.insert(reader, users),
+            (Collection::Celebrities, Fill::Users(users)) => sets.celebrities = Some(users),
+            (Collection::Recent(author), Fill::Recent(mut recent)) => {
+                merge_recent(&mut recent, &[]);
+                sets.recent.insert(author, recent);
+            }
+            _ => unreachable!("checked by check_fill"),
+        }
+        Ok(true)
+    }
+
+    async fn set_member(&self, collection: Collection, member: UserId, present: bool) -> CacheResult<()> {
+        let _fills = {
+            let mut fills = self.fills.lock();
+            fills.pending.remove(&collection);
+            fills
+        };
+        let mut sets = self.sets.write();
+        match collection {
+            Collection::Following(reader) => {
+                if let Some(list) = sets.following.map.get_mut(&reader) {
+                    set_member(list, member, present);
+                }
+            }
+            Collection::Celebrities => {
+                if let Some(list) = sets.celebrities.as_mut() {
+                    set_member(list, member, present);
+                }
+            }
+            Collection::Recent(_) => {}
+        }
+        Ok(())
+    }
+
+    async fn add_recent(&self, author: UserId, posts: &[PostId]) -> CacheResult<()> {
+        let _fills = {
+            let mut fills = self.fills.lock();
+            fills.pending.remove(&Collection::Recent(author));
+            fills
+        };
+        if let Some(list) = self.sets.write().recent.get_mut(&author) {
+            merge_recent(list, posts);
+        }
+        Ok(())
+    }
+
+    async fn forget(&self, collection: Collection) -> CacheResult<()> {
+        self.cancel_fill(collection);
+        let mut sets = self.sets.write();
+        match collection {
+            Collection::Following(reader) => {
+                sets.following.map.remove(&reader);
+            }
+            Collection::Recent(author) => {
+                sets.recent.remove(&author);
+            }
+            Collection::Celebrities => sets.celebrities = None,
+        }
+        Ok(())
+    }
+
+    async fn clear(&self) -> CacheResult<()> {
+        let mut fills = self.fills.lock();
+        fills.pending.clear();
+        let cap = self.posts.read().cap;
+        *self.posts.write() = Bounded::new(cap);
+        let mut sets = self.sets.write();
+        sets.following = Bounded::new(sets.following.cap);
+        sets.recent.clear();
+        sets.celebrities = None;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn conformance() {
+        crate::read_model::conformance::run(&MemoryReadModel::new(MemoryReadModelOptions::default())).await;
+    }
+
+    #[tokio::test]
+    async fn bounded_by_count() {
+        let m = MemoryReadModel::new(MemoryReadModelOptions { max_posts: 2, max_readers: 1 });
+        let post = |id| PostRecord {
+            id: PostId(id),
+            author: UserId(1),
+            author_handle: "a".into(),
+            text: "t".into(),
+            reply_to: None,
+        };
+        m.add_posts(&[post(1), post(2), post(3)]).await.unwrap();
+        let got = m.posts(&[PostId(1), PostId(2), PostId(3)]).await.unwrap();
+        assert_eq!(got.iter().map(Option::is_some).collect::<Vec<_>>(), [false, true, true]);
+        for reader in [UserId(1), UserId(2)] {
+            let token = m.begin_fill(Collection::Following(reader)).await.unwrap();
+            assert!(m.finish_fill(Collection::Following(reader), token, Fill::Users(vec![])).await.unwrap());
+        }
+        assert_eq!(m.following(UserId(1)).await.unwrap(), None);
+        assert_eq!(m.following(UserId(2)).await.unwrap(), Some(vec![]));
+    }
+}

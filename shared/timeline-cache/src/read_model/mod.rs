@@ -1,0 +1,228 @@
+//! The read model: what a home-timeline page needs besides the timeline itself, cached
+//! next to it so that a page makes no call to another service in the common case.
+//!
+//! | collection | holds | kept current by | filled on a miss from |
+//! |---|---|---|---|
+//! | posts | each post's fields, or a tombstone | post-service on create (write-through) and delete; the fan-out on `PostDeleted` | post-service (`get_posts`) |
+//! | following | each reader's followees | the fan-out on every graph event (the edge's state read from the graph) | graph-service (`following`) |
+//! | recent | each celebrity's newest post ids | the fan-out on each celebrity post; forgotten on a class change | post-service (`post_ids_by_author`) |
+//! | celebrities | who is a celebrity now | the fan-out on `AuthorClassChanged` | graph-service (`celebrities`) |
+//!
+//! # Fills race events; events win
+//!
+//! A fill reads storage, then writes the cache. An event that lands between the two (an
+//! unfollow applied while the reader's follow list is on its way) would be overwritten by
+//! the older list and lost for good. So a fill is two steps: [`ReadModel::begin_fill`]
+//! records a token for the collection, then [`ReadModel::finish_fill`] writes the fetched
+//! value only if that token is still there. Every event update removes the token first,
+//! whether or not the collection is cached; a fill that lost the race writes nothing, and
+//! the next read fills again (from storage that now has the change). The reader that
+//! fetched still uses what it fetched: that is a read racing a write, which may see either.
+//!
+//! Posts need no token: a post never changes, so a fill can only add what storage has, and
+//! adds never replace a tombstone ([`ReadModel::add_posts`]), so a delete racing a fill
+//! stays deleted.
+//!
+//! Event updates touch only cached collections: adding a followee to a list nobody cached
+//! would make a partial list look complete.
+//!
+//! Every implementation passes [`conformance`].
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+pub mod memory;
+
+use async_trait::async_trait;
+use starling_ids::{PostId, UserId};
+use starling_storage::PostRecord;
+
+use crate::{CacheError, CacheResult};
+
+/// How many of a celebrity's newest post ids the recent list keeps; deeper pages go to
+/// storage.
+pub const RECENT_DEPTH: usize = 128;
+
+/// A cached post.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CachedPost {
+    Live(PostRecord),
+    /// Deleted (or never existed): a read drops it without asking storage.
+    Deleted,
+}
+
+/// A celebrity's newest post ids, newest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recent {
+    pub posts: Vec<PostId>,
+    /// `true` if these are all of the author's posts; `false` if older ones may exist
+    /// beyond the last (the list was cut at [`RECENT_DEPTH`]).
+    pub complete: bool,
+}
+
+/// A collection that is filled from storage and kept current by events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Collection {
+    /// Whom this reader follows.
+    Following(UserId),
+    /// This author's newest post ids.
+    Recent(UserId),
+    /// Every celebrity.
+    Celebrities,
+}
+
+/// A fetched value for [`ReadModel::finish_fill`]; its kind must match the collection's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fill {
+    Users(Vec<UserId>),
+    Recent(Recent),
+}
+
+/// Proof that a fill began; see the module docs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FillToken(pub u64);
+
+#[async_trait]
+pub trait ReadModel: Send + Sync + 'static {
+    /// Same length and order as `ids`; `None` where the post is not cached.
+    async fn posts(&self, ids: &[PostId]) -> CacheResult<Vec<Option<CachedPost>>>;
+
+    /// Caches posts that are not cached yet (write-through on create, fill after a miss).
+    /// Never replaces what is cached, so a tombstone stays.
+    async fn add_posts(&self, posts: &[PostRecord]) -> CacheResult<()>;
+
+    /// Caches tombstones for these posts, replacing whatever was cached.
+    async fn posts_deleted(&self, ids: &[PostId]) -> CacheResult<()>;
+
+    /// `reader`'s followees in no particular order, `None` if not cached.
+    async fn following(&self, reader: UserId) -> CacheResult<Option<Vec<UserId>>>;
+
+    /// Every celebrity, `None` if not cached.
+    async fn celebrities(&self) -> CacheResult<Option<Vec<UserId>>>;
+
+    /// Same length and order as `authors`; `None` where not cached.
+    async fn recent(&self, authors: &[UserId]) -> CacheResult<Vec<Option<Recent>>>;
+
+    /// Starts a fill of `collection` (see the module docs), replacing any fill in progress.
+    async fn begin_fill(&self, collection: Collection) -> CacheResult<FillToken>;
+
+    /// Caches `value` as `collection` if `token` is still its fill in progress. Returns
+    /// whether it did.
+    async fn finish_fill(&self, collection: Collection, token: FillToken, value: Fill) -> CacheResult<bool>;
+
+    /// An event: `member` is now in (`true`) or out of `collection` (`Following` or
+    /// `Celebrities`). Cancels fills in progress; changes the collection only if cached.
+    async fn set_member(&self, collection: Collection, member: UserId, present: bool) -> CacheResult<()>;
+
+    /// An event: `author` made `posts`. Cancels fills in progress; adds them to the recent
+    /// list only if it is cached (keeping it newest first, unique, at most [`RECENT_DEPTH`]).
+    async fn add_recent(&self, author: UserId, posts: &[PostId]) -> CacheResult<()>;
+
+    /// Drops a collection and any fill in progress (an author's class changed: its recent
+    /// list no longer follows its posts).
+    async fn forget(&self, collection: Collection) -> CacheResult<()>;
+
+    /// Drops everything (operations; tests of the fill paths).
+    async fn clear(&self) -> CacheResult<()>;
+}
+
+/// Checks a fill's value against its collection.
+pub(crate) fn check_fill(collection: Collection, value: &Fill) -> CacheResult<()> {
+    match (collection, value) {
+        (Collection::Following(_) | Collection::Celebrities, Fill::Users(_)) => Ok(()),
+        (Collection::Recent(_), Fill::Recent(_)) => Ok(()),
+        _ => Err(CacheError::Backend(format!("a fill of {collection:?} needs a value of its kind"))),
+    }
+}
+
+/// Adds `new` to a newest-first list: unique, sorted, cut at [`RECENT_DEPTH`] (which
+/// makes it incomplete).
+pub(crate) fn merge_recent(list: &mut Recent, new: &[PostId]) {
+    list.posts.extend_from_slice(new);
+    list.posts.sort_unstable_by(|a, b| b.cmp(a));
+    list.posts.dedup();
+    if list.posts.len() > RECENT_DEPTH {
+        list.posts.truncate(RECENT_DEPTH);
+        list.complete = false;
+    }
+}
+
+/// The compact encoding of a cached post (Redis values; sizes in the crate docs):
+/// `1 ‖ id ‖ author ‖ reply_to (0 = none) ‖ handle length (1 byte) ‖ handle ‖ text`,
+/// ids big-endian; a tombstone is the single byte `0`.
+pub mod codec {
+    use super::*;
+
+    pub const TOMBSTONE: &[u8] = &[0];
+
+    pub fn encode(p: &PostRecord) -> Vec<u8> {
+        let handle = p.author_handle.as_bytes();
+        let handle = &handle[..handle.len().min(255)];
+        let mut out = Vec::with_capacity(26 + handle.len() + p.text.len());
+        out.push(1);
+        out.extend_from_slice(&p.id.0.to_be_bytes());
+        out.extend_from_slice(&p.author.0.to_be_bytes());
+        out.extend_from_slice(&p.reply_to.map_or(0, |r| r.0).to_be_bytes());
+        out.push(handle.len() as u8);
+        out.extend_from_slice(handle);
+        out.extend_from_slice(p.text.as_bytes());
+        out
+    }
+
+    pub fn decode(b: &[u8]) -> CacheResult<CachedPost> {
+        let corrupt = || CacheError::Backend("corrupt cached post".into());
+        match b.first() {
+            Some(0) if b.len() == 1 => return Ok(CachedPost::Deleted),
+            Some(1) if b.len() >= 26 => {}
+            _ => return Err(corrupt()),
+        }
+        let u64_at = |i: usize| u64::from_be_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        let handle_len = b[25] as usize;
+        let text_at = 26 + handle_len;
+        if b.len() < text_at {
+            return Err(corrupt());
+        }
+        let text = |r: &[u8]| String::from_utf8(r.to_vec()).map_err(|_| corrupt());
+        let reply = u64_at(17);
+        Ok(CachedPost::Live(PostRecord {
+            id: PostId(u64_at(1)),
+            author: UserId(u64_at(9)),
+            reply_to: (reply != 0).then_some(PostId(reply)),
+            author_handle: text(&b[26..text_at])?,
+            text: text(&b[text_at..])?,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn posts_round_trip_through_the_codec() {
+        let p = PostRecord {
+            id: PostId(u64::MAX - 3),
+            author: UserId((1 << 53) + 1),
+            author_handle: "zoë".into(),
+            text: "héllo <b>".into(),
+            reply_to: Some(PostId(7)),
+        };
+        assert_eq!(codec::decode(&codec::encode(&p)).unwrap(), CachedPost::Live(p.clone()));
+        let plain = PostRecord { reply_to: None, text: String::new(), ..p };
+        assert_eq!(codec::decode(&codec::encode(&plain)).unwrap(), CachedPost::Live(plain));
+        assert_eq!(codec::decode(codec::TOMBSTONE).unwrap(), CachedPost::Deleted);
+        assert!(codec::decode(&[1, 2, 3]).is_err());
+        assert!(codec::decode(&[]).is_err());
+    }
+
+    #[test]
+    fn recent_lists_stay_sorted_unique_and_bounded() {
+        let mut r = Recent { posts: vec![PostId(9), PostId(5)], complete: true };
+        merge_recent(&mut r, &[PostId(7), PostId(9), PostId(11)]);
+        assert_eq!(r.posts, vec![PostId(11), PostId(9), PostId(7), PostId(5)]);
+        assert!(r.complete);
+        merge_recent(&mut r, &(100..100 + RECENT_DEPTH as u64).map(PostId).collect::<Vec<_>>());
+        assert_eq!(r.posts.len(), RECENT_DEPTH);
+        assert_eq!(r.posts[0], PostId(99 + RECENT_DEPTH as u64));
+        assert!(!r.complete);
+    }
+}

@@ -1,0 +1,253 @@
+//! How the Redis caches reach Redis: pooled multiplexed connections to one server, or a
+//! cluster connection, behind one `Conn` that single-key calls (scripts, one-key
+//! pipelines) use unchanged on both; and the Lua scripts they call by `EVALSHA`.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use deadpool_redis::Pool;
+use deadpool_redis::cluster::ClusterConnection;
+use deadpool_redis::redis::aio::{ConnectionLike, MultiplexedConnection};
+use deadpool_redis::redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use deadpool_redis::redis::{self, Cmd, RedisError, RedisFuture, Script, Value};
+use parking_lot::Mutex;
+
+use super::backend;
+use crate::{CacheError, CacheResult};
+
+/// How the cache reaches Redis.
+pub(super) enum Connections {
+    Node(NodeConnections),
+    /// Routes every command by its key's slot; reconnects to each node by itself.
+    Cluster(ClusterConnection),
+}
+
+/// A connection handed out for one call.
+pub(super) struct Lease {
+    pub(super) conn: Conn,
+    /// The [`NodeConnections`] slot it came from (unused on a cluster).
+    pub(super) slot: usize,
+}
+
+/// Either kind of connection, so single-key calls (scripts, one-owner pipelines) run
+/// unchanged on both.
+pub(super) enum Conn {
+    Node(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Node(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Node(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Node(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+impl Connections {
+    pub(super) async fn get(&self) -> CacheResult<Lease> {
+        match self {
+            Connections::Node(n) => n.get().await,
+            Connections::Cluster(c) => Ok(Lease { conn: Conn::Cluster(c.clone()), slot: 0 }),
+        }
+    }
+
+    pub(super) fn cluster(&self) -> Option<&ClusterConnection> {
+        match self {
+            Connections::Node(_) => None,
+            Connections::Cluster(c) => Some(c),
+        }
+    }
+
+    /// `SCAN`s every key matching `pattern` (on a cluster, on every primary), `UNLINK`ing
+    /// them if `unlink`. Returns how many were found.
+    pub(super) async fn scan_keys(&self, what: &'static str, pattern: &str, unlink: bool) -> CacheResult<usize> {
+        let nodes = match self {
+            Connections::Node(_) => vec![None],
+            Connections::Cluster(conn) => cluster_primaries(what, conn).await?.into_iter().map(Some).collect(),
+        };
+        let mut found = 0;
+        for node in nodes {
+            let mut cursor = 0u64;
+            loop {
+                let mut cmd = redis::cmd("SCAN");
+                cmd.arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(1000);
+                let (next, keys): (u64, Vec<Vec<u8>>) = match (self, &node) {
+                    (Connections::Cluster(conn), Some((host, port))) => {
+                        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                            host: host.clone(),
+                            port: *port,
+                        });
+                        let reply = conn.clone().route_command(cmd, route).await.map_err(|e| backend(what, &e))?;
+                        redis::from_redis_value(reply).map_err(|e| CacheError::Backend(format!("redis {what}: {e}")))?
+                    }
+                    _ => {
+                        let mut lease = self.get().await?;
+                        let result = cmd.query_async(&mut lease.conn).await;
+                        self.check(what, &lease, result)?
+                    }
+                };
+                found += keys.len();
+                if unlink && !keys.is_empty() {
+                    // A cluster client splits a many-key UNLINK by slot.
+                    let mut lease = self.get().await?;
+                    let result = redis::cmd("UNLINK").arg(&keys).query_async::<i64>(&mut lease.conn).await;
+                    self.check(what, &lease, result)?;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(found)
+    }
+
+    /// Maps the error; on a single node also retires a broken connection.
+    pub(super) fn check<T>(&self, what: &'static str, lease: &Lease, result: Result<T, RedisError>) -> CacheResult<T> {
+        match self {
+            Connections::Node(n) => n.check(what, lease, result),
+            Connections::Cluster(_) => result.map_err(|e| backend(what, &e)),
+        }
+    }
+}
+
+/// Pooled connections to one server, kept checked out.
+///
+/// A `deadpool-redis` pool `PING`s a connection every time it hands it out, which would
+/// add a round trip to every call. A multiplexed connection serves many callers at once,
+/// so each slot keeps one checked out and hands out clones; a slot goes back to the pool
+/// (whose `PING` then weeds out the dead connection) only after a connection error.
+pub(super) struct NodeConnections {
+    pool: Pool,
+    pub(super) slots: Box<[Slot]>,
+    next: AtomicUsize,
+}
+
+#[derive(Default)]
+pub(super) struct Slot {
+    pub(super) conn: Mutex<Option<deadpool_redis::Connection>>,
+    /// Held while filling an empty slot, so callers meeting it empty wait for one
+    /// connection instead of each taking one (they would exhaust the pool).
+    filling: tokio::sync::Mutex<()>,
+}
+
+impl NodeConnections {
+    pub(super) fn new(pool: Pool, slots: usize) -> Self {
+        Self { pool, slots: (0..slots).map(|_| Slot::default()).collect(), next: AtomicUsize::new(0) }
+    }
+
+    pub(super) async fn get(&self) -> CacheResult<Lease> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        let slot = &self.slots[i];
+        if let Some(c) = slot.conn.lock().as_ref() {
+            return Ok(Lease { conn: Conn::Node(MultiplexedConnection::clone(c)), slot: i });
+        }
+        let _filling = slot.filling.lock().await;
+        if let Some(c) = slot.conn.lock().as_ref() {
+            return Ok(Lease { conn: Conn::Node(MultiplexedConnection::clone(c)), slot: i });
+        }
+        let fresh = self.pool.get().await.map_err(|e| CacheError::Backend(format!("redis connect: {e}")))?;
+        let conn = MultiplexedConnection::clone(&fresh);
+        *slot.conn.lock() = Some(fresh);
+        Ok(Lease { conn: Conn::Node(conn), slot: i })
+    }
+
+    /// Maps the error, and retires the lease's connection if the error says it is broken.
+    pub(super) fn check<T>(&self, what: &'static str, lease: &Lease, result: Result<T, RedisError>) -> CacheResult<T> {
+        result.map_err(|e| {
+            if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_unrecoverable_error() {
+                tracing::warn!(slot = lease.slot, error = %e, "dropping a broken redis connection");
+                drop(self.slots[lease.slot].conn.lock().take());
+            }
+            backend(what, &e)
+        })
+    }
+}
+
+/// One Lua script, called by `EVALSHA`.
+pub(super) struct LuaScript {
+    pub(super) code: String,
+    sha: String,
+}
+
+impl LuaScript {
+    pub(super) fn new(code: String) -> Self {
+        Self { sha: Script::new(&code).get_hash().to_owned(), code }
+    }
+
+    pub(super) fn sha(&self) -> &str {
+        &self.sha
+    }
+
+    /// An `EVALSHA` of this script on `keys`.
+    pub(super) fn cmd_keys(&self, keys: &[&str], args: &[&[u8]]) -> Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&self.sha).arg(keys.len()).arg(keys);
+        for a in args {
+            cmd.arg(*a);
+        }
+        cmd
+    }
+
+    /// An `EVALSHA` of this script, to send on its own.
+    pub(super) fn cmd(&self, key: &str, args: &[&[u8]]) -> Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&self.sha).arg(1).arg(key);
+        for a in args {
+            cmd.arg(*a);
+        }
+        cmd
+    }
+
+    /// Adds an `EVALSHA` of this script to `pipe`.
+    pub(super) fn call(&self, pipe: &mut redis::Pipeline, key: &str, args: &[&[u8]]) {
+        let cmd = pipe.cmd("EVALSHA").arg(&self.sha).arg(1).arg(key);
+        for a in args {
+            cmd.arg(*a);
+        }
+    }
+}
+
+/// Cluster: the primaries to `SCAN`, from `CLUSTER NODES` (failed nodes left out).
+async fn cluster_primaries(what: &'static str, conn: &ClusterConnection) -> CacheResult<Vec<(String, u16)>> {
+    let nodes: String =
+        redis::cmd("CLUSTER").arg("NODES").query_async(&mut conn.clone()).await.map_err(|e| backend(what, &e))?;
+    let mut primaries = Vec::new();
+    for line in nodes.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let (Some(addr), Some(flags)) = (fields.get(1), fields.get(2)) else { continue };
+        let flags: Vec<&str> = flags.split(',').collect();
+        if !flags.contains(&"master") || flags.iter().any(|f| matches!(*f, "fail" | "noaddr" | "handshake")) {
+            continue;
+        }
+        // ip:port@cport[,hostname]
+        let addr = addr.split(['@', ',']).next().unwrap_or_default();
+        let Some((host, port)) = addr.rsplit_once(':') else { continue };
+        let Ok(port) = port.parse() else { continue };
+        primaries.push((host.to_owned(), port));
+    }
+    if primaries.is_empty() {
+        return Err(CacheError::Backend(format!("redis {what}: CLUSTER NODES lists no primary")));
+    }
+    Ok(primaries)
+}

@@ -1,0 +1,358 @@
+//! The Redis read model (see [`crate::read_model`]), on the timeline cache's connections.
+//!
+//! # Keys and sizes
+//!
+//! With the cache's prefix `P` (default `tl:`):
+//!
+//! | key | value | TTL |
+//! |---|---|---|
+//! | `Pp:<post id>` | a post: `1 ‖ id ‖ author ‖ reply_to ‖ handle length ‖ handle ‖ text` (26 bytes + handle + text), or the tombstone `0` | `post_ttl` |
+//! | `P{<reader>}:f` | followees, 8 bytes each, unordered | `following_ttl` |
+//! | `P{<author>}:r` | `C`/`T` (complete / cut) ‖ newest post ids, 8 bytes each, at most 128 | `recent_ttl` |
+//! | `P{celebrities}:c` | celebrities, 8 bytes each | `recent_ttl` |
+//! | `…:fill` beside each of the last three | a fill's token | 60 s |
+//!
+//! A follow costs 8 bytes in its follower's list (plus ~60 bytes per list for the key), a
+//! cached post ~75 bytes of Redis overhead plus its encoding (measured in
+//! `read_model_bytes_are_compact`). The braces are Cluster hash tags: a follow list and its
+//! token share their owner's slot (and the owner's timeline's), so every script takes keys
+//! of one slot. Post keys spread over the cluster; multi-post reads are one `MGET` on a
+//! single node and independent `GET`s in flight on a cluster.
+//!
+//! Eviction: every key has a TTL. Under `maxmemory`, run Redis with `volatile-lru` or
+//! `allkeys-lru`: any key may go (a miss fills it again), with one caveat — an evicted
+//! tombstone lets a fill that was already in flight when the post was deleted cache it
+//! again, until `post_ttl`.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_redis::redis::{self, Cmd, Value};
+use futures::StreamExt as _;
+use starling_ids::{PostId, UserId};
+use starling_storage::PostRecord;
+
+use super::conn::{Connections, LuaScript};
+use super::millis;
+use crate::read_model::{
+    CachedPost, Collection, Fill, FillToken, RECENT_DEPTH, ReadModel, Recent, check_fill, codec, merge_recent,
+};
+use crate::{CacheError, CacheResult};
+
+#[derive(Clone, Debug)]
+pub struct RedisReadModelOptions {
+    pub post_ttl: Duration,
+    /// Follow lists: an idle reader's goes like its timeline.
+    pub following_ttl: Duration,
+    /// Recent lists and the celebrity list.
+    pub recent_ttl: Duration,
+    /// A fill not finished after this long is abandoned.
+    pub fill_timeout: Duration,
+    /// Commands in flight at once on a cluster (posts of one page).
+    pub in_flight: usize,
+}
+
+impl Default for RedisReadModelOptions {
+    fn default() -> Self {
+        Self {
+            post_ttl: Duration::from_secs(3 * 24 * 3600),
+            following_ttl: Duration::from_secs(7 * 24 * 3600),
+            recent_ttl: Duration::from_secs(24 * 3600),
+            fill_timeout: Duration::from_secs(60),
+            in_flight: 64,
+        }
+    }
+}
+
+struct Scripts {
+    set_member: LuaScript,
+    add_recent: LuaScript,
+    finish_fill: LuaScript,
+}
+
+/// See the module docs.
+pub struct RedisReadModel {
+    conns: Arc<Connections>,
+    prefix: String,
+    scripts: Scripts,
+    post_ms: u64,
+    following_ms: u64,
+    recent_ms: u64,
+    fill_ms: u64,
+    in_flight: usize,
+}
+
+impl RedisReadModel {
+    pub(super) fn new(conns: Arc<Connections>, prefix: String, options: RedisReadModelOptions) -> Self {
+        Self {
+            conns,
+            prefix,
+            scripts: Scripts {
+                set_member: LuaScript::new(include_str!("lua/set_member.lua").to_owned()),
+                add_recent: LuaScript::new(include_str!("lua/add_recent.lua").to_owned()),
+                finish_fill: LuaScript::new(include_str!("lua/finish_fill.lua").to_owned()),
+            },
+            post_ms: millis(options.post_ttl),
+            following_ms: millis(options.following_ttl),
+            recent_ms: millis(options.recent_ttl),
+            fill_ms: millis(options.fill_timeout),
+            in_flight: options.in_flight.max(1),
+        }
+    }
+
+    fn post_key(&self, id: PostId) -> String {
+        let mut k = String::with_capacity(self.prefix.len() + 22);
+        let _ = write!(k, "{}p:{}", self.prefix, id.0);
+        k
+    }
+
+    fn key(&self, c: Collection) -> String {
+        match c {
+            Collection::Following(reader) => format!("{}{{{}}}:f", self.prefix, reader.0),
+            Collection::Recent(author) => format!("{}{{{}}}:r", self.prefix, author.0),
+            Collection::Celebrities => format!("{}{{celebrities}}:c", self.prefix),
+        }
+    }
+
+    fn ttl_ms(&self, c: Collection) -> u64 {
+        match c {
+            Collection::Following(_) => self.following_ms,
+            Collection::Recent(_) | Collection::Celebrities => self.recent_ms,
+        }
+    }
+
+    /// One command; a connection found broken before the command could be sent is
+    /// replaced and the command sent once more (every command here is idempotent).
+    async fn query<T: redis::FromRedisValue>(&self, what: &'static str, cmd: &Cmd) -> CacheResult<T> {
+        let mut lease = self.conns.get().await?;
+        let result = cmd.query_async(&mut lease.conn).await;
+        match result {
+            Err(e) if e.is_connection_dropped() || e.is_io_error() => {
+                let _ = self.conns.check::<()>(what, &lease, Err(e));
+                let mut lease = self.conns.get().await?;
+                let result = cmd.query_async(&mut lease.conn).await;
+                self.conns.check(what, &lease, result)
+            }
+            other => self.conns.check(what, &lease, other),
+        }
+    }
+
+    /// A script call; on `NOSCRIPT` (a restarted or new server) loads it and calls again.
+    async fn script<T: redis::FromRedisValue>(
+        &self,
+        what: &'static str,
+        script: &LuaScript,
+        keys: &[&str],
+        args: &[&[u8]],
+    ) -> CacheResult<T> {
+        let cmd = script.cmd_keys(keys, args);
+        match self.query::<T>(what, &cmd).await {
+            Err(_) if self.missing_script(what, script).await? => self.query(what, &cmd).await,
+            other => other,
+        }
+    }
+
+    /// Whether `script` had to be loaded (then the failed call deserves another try).
+    async fn missing_script(&self, what: &'static str, script: &LuaScript) -> CacheResult<bool> {
+        let exists: Vec<bool> = self.query(what, redis::cmd("SCRIPT").arg("EXISTS").arg(script.sha())).await?;
+        if exists.first() == Some(&true) {
+            return Ok(false);
+        }
+        self.query::<Value>(what, redis::cmd("SCRIPT").arg("LOAD").arg(&script.code)).await?;
+        Ok(true)
+    }
+
+    /// Many single-key reads (or writes), in order: one pipeline on a single node,
+    /// independent commands in flight on a cluster (the keys lie in many slots).
+    async fn each<T: redis::FromRedisValue>(&self, what: &'static str, cmds: Vec<Cmd>) -> CacheResult<Vec<T>> {
+        if cmds.is_empty() {
+            return Ok(Vec::new());
+        }
+        if self.conns.cluster().is_some() {
+            let sends = cmds.into_iter().map(|cmd| async move { self.query::<T>(what, &cmd).await });
+            let replies: Vec<CacheResult<T>> = futures::stream::iter(sends).buffered(self.in_flight).collect().await;
+            return replies.into_iter().collect();
+        }
+        let mut pipe = redis::pipe();
+        for cmd in cmds {
+            pipe.add_command(cmd);
+        }
+        let mut lease = self.conns.get().await?;
+        let result = pipe.query_async(&mut lease.conn).await;
+        self.conns.check(what, &lease, result)
+    }
+
+    /// `MGET` on one node; `GET`s on a cluster.
+    async fn get_many(&self, what: &'static str, keys: Vec<String>) -> CacheResult<Vec<Option<Vec<u8>>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        if self.conns.cluster().is_some() {
+            return self.each(what, keys.iter().map(|k| redis::cmd("GET").arg(k).clone()).collect()).await;
+        }
+        self.query(what, redis::cmd("MGET").arg(&keys)).await
+    }
+
+    fn patterns(&self) -> [String; 2] {
+        let mut escaped = String::with_capacity(self.prefix.len());
+        for c in self.prefix.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                escaped.push('\\');
+            }
+            escaped.push(c);
+        }
+        [format!("{escaped}p:*"), format!("{escaped}{{*}}:*")]
+    }
+}
+
+fn ids_to_bytes(ids: impl IntoIterator<Item = u64>) -> Vec<u8> {
+    ids.into_iter().flat_map(u64::to_be_bytes).collect()
+}
+
+fn bytes_to_ids(b: &[u8]) -> CacheResult<Vec<u64>> {
+    if b.len() % 8 != 0 {
+        return Err(CacheError::Backend("corrupt id list".into()));
+    }
+    Ok(b.chunks_exact(8).map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes"))).collect())
+}
+
+fn decode_recent(b: &[u8]) -> CacheResult<Recent> {
+    let (complete, ids) = match b.split_first() {
+        Some((b'C', ids)) => (true, ids),
+        Some((b'T', ids)) => (false, ids),
+        _ => return Err(CacheError::Backend("corrupt recent list".into())),
+    };
+    Ok(Recent { posts: bytes_to_ids(ids)?.into_iter().map(PostId).collect(), complete })
+}
+
+fn encode_recent(r: &Recent) -> Vec<u8> {
+    let mut out = vec![if r.complete { b'C' } else { b'T' }];
+    out.extend(ids_to_bytes(r.posts.iter().map(|p| p.0)));
+    out
+}
+
+#[async_trait]
+impl ReadModel for RedisReadModel {
+    #[tracing::instrument(level = "debug", skip_all, fields(posts = ids.len()))]
+    async fn posts(&self, ids: &[PostId]) -> CacheResult<Vec<Option<CachedPost>>> {
+        let values = self.get_many("posts", ids.iter().map(|&id| self.post_key(id)).collect()).await?;
+        values.into_iter().map(|v| v.map(|b| codec::decode(&b)).transpose()).collect()
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(posts = posts.len()))]
+    async fn add_posts(&self, posts: &[PostRecord]) -> CacheResult<()> {
+        let cmds = posts
+            .iter()
+            .map(|p| {
+                redis::cmd("SET")
+                    .arg(self.post_key(p.id))
+                    .arg(codec::encode(p))
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(self.post_ms)
+                    .clone()
+            })
+            .collect();
+        self.each::<Value>("add posts", cmds).await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(posts = ids.len()))]
+    async fn posts_deleted(&self, ids: &[PostId]) -> CacheResult<()> {
+        let cmds = ids
+            .iter()
+            .map(|&id| {
+                redis::cmd("SET").arg(self.post_key(id)).arg(codec::TOMBSTONE).arg("PX").arg(self.post_ms).clone()
+            })
+            .collect();
+        self.each::<Value>("delete posts", cmds).await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(reader = reader.0))]
+    async fn following(&self, reader: UserId) -> CacheResult<Option<Vec<UserId>>> {
+        let v: Option<Vec<u8>> =
+            self.query("following", redis::cmd("GET").arg(self.key(Collection::Following(reader)))).await?;
+        v.map(|b| Ok(bytes_to_ids(&b)?.into_iter().map(UserId).collect())).transpose()
+    }
+
+    async fn celebrities(&self) -> CacheResult<Option<Vec<UserId>>> {
+        let v: Option<Vec<u8>> =
+            self.query("celebrities", redis::cmd("GET").arg(self.key(Collection::Celebrities))).await?;
+        v.map(|b| Ok(bytes_to_ids(&b)?.into_iter().map(UserId).collect())).transpose()
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(authors = authors.len()))]
+    async fn recent(&self, authors: &[UserId]) -> CacheResult<Vec<Option<Recent>>> {
+        let keys = authors.iter().map(|&a| self.key(Collection::Recent(a))).collect();
+        let values = self.get_many("recent", keys).await?;
+        values.into_iter().map(|v| v.map(|b| decode_recent(&b)).transpose()).collect()
+    }
+
+    async fn begin_fill(&self, collection: Collection) -> CacheResult<FillToken> {
+        let token = FillToken(rand_token());
+        let key = format!("{}:fill", self.key(collection));
+        self.query::<Value>("begin fill", redis::cmd("SET").arg(key).arg(token.0).arg("PX").arg(self.fill_ms)).await?;
+        Ok(token)
+    }
+
+    async fn finish_fill(&self, collection: Collection, token: FillToken, value: Fill) -> CacheResult<bool> {
+        check_fill(collection, &value)?;
+        let bytes = match value {
+            Fill::Users(users) => ids_to_bytes(users.iter().map(|u| u.0)),
+            Fill::Recent(mut recent) => {
+                merge_recent(&mut recent, &[]);
+                encode_recent(&recent)
+            }
+        };
+        let key = self.key(collection);
+        let fill = format!("{key}:fill");
+        let (token, ttl) = (token.0.to_string(), self.ttl_ms(collection).to_string());
+        let args: [&[u8]; 3] = [token.as_bytes(), &bytes, ttl.as_bytes()];
+        let done: i64 = self.script("finish fill", &self.scripts.finish_fill, &[&key, &fill], &args).await?;
+        Ok(done == 1)
+    }
+
+    async fn set_member(&self, collection: Collection, member: UserId, present: bool) -> CacheResult<()> {
+        let key = self.key(collection);
+        let fill = format!("{key}:fill");
+        let id = member.0.to_be_bytes();
+        let args: [&[u8]; 2] = [&id, if present { b"1" } else { b"0" }];
+        self.script::<i64>("set member", &self.scripts.set_member, &[&key, &fill], &args).await?;
+        Ok(())
+    }
+
+    async fn add_recent(&self, author: UserId, posts: &[PostId]) -> CacheResult<()> {
+        let key = self.key(Collection::Recent(author));
+        let fill = format!("{key}:fill");
+        let depth = RECENT_DEPTH.to_string();
+        let ids: Vec<[u8; 8]> = posts.iter().map(|p| p.0.to_be_bytes()).collect();
+        let mut args: Vec<&[u8]> = vec![depth.as_bytes()];
+        args.extend(ids.iter().map(|i| &i[..]));
+        self.script::<i64>("add recent", &self.scripts.add_recent, &[&key, &fill], &args).await?;
+        Ok(())
+    }
+
+    async fn forget(&self, collection: Collection) -> CacheResult<()> {
+        let key = self.key(collection);
+        self.query::<i64>("forget", redis::cmd("DEL").arg(&key).arg(format!("{key}:fill"))).await?;
+        Ok(())
+    }
+
+    async fn clear(&self) -> CacheResult<()> {
+        for pattern in self.patterns() {
+            self.conns.scan_keys("clear", &pattern, true).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A fill token: unique enough that two fills of one key never share one.
+fn rand_token() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    h.finish()
+}
