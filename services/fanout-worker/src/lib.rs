@@ -1,13 +1,14 @@
 //! fanout-worker: keeps materialised home timelines up to date.
 //!
-//! It consumes `posts.v1` and `graph.v1` and writes only to the timeline cache:
+//! It consumes `posts.v1` and `graph.v1` and writes only to the timeline cache and the
+//! read model beside it ([`starling_timeline_cache::read_model`]):
 //!
 //! | event | effect |
 //! |---|---|
-//! | post created | push to the author's own timeline; if the author is ordinary, to every follower that has a timeline (active readers) |
-//! | post deleted | remove from the author's and followers' timelines (reads also drop deleted posts) |
-//! | follow / unfollow / block | *reconcile* the edge: if the follow exists now, backfill the author's recent posts; if not, remove the author's entries |
-//! | author class changed | if the author is ordinary now, backfill its recent posts to its followers (posts made while it was a celebrity were never pushed) |
+//! | post created | push to the author's own timeline; if the author is ordinary, to every follower that has a timeline (active readers); if a celebrity, add it to the author's cached recent list |
+//! | post deleted | remove from the author's and followers' timelines; cache its tombstone (reads also drop deleted posts) |
+//! | follow / unfollow / block | *reconcile* the edge: set it in the reader's cached follow list as the graph has it now; if the follow exists, backfill the author's recent posts; if not, remove the author's entries |
+//! | author class changed | set the author in the cached celebrity list as the graph has it now, forget its recent list; if the author is ordinary now, backfill its recent posts to its followers (posts made while it was a celebrity were never pushed) |
 //!
 //! Graph events are applied by looking at the graph's *current* state rather than
 //! trusting the event, so redelivery, duplicates and reordering across topics all
@@ -76,6 +77,7 @@ use starling_events::trace::TraceContext;
 use starling_events::{Consumer, Delivery, EventLog, LogError, Record, Topic, pb};
 use starling_ids::{PostId, UserId};
 use starling_storage::{AuthorClass, Window};
+use starling_timeline_cache::read_model::{Collection, ReadModel};
 use starling_timeline_cache::{CacheError, Entry, Push, TimelineCache};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
@@ -145,6 +147,8 @@ pub struct Fanout {
     pub graph: Arc<dyn GraphClient>,
     pub posts: Arc<dyn PostClient>,
     pub cache: Arc<dyn TimelineCache>,
+    /// Follow lists, celebrities and their recent posts, tombstones: what reads need.
+    pub model: Arc<dyn ReadModel>,
     /// The cache's cap per timeline; backfills insert this many posts (see crate docs).
     pub max_entries: usize,
     pub settings: FanoutSettings,
@@ -516,6 +520,8 @@ impl Fanout {
         let mut slices: Vec<Record> = Vec::new();
         let mut pending = 0;
         let (mut pushed, mut merged) = (0u64, 0u64);
+        // Celebrities' posts, for their recent lists.
+        let mut recent: BTreeMap<UserId, Vec<PostId>> = BTreeMap::new();
         for p in run {
             let (post, author) = (p.push.post, p.push.author);
             let entry = Entry { post, author };
@@ -527,7 +533,10 @@ impl Fanout {
                 pushes.push(Push { entry, owners: std::slice::from_ref(&p.push.author) });
                 pending += 1;
                 match &audiences[&author] {
-                    Audience::Celebrity => merged += 1,
+                    Audience::Celebrity => {
+                        merged += 1;
+                        recent.entry(author).or_default().push(post);
+                    }
                     Audience::Followers(followers) if self.splits(followers.len()) => {
                         pushed += 1;
                         slices.extend(self.slices(post, author, followers, p.trace));
@@ -546,6 +555,9 @@ impl Fanout {
             }
         }
         self.write(&pushes, pending).await?;
+        for (author, posts) in &recent {
+            self.model.add_recent(*author, posts).await?;
+        }
         if !slices.is_empty() {
             let n = slices.len() as u64;
             log.append(slices).await?;
@@ -606,6 +618,8 @@ impl Fanout {
     }
 
     pub async fn post_deleted(&self, post: PostId, author: UserId) -> Result<(), FanoutError> {
+        // The post-service caches the tombstone too, but only as best effort.
+        self.model.posts_deleted(&[post]).await?;
         self.cache.remove_post(&[author], post).await?;
         self.for_each_follower_page(author, |followers| async move {
             self.cache.remove_post(&followers, post).await?;
@@ -616,7 +630,9 @@ impl Fanout {
 
     /// Makes `reader`'s timeline agree with whether it follows `author` now.
     pub async fn reconcile(&self, reader: UserId, author: UserId) -> Result<(), FanoutError> {
-        if !self.graph.follows(reader, author).await? {
+        let follows = self.graph.follows(reader, author).await?;
+        self.model.set_member(Collection::Following(reader), author, follows).await?;
+        if !follows {
             self.cache.remove_author(reader, author).await?;
             return Ok(());
         }
@@ -631,7 +647,12 @@ impl Fanout {
     }
 
     pub async fn class_changed(&self, author: UserId) -> Result<(), FanoutError> {
-        if self.graph.author_class(author).await? == AuthorClass::Celebrity {
+        let celebrity = self.graph.author_class(author).await? == AuthorClass::Celebrity;
+        self.model.set_member(Collection::Celebrities, author, celebrity).await?;
+        // Its recent list stopped following its posts while it was ordinary (or never
+        // existed): the next read fills a fresh one.
+        self.model.forget(Collection::Recent(author)).await?;
+        if celebrity {
             // Newly a celebrity: its posts already pushed stay; new ones merge at read.
             return Ok(());
         }
@@ -685,6 +706,7 @@ mod tests {
     use starling_storage::embedded::{Durability, EmbeddedStore};
     use starling_storage::{GraphStore, PostRecord, PostStore, UserRecord};
     use starling_timeline_cache::memory::{MemoryCache, MemoryCacheOptions};
+    use starling_timeline_cache::read_model::memory::{MemoryReadModel, MemoryReadModelOptions};
     use starling_timeline_cache::{Range, TimelineCache};
     use tokio_util::sync::CancellationToken;
 
@@ -695,6 +717,7 @@ mod tests {
     struct Fixture {
         store: EmbeddedStore,
         cache: Arc<MemoryCache>,
+        model: Arc<MemoryReadModel>,
         author: UserId,
         reader: UserId,
     }
@@ -710,7 +733,8 @@ mod tests {
             graph.follow(reader, author, Vec::new()).await.unwrap();
             assert!(cache.begin_rebuild(reader).await.unwrap());
             cache.finish_rebuild(reader, &[], true).await.unwrap();
-            Fixture { store, cache, author, reader }
+            let model = Arc::new(MemoryReadModel::new(MemoryReadModelOptions::default()));
+            Fixture { store, cache, model, author, reader }
         }
 
         fn created(&self, post: u64) -> pb::PostEvent {
@@ -736,6 +760,7 @@ mod tests {
                 graph: Arc::new(LocalGraph(self.store.graph())),
                 posts: Arc::new(LocalPosts(self.store.posts())),
                 cache: self.cache.clone(),
+                model: self.model.clone(),
                 max_entries: 800,
                 settings,
                 stats: stats.clone(),
@@ -896,6 +921,7 @@ mod tests {
             graph: Arc::new(LocalGraph(f.store.graph())),
             posts: Arc::new(LocalPosts(f.store.posts())),
             cache: f.cache.clone(),
+            model: f.model.clone(),
             max_entries: 800,
             settings: FanoutSettings { stall_limit_ms: 300, ..FanoutSettings::default() },
             stats: stats.clone(),

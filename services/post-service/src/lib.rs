@@ -21,6 +21,7 @@ use starling_events::{Record, event_id, now_ms, pb};
 use starling_ids::{IdGenerator, PostId};
 use starling_outbox::Publisher;
 use starling_storage::{CreatePost, Order, PostRecord, PostStore, Window};
+use starling_timeline_cache::read_model::ReadModel;
 
 /// Longest post, in Unicode scalar values (what a person counts as characters).
 pub const MAX_POST_CHARS: usize = 500;
@@ -32,9 +33,30 @@ pub struct PostService {
     pub publisher: Publisher,
     pub ids: Arc<IdGenerator>,
     pub limiter: RateLimiter,
+    /// The read model's post cache, written through on create and delete; `None` when no
+    /// timeline-service shares one with this process.
+    pub model: Option<Arc<dyn ReadModel>>,
 }
 
 impl PostService {
+    /// Best effort: the post is durable and its event on the way; a read that misses
+    /// fills the cache from here, and the fan-out caches tombstones from the event.
+    async fn cache_post(&self, post: &PostRecord) {
+        if let Some(m) = &self.model {
+            if let Err(e) = m.add_posts(std::slice::from_ref(post)).await {
+                tracing::warn!(post = post.id.get(), error = %e, "could not cache a new post");
+            }
+        }
+    }
+
+    async fn cache_tombstone(&self, id: PostId) {
+        if let Some(m) = &self.model {
+            if let Err(e) = m.posts_deleted(&[id]).await {
+                tracing::warn!(post = id.get(), error = %e, "could not cache a deleted post");
+            }
+        }
+    }
+
     pub fn configure(self: &Arc<Self>, cfg: &mut web::ServiceConfig) {
         cfg.app_data(web::Data::from(self.clone()))
             .route("/api/v1/posts", web::post().to(create))
@@ -132,6 +154,8 @@ async fn create(
     let events = vec![Record::post(post.author.get(), &event).with_trace(request_trace(&req))];
     match svc.store.create_post(&post, key.as_deref(), events.clone()).await.map_err(ApiError::unavailable)? {
         CreatePost::Created { outbox } => {
+            // Cached before the event goes out, so the first reads of the pushed entry hit.
+            svc.cache_post(&post).await;
             svc.publisher.publish(events, &outbox).await.map_err(ApiError::unavailable)?;
             Ok(HttpResponse::Created().json(PostView::from(post)))
         }
@@ -173,6 +197,7 @@ async fn delete(svc: Svc, me: AuthUser, req: HttpRequest, path: web::Path<String
     let events = vec![Record::post(me.id.get(), &event).with_trace(request_trace(&req))];
     match svc.store.delete_post(id, events.clone()).await.map_err(ApiError::unavailable)? {
         Some((_, outbox)) => {
+            svc.cache_tombstone(id).await;
             svc.publisher.publish(events, &outbox).await.map_err(ApiError::unavailable)?;
             Ok(HttpResponse::NoContent().finish())
         }

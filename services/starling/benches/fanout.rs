@@ -67,6 +67,7 @@ use starling_storage::embedded::{Durability, EmbeddedStore};
 use starling_storage::{CreatePost, EdgeChange, GraphStore, PostRecord, PostStore, UserRecord};
 use starling_timeline_cache::TimelineCache;
 use starling_timeline_cache::memory::{MemoryCache, MemoryCacheOptions};
+use starling_timeline_cache::read_model::memory::{MemoryReadModel, MemoryReadModelOptions};
 use starling_timeline_cache::redis::deadpool_redis::{self, redis};
 use starling_timeline_cache::redis::{RedisCache, RedisCacheOptions};
 use tokio_util::sync::CancellationToken;
@@ -123,6 +124,8 @@ fn worker(store: &EmbeddedStore, cache: Arc<dyn TimelineCache>, stats: Arc<Fanou
         graph: Arc::new(LocalGraph(store.graph())),
         posts: Arc::new(LocalPosts(store.posts())),
         cache,
+        // Pushes of ordinary authors never touch the read model; in memory here in both modes.
+        model: Arc::new(MemoryReadModel::new(MemoryReadModelOptions::default())),
         max_entries: 800,
         settings,
         stats,

@@ -41,12 +41,15 @@ use starling_storage::embedded::{Durability, EmbeddedStore};
 use starling_storage::{GraphStore, Outbox, PostStore};
 use starling_timeline_cache::TimelineCache;
 use starling_timeline_cache::memory::{MemoryCache, MemoryCacheOptions};
-use starling_timeline_cache::redis::{RedisCache, RedisCacheOptions};
+use starling_timeline_cache::read_model::ReadModel;
+use starling_timeline_cache::read_model::memory::{MemoryReadModel, MemoryReadModelOptions};
+use starling_timeline_cache::redis::{RedisCache, RedisCacheOptions, RedisReadModelOptions};
 use timeline_service::{ReadSettings, TimelineService};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use settings::Settings;
+use settings::{CacheBackend, LogBackend, StoreBackend};
 
 /// One of the four services.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -88,6 +91,7 @@ struct Ops {
     fanout: Option<Arc<FanoutStats>>,
     timeline: Option<Arc<TimelineService>>,
     cache: Option<Arc<dyn TimelineCache>>,
+    model: Option<Arc<dyn ReadModel>>,
     /// The in-memory cache, whose size is cheap to read. Redis is not asked: counting its
     /// timelines is a SCAN over every key, too costly for each metrics scrape (Redis's own
     /// INFO keyspace reports it).
@@ -108,9 +112,9 @@ struct Stores {
 impl Stores {
     async fn open(settings: &Settings) -> anyhow::Result<Stores> {
         let b = &settings.backends;
-        if !b.scylla_uri.is_empty() {
+        if let StoreBackend::Scylla { uri } = b.store() {
             let store = ScyllaStore::connect(&ScyllaOptions {
-                uri: b.scylla_uri.clone(),
+                uri,
                 keyspace: b.scylla_keyspace.clone(),
                 replication_factor: b.scylla_replication_factor,
                 worker_id: settings.server.worker_id,
@@ -143,6 +147,9 @@ struct Backends {
     store: Option<Stores>,
     log: Arc<dyn EventLog>,
     cache: Option<Arc<dyn TimelineCache>>,
+    /// Shared by the timeline-service (reads, fills), the fan-out (events) and the
+    /// post-service (write-through); `None` for a post-service without Redis.
+    model: Option<Arc<dyn ReadModel>>,
     /// Set when the cache is the in-memory one, which needs a sweeper.
     memory: Option<Arc<MemoryCache>>,
 }
@@ -157,57 +164,72 @@ impl Backends {
 
         let store = if has(Role::Graph) || has(Role::Posts) { Some(Stores::open(settings).await?) } else { None };
 
-        let log: Arc<dyn EventLog> = if !b.kafka_brokers.is_empty() {
-            KafkaLog::connect(KafkaOptions {
-                brokers: b.kafka_brokers.clone(),
+        let log: Arc<dyn EventLog> = match b.log() {
+            LogBackend::Kafka { brokers } => KafkaLog::connect(KafkaOptions {
+                brokers,
                 partitions: b.kafka_partitions,
                 topic_prefix: b.topic_prefix.clone(),
                 instance_id: Some(b.kafka_instance_id.clone()).filter(|i| !i.is_empty()),
                 ..KafkaOptions::default()
             })
             .await
-            .context("connecting to Kafka")?
-        } else if all {
-            EmbeddedLog::open(
+            .context("connecting to Kafka")?,
+            LogBackend::Embedded if all => EmbeddedLog::open(
                 &data.join("log"),
                 EmbeddedLogOptions { partitions: settings.storage.log_partitions, sync: settings.storage.sync },
             )
-            .context("opening the embedded event log")?
-        } else {
-            bail!("services in separate processes share events through Kafka: set backends.kafka_brokers");
+            .context("opening the embedded event log")?,
+            LogBackend::Embedded => {
+                bail!("services in separate processes share events through Kafka: set backends.kafka_brokers")
+            }
         };
 
-        let (cache, memory): (Option<Arc<dyn TimelineCache>>, _) = if !(has(Role::Timeline) || has(Role::Fanout)) {
-            (None, None)
-        } else if !b.redis_url.is_empty() || !b.redis_cluster_nodes().is_empty() {
-            let options = RedisCacheOptions {
-                max_entries: settings.timeline.max_entries,
-                active_for: Duration::from_secs(settings.timeline.active_for_secs),
-                key_prefix: b.redis_prefix.clone(),
-                ..RedisCacheOptions::default()
-            };
-            let cache = if b.redis_url.is_empty() {
-                RedisCache::connect_cluster(&b.redis_cluster_nodes(), options)
-                    .await
-                    .context("connecting to Redis Cluster")?
-            } else {
-                RedisCache::connect(&b.redis_url, options).await.context("connecting to Redis")?
-            };
-            (Some(Arc::new(cache)), None)
-        } else if has(Role::Timeline) && has(Role::Fanout) {
-            let cache = Arc::new(MemoryCache::new(MemoryCacheOptions {
-                max_entries: settings.timeline.max_entries,
-                active_for: Duration::from_secs(settings.timeline.active_for_secs),
-                ..MemoryCacheOptions::default()
-            }));
-            (Some(cache.clone() as Arc<dyn TimelineCache>), Some(cache))
-        } else {
-            bail!(
+        let t = &settings.timeline;
+        let reads = has(Role::Timeline) || has(Role::Fanout);
+        let redis_options = || RedisCacheOptions {
+            max_entries: t.max_entries,
+            active_for: Duration::from_secs(t.active_for_secs),
+            key_prefix: b.redis_prefix.clone(),
+            ..RedisCacheOptions::default()
+        };
+        let redis = match b.cache() {
+            _ if !(reads || has(Role::Posts)) => None,
+            CacheBackend::Memory => None,
+            CacheBackend::Redis { url } => {
+                Some(RedisCache::connect(&url, redis_options()).await.context("connecting to Redis")?)
+            }
+            CacheBackend::RedisCluster { nodes } => Some(
+                RedisCache::connect_cluster(&nodes, redis_options()).await.context("connecting to Redis Cluster")?,
+            ),
+        };
+        let (cache, model, memory): (Option<Arc<dyn TimelineCache>>, Option<Arc<dyn ReadModel>>, _) = match redis {
+            Some(redis) => {
+                let model = Arc::new(redis.read_model(RedisReadModelOptions {
+                    post_ttl: Duration::from_secs(t.post_cache_ttl_secs),
+                    following_ttl: Duration::from_secs(t.active_for_secs),
+                    ..RedisReadModelOptions::default()
+                }));
+                (reads.then(|| Arc::new(redis) as Arc<dyn TimelineCache>), Some(model), None)
+            }
+            None if !reads => (None, None, None),
+            None if has(Role::Timeline) && has(Role::Fanout) => {
+                let cache = Arc::new(MemoryCache::new(MemoryCacheOptions {
+                    max_entries: t.max_entries,
+                    active_for: Duration::from_secs(t.active_for_secs),
+                    ..MemoryCacheOptions::default()
+                }));
+                let model = Arc::new(MemoryReadModel::new(MemoryReadModelOptions {
+                    max_posts: t.post_cache_entries,
+                    ..MemoryReadModelOptions::default()
+                }));
+                (Some(cache.clone() as Arc<dyn TimelineCache>), Some(model), Some(cache))
+            }
+            None => bail!(
                 "the timeline-service and the fan-out worker share timelines through Redis: \
                  set backends.redis_url or backends.redis_cluster_urls"
-            );
+            ),
         };
-        Ok(Backends { store, log, cache, memory })
+        Ok(Backends { store, log, cache, model, memory })
     }
 }
 
@@ -269,32 +291,34 @@ impl Node {
                     publisher,
                     ids: ids.clone(),
                     limiter: RateLimiter::new(limit),
+                    model: backends.model.clone(),
                 }))
             }
             _ => None,
         };
-        let timeline = match &backends.cache {
-            Some(cache) if has(Role::Timeline) => Some(Arc::new(TimelineService::new(
+        let timeline = match (&backends.cache, &backends.model) {
+            (Some(cache), Some(model)) if has(Role::Timeline) => Some(Arc::new(TimelineService::new(
                 cache.clone(),
+                model.clone(),
                 graph_client.clone(),
                 post_client.clone(),
                 ReadSettings {
                     max_entries: settings.timeline.max_entries,
                     celebrity_refresh: Duration::from_millis(settings.timeline.celebrity_refresh_ms),
-                    celebrity_posts_ttl: Duration::from_millis(settings.timeline.celebrity_posts_ttl_ms),
                 },
             ))),
             _ => None,
         };
 
         let fanout_stop = CancellationToken::new();
-        let (fanout_stats, fanout_task) = match &backends.cache {
-            Some(cache) if has(Role::Fanout) => {
+        let (fanout_stats, fanout_task) = match (&backends.cache, &backends.model) {
+            (Some(cache), Some(model)) if has(Role::Fanout) => {
                 let stats = Arc::new(FanoutStats::default());
                 let fanout = Arc::new(Fanout {
                     graph: graph_client.clone(),
                     posts: post_client.clone(),
                     cache: cache.clone(),
+                    model: model.clone(),
                     max_entries: settings.timeline.max_entries,
                     settings: settings.fanout.clone(),
                     stats: stats.clone(),
@@ -327,6 +351,7 @@ impl Node {
             fanout: fanout_stats,
             timeline: timeline.clone(),
             cache: backends.cache.clone(),
+            model: backends.model.clone(),
             memory: backends.memory.clone(),
             admin_token: settings.admin.token.clone(),
         });
@@ -470,7 +495,8 @@ async fn openapi() -> HttpResponse {
     HttpResponse::Ok().content_type("application/json").body(starling_api::OPENAPI_JSON)
 }
 
-/// Drops every materialised timeline; the next reads rebuild them from storage.
+/// Drops every materialised timeline and the read model; the next reads rebuild and fill
+/// them from storage.
 async fn clear_cache(ops: web::Data<Ops>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let expected = format!("Bearer {}", ops.admin_token);
     let given = req.headers().get("Authorization").and_then(|v| v.to_str().ok());
@@ -481,5 +507,8 @@ async fn clear_cache(ops: web::Data<Ops>, req: HttpRequest) -> Result<HttpRespon
         return Err(ApiError::new(ErrorCode::Unauthorized, "admin token required"));
     }
     cache.clear().await.map_err(ApiError::unavailable)?;
+    if let Some(model) = &ops.model {
+        model.clear().await.map_err(ApiError::unavailable)?;
+    }
     Ok(HttpResponse::NoContent().finish())
 }

@@ -54,7 +54,54 @@ pub struct BackendSettings {
     pub scylla_replication_factor: u32,
 }
 
+/// The event log a node uses, decided by [`BackendSettings::log`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogBackend {
+    Embedded,
+    Kafka { brokers: String },
+}
+
+/// The storage of the graph- and post-service, decided by [`BackendSettings::store`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreBackend {
+    Embedded,
+    Scylla { uri: String },
+}
+
+/// Where timelines and the read model live, decided by [`BackendSettings::cache`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CacheBackend {
+    Memory,
+    Redis { url: String },
+    RedisCluster { nodes: Vec<String> },
+}
+
 impl BackendSettings {
+    /// The one place that turns the flat settings into a choice of event log.
+    pub fn log(&self) -> LogBackend {
+        match self.kafka_brokers.trim() {
+            "" => LogBackend::Embedded,
+            brokers => LogBackend::Kafka { brokers: brokers.to_owned() },
+        }
+    }
+
+    pub fn store(&self) -> StoreBackend {
+        match self.scylla_uri.trim() {
+            "" => StoreBackend::Embedded,
+            uri => StoreBackend::Scylla { uri: uri.to_owned() },
+        }
+    }
+
+    /// `redis_url` and `redis_cluster_urls` together are refused by validation.
+    pub fn cache(&self) -> CacheBackend {
+        let nodes = self.redis_cluster_nodes();
+        match self.redis_url.trim() {
+            "" if nodes.is_empty() => CacheBackend::Memory,
+            "" => CacheBackend::RedisCluster { nodes },
+            url => CacheBackend::Redis { url: url.to_owned() },
+        }
+    }
+
     /// The node urls of `redis_cluster_urls`; empty if no cluster is configured.
     pub fn redis_cluster_nodes(&self) -> Vec<String> {
         self.redis_cluster_urls.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect()
@@ -124,11 +171,13 @@ pub struct TimelineSettings {
     pub active_for_secs: u64,
     /// How often idle timelines are swept, in milliseconds.
     pub sweep_every_ms: u64,
-    /// How long the read path reuses the celebrity set, in milliseconds.
+    /// How long each timeline-service process reuses the celebrity list, in
+    /// milliseconds: a newly made celebrity's posts are merged at most this much later.
     pub celebrity_refresh_ms: u64,
-    /// How long the read path reuses a celebrity's newest post ids, in milliseconds: a
-    /// celebrity's new post reaches readers at most this much later.
-    pub celebrity_posts_ttl_ms: u64,
+    /// How long a post stays in the read model's post cache (Redis TTL), in seconds.
+    pub post_cache_ttl_secs: u64,
+    /// Posts the in-memory read model keeps (standalone).
+    pub post_cache_entries: usize,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -206,7 +255,8 @@ impl Default for TimelineSettings {
             active_for_secs: 7 * 24 * 3600,
             sweep_every_ms: 60_000,
             celebrity_refresh_ms: 1_000,
-            celebrity_posts_ttl_ms: 250,
+            post_cache_ttl_secs: 3 * 24 * 3600,
+            post_cache_entries: 1_000_000,
         }
     }
 }

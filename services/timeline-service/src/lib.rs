@@ -16,15 +16,30 @@
 //! Entries are filtered against the reader's current follows (a push can race an
 //! unfollow) and hydrated; deleted posts drop out at hydration.
 //!
+//! # Where a page comes from
+//!
+//! Everything a page needs besides the timeline is in the read model
+//! ([`starling_timeline_cache::read_model`]): the reader's follow list, the celebrity list,
+//! each followed celebrity's newest post ids and the posts themselves, kept current by the
+//! events the services already publish. In the common case a page is a few cache round
+//! trips (timeline, follow list, celebrities' recent lists, posts) and no call to another
+//! service. A miss fills the model from the owning service, and that call is counted by
+//! target (`starling_timeline_peer_calls_total`), as are hits and misses per collection.
+//!
 //! A reader without a timeline (new, or inactive long enough to be evicted) gets one
 //! rebuilt from storage on this read, and the read is served from it: a full page, never
 //! an empty one.
 
 mod handlers;
+mod stats;
+
+pub use stats::ReadStats;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
+
+use stats::{Lookups, Peer};
 use std::time::{Duration, Instant};
 
 use futures::future::try_join_all;
@@ -32,6 +47,7 @@ use parking_lot::RwLock;
 use starling_clients::{ClientError, GraphClient, PostClient};
 use starling_ids::{PostId, UserId};
 use starling_storage::{Order, PostRecord, Window};
+use starling_timeline_cache::read_model::{CachedPost, Collection, Fill, RECENT_DEPTH, ReadModel, Recent};
 use starling_timeline_cache::{CacheError, Entry, Range, TimelineCache};
 
 #[derive(Debug, thiserror::Error)]
@@ -59,57 +75,24 @@ pub struct Query {
     pub limit: usize,
 }
 
-#[derive(Debug, Default)]
-pub struct ReadStats {
-    pub reads: AtomicU64,
-    /// Reads whose reader had a ready timeline in the cache.
-    pub cache_hits: AtomicU64,
-    pub rebuilds: AtomicU64,
-    /// Rounds served by pulling from storage (below the floor, or no timeline).
-    pub pulls: AtomicU64,
-}
-
-impl ReadStats {
-    pub fn render(&self) -> String {
-        let rows = [
-            ("starling_timeline_reads_total", "Home timeline pages served.", &self.reads),
-            ("starling_timeline_cache_hits_total", "Reads that found a ready timeline.", &self.cache_hits),
-            ("starling_timeline_rebuilds_total", "Timelines rebuilt from storage.", &self.rebuilds),
-            ("starling_timeline_pull_rounds_total", "Merge rounds that pulled from storage.", &self.pulls),
-        ];
-        rows.iter()
-            .map(|(name, help, v)| {
-                format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n", v.load(Ordering::Relaxed))
-            })
-            .collect()
-    }
-}
-
 /// Tuning of the read path.
 #[derive(Clone, Copy, Debug)]
 pub struct ReadSettings {
     /// The cache's cap per timeline: how much a rebuild pulls.
     pub max_entries: usize,
-    /// How long the celebrity set may be reused before asking the graph again.
+    /// How long this process reuses the celebrity list before reading it from the read
+    /// model again (a new celebrity's posts are merged at most this much later).
     pub celebrity_refresh: Duration,
-    /// How long a celebrity's newest post ids may be reused. Every reader of a celebrity
-    /// merges the same list, so one lookup serves all of them; a new post shows up at
-    /// most this much later.
-    pub celebrity_posts_ttl: Duration,
 }
-
-/// How many of a celebrity's newest post ids are kept for merging; deeper pages go to
-/// storage.
-const RECENT_DEPTH: usize = 128;
 
 pub struct TimelineService {
     pub cache: Arc<dyn TimelineCache>,
+    pub model: Arc<dyn ReadModel>,
+    /// For misses of the read model, and rebuilds.
     pub graph: Arc<dyn GraphClient>,
     pub posts: Arc<dyn PostClient>,
     pub settings: ReadSettings,
     celebrities: RwLock<Option<(Instant, Arc<HashSet<UserId>>)>>,
-    /// Newest post ids (newest first) per celebrity, with when they were read.
-    recent: RwLock<HashMap<UserId, (Instant, Arc<Vec<PostId>>)>>,
     pub stats: ReadStats,
 }
 
@@ -150,17 +133,18 @@ enum Mode {
 impl TimelineService {
     pub fn new(
         cache: Arc<dyn TimelineCache>,
+        model: Arc<dyn ReadModel>,
         graph: Arc<dyn GraphClient>,
         posts: Arc<dyn PostClient>,
         settings: ReadSettings,
     ) -> Self {
         TimelineService {
             cache,
+            model,
             graph,
             posts,
             settings,
             celebrities: RwLock::new(None),
-            recent: RwLock::new(HashMap::new()),
             stats: ReadStats::default(),
         }
     }
@@ -169,26 +153,80 @@ impl TimelineService {
         handlers::configure(self, cfg);
     }
 
+    /// Every celebrity, from the read model, reused for `celebrity_refresh`.
     async fn celebrity_set(&self) -> Result<Arc<HashSet<UserId>>, ReadError> {
         if let Some((at, set)) = self.celebrities.read().as_ref() {
             if at.elapsed() < self.settings.celebrity_refresh {
                 return Ok(set.clone());
             }
         }
-        let set: Arc<HashSet<UserId>> = Arc::new(self.graph.celebrities().await?.into_iter().collect());
-        // Forget the recent posts of authors who are no longer celebrities.
-        self.recent.write().retain(|a, _| set.contains(a));
+        let list = match self.model.celebrities().await? {
+            Some(list) => {
+                self.stats.lookup(Lookups::Celebrities, true);
+                list
+            }
+            None => {
+                self.stats.lookup(Lookups::Celebrities, false);
+                let token = self.model.begin_fill(Collection::Celebrities).await?;
+                self.stats.call(Peer::Graph);
+                let list = self.graph.celebrities().await?;
+                self.fill(Collection::Celebrities, token, Fill::Users(list.clone())).await;
+                list
+            }
+        };
+        let set: Arc<HashSet<UserId>> = Arc::new(list.into_iter().collect());
         *self.celebrities.write() = Some((Instant::now(), set.clone()));
         Ok(set)
+    }
+
+    /// Whom `reader` follows, from the read model (filled from the graph on a miss).
+    async fn following(&self, reader: UserId) -> Result<Vec<UserId>, ReadError> {
+        if let Some(list) = self.model.following(reader).await? {
+            self.stats.lookup(Lookups::Following, true);
+            return Ok(list);
+        }
+        self.stats.lookup(Lookups::Following, false);
+        let c = Collection::Following(reader);
+        let token = self.model.begin_fill(c).await?;
+        self.stats.call(Peer::Graph);
+        let list = self.graph.following(reader).await?;
+        self.fill(c, token, Fill::Users(list.clone())).await;
+        Ok(list)
+    }
+
+    /// The newest post ids of each of `authors`, from the read model (filled from the
+    /// post-service on a miss).
+    async fn recent(&self, authors: &[UserId]) -> Result<Vec<Recent>, ReadError> {
+        let cached = self.model.recent(authors).await?;
+        let fills = authors.iter().zip(cached).map(|(&author, cached)| async move {
+            if let Some(r) = cached {
+                self.stats.lookup(Lookups::Recent, true);
+                return Ok::<_, ReadError>(r);
+            }
+            self.stats.lookup(Lookups::Recent, false);
+            let c = Collection::Recent(author);
+            let token = self.model.begin_fill(c).await?;
+            self.stats.call(Peer::Posts);
+            let posts = self.posts.post_ids_by_author(author, Window::newest(RECENT_DEPTH)).await?;
+            let recent = Recent { complete: posts.len() < RECENT_DEPTH, posts };
+            self.fill(c, token, Fill::Recent(recent.clone())).await;
+            Ok(recent)
+        });
+        try_join_all(fills).await
+    }
+
+    /// Finishes a fill. A failure only costs the next read another miss: this read has
+    /// what it fetched.
+    async fn fill(&self, c: Collection, token: starling_timeline_cache::read_model::FillToken, value: Fill) {
+        if let Err(e) = self.model.finish_fill(c, token, value).await {
+            tracing::warn!(collection = ?c, error = %e, "could not cache a fill");
+        }
     }
 
     /// The page of `reader`'s home timeline described by `query`, in the query's direction.
     pub async fn home(&self, reader: UserId, query: Query) -> Result<Vec<PostRecord>, ReadError> {
         self.stats.reads.fetch_add(1, Ordering::Relaxed);
-        let (following, celebrities) = futures::try_join!(
-            async { Ok::<_, ReadError>(self.graph.following(reader).await?) },
-            self.celebrity_set()
-        )?;
+        let (following, celebrities) = futures::try_join!(self.following(reader), self.celebrity_set())?;
         let celebs: Vec<UserId> = following.iter().copied().filter(|a| celebrities.contains(a)).collect();
         let mut authors = following;
         authors.push(reader);
@@ -331,6 +369,7 @@ impl TimelineService {
             };
             let window = Window { before, after: lower, limit: n, order };
             async move {
+                self.stats.call(Peer::Posts);
                 let ids = self.posts.post_ids_by_author(a, window).await?;
                 let items = ids.into_iter().map(|post| Item { post, author: a }).collect();
                 Ok::<_, ReadError>(Fetched::of(items, n))
@@ -383,10 +422,15 @@ impl TimelineService {
                     }
                     _ => fetched.push(cached),
                 }
-                let celebs = ctx.celebs.iter().map(|&a| async move {
-                    match self.recent_window(a, upper, lower, n, down).await? {
-                        Some(f) => Ok(f),
-                        None => author(a, None).await,
+                // Going up (`min_id`) the recent lists do not help: storage answers.
+                let recents = if down && !ctx.celebs.is_empty() { self.recent(ctx.celebs).await? } else { Vec::new() };
+                let celebs = ctx.celebs.iter().enumerate().map(|(i, &a)| {
+                    let window = recents.get(i).and_then(|r| recent_window(r, a, upper, lower, n));
+                    async move {
+                        match window {
+                            Some(f) => Ok(f),
+                            None => author(a, None).await,
+                        }
                     }
                 });
                 fetched.extend(try_join_all(celebs).await?);
@@ -395,56 +439,65 @@ impl TimelineService {
         }
     }
 
-    /// A celebrity's posts in the window from its recent-ids list, or `None` if the
-    /// window reaches past what the list holds (then storage answers).
-    async fn recent_window(
-        &self,
-        author: UserId,
-        upper: Option<PostId>,
-        lower: Option<PostId>,
-        n: usize,
-        down: bool,
-    ) -> Result<Option<Fetched>, ReadError> {
-        if !down {
-            return Ok(None);
-        }
-        let cached = self
-            .recent
-            .read()
-            .get(&author)
-            .filter(|(at, _)| at.elapsed() < self.settings.celebrity_posts_ttl)
-            .map(|(_, ids)| ids.clone());
-        let recent = match cached {
-            Some(ids) => ids,
-            None => {
-                let ids = Arc::new(self.posts.post_ids_by_author(author, Window::newest(RECENT_DEPTH)).await?);
-                self.recent.write().insert(author, (Instant::now(), ids.clone()));
-                ids
-            }
-        };
-        let items: Vec<Item> = recent
-            .iter()
-            .filter(|id| upper.is_none_or(|u| **id < u) && lower.is_none_or(|l| **id > l))
-            .take(n)
-            .map(|&post| Item { post, author })
-            .collect();
-        // A full list may have older posts beyond its end, inside the window.
-        let truncated = recent.len() == RECENT_DEPTH;
-        let reaches_past_end = recent.last().is_some_and(|oldest| lower.is_none_or(|l| l < *oldest));
-        if items.len() < n && truncated && reaches_past_end {
-            return Ok(None);
-        }
-        Ok(Some(Fetched::of(items, n)))
-    }
-
     /// Looks the items up; drops deleted ones. Keeps order.
     async fn hydrate(&self, items: &[Item]) -> Result<Vec<PostRecord>, ReadError> {
         if items.is_empty() {
             return Ok(Vec::new());
         }
         let ids: Vec<PostId> = items.iter().map(|i| i.post).collect();
-        Ok(self.posts.get_posts(&ids).await?.into_iter().flatten().collect())
+        let cached = self.model.posts(&ids).await?;
+        let missing: Vec<PostId> = ids.iter().zip(&cached).filter(|(_, c)| c.is_none()).map(|(&id, _)| id).collect();
+        self.stats.lookups(Lookups::Posts, ids.len() - missing.len(), missing.len());
+        let mut fetched: HashMap<PostId, PostRecord> = HashMap::new();
+        if !missing.is_empty() {
+            self.stats.call(Peer::Posts);
+            let found = self.posts.get_posts(&missing).await?;
+            let gone: Vec<PostId> =
+                missing.iter().zip(&found).filter(|(_, p)| p.is_none()).map(|(&id, _)| id).collect();
+            let live: Vec<PostRecord> = found.into_iter().flatten().collect();
+            // Best effort, like every fill: the page has what it fetched.
+            if let Err(e) = self.model.add_posts(&live).await {
+                tracing::warn!(error = %e, "could not cache posts");
+            }
+            if let Err(e) = self.model.posts_deleted(&gone).await {
+                tracing::warn!(error = %e, "could not cache tombstones");
+            }
+            fetched = live.into_iter().map(|p| (p.id, p)).collect();
+        }
+        Ok(ids
+            .iter()
+            .zip(cached)
+            .filter_map(|(id, c)| match c {
+                Some(CachedPost::Live(p)) => Some(p),
+                Some(CachedPost::Deleted) => None,
+                None => fetched.remove(id),
+            })
+            .collect())
     }
+}
+
+/// A celebrity's posts in the window from its recent list, or `None` if the window
+/// reaches past what the list holds (then storage answers).
+fn recent_window(
+    recent: &Recent,
+    author: UserId,
+    upper: Option<PostId>,
+    lower: Option<PostId>,
+    n: usize,
+) -> Option<Fetched> {
+    let items: Vec<Item> = recent
+        .posts
+        .iter()
+        .filter(|id| upper.is_none_or(|u| **id < u) && lower.is_none_or(|l| **id > l))
+        .take(n)
+        .map(|&post| Item { post, author })
+        .collect();
+    // A cut list may have older posts beyond its end, inside the window.
+    let reaches_past_end = recent.posts.last().is_none_or(|oldest| lower.is_none_or(|l| l < *oldest));
+    if items.len() < n && !recent.complete && reaches_past_end {
+        return None;
+    }
+    Some(Fetched::of(items, n))
 }
 
 /// How many entries to ask the cache for when `limit` are needed: some may be filtered.

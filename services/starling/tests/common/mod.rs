@@ -89,6 +89,15 @@ impl Server {
         }
     }
 
+    /// SIGSTOP (`false`) or SIGCONT (`true`): a frozen process keeps its connections and
+    /// its place in the consumer group but applies nothing, so events pile up in flight.
+    pub fn set_running(&self, running: bool) {
+        let child = self.child.as_ref().expect("server not running");
+        let signal = if running { "-CONT" } else { "-STOP" };
+        let sent = Command::new("kill").args([signal, &child.id().to_string()]).status().expect("running kill");
+        assert!(sent.success(), "sending {signal}");
+    }
+
     /// SIGTERM and wait for the graceful stop.
     pub fn terminate(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("server not running");

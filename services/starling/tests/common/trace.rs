@@ -212,6 +212,56 @@ impl Driver {
         }
     }
 
+    /// Reads `u`'s first page; returns its post ids. Before quiet it may lag, but it is
+    /// always well formed.
+    pub async fn read(&self, u: usize, limit: usize) -> Vec<PostId> {
+        let path = format!("/api/v1/timelines/home?limit={limit}");
+        let r = self.api.call(Method::GET, &path, Some(self.token(u)), None).await;
+        assert_eq!(r.status, StatusCode::OK, "read: {}", r.body);
+        let ids: Vec<PostId> = r.body["posts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| PostId(p["id"].as_str().unwrap().parse().unwrap()))
+            .collect();
+        assert!(ids.len() <= limit);
+        assert!(ids.windows(2).all(|w| w[0] > w[1]), "a page must be strictly newest first: {ids:?}");
+        ids
+    }
+
+    /// Has the author of the newest post in `u`'s timeline delete it. Returns whether
+    /// there was one.
+    pub async fn delete_newest_of(&mut self, u: usize) -> bool {
+        let Some(&victim) = self.oracle.home(self.id(u)).first() else { return false };
+        let author = self.oracle.author_of(victim).expect("a known post");
+        let a = self.users.iter().position(|(id, _)| *id == author).expect("a known user");
+        let r = self.api.call(Method::DELETE, &format!("/api/v1/posts/{victim}"), Some(self.token(a)), None).await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "delete: {}", r.body);
+        self.oracle.delete(victim, author).unwrap();
+        true
+    }
+
+    /// `u` unfollows (`block: false`) or blocks one of the users it follows whose posts it
+    /// sees. Returns whom, if it followed anyone who posted.
+    pub async fn drop_a_followee(&mut self, u: usize, block: bool) -> Option<UserId> {
+        let me = self.id(u);
+        let home = self.oracle.home(me);
+        let them = home.iter().filter_map(|p| self.oracle.author_of(*p)).find(|a| *a != me)?;
+        let (method, path) = if block {
+            (Method::POST, format!("/api/v1/users/{them}/block"))
+        } else {
+            (Method::DELETE, format!("/api/v1/users/{them}/follow"))
+        };
+        let r = self.api.call(method, &path, Some(self.token(u)), None).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.body);
+        if block {
+            self.oracle.block(me, them).unwrap();
+        } else {
+            self.oracle.unfollow(me, them).unwrap();
+        }
+        Some(them)
+    }
+
     /// Returns how many users were served from a materialised timeline (not rebuilt).
     pub async fn verify_all(&self, label: &str) -> usize {
         self.api.wait_quiet().await;

@@ -85,7 +85,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_redis::cluster::{ClusterClientBuilder, ClusterConnection};
-use deadpool_redis::redis::aio::MultiplexedConnection;
 use deadpool_redis::redis::{self, AsyncConnectionConfig, Cmd, ErrorKind, RedisError, ServerErrorKind, Value};
 use deadpool_redis::{Manager, Pool, Runtime};
 use futures::{StreamExt as _, TryStreamExt as _};

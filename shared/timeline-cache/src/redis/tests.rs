@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use deadpool_redis::redis::aio::MultiplexedConnection;
+
 use super::*;
 use crate::conformance;
 use crate::memory::{MemoryCache, MemoryCacheOptions};
