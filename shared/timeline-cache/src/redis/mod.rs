@@ -170,8 +170,9 @@ impl RedisCache {
             .set_response_timeout(Some(options.response_timeout));
         let manager = Manager::new_with_config(url, config).map_err(|e| backend("redis url", &e))?;
         let connections = options.connections.max(1);
+        // Each thread keeps `connections` of its own (see `NodeConnections`).
         let pool = Pool::builder(manager)
-            .max_size(connections)
+            .max_size(connections * 64)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(Duration::from_secs(5)))
             .create_timeout(Some(Duration::from_secs(5)))
@@ -248,22 +249,30 @@ impl RedisCache {
     }
 
     /// Runs `pipe`; on `NOSCRIPT` (server restarted, failed over, or `SCRIPT FLUSH`)
-    /// loads the scripts and runs it again. Only for pipelines that may safely run twice:
-    /// every script here is idempotent, and so are pushes followed by a normalisation.
+    /// loads the scripts and runs it again, and on a broken connection (a restarted
+    /// server, an idle connection cut) runs it once more on a fresh one, so a restart
+    /// costs callers no error per pooled connection. Only for pipelines that may safely
+    /// run twice: every script here is idempotent, and so are pushes followed by a
+    /// normalisation.
     async fn query_scripts<T: redis::FromRedisValue>(
         &self,
         what: &'static str,
         lease: &mut Lease,
         pipe: &redis::Pipeline,
     ) -> CacheResult<T> {
-        let mut attempts = 0;
+        let (mut loads, mut reconnected) = (0, false);
         loop {
             let result = pipe.query_async(&mut lease.conn).await;
             match result {
-                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) && attempts < 3 => {
-                    attempts += 1;
+                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) && loads < 3 => {
+                    loads += 1;
                     let loaded = self.scripts.load_all(&mut lease.conn).await;
                     self.conns.check(what, lease, loaded)?;
+                }
+                Err(e) if conn::is_broken(&e) && !reconnected => {
+                    reconnected = true;
+                    let _ = self.conns.check::<()>(what, lease, Err(e));
+                    *lease = self.conns.get().await?;
                 }
                 other => return self.conns.check(what, lease, other),
             }

@@ -321,7 +321,7 @@ async fn recovers_from_dropped_connections() {
     c.finish_rebuild(o, &[e(1, 1)], true).await.unwrap();
     let killer = cache(&url, "killer", opts(10, 2)).await;
     let Connections::Node(nodes) = &*c.conns else { unreachable!("a single-node cache") };
-    for slot in nodes.slots.iter() {
+    for slot in nodes.threads.iter().flat_map(|t| t.slots.iter()) {
         let Some(mut conn) = slot.conn.lock().as_ref().map(|c| MultiplexedConnection::clone(c)) else { continue };
         let id: i64 = redis::cmd("CLIENT").arg("ID").query_async(&mut conn).await.unwrap();
         let _ = raw(&killer, &["CLIENT", "KILL", "ID", &id.to_string()]).await;
@@ -333,7 +333,7 @@ async fn recovers_from_dropped_connections() {
             Err(_) => failures += 1,
         }
     }
-    assert!((1..=2).contains(&failures), "{failures} failed reads: at most one per killed connection");
+    assert_eq!(failures, 0, "a call meeting a broken connection retries once on a fresh one");
     c.clear().await.unwrap();
 }
 
