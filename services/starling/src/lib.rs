@@ -302,10 +302,7 @@ impl Node {
                 model.clone(),
                 graph_client.clone(),
                 post_client.clone(),
-                ReadSettings {
-                    max_entries: settings.timeline.max_entries,
-                    celebrity_refresh: Duration::from_millis(settings.timeline.celebrity_refresh_ms),
-                },
+                ReadSettings { max_entries: settings.timeline.max_entries },
             ))),
             _ => None,
         };

@@ -171,9 +171,6 @@ pub struct TimelineSettings {
     pub active_for_secs: u64,
     /// How often idle timelines are swept, in milliseconds.
     pub sweep_every_ms: u64,
-    /// How long each timeline-service process reuses the celebrity list, in
-    /// milliseconds: a newly made celebrity's posts are merged at most this much later.
-    pub celebrity_refresh_ms: u64,
     /// How long a post stays in the read model's post cache (Redis TTL), in seconds.
     pub post_cache_ttl_secs: u64,
     /// Posts the in-memory read model keeps (standalone).
@@ -254,7 +251,6 @@ impl Default for TimelineSettings {
             max_entries: 800,
             active_for_secs: 7 * 24 * 3600,
             sweep_every_ms: 60_000,
-            celebrity_refresh_ms: 1_000,
             post_cache_ttl_secs: 3 * 24 * 3600,
             post_cache_entries: 1_000_000,
         }

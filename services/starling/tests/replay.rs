@@ -12,11 +12,8 @@ use starling_trace::synth::{ActivityConfig, Burst, SynthConfig};
 use starling_trace::{Header, TraceWriter};
 
 /// A low celebrity line so the small traces below have celebrities merged at read time.
-const SETTINGS: &[(&str, &str)] = &[
-    ("STARLING__CELEBRITY__THRESHOLD", "40"),
-    ("STARLING__CELEBRITY__DEMOTE_BELOW", "30"),
-    ("STARLING__TIMELINE__CELEBRITY_REFRESH_MS", "100"),
-];
+const SETTINGS: &[(&str, &str)] =
+    &[("STARLING__CELEBRITY__THRESHOLD", "40"), ("STARLING__CELEBRITY__DEMOTE_BELOW", "30")];
 
 fn config(run_id: &str) -> Config {
     Config {

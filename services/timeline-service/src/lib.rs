@@ -40,7 +40,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use stats::{Lookups, Peer};
-use std::time::{Duration, Instant};
 
 use futures::future::try_join_all;
 use parking_lot::RwLock;
@@ -48,7 +47,7 @@ use starling_clients::{ClientError, GraphClient, PostClient};
 use starling_ids::{PostId, UserId};
 use starling_storage::{Order, PostRecord, Window};
 use starling_timeline_cache::read_model::{CachedPost, Collection, Fill, RECENT_DEPTH, ReadModel, Recent};
-use starling_timeline_cache::{CacheError, Entry, Range, TimelineCache};
+use starling_timeline_cache::{CacheError, Entry, Range, Slice, TimelineCache};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -80,9 +79,14 @@ pub struct Query {
 pub struct ReadSettings {
     /// The cache's cap per timeline: how much a rebuild pulls.
     pub max_entries: usize,
-    /// How long this process reuses the celebrity list before reading it from the read
-    /// model again (a new celebrity's posts are merged at most this much later).
-    pub celebrity_refresh: Duration,
+}
+
+/// What this process holds of the celebrities, valid while the read model's celebrity
+/// version is `version` (see [`starling_timeline_cache::read_model`]).
+struct CelebrityView {
+    version: u64,
+    celebrities: Option<Arc<HashSet<UserId>>>,
+    recent: HashMap<UserId, Arc<Recent>>,
 }
 
 pub struct TimelineService {
@@ -92,7 +96,7 @@ pub struct TimelineService {
     pub graph: Arc<dyn GraphClient>,
     pub posts: Arc<dyn PostClient>,
     pub settings: ReadSettings,
-    celebrities: RwLock<Option<(Instant, Arc<HashSet<UserId>>)>>,
+    celebrities: RwLock<CelebrityView>,
     pub stats: ReadStats,
 }
 
@@ -144,7 +148,8 @@ impl TimelineService {
             graph,
             posts,
             settings,
-            celebrities: RwLock::new(None),
+            // No version matches this one until the first read replaces it.
+            celebrities: RwLock::new(CelebrityView { version: u64::MAX, celebrities: None, recent: HashMap::new() }),
             stats: ReadStats::default(),
         }
     }
@@ -153,10 +158,12 @@ impl TimelineService {
         handlers::configure(self, cfg);
     }
 
-    /// Every celebrity, from the read model, reused for `celebrity_refresh`.
-    async fn celebrity_set(&self) -> Result<Arc<HashSet<UserId>>, ReadError> {
-        if let Some((at, set)) = self.celebrities.read().as_ref() {
-            if at.elapsed() < self.settings.celebrity_refresh {
+    /// Every celebrity as of celebrity version `version`: from this process's view if it
+    /// is that recent, else from the read model (filled from the graph on a miss).
+    async fn celebrity_set(&self, version: u64) -> Result<Arc<HashSet<UserId>>, ReadError> {
+        {
+            let view = self.celebrities.read();
+            if let Some(set) = view.celebrities.as_ref().filter(|_| view.version == version) {
                 return Ok(set.clone());
             }
         }
@@ -175,15 +182,22 @@ impl TimelineService {
             }
         };
         let set: Arc<HashSet<UserId>> = Arc::new(list.into_iter().collect());
-        *self.celebrities.write() = Some((Instant::now(), set.clone()));
+        let mut view = self.celebrities.write();
+        // `!=`, not `<`: a wiped or restarted Redis starts counting again from zero.
+        if view.version != version {
+            *view = CelebrityView { version, celebrities: None, recent: HashMap::new() };
+        }
+        view.celebrities = Some(set.clone());
         Ok(set)
     }
 
-    /// Whom `reader` follows, from the read model (filled from the graph on a miss).
-    async fn following(&self, reader: UserId) -> Result<Vec<UserId>, ReadError> {
-        if let Some(list) = self.model.following(reader).await? {
+    /// Whom `reader` follows and the celebrity version, from the read model in one
+    /// command (the follow list filled from the graph on a miss).
+    async fn reader_view(&self, reader: UserId) -> Result<(Vec<UserId>, u64), ReadError> {
+        let (cached, version) = self.model.reader_view(reader).await?;
+        if let Some(list) = cached {
             self.stats.lookup(Lookups::Following, true);
-            return Ok(list);
+            return Ok((list, version));
         }
         self.stats.lookup(Lookups::Following, false);
         let c = Collection::Following(reader);
@@ -191,17 +205,28 @@ impl TimelineService {
         self.stats.call(Peer::Graph);
         let list = self.graph.following(reader).await?;
         self.fill(c, token, Fill::Users(list.clone())).await;
-        Ok(list)
+        Ok((list, version))
     }
 
-    /// The newest post ids of each of `authors`, from the read model (filled from the
-    /// post-service on a miss).
-    async fn recent(&self, authors: &[UserId]) -> Result<Vec<Recent>, ReadError> {
-        let cached = self.model.recent(authors).await?;
-        let fills = authors.iter().zip(cached).map(|(&author, cached)| async move {
+    /// The newest post ids of each of `authors` as of celebrity version `version`: from
+    /// this process's view, else from the read model (filled from the post-service on a
+    /// miss).
+    async fn recent(&self, authors: &[UserId], version: u64) -> Result<Vec<Arc<Recent>>, ReadError> {
+        let mut held: Vec<Option<Arc<Recent>>> = {
+            let view = self.celebrities.read();
+            let current = view.version == version;
+            authors.iter().map(|a| view.recent.get(a).filter(|_| current).cloned()).collect()
+        };
+        let missing: Vec<UserId> = authors.iter().zip(&held).filter(|(_, h)| h.is_none()).map(|(a, _)| *a).collect();
+        if missing.is_empty() {
+            self.stats.lookups(Lookups::Recent, authors.len(), 0);
+            return Ok(held.into_iter().flatten().collect());
+        }
+        let cached = self.model.recent(&missing).await?;
+        let fills = missing.iter().zip(cached).map(|(&author, cached)| async move {
             if let Some(r) = cached {
                 self.stats.lookup(Lookups::Recent, true);
-                return Ok::<_, ReadError>(r);
+                return Ok::<_, ReadError>((author, Arc::new(r)));
             }
             self.stats.lookup(Lookups::Recent, false);
             let c = Collection::Recent(author);
@@ -210,9 +235,22 @@ impl TimelineService {
             let posts = self.posts.post_ids_by_author(author, Window::newest(RECENT_DEPTH)).await?;
             let recent = Recent { complete: posts.len() < RECENT_DEPTH, posts };
             self.fill(c, token, Fill::Recent(recent.clone())).await;
-            Ok(recent)
+            Ok((author, Arc::new(recent)))
         });
-        try_join_all(fills).await
+        let fetched: HashMap<UserId, Arc<Recent>> = try_join_all(fills).await?.into_iter().collect();
+        {
+            // Read after `version` was, so at least that recent: kept only under it.
+            let mut view = self.celebrities.write();
+            if view.version == version {
+                view.recent.extend(fetched.iter().map(|(a, r)| (*a, r.clone())));
+            }
+        }
+        for (slot, author) in held.iter_mut().zip(authors) {
+            if slot.is_none() {
+                *slot = fetched.get(author).cloned();
+            }
+        }
+        Ok(held.into_iter().flatten().collect())
     }
 
     /// Finishes a fill. A failure only costs the next read another miss: this read has
@@ -226,14 +264,18 @@ impl TimelineService {
     /// The page of `reader`'s home timeline described by `query`, in the query's direction.
     pub async fn home(&self, reader: UserId, query: Query) -> Result<Vec<PostRecord>, ReadError> {
         self.stats.reads.fetch_add(1, Ordering::Relaxed);
-        let (following, celebrities) = futures::try_join!(self.following(reader), self.celebrity_set())?;
+        // The first round's timeline read goes out with the follow list's: one round trip.
+        let first = cache_range(query.upper, query.lower, query.limit, query.direction == Direction::Down);
+        let ((following, version), slice) =
+            futures::try_join!(self.reader_view(reader), async { Ok(self.cache.read(reader, first).await?) })?;
+        let celebrities = self.celebrity_set(version).await?;
         let celebs: Vec<UserId> = following.iter().copied().filter(|a| celebrities.contains(a)).collect();
         let mut authors = following;
         authors.push(reader);
         let allowed: HashSet<UserId> = authors.iter().copied().collect();
 
-        let ctx = Ctx { reader, authors: &authors, celebs: &celebs, allowed: Some(&allowed) };
-        self.collect(&ctx, query, Mode::Unprobed).await
+        let ctx = Ctx { reader, authors: &authors, celebs: &celebs, allowed: Some(&allowed), version };
+        self.collect(&ctx, query, Mode::Unprobed, Some((first, slice))).await
     }
 
     /// Rebuilds `reader`'s timeline from storage. Returns how the read should proceed.
@@ -243,7 +285,7 @@ impl TimelineService {
             return Ok(Mode::Pull);
         }
         self.stats.rebuilds.fetch_add(1, Ordering::Relaxed);
-        let ctx = Ctx { reader, authors, celebs: &[], allowed: None };
+        let ctx = Ctx { reader, authors, celebs: &[], allowed: None, version: 0 };
         let query = Query { upper: None, lower: None, direction: Direction::Down, limit: self.settings.max_entries };
         let pulled = match self.merge(&ctx, query, Mode::Pull).await {
             Ok(p) => p,
@@ -262,12 +304,18 @@ impl TimelineService {
 
     /// The page for `query`, hydrated: deleted posts drop out and the merge goes on until
     /// the page is full or the sources are exhausted.
-    async fn collect(&self, ctx: &Ctx<'_>, query: Query, mut mode: Mode) -> Result<Vec<PostRecord>, ReadError> {
+    async fn collect(
+        &self,
+        ctx: &Ctx<'_>,
+        query: Query,
+        mut mode: Mode,
+        mut prefetched: Prefetched,
+    ) -> Result<Vec<PostRecord>, ReadError> {
         let mut out = Vec::with_capacity(query.limit);
         let mut round = query;
         loop {
             round.limit = query.limit - out.len();
-            let Some((items, next)) = self.merge_round(ctx, round, &mut mode).await? else {
+            let Some((items, next)) = self.merge_round(ctx, round, &mut mode, &mut prefetched).await? else {
                 // No timeline: rebuild it before serving from it.
                 mode = self.rebuild(ctx.reader, ctx.authors).await?;
                 continue;
@@ -293,7 +341,7 @@ impl TimelineService {
         loop {
             round.limit = query.limit - out.len();
             // Only ever called in pull mode, which never reports a missing timeline.
-            let (items, next) = self.merge_round(ctx, round, &mut mode).await?.unwrap_or_default();
+            let (items, next) = self.merge_round(ctx, round, &mut mode, &mut None).await?.unwrap_or_default();
             out.extend(items.into_iter().take(round.limit));
             match next {
                 Some(next) if out.len() < query.limit => round = next,
@@ -309,6 +357,7 @@ impl TimelineService {
         ctx: &Ctx<'_>,
         query: Query,
         mode: &mut Mode,
+        prefetched: &mut Prefetched,
     ) -> Result<Option<(Vec<Item>, Option<Query>)>, ReadError> {
         let down = query.direction == Direction::Down;
         let (upper, lower) = (query.upper, query.lower);
@@ -320,7 +369,7 @@ impl TimelineService {
                 *mode = Mode::Pull;
             }
         }
-        let Some(fetched) = self.fetch_round(ctx, mode, upper, lower, query.limit, down).await? else {
+        let Some(fetched) = self.fetch_round(ctx, mode, prefetched, upper, lower, query.limit, down).await? else {
             return Ok(None);
         };
 
@@ -355,6 +404,7 @@ impl TimelineService {
         &self,
         ctx: &Ctx<'_>,
         mode: &mut Mode,
+        prefetched: &mut Prefetched,
         upper: Option<PostId>,
         lower: Option<PostId>,
         limit: usize,
@@ -381,14 +431,18 @@ impl TimelineService {
                 try_join_all(ctx.authors.iter().map(|&a| author(a, None))).await.map(Some)
             }
             Mode::Cached { .. } | Mode::Unprobed => {
-                let range = Range { before: upper, after: lower, limit: cache_fetch(limit), oldest_first: !down };
-                let Some(slice) = self.cache.read(ctx.reader, range).await? else {
+                let range = cache_range(upper, lower, limit, down);
+                let slice = match prefetched.take() {
+                    Some((asked, slice)) if asked == range => slice,
+                    _ => self.cache.read(ctx.reader, range).await?,
+                };
+                let Some(slice) = slice else {
                     if *mode == Mode::Unprobed {
                         return Ok(None);
                     }
                     // Evicted between rounds: storage has everything.
                     *mode = Mode::Pull;
-                    return Box::pin(self.fetch_round(ctx, mode, upper, lower, limit, down)).await;
+                    return Box::pin(self.fetch_round(ctx, mode, &mut None, upper, lower, limit, down)).await;
                 };
                 if *mode == Mode::Unprobed {
                     self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
@@ -400,7 +454,7 @@ impl TimelineService {
                     // the cache "down to the floor" here would put the bound above the
                     // cursor and page backwards.)
                     *mode = Mode::Pull;
-                    return Box::pin(self.fetch_round(ctx, mode, upper, lower, limit, down)).await;
+                    return Box::pin(self.fetch_round(ctx, mode, &mut None, upper, lower, limit, down)).await;
                 }
                 let items: Vec<Item> =
                     slice.entries.into_iter().map(|e| Item { post: e.post, author: e.author }).collect();
@@ -423,7 +477,11 @@ impl TimelineService {
                     _ => fetched.push(cached),
                 }
                 // Going up (`min_id`) the recent lists do not help: storage answers.
-                let recents = if down && !ctx.celebs.is_empty() { self.recent(ctx.celebs).await? } else { Vec::new() };
+                let recents = if down && !ctx.celebs.is_empty() {
+                    self.recent(ctx.celebs, ctx.version).await?
+                } else {
+                    Vec::new()
+                };
                 let celebs = ctx.celebs.iter().enumerate().map(|(i, &a)| {
                     let window = recents.get(i).and_then(|r| recent_window(r, a, upper, lower, n));
                     async move {
@@ -505,6 +563,14 @@ fn cache_fetch(limit: usize) -> usize {
     limit + limit / 4 + 4
 }
 
+/// The cache read of a round asking for `limit` items.
+fn cache_range(upper: Option<PostId>, lower: Option<PostId>, limit: usize, down: bool) -> Range {
+    Range { before: upper, after: lower, limit: cache_fetch(limit), oldest_first: !down }
+}
+
+/// The first round's timeline read, made before the round (with the follow list's).
+type Prefetched = Option<(Range, Option<Slice>)>;
+
 struct Ctx<'a> {
     reader: UserId,
     /// Everyone the reader follows, plus the reader.
@@ -513,4 +579,6 @@ struct Ctx<'a> {
     celebs: &'a [UserId],
     /// `authors` as a set, for filtering cache entries; `None` trusts every source.
     allowed: Option<&'a HashSet<UserId>>,
+    /// The celebrity version read with the follow list.
+    version: u64,
 }

@@ -281,7 +281,7 @@ impl Api {
 
     /// Waits until the fan-out has applied everything: every event the services published
     /// was applied (or dead-lettered), no consumer reports lag, and nothing moved for a
-    /// while (longer than the read path's celebrity refresh the tests configure).
+    /// while.
     pub async fn wait_quiet(&self) {
         let mut last = (u64::MAX, u64::MAX);
         let mut stable_since = Instant::now();

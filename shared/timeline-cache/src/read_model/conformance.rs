@@ -36,6 +36,7 @@ pub async fn run(m: &dyn ReadModel) {
     recent_lists_stay_sorted_and_bounded(m).await;
     celebrities_fill_and_change(m).await;
     fills_of_the_wrong_kind_are_refused(m).await;
+    the_celebrity_version_moves_on_celebrity_changes(m).await;
     clear_forgets_everything(m).await;
 }
 
@@ -161,6 +162,31 @@ async fn fills_of_the_wrong_kind_are_refused(m: &dyn ReadModel) {
     let token = m.begin_fill(c).await.unwrap();
     assert!(m.finish_fill(c, token, Fill::Recent(Recent::default())).await.is_err());
     assert_eq!(m.following(user(400)).await.unwrap(), None);
+}
+
+async fn the_celebrity_version_moves_on_celebrity_changes(m: &dyn ReadModel) {
+    let reader = user(500);
+    let version = || async { m.reader_view(reader).await.unwrap().1 };
+    let v0 = version().await;
+    // Follow lists are not part of it.
+    let token = m.begin_fill(Collection::Following(reader)).await.unwrap();
+    m.finish_fill(Collection::Following(reader), token, Fill::Users(vec![user(1)])).await.unwrap();
+    m.set_member(Collection::Following(reader), user(2), true).await.unwrap();
+    m.forget(Collection::Following(user(501))).await.unwrap();
+    assert_eq!(version().await, v0, "follow-list changes leave the celebrity version alone");
+    let (following, _) = m.reader_view(reader).await.unwrap();
+    assert_eq!(following.map(|l| l.len()), Some(2));
+    let mut last = v0;
+    for change in 0..3 {
+        match change {
+            0 => m.add_recent(user(502), &[post(1)]).await.unwrap(),
+            1 => m.set_member(Collection::Celebrities, user(502), true).await.unwrap(),
+            _ => m.forget(Collection::Recent(user(502))).await.unwrap(),
+        }
+        let now = version().await;
+        assert_ne!(now, last, "change {change} must move the celebrity version");
+        last = now;
+    }
 }
 
 async fn clear_forgets_everything(m: &dyn ReadModel) {

@@ -6,6 +6,7 @@
 //! same events as in Redis, so there is nothing to age out.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
@@ -62,6 +63,7 @@ pub struct MemoryReadModel {
     posts: RwLock<Bounded<PostId, CachedPost>>,
     sets: RwLock<Sets>,
     fills: Mutex<Fills>,
+    version: AtomicU64,
 }
 
 struct Sets {
@@ -86,7 +88,12 @@ impl MemoryReadModel {
                 celebrities: None,
             }),
             fills: Mutex::new(Fills::default()),
+            version: AtomicU64::new(0),
         }
+    }
+
+    fn bump(&self) {
+        self.version.fetch_add(1, Ordering::SeqCst);
     }
 
     fn cancel_fill(&self, collection: Collection) {
@@ -132,6 +139,11 @@ impl ReadModel for MemoryReadModel {
 
     async fn following(&self, reader: UserId) -> CacheResult<Option<Vec<UserId>>> {
         Ok(self.sets.read().following.map.get(&reader).cloned())
+    }
+
+    async fn reader_view(&self, reader: UserId) -> CacheResult<(Option<Vec<UserId>>, u64)> {
+        let version = self.version.load(Ordering::SeqCst);
+        Ok((self.following(reader).await?, version))
     }
 
     async fn celebrities(&self) -> CacheResult<Option<Vec<UserId>>> {
@@ -190,6 +202,7 @@ impl ReadModel for MemoryReadModel {
                 if let Some(list) = sets.celebrities.as_mut() {
                     set_member(list, member, present);
                 }
+                self.bump();
             }
             Collection::Recent(_) => {}
         }
@@ -205,6 +218,7 @@ impl ReadModel for MemoryReadModel {
         if let Some(list) = self.sets.write().recent.get_mut(&author) {
             merge_recent(list, posts);
         }
+        self.bump();
         Ok(())
     }
 
@@ -220,6 +234,9 @@ impl ReadModel for MemoryReadModel {
             }
             Collection::Celebrities => sets.celebrities = None,
         }
+        if !matches!(collection, Collection::Following(_)) {
+            self.bump();
+        }
         Ok(())
     }
 
@@ -232,6 +249,7 @@ impl ReadModel for MemoryReadModel {
         sets.following = Bounded::new(sets.following.cap);
         sets.recent.clear();
         sets.celebrities = None;
+        self.bump();
         Ok(())
     }
 }

@@ -26,6 +26,17 @@
 //! Event updates touch only cached collections: adding a followee to a list nobody cached
 //! would make a partial list look complete.
 //!
+//! # The celebrity version
+//!
+//! Every reader of a celebrity merges the same recent list, so a timeline-service process
+//! keeps the celebrity list and the recent lists it has read, tagged with the model's
+//! *celebrity version*, a counter that every change to either moves (a celebrity post,
+//! a class change, a wipe). A page reads the version with the reader's follow list, in
+//! one command, and reuses what it holds if the version has not moved: a celebrity's post
+//! shows up on the next page read after the fan-out applied it, in every process, with no
+//! per-page read of the lists. The counter is moved after the change it announces, so a
+//! reader that sees the new version also sees the change.
+//!
 //! Every implementation passes [`conformance`].
 
 #[cfg(any(test, feature = "conformance"))]
@@ -95,6 +106,9 @@ pub trait ReadModel: Send + Sync + 'static {
 
     /// `reader`'s followees in no particular order, `None` if not cached.
     async fn following(&self, reader: UserId) -> CacheResult<Option<Vec<UserId>>>;
+
+    /// [`ReadModel::following`] and the celebrity version (see the module docs) at once.
+    async fn reader_view(&self, reader: UserId) -> CacheResult<(Option<Vec<UserId>>, u64)>;
 
     /// Every celebrity, `None` if not cached.
     async fn celebrities(&self) -> CacheResult<Option<Vec<UserId>>>;

@@ -10,6 +10,7 @@
 //! | `P{<reader>}:f` | followees, 8 bytes each, unordered | `following_ttl` |
 //! | `P{<author>}:r` | `C`/`T` (complete / cut) ‖ newest post ids, 8 bytes each, at most 128 | `recent_ttl` |
 //! | `P{celebrities}:c` | celebrities, 8 bytes each | `recent_ttl` |
+//! | `P{celebrities}:v` | the celebrity version (an integer, `INCR`ed) | none |
 //! | `…:fill` beside each of the last three | a fill's token | 60 s |
 //!
 //! A follow costs 8 bytes in its follower's list (plus ~60 bytes per list for the key), a
@@ -184,6 +185,16 @@ impl RedisReadModel {
         self.conns.check(what, &lease, result)
     }
 
+    fn version_key(&self) -> String {
+        format!("{}{{celebrities}}:v", self.prefix)
+    }
+
+    /// Moves the celebrity version, after the change it announces.
+    async fn bump(&self) -> CacheResult<()> {
+        self.query::<i64>("celebrity version", redis::cmd("INCR").arg(self.version_key())).await?;
+        Ok(())
+    }
+
     /// `MGET` on one node; `GET`s on a cluster.
     async fn get_many(&self, what: &'static str, keys: Vec<String>) -> CacheResult<Vec<Option<Vec<u8>>>> {
         if keys.is_empty() {
@@ -278,6 +289,23 @@ impl ReadModel for RedisReadModel {
         v.map(|b| Ok(bytes_to_ids(&b)?.into_iter().map(UserId).collect())).transpose()
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(reader = reader.0))]
+    async fn reader_view(&self, reader: UserId) -> CacheResult<(Option<Vec<UserId>>, u64)> {
+        let keys = vec![self.key(Collection::Following(reader)), self.version_key()];
+        let mut values = self.get_many("reader view", keys).await?.into_iter();
+        let following = values.next().flatten();
+        let version = values.next().flatten();
+        let following = following.map(|b| Ok(bytes_to_ids(&b)?.into_iter().map(UserId).collect())).transpose()?;
+        let version = match version {
+            None => 0,
+            Some(v) => std::str::from_utf8(&v)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| CacheError::Backend("corrupt celebrity version".into()))?,
+        };
+        Ok((following, version))
+    }
+
     async fn celebrities(&self) -> CacheResult<Option<Vec<UserId>>> {
         let v: Option<Vec<u8>> =
             self.query("celebrities", redis::cmd("GET").arg(self.key(Collection::Celebrities))).await?;
@@ -321,6 +349,9 @@ impl ReadModel for RedisReadModel {
         let id = member.0.to_be_bytes();
         let args: [&[u8]; 2] = [&id, if present { b"1" } else { b"0" }];
         self.script::<i64>("set member", &self.scripts.set_member, &[&key, &fill], &args).await?;
+        if collection == Collection::Celebrities {
+            self.bump().await?;
+        }
         Ok(())
     }
 
@@ -332,12 +363,15 @@ impl ReadModel for RedisReadModel {
         let mut args: Vec<&[u8]> = vec![depth.as_bytes()];
         args.extend(ids.iter().map(|i| &i[..]));
         self.script::<i64>("add recent", &self.scripts.add_recent, &[&key, &fill], &args).await?;
-        Ok(())
+        self.bump().await
     }
 
     async fn forget(&self, collection: Collection) -> CacheResult<()> {
         let key = self.key(collection);
         self.query::<i64>("forget", redis::cmd("DEL").arg(&key).arg(format!("{key}:fill"))).await?;
+        if !matches!(collection, Collection::Following(_)) {
+            self.bump().await?;
+        }
         Ok(())
     }
 
@@ -345,7 +379,7 @@ impl ReadModel for RedisReadModel {
         for pattern in self.patterns() {
             self.conns.scan_keys("clear", &pattern, true).await?;
         }
-        Ok(())
+        self.bump().await
     }
 }
 
