@@ -5,6 +5,14 @@
 #
 #   scripts/stack.sh up   [DIR]   build, start everything, print the URLs
 #   scripts/stack.sh down [DIR]   stop everything started in DIR (SIGTERM, graceful)
+#   scripts/stack.sh replay TRACE [REPORT_DIR] [-- replay options...]
+#                                 start the stack in stack-data-replay with the write rate
+#                                 limit off (a replay writes far faster than a person),
+#                                 replay TRACE against every process and write the report
+#                                 (default replay-report-stack); the stack stays up
+#
+# WRITES_PER_SECOND sets the per-user write rate limit of `up` (default: the services'
+# default, 10/s with bursts of 100; 0 disables).
 #
 # DIR (default ./stack-data) holds data, logs and pid files. Ports: broker 19092,
 # Redis 16379, graph 8081, posts 8082, timeline 8083, fan-out 8084 and 8085 (health and
@@ -20,6 +28,27 @@ source "$root/scripts/lib/kafka.sh"
 source "$root/scripts/lib/redis.sh"
 
 cmd="${1:-}"
+if [ "$cmd" = replay ]; then
+    trace="${2:?usage: $0 replay TRACE [REPORT_DIR] [-- replay options...]}"
+    [ -f "$trace" ] || { echo "no trace file at $trace" >&2; exit 2; }
+    shift 2
+    report=replay-report-stack
+    if [ $# -gt 0 ] && [ "$1" != -- ]; then report=$1; shift; fi
+    [ "${1:-}" = -- ] && shift
+    replay_dir=stack-data-replay
+    if [ -f "$replay_dir/graph-service-8081.pid" ] && kill -0 "$(cat "$replay_dir/graph-service-8081.pid")" 2>/dev/null; then
+        echo "a stack is already running in $replay_dir; stop it with: $0 down $replay_dir" >&2
+        exit 1
+    fi
+    WRITES_PER_SECOND=0 "$0" up "$replay_dir"
+    metrics=()
+    for port in 8081 8082 8083 8084 8085; do metrics+=(--metrics-url "http://127.0.0.1:$port"); done
+    "$root/target/release/starling" trace replay "$trace" --target http://127.0.0.1:8081 \
+        --posts-url http://127.0.0.1:8082 --timeline-url http://127.0.0.1:8083 "${metrics[@]}" \
+        --out "$report" "$@"
+    echo "report in $report/report.md; the stack is still up: $0 down $replay_dir"
+    exit 0
+fi
 dir="$(mkdir -p "${2:-stack-data}" && cd "${2:-stack-data}" && pwd)"
 KAFKA_PORT=19092 REDIS_PORT=16379
 
@@ -65,6 +94,10 @@ up)
     fi
     STARLING__AUTH__JWT_SECRET="$(cat "$dir/jwt-secret")"
     export STARLING__AUTH__JWT_SECRET
+    if [ -n "${WRITES_PER_SECOND:-}" ]; then
+        export STARLING__RATE_LIMIT__WRITES_PER_SECOND="$WRITES_PER_SECOND"
+        echo "write rate limit: ${WRITES_PER_SECOND}/s per user (0: off)"
+    fi
     echo "starting services..."
     start_service graph-service 8081 1
     start_service post-service 8082 2
@@ -94,7 +127,7 @@ down)
     echo "stopped"
     ;;
 *)
-    echo "usage: $0 up|down [DIR]" >&2
+    echo "usage: $0 up|down [DIR] | replay TRACE [REPORT_DIR] [-- replay options...]" >&2
     exit 2
     ;;
 esac

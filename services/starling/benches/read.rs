@@ -99,11 +99,59 @@ async fn main() {
     let readers: Vec<(String, String)> = readers.into_iter().map(|(id, t)| (id.to_string(), t)).collect();
     let timeline = Api::new(&read_base);
     let before = ReadCounters::take(&timeline).await;
+    let cpu_before = cpu_by_process(&deployment);
     load(&http, &read_base, path, Arc::new(readers), Duration::from_secs(seconds), "home timeline, 20 entries").await;
-    ReadCounters::take(&timeline).await.since(&before).print();
+    let cpu = cpu_by_process(&deployment);
+    let counters = ReadCounters::take(&timeline).await.since(&before);
+    counters.print();
+    let reads = counters.0[0].1.max(1) as f64;
+    let per_read: Vec<String> = cpu
+        .iter()
+        .zip(&cpu_before)
+        .map(|((name, after), (_, before))| format!("{name} {:.0}", (after - before) * 1e6 / reads))
+        .collect();
+    println!("CPU µs per read by process: {}", per_read.join("; "));
     if let Deployment::Standalone(node) = deployment {
         node.stop().await.unwrap();
     }
+}
+
+/// CPU seconds (user + system) used so far by each process serving the reads, this one
+/// (the load generator, and in standalone the whole service) included.
+fn cpu_by_process(deployment: &Deployment) -> Vec<(String, f64)> {
+    let mut pids = vec![("this process".to_owned(), std::process::id())];
+    if let Deployment::Distributed(stack) = deployment {
+        let servers =
+            [("timeline-service", &stack.timeline), ("graph-service", &stack.graph), ("post-service", &stack.posts)];
+        pids.extend(servers.iter().filter_map(|(n, s)| s.pid().map(|p| (n.to_string(), p))));
+        pids.extend(stack.fanout.iter().filter_map(|f| f.pid().map(|p| ("fanout-worker".to_owned(), p))));
+        // The backends, found by the ports they listen on (on their command lines).
+        let port = |var: &str| std::env::var(var).ok().and_then(|v| v.rsplit(':').next().map(str::to_owned));
+        let backends = [("redis", "redis-server", port("REDIS_URL")), ("broker", "noida-db", port("KAFKA_BROKERS"))];
+        for (name, program, port) in backends {
+            if let Some(pid) = port.and_then(|p| pid_of(&format!("{program}.*[:= ]{p}( |$)"))) {
+                pids.push((name.to_owned(), pid));
+            }
+        }
+    }
+    let tick = 100.0; // USER_HZ on Linux
+    pids.into_iter()
+        .filter_map(|(name, pid)| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // Fields after the parenthesised command name: utime is the 12th, stime the 13th.
+            let rest = stat.rsplit_once(") ")?.1;
+            let fields: Vec<&str> = rest.split(' ').collect();
+            let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+            Some((name, ticks / tick))
+        })
+        .collect()
+}
+
+/// The oldest process whose command line contains `pattern` (the shared backends of
+/// the bench's environment), if any.
+fn pid_of(pattern: &str) -> Option<u32> {
+    let out = std::process::Command::new("pgrep").args(["-o", "-f", pattern]).output().ok()?;
+    String::from_utf8(out.stdout).ok()?.trim().parse().ok()
 }
 
 /// The timeline-service's own counters: what a read cost it beyond the cache.

@@ -20,8 +20,9 @@ pub struct ReplayArgs {
     pub posts_url: Option<String>,
     #[arg(long)]
     pub timeline_url: Option<String>,
-    /// A `/metrics` endpoint to read service counters from; repeat for every process
-    /// (default: the API URLs).
+    /// A process whose Prometheus counters count (its base URL, or its `/metrics` URL);
+    /// repeat for every process (default: the API URLs). Each must answer with
+    /// Prometheus text at start, or the replay stops there.
     #[arg(long = "metrics-url")]
     pub metrics_urls: Vec<String>,
     /// Where the report goes (report.json, report.md, *.svg).
@@ -85,7 +86,7 @@ impl ReplayArgs {
             m.dedup();
             m
         } else {
-            self.metrics_urls.iter().map(|u| u.trim_end_matches('/').to_owned()).collect()
+            self.metrics_urls.iter().map(|u| metrics_base(u)).collect()
         };
         let pace = match (self.rate, self.unpaced) {
             (_, true) => Pace::Unpaced,
@@ -119,6 +120,7 @@ impl ReplayArgs {
     pub async fn run(self) -> anyhow::Result<()> {
         let (targets, cfg) = self.config()?;
         let client = Client::new(targets, cfg.concurrency + cfg.lag_probes);
+        client.check_metrics().await?;
         let report = replay(&self.trace, client, cfg).await?;
         report.write(&self.out)?;
         eprintln!(
@@ -135,5 +137,24 @@ impl ReplayArgs {
             report.correctness.divergent.len() + report.correctness.read_errors.len()
         );
         Ok(())
+    }
+}
+
+/// The base a metrics URL is given as: the client appends `/metrics` itself, so a URL
+/// that already ends in it is taken as meant.
+fn metrics_base(url: &str) -> String {
+    let url = url.trim_end_matches('/');
+    url.strip_suffix("/metrics").unwrap_or(url).to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metrics_base;
+
+    #[test]
+    fn metrics_urls_are_taken_with_or_without_their_path() {
+        for given in ["http://h:1", "http://h:1/", "http://h:1/metrics", "http://h:1/metrics/"] {
+            assert_eq!(metrics_base(given), "http://h:1", "{given}");
+        }
     }
 }

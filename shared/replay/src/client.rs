@@ -180,6 +180,24 @@ impl Client {
         }
     }
 
+    /// Fails unless every metrics endpoint answers with Prometheus text: counters read
+    /// from nowhere would make a blank report and an endless wait for quiet.
+    pub async fn check_metrics(&self) -> anyhow::Result<()> {
+        for base in &self.targets.metrics {
+            let url = format!("{base}/metrics");
+            let res = self.http.get(&url).send().await.map_err(|e| anyhow::anyhow!("metrics at {url}: {e}"))?;
+            let status = res.status();
+            let text = res.text().await.unwrap_or_default();
+            anyhow::ensure!(status.is_success(), "metrics at {url} answered {status}");
+            anyhow::ensure!(
+                parse_prometheus(&text).next().is_some(),
+                "{url} did not answer with Prometheus text (no samples in {} bytes)",
+                text.len()
+            );
+        }
+        Ok(())
+    }
+
     /// Every sample of every metrics endpoint, summed across endpoints by series name
     /// (labels included). Endpoints that do not answer are left out.
     pub async fn metrics(&self) -> HashMap<String, f64> {

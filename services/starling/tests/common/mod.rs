@@ -89,6 +89,11 @@ impl Server {
         }
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGSTOP (`false`) or SIGCONT (`true`): a frozen process keeps its connections and
     /// its place in the consumer group but applies nothing, so events pile up in flight.
     pub fn set_running(&self, running: bool) {

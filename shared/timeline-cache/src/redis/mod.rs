@@ -582,15 +582,16 @@ impl TimelineCache for RedisCache {
             after.as_ref().map_or(&[], |a| &a[..]),
             before.as_ref().map_or(&[], |b| &b[..]),
         ];
-        let reply: Option<Vec<Vec<u8>>> = self.eval("read", &self.scripts.read, owner, &args).await?;
-        let Some(reply) = reply else { return Ok(None) };
-        let mut items = reply.into_iter();
-        let floor = match items.next() {
-            Some(f) if f.is_empty() => None,
-            Some(f) => Some(PostId::from_be_slice(&f).ok_or_else(|| corrupt("floor"))?),
-            None => return Err(corrupt("empty read reply")),
+        let reply: Option<(Vec<u8>, Vec<u8>)> = self.eval("read", &self.scripts.read, owner, &args).await?;
+        let Some((floor, entries)) = reply else { return Ok(None) };
+        let floor = match floor {
+            f if f.is_empty() => None,
+            f => Some(PostId::from_be_slice(&f).ok_or_else(|| corrupt("floor"))?),
         };
-        let mut entries = items.map(|e| decode(&e)).collect::<CacheResult<Vec<Entry>>>()?;
+        if entries.len() % 16 != 0 {
+            return Err(corrupt("read reply"));
+        }
+        let mut entries = entries.chunks_exact(16).map(decode).collect::<CacheResult<Vec<Entry>>>()?;
         if !range.oldest_first {
             entries.reverse();
         }

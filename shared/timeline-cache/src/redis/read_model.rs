@@ -71,6 +71,7 @@ struct Scripts {
     set_member: LuaScript,
     add_recent: LuaScript,
     finish_fill: LuaScript,
+    get_many: LuaScript,
 }
 
 /// See the module docs.
@@ -94,6 +95,7 @@ impl RedisReadModel {
                 set_member: LuaScript::new(include_str!("lua/set_member.lua").to_owned()),
                 add_recent: LuaScript::new(include_str!("lua/add_recent.lua").to_owned()),
                 finish_fill: LuaScript::new(include_str!("lua/finish_fill.lua").to_owned()),
+                get_many: LuaScript::new(include_str!("lua/get_many.lua").to_owned()),
             },
             post_ms: millis(options.post_ttl),
             following_ms: millis(options.following_ttl),
@@ -195,7 +197,7 @@ impl RedisReadModel {
         Ok(())
     }
 
-    /// `MGET` on one node; `GET`s on a cluster.
+    /// `lua/get_many.lua` on one node; `GET`s on a cluster.
     async fn get_many(&self, what: &'static str, keys: Vec<String>) -> CacheResult<Vec<Option<Vec<u8>>>> {
         if keys.is_empty() {
             return Ok(Vec::new());
@@ -203,7 +205,9 @@ impl RedisReadModel {
         if self.conns.cluster().is_some() {
             return self.each(what, keys.iter().map(|k| redis::cmd("GET").arg(k).clone()).collect()).await;
         }
-        self.query(what, redis::cmd("MGET").arg(&keys)).await
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let blob: Vec<u8> = self.script(what, &self.scripts.get_many, &keys, &[]).await?;
+        split_values(&blob, keys.len())
     }
 
     fn patterns(&self) -> [String; 2] {
@@ -216,6 +220,28 @@ impl RedisReadModel {
         }
         [format!("{escaped}p:*"), format!("{escaped}{{*}}:*")]
     }
+}
+
+/// The values of `lua/get_many.lua`'s reply.
+fn split_values(mut blob: &[u8], n: usize) -> CacheResult<Vec<Option<Vec<u8>>>> {
+    let corrupt = || CacheError::Backend("corrupt multi-get reply".into());
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (len, rest) = blob.split_first_chunk::<4>().ok_or_else(corrupt)?;
+        blob = rest;
+        match u32::from_be_bytes(*len) {
+            u32::MAX => out.push(None),
+            len => {
+                let (v, rest) = blob.split_at_checked(len as usize).ok_or_else(corrupt)?;
+                out.push(Some(v.to_vec()));
+                blob = rest;
+            }
+        }
+    }
+    if !blob.is_empty() {
+        return Err(corrupt());
+    }
+    Ok(out)
 }
 
 fn ids_to_bytes(ids: impl IntoIterator<Item = u64>) -> Vec<u8> {
