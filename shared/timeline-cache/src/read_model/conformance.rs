@@ -187,6 +187,15 @@ async fn the_celebrity_version_moves_on_celebrity_changes(m: &dyn ReadModel) {
         assert_ne!(now, last, "change {change} must move the celebrity version");
         last = now;
     }
+    // A wipe moves it too, and never back to a value it had.
+    m.clear().await.unwrap();
+    let wiped = version().await;
+    m.add_recent(user(502), &[post(2)]).await.unwrap();
+    let after = version().await;
+    for v in [wiped, after] {
+        assert!(v != v0 && v != last, "version {v} after a wipe repeats one from before it");
+    }
+    assert_ne!(wiped, after);
 }
 
 async fn clear_forgets_everything(m: &dyn ReadModel) {

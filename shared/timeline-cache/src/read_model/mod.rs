@@ -35,7 +35,9 @@
 //! one command, and reuses what it holds if the version has not moved: a celebrity's post
 //! shows up on the next page read after the fan-out applied it, in every process, with no
 //! per-page read of the lists. The counter is moved after the change it announces, so a
-//! reader that sees the new version also sees the change.
+//! reader that sees the new version also sees the change; and it never comes back to a
+//! value it had (in Redis a lost counter starts again from the clock), so a process never
+//! takes lists it read before a wipe for current.
 //!
 //! Every implementation passes [`conformance`].
 

@@ -10,7 +10,7 @@
 //! | `P{<reader>}:f` | followees, 8 bytes each, unordered | `following_ttl` |
 //! | `P{<author>}:r` | `C`/`T` (complete / cut) ‖ newest post ids, 8 bytes each, at most 128 | `recent_ttl` |
 //! | `P{celebrities}:c` | celebrities, 8 bytes each | `recent_ttl` |
-//! | `P{celebrities}:v` | the celebrity version (an integer, `INCR`ed) | none |
+//! | `P{celebrities}:v` | the celebrity version (an integer, `INCR`ed; starts from the clock in µs, see `lua/bump.lua`) | none |
 //! | `…:fill` beside each of the last three | a fill's token | 60 s |
 //!
 //! A follow costs 8 bytes in its follower's list (plus ~60 bytes per list for the key), a
@@ -72,6 +72,7 @@ struct Scripts {
     add_recent: LuaScript,
     finish_fill: LuaScript,
     get_many: LuaScript,
+    bump: LuaScript,
 }
 
 /// See the module docs.
@@ -96,6 +97,7 @@ impl RedisReadModel {
                 add_recent: LuaScript::new(include_str!("lua/add_recent.lua").to_owned()),
                 finish_fill: LuaScript::new(include_str!("lua/finish_fill.lua").to_owned()),
                 get_many: LuaScript::new(include_str!("lua/get_many.lua").to_owned()),
+                bump: LuaScript::new(include_str!("lua/bump.lua").to_owned()),
             },
             post_ms: millis(options.post_ttl),
             following_ms: millis(options.following_ttl),
@@ -191,9 +193,12 @@ impl RedisReadModel {
         format!("{}{{celebrities}}:v", self.prefix)
     }
 
-    /// Moves the celebrity version, after the change it announces.
+    /// Moves the celebrity version, after the change it announces (`lua/bump.lua`).
     async fn bump(&self) -> CacheResult<()> {
-        self.query::<i64>("celebrity version", redis::cmd("INCR").arg(self.version_key())).await?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let micros = now.as_micros().to_string();
+        self.script::<i64>("celebrity version", &self.scripts.bump, &[&self.version_key()], &[micros.as_bytes()])
+            .await?;
         Ok(())
     }
 
