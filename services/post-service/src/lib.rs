@@ -42,18 +42,18 @@ impl PostService {
     /// Best effort: the post is durable and its event on the way; a read that misses
     /// fills the cache from here, and the fan-out caches tombstones from the event.
     async fn cache_post(&self, post: &PostRecord) {
-        if let Some(m) = &self.model {
-            if let Err(e) = m.add_posts(std::slice::from_ref(post)).await {
-                tracing::warn!(post = post.id.get(), error = %e, "could not cache a new post");
-            }
+        if let Some(m) = &self.model
+            && let Err(e) = m.add_posts(std::slice::from_ref(post)).await
+        {
+            tracing::warn!(post = post.id.get(), error = %e, "could not cache a new post");
         }
     }
 
     async fn cache_tombstone(&self, id: PostId) {
-        if let Some(m) = &self.model {
-            if let Err(e) = m.posts_deleted(&[id]).await {
-                tracing::warn!(post = id.get(), error = %e, "could not cache a deleted post");
-            }
+        if let Some(m) = &self.model
+            && let Err(e) = m.posts_deleted(&[id]).await
+        {
+            tracing::warn!(post = id.get(), error = %e, "could not cache a deleted post");
         }
     }
 

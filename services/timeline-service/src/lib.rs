@@ -360,7 +360,7 @@ impl TimelineService {
         prefetched: &mut Prefetched,
     ) -> Result<Option<(Vec<Item>, Option<Query>)>, ReadError> {
         let down = query.direction == Direction::Down;
-        let (upper, lower) = (query.upper, query.lower);
+        let upper = query.upper;
         // The cache may hold entries the filter drops; over-fetch from it a little.
         let n = cache_fetch(query.limit);
         if let Mode::Cached { floor: Some(f) } = *mode {
@@ -369,7 +369,7 @@ impl TimelineService {
                 *mode = Mode::Pull;
             }
         }
-        let Some(fetched) = self.fetch_round(ctx, mode, prefetched, upper, lower, query.limit, down).await? else {
+        let Some(fetched) = self.fetch_round(ctx, mode, prefetched, query).await? else {
             return Ok(None);
         };
 
@@ -405,11 +405,10 @@ impl TimelineService {
         ctx: &Ctx<'_>,
         mode: &mut Mode,
         prefetched: &mut Prefetched,
-        upper: Option<PostId>,
-        lower: Option<PostId>,
-        limit: usize,
-        down: bool,
+        round: Query,
     ) -> Result<Option<Vec<Fetched>>, ReadError> {
+        let (upper, lower, limit) = (round.upper, round.lower, round.limit);
+        let down = round.direction == Direction::Down;
         let order = if down { Order::NewestFirst } else { Order::OldestFirst };
         let n = limit;
         let author = |a: UserId, cap: Option<PostId>| {
@@ -442,7 +441,7 @@ impl TimelineService {
                     }
                     // Evicted between rounds: storage has everything.
                     *mode = Mode::Pull;
-                    return Box::pin(self.fetch_round(ctx, mode, &mut None, upper, lower, limit, down)).await;
+                    return Box::pin(self.fetch_round(ctx, mode, &mut None, round)).await;
                 };
                 if *mode == Mode::Unprobed {
                     self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
@@ -454,7 +453,7 @@ impl TimelineService {
                     // the cache "down to the floor" here would put the bound above the
                     // cursor and page backwards.)
                     *mode = Mode::Pull;
-                    return Box::pin(self.fetch_round(ctx, mode, &mut None, upper, lower, limit, down)).await;
+                    return Box::pin(self.fetch_round(ctx, mode, &mut None, round)).await;
                 }
                 let items: Vec<Item> =
                     slice.entries.into_iter().map(|e| Item { post: e.post, author: e.author }).collect();

@@ -25,7 +25,7 @@ fn record(n: u64) -> PostRecord {
         author: user(n % 5),
         author_handle: format!("author{}", n % 5),
         text: format!("post {n} — ünïcode"),
-        reply_to: (n % 2 == 0).then(|| post(n / 2)),
+        reply_to: n.is_multiple_of(2).then(|| post(n / 2)),
     }
 }
 

@@ -588,7 +588,7 @@ impl TimelineCache for RedisCache {
             f if f.is_empty() => None,
             f => Some(PostId::from_be_slice(&f).ok_or_else(|| corrupt("floor"))?),
         };
-        if entries.len() % 16 != 0 {
+        if !entries.len().is_multiple_of(16) {
             return Err(corrupt("read reply"));
         }
         let mut entries = entries.chunks_exact(16).map(decode).collect::<CacheResult<Vec<Entry>>>()?;

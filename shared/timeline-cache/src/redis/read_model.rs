@@ -254,7 +254,7 @@ fn ids_to_bytes(ids: impl IntoIterator<Item = u64>) -> Vec<u8> {
 }
 
 fn bytes_to_ids(b: &[u8]) -> CacheResult<Vec<u64>> {
-    if b.len() % 8 != 0 {
+    if !b.len().is_multiple_of(8) {
         return Err(CacheError::Backend("corrupt id list".into()));
     }
     Ok(b.chunks_exact(8).map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes"))).collect())
