@@ -142,9 +142,10 @@ impl Connections {
 /// Why per thread: a multiplexed connection's reader and writer run as a task on the
 /// runtime that opened it. The HTTP server runs one single-threaded runtime per worker
 /// thread, so a connection shared between workers sends every command and every reply
-/// across threads: two wake-ups per command, which cost a read of four commands more CPU
-/// than the commands themselves (measured: ~3k against ~11k reads/s on two cores). A
-/// thread opens its own connections, whose tasks then run beside its callers.
+/// across threads: two wake-ups per command, a large share of a page's CPU when a page is
+/// a few commands (the distributed read bench went from 3.1k–4.2k to 4.4k–5.1k reads/s
+/// with this change, BENCHMARKS.md). A thread opens its own connections, whose tasks then
+/// run beside its callers.
 pub(super) struct NodeConnections {
     pool: Pool,
     per_thread: usize,
