@@ -21,10 +21,13 @@
 //! Everything a page needs besides the timeline is in the read model
 //! ([`starling_timeline_cache::read_model`]): the reader's follow list, the celebrity list,
 //! each followed celebrity's newest post ids and the posts themselves, kept current by the
-//! events the services already publish. In the common case a page is a few cache round
-//! trips (timeline, follow list, celebrities' recent lists, posts) and no call to another
-//! service. A miss fills the model from the owning service, and that call is counted by
-//! target (`starling_timeline_peer_calls_total`), as are hits and misses per collection.
+//! events the services already publish. In the common case a page is two cache round
+//! trips and no call to another service: the follow list with the celebrity version
+//! (sent together with the first timeline read), then the page's posts. The celebrity
+//! list and the celebrities' recent lists come from this process's view of them, read
+//! again only when the version moved. A miss fills the model from the owning service,
+//! and that call is counted by target (`starling_timeline_peer_calls_total`), as are hits
+//! and misses per collection.
 //!
 //! A reader without a timeline (new, or inactive long enough to be evicted) gets one
 //! rebuilt from storage on this read, and the read is served from it: a full page, never

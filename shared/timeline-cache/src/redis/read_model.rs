@@ -17,8 +17,9 @@
 //! cached post ~75 bytes of Redis overhead plus its encoding (measured in
 //! `read_model_bytes_are_compact`). The braces are Cluster hash tags: a follow list and its
 //! token share their owner's slot (and the owner's timeline's), so every script takes keys
-//! of one slot. Post keys spread over the cluster; multi-post reads are one `MGET` on a
-//! single node and independent `GET`s in flight on a cluster.
+//! of one slot. Post keys spread over the cluster; multi-key reads are one script call
+//! (`lua/get_many.lua`, one string back) on a single node and independent `GET`s in
+//! flight on a cluster.
 //!
 //! Eviction: every key has a TTL. Under `maxmemory`, run Redis with `volatile-lru` or
 //! `allkeys-lru`: any key may go (a miss fills it again), with one caveat — an evicted
