@@ -96,8 +96,12 @@ impl MemoryReadModel {
         self.version.fetch_add(1, Ordering::SeqCst);
     }
 
-    fn cancel_fill(&self, collection: Collection) {
-        self.fills.lock().pending.remove(&collection);
+    /// Cancels a fill in progress. The returned lock is held while the event changes the
+    /// collection, so no fill can finish in between (`finish_fill` holds it too).
+    fn cancel_fill(&self, collection: Collection) -> parking_lot::MutexGuard<'_, Fills> {
+        let mut fills = self.fills.lock();
+        fills.pending.remove(&collection);
+        fills
     }
 }
 
@@ -137,13 +141,9 @@ impl ReadModel for MemoryReadModel {
         Ok(())
     }
 
-    async fn following(&self, reader: UserId) -> CacheResult<Option<Vec<UserId>>> {
-        Ok(self.sets.read().following.map.get(&reader).cloned())
-    }
-
     async fn reader_view(&self, reader: UserId) -> CacheResult<(Option<Vec<UserId>>, u64)> {
         let version = self.version.load(Ordering::SeqCst);
-        Ok((self.following(reader).await?, version))
+        Ok((self.sets.read().following.map.get(&reader).cloned(), version))
     }
 
     async fn celebrities(&self) -> CacheResult<Option<Vec<UserId>>> {
@@ -186,11 +186,7 @@ impl ReadModel for MemoryReadModel {
     }
 
     async fn set_member(&self, collection: Collection, member: UserId, present: bool) -> CacheResult<()> {
-        let _fills = {
-            let mut fills = self.fills.lock();
-            fills.pending.remove(&collection);
-            fills
-        };
+        let _fills = self.cancel_fill(collection);
         let mut sets = self.sets.write();
         match collection {
             Collection::Following(reader) => {
@@ -210,11 +206,7 @@ impl ReadModel for MemoryReadModel {
     }
 
     async fn add_recent(&self, author: UserId, posts: &[PostId]) -> CacheResult<()> {
-        let _fills = {
-            let mut fills = self.fills.lock();
-            fills.pending.remove(&Collection::Recent(author));
-            fills
-        };
+        let _fills = self.cancel_fill(Collection::Recent(author));
         if let Some(list) = self.sets.write().recent.get_mut(&author) {
             merge_recent(list, posts);
         }
@@ -223,7 +215,7 @@ impl ReadModel for MemoryReadModel {
     }
 
     async fn forget(&self, collection: Collection) -> CacheResult<()> {
-        self.cancel_fill(collection);
+        let _fills = self.cancel_fill(collection);
         let mut sets = self.sets.write();
         match collection {
             Collection::Following(reader) => {
@@ -280,7 +272,7 @@ mod tests {
             let token = m.begin_fill(Collection::Following(reader)).await.unwrap();
             assert!(m.finish_fill(Collection::Following(reader), token, Fill::Users(vec![])).await.unwrap());
         }
-        assert_eq!(m.following(UserId(1)).await.unwrap(), None);
-        assert_eq!(m.following(UserId(2)).await.unwrap(), Some(vec![]));
+        assert_eq!(m.reader_view(UserId(1)).await.unwrap().0, None);
+        assert_eq!(m.reader_view(UserId(2)).await.unwrap().0, Some(vec![]));
     }
 }

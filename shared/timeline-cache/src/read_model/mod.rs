@@ -106,10 +106,8 @@ pub trait ReadModel: Send + Sync + 'static {
     /// Caches tombstones for these posts, replacing whatever was cached.
     async fn posts_deleted(&self, ids: &[PostId]) -> CacheResult<()>;
 
-    /// `reader`'s followees in no particular order, `None` if not cached.
-    async fn following(&self, reader: UserId) -> CacheResult<Option<Vec<UserId>>>;
-
-    /// [`ReadModel::following`] and the celebrity version (see the module docs) at once.
+    /// `reader`'s followees in no particular order (`None` if not cached) and the
+    /// celebrity version (see the module docs), in one lookup.
     async fn reader_view(&self, reader: UserId) -> CacheResult<(Option<Vec<UserId>>, u64)>;
 
     /// Every celebrity, `None` if not cached.

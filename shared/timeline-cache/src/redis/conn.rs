@@ -103,7 +103,7 @@ impl Connections {
                     _ => {
                         let mut lease = self.get().await?;
                         let result = cmd.query_async(&mut lease.conn).await;
-                        self.check(what, &lease, result)?
+                        self.check(what, result)?
                     }
                 };
                 found += keys.len();
@@ -111,7 +111,7 @@ impl Connections {
                     // A cluster client splits a many-key UNLINK by slot.
                     let mut lease = self.get().await?;
                     let result = redis::cmd("UNLINK").arg(&keys).query_async::<i64>(&mut lease.conn).await;
-                    self.check(what, &lease, result)?;
+                    self.check(what, result)?;
                 }
                 if next == 0 {
                     break;
@@ -123,12 +123,49 @@ impl Connections {
     }
 
     /// Maps the error; on a single node also retires a broken connection.
-    pub(super) fn check<T>(&self, what: &'static str, lease: &Lease, result: Result<T, RedisError>) -> CacheResult<T> {
-        match self {
-            Connections::Node(n) => n.check(what, lease, result),
-            Connections::Cluster(_) => result.map_err(|e| backend(what, &e)),
+    pub(super) fn check<T>(&self, what: &'static str, result: Result<T, RedisError>) -> CacheResult<T> {
+        self.retire_if_broken(result).map_err(|e| backend(what, &e))
+    }
+
+    /// On a single node, retires every connection if `result` says one is broken; the
+    /// error is kept for the caller to classify.
+    fn retire_if_broken<T>(&self, result: Result<T, RedisError>) -> Result<T, RedisError> {
+        if let (Connections::Node(n), Err(e)) = (self, &result) {
+            n.retire_if_broken(e);
+        }
+        result
+    }
+
+    /// One command. One that meets a broken connection (a restarted server, an idle
+    /// connection cut) is sent once more on a fresh one, so a restart costs callers no
+    /// error per pooled connection: only for idempotent commands.
+    pub(super) async fn query<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, RedisError> {
+        let mut lease = self.get_raw().await?;
+        match self.retire_if_broken(cmd.query_async(&mut lease.conn).await) {
+            Err(e) if is_broken(&e) => {
+                let mut lease = self.get_raw().await?;
+                self.retire_if_broken(cmd.query_async(&mut lease.conn).await)
+            }
+            other => other,
         }
     }
+
+    /// [`Connections::get`] with a connection failure as a Redis error.
+    async fn get_raw(&self) -> Result<Lease, RedisError> {
+        self.get().await.map_err(|e| RedisError::from((redis::ErrorKind::Io, "redis connect", e.to_string())))
+    }
+}
+
+/// `prefix` for a `SCAN MATCH` pattern: its glob characters escaped.
+pub(super) fn glob_escape(prefix: &str) -> String {
+    let mut p = String::with_capacity(prefix.len() + 4);
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p
 }
 
 /// Pooled connections to one server, kept checked out, `per_thread` of them for each
@@ -193,19 +230,16 @@ impl NodeConnections {
         Ok(Lease { conn: Conn::Node(conn) })
     }
 
-    /// Maps the error. If it says the connection is broken, retires every connection:
-    /// one broken connection usually means a restarted server, whose other connections
-    /// are broken too but would each fail a caller before being found out.
-    pub(super) fn check<T>(&self, what: &'static str, _lease: &Lease, result: Result<T, RedisError>) -> CacheResult<T> {
-        result.map_err(|e| {
-            if is_broken(&e) {
-                tracing::warn!(error = %e, "redis connection broken; reconnecting");
-                for slot in self.threads.iter().flat_map(|t| t.slots.iter()) {
-                    drop(slot.conn.lock().take());
-                }
+    /// If `e` says the connection is broken, retires every connection: one broken
+    /// connection usually means a restarted server, whose other connections are broken
+    /// too but would each fail a caller before being found out.
+    fn retire_if_broken(&self, e: &RedisError) {
+        if is_broken(e) {
+            tracing::warn!(error = %e, "redis connection broken; reconnecting");
+            for slot in self.threads.iter().flat_map(|t| t.slots.iter()) {
+                drop(slot.conn.lock().take());
             }
-            backend(what, &e)
-        })
+        }
     }
 }
 
@@ -223,10 +257,6 @@ pub(super) struct LuaScript {
 impl LuaScript {
     pub(super) fn new(code: String) -> Self {
         Self { sha: Script::new(&code).get_hash().to_owned(), code }
-    }
-
-    pub(super) fn sha(&self) -> &str {
-        &self.sha
     }
 
     /// An `EVALSHA` of this script on `keys`.

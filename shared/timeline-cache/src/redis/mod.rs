@@ -214,7 +214,7 @@ impl RedisCache {
         };
         let mut lease = cache.conns.get().await?;
         let loaded = cache.scripts.load_all(&mut lease.conn).await;
-        cache.conns.check("load scripts", &lease, loaded)?;
+        cache.conns.check("load scripts", loaded)?;
         Ok(cache)
     }
 
@@ -237,15 +237,7 @@ impl RedisCache {
 
     /// `SCAN` pattern matching exactly this cache's timeline keys.
     fn pattern(&self) -> String {
-        let mut p = String::with_capacity(self.prefix.len() + 4);
-        for c in self.prefix.chars() {
-            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-                p.push('\\');
-            }
-            p.push(c);
-        }
-        p.push_str("{*}");
-        p
+        format!("{}{{*}}", conn::glob_escape(&self.prefix))
     }
 
     /// Runs `pipe`; on `NOSCRIPT` (server restarted, failed over, or `SCRIPT FLUSH`)
@@ -267,14 +259,14 @@ impl RedisCache {
                 Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) && loads < 3 => {
                     loads += 1;
                     let loaded = self.scripts.load_all(&mut lease.conn).await;
-                    self.conns.check(what, lease, loaded)?;
+                    self.conns.check(what, loaded)?;
                 }
                 Err(e) if conn::is_broken(&e) && !reconnected => {
                     reconnected = true;
-                    let _ = self.conns.check::<()>(what, lease, Err(e));
+                    let _ = self.conns.check::<()>(what, Err(e));
                     *lease = self.conns.get().await?;
                 }
-                other => return self.conns.check(what, lease, other),
+                other => return self.conns.check(what, other),
             }
         }
     }
@@ -288,7 +280,7 @@ impl RedisCache {
     ) -> CacheResult<(usize, Vec<UserId>)> {
         let mut lease = self.conns.get().await?;
         let result = pipe.query_async::<Vec<u64>>(&mut lease.conn).await;
-        let lens = self.conns.check("insert", &lease, result)?;
+        let lens = self.conns.check("insert", result)?;
         let (mut delivered, mut full) = (0, Vec::new());
         for ((owner, n), len) in cmds.into_iter().zip(lens) {
             if len > 0 {
@@ -431,7 +423,7 @@ impl TimelineCache for RedisCache {
                 pipe.cmd("RPUSHX").arg(&key).arg(&member[..]);
             }
             let result = pipe.query_async::<Vec<u64>>(&mut lease.conn).await;
-            let lens = self.conns.check("insert", &lease, result)?;
+            let lens = self.conns.check("insert", result)?;
             for (&o, len) in chunk.iter().zip(lens) {
                 delivered += usize::from(len > 0);
                 if len > self.compact_above {
@@ -632,7 +624,7 @@ impl TimelineCache for RedisCache {
     async fn evict(&self, owner: UserId) -> CacheResult<()> {
         let mut lease = self.conns.get().await?;
         let result = redis::cmd("UNLINK").arg(self.key(owner)).query_async::<i64>(&mut lease.conn).await;
-        self.conns.check("evict", &lease, result)?;
+        self.conns.check("evict", result)?;
         Ok(())
     }
 

@@ -31,13 +31,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_redis::redis::{self, Cmd, Value};
+use deadpool_redis::redis::{self, Cmd, ErrorKind, ServerErrorKind, Value};
 use futures::StreamExt as _;
 use starling_ids::{PostId, UserId};
 use starling_storage::PostRecord;
 
-use super::conn::{Connections, LuaScript};
-use super::millis;
+use super::conn::{Connections, LuaScript, glob_escape};
+use super::{backend, millis};
 use crate::read_model::{
     CachedPost, Collection, Fill, FillToken, RECENT_DEPTH, ReadModel, Recent, check_fill, codec, merge_recent,
 };
@@ -129,23 +129,13 @@ impl RedisReadModel {
         }
     }
 
-    /// One command; a connection found broken before the command could be sent is
-    /// replaced and the command sent once more (every command here is idempotent).
+    /// One idempotent command ([`Connections::query`]: retried once on a fresh connection).
     async fn query<T: redis::FromRedisValue>(&self, what: &'static str, cmd: &Cmd) -> CacheResult<T> {
-        let mut lease = self.conns.get().await?;
-        let result = cmd.query_async(&mut lease.conn).await;
-        match result {
-            Err(e) if e.is_connection_dropped() || e.is_io_error() => {
-                let _ = self.conns.check::<()>(what, &lease, Err(e));
-                let mut lease = self.conns.get().await?;
-                let result = cmd.query_async(&mut lease.conn).await;
-                self.conns.check(what, &lease, result)
-            }
-            other => self.conns.check(what, &lease, other),
-        }
+        self.conns.query(cmd).await.map_err(|e| backend(what, &e))
     }
 
-    /// A script call; on `NOSCRIPT` (a restarted or new server) loads it and calls again.
+    /// A script call; on `NOSCRIPT` (a restarted or new server, `SCRIPT FLUSH`) loads it
+    /// and calls again.
     async fn script<T: redis::FromRedisValue>(
         &self,
         what: &'static str,
@@ -154,20 +144,13 @@ impl RedisReadModel {
         args: &[&[u8]],
     ) -> CacheResult<T> {
         let cmd = script.cmd_keys(keys, args);
-        match self.query::<T>(what, &cmd).await {
-            Err(_) if self.missing_script(what, script).await? => self.query(what, &cmd).await,
-            other => other,
+        match self.conns.query(&cmd).await {
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                self.query::<Value>(what, redis::cmd("SCRIPT").arg("LOAD").arg(&script.code)).await?;
+                self.query(what, &cmd).await
+            }
+            other => other.map_err(|e| backend(what, &e)),
         }
-    }
-
-    /// Whether `script` had to be loaded (then the failed call deserves another try).
-    async fn missing_script(&self, what: &'static str, script: &LuaScript) -> CacheResult<bool> {
-        let exists: Vec<bool> = self.query(what, redis::cmd("SCRIPT").arg("EXISTS").arg(script.sha())).await?;
-        if exists.first() == Some(&true) {
-            return Ok(false);
-        }
-        self.query::<Value>(what, redis::cmd("SCRIPT").arg("LOAD").arg(&script.code)).await?;
-        Ok(true)
     }
 
     /// Many single-key reads (or writes), in order: one pipeline on a single node,
@@ -187,7 +170,7 @@ impl RedisReadModel {
         }
         let mut lease = self.conns.get().await?;
         let result = pipe.query_async(&mut lease.conn).await;
-        self.conns.check(what, &lease, result)
+        self.conns.check(what, result)
     }
 
     fn version_key(&self) -> String {
@@ -217,13 +200,7 @@ impl RedisReadModel {
     }
 
     fn patterns(&self) -> [String; 2] {
-        let mut escaped = String::with_capacity(self.prefix.len());
-        for c in self.prefix.chars() {
-            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-                escaped.push('\\');
-            }
-            escaped.push(c);
-        }
+        let escaped = glob_escape(&self.prefix);
         [format!("{escaped}p:*"), format!("{escaped}{{*}}:*")]
     }
 }
@@ -259,6 +236,10 @@ fn bytes_to_ids(b: &[u8]) -> CacheResult<Vec<u64>> {
         return Err(CacheError::Backend("corrupt id list".into()));
     }
     Ok(b.chunks_exact(8).map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes"))).collect())
+}
+
+fn decode_users(value: Option<Vec<u8>>) -> CacheResult<Option<Vec<UserId>>> {
+    value.map(|b| Ok(bytes_to_ids(&b)?.into_iter().map(UserId).collect())).transpose()
 }
 
 fn decode_recent(b: &[u8]) -> CacheResult<Recent> {
@@ -315,19 +296,12 @@ impl ReadModel for RedisReadModel {
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(reader = reader.0))]
-    async fn following(&self, reader: UserId) -> CacheResult<Option<Vec<UserId>>> {
-        let v: Option<Vec<u8>> =
-            self.query("following", redis::cmd("GET").arg(self.key(Collection::Following(reader)))).await?;
-        v.map(|b| Ok(bytes_to_ids(&b)?.into_iter().map(UserId).collect())).transpose()
-    }
-
-    #[tracing::instrument(level = "debug", skip_all, fields(reader = reader.0))]
     async fn reader_view(&self, reader: UserId) -> CacheResult<(Option<Vec<UserId>>, u64)> {
         let keys = vec![self.key(Collection::Following(reader)), self.version_key()];
         let mut values = self.get_many("reader view", keys).await?.into_iter();
         let following = values.next().flatten();
         let version = values.next().flatten();
-        let following = following.map(|b| Ok(bytes_to_ids(&b)?.into_iter().map(UserId).collect())).transpose()?;
+        let following = decode_users(following)?;
         let version = match version {
             None => 0,
             Some(v) => std::str::from_utf8(&v)
