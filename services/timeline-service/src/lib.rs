@@ -170,23 +170,21 @@ impl TimelineService {
                 return Ok(set.clone());
             }
         }
-        let list = match self.model.celebrities().await? {
-            Some(list) => {
-                self.stats.lookup(Lookups::Celebrities, true);
-                list
-            }
-            None => {
-                self.stats.lookup(Lookups::Celebrities, false);
-                let token = self.model.begin_fill(Collection::Celebrities).await?;
-                self.stats.call(Peer::Graph);
-                let list = self.graph.celebrities().await?;
-                self.fill(Collection::Celebrities, token, Fill::Users(list.clone())).await;
-                list
-            }
-        };
+        let cached = self.model.celebrities().await?;
+        let list = self
+            .or_fill(
+                Lookups::Celebrities,
+                Collection::Celebrities,
+                cached,
+                Peer::Graph,
+                || self.graph.celebrities(),
+                |l| Fill::Users(l.clone()),
+            )
+            .await?;
         let set: Arc<HashSet<UserId>> = Arc::new(list.into_iter().collect());
         let mut view = self.celebrities.write();
-        // `!=`, not `<`: a wiped or restarted Redis starts counting again from zero.
+        // `!=`, not `<`: after a wipe the version starts again (from the clock), so it
+        // need not be above the one this view holds.
         if view.version != version {
             *view = CelebrityView { version, celebrities: None, recent: HashMap::new() };
         }
@@ -198,16 +196,17 @@ impl TimelineService {
     /// command (the follow list filled from the graph on a miss).
     async fn reader_view(&self, reader: UserId) -> Result<(Vec<UserId>, u64), ReadError> {
         let (cached, version) = self.model.reader_view(reader).await?;
-        if let Some(list) = cached {
-            self.stats.lookup(Lookups::Following, true);
-            return Ok((list, version));
-        }
-        self.stats.lookup(Lookups::Following, false);
         let c = Collection::Following(reader);
-        let token = self.model.begin_fill(c).await?;
-        self.stats.call(Peer::Graph);
-        let list = self.graph.following(reader).await?;
-        self.fill(c, token, Fill::Users(list.clone())).await;
+        let list = self
+            .or_fill(
+                Lookups::Following,
+                c,
+                cached,
+                Peer::Graph,
+                || self.graph.following(reader),
+                |l| Fill::Users(l.clone()),
+            )
+            .await?;
         Ok((list, version))
     }
 
@@ -221,24 +220,21 @@ impl TimelineService {
             authors.iter().map(|a| view.recent.get(a).filter(|_| current).cloned()).collect()
         };
         let missing: Vec<UserId> = authors.iter().zip(&held).filter(|(_, h)| h.is_none()).map(|(a, _)| *a).collect();
+        // What this process held counts as hits of the collection.
+        self.stats.lookups(Lookups::Recent, authors.len() - missing.len(), 0);
         if missing.is_empty() {
-            self.stats.lookups(Lookups::Recent, authors.len(), 0);
             return Ok(held.into_iter().flatten().collect());
         }
         let cached = self.model.recent(&missing).await?;
         let fills = missing.iter().zip(cached).map(|(&author, cached)| async move {
-            if let Some(r) = cached {
-                self.stats.lookup(Lookups::Recent, true);
-                return Ok::<_, ReadError>((author, Arc::new(r)));
-            }
-            self.stats.lookup(Lookups::Recent, false);
+            let fetch = || async move {
+                let posts = self.posts.post_ids_by_author(author, Window::newest(RECENT_DEPTH)).await?;
+                Ok(Recent { complete: posts.len() < RECENT_DEPTH, posts })
+            };
             let c = Collection::Recent(author);
-            let token = self.model.begin_fill(c).await?;
-            self.stats.call(Peer::Posts);
-            let posts = self.posts.post_ids_by_author(author, Window::newest(RECENT_DEPTH)).await?;
-            let recent = Recent { complete: posts.len() < RECENT_DEPTH, posts };
-            self.fill(c, token, Fill::Recent(recent.clone())).await;
-            Ok((author, Arc::new(recent)))
+            let recent =
+                self.or_fill(Lookups::Recent, c, cached, Peer::Posts, fetch, |r| Fill::Recent(r.clone())).await?;
+            Ok::<_, ReadError>((author, Arc::new(recent)))
         });
         let fetched: HashMap<UserId, Arc<Recent>> = try_join_all(fills).await?.into_iter().collect();
         {
@@ -256,12 +252,34 @@ impl TimelineService {
         Ok(held.into_iter().flatten().collect())
     }
 
-    /// Finishes a fill. A failure only costs the next read another miss: this read has
-    /// what it fetched.
-    async fn fill(&self, c: Collection, token: starling_timeline_cache::read_model::FillToken, value: Fill) {
-        if let Err(e) = self.model.finish_fill(c, token, value).await {
+    /// `cached` if the read model had it; else fetched from `peer` and filled into `c`
+    /// (see the read model's docs on fills). A failed fill only costs the next read
+    /// another miss: this read has what it fetched.
+    async fn or_fill<T, F, Fut>(
+        &self,
+        what: Lookups,
+        c: Collection,
+        cached: Option<T>,
+        peer: Peer,
+        fetch: F,
+        to_fill: impl FnOnce(&T) -> Fill,
+    ) -> Result<T, ReadError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, ClientError>>,
+    {
+        if let Some(value) = cached {
+            self.stats.lookup(what, true);
+            return Ok(value);
+        }
+        self.stats.lookup(what, false);
+        let token = self.model.begin_fill(c).await?;
+        self.stats.call(peer);
+        let value = fetch().await?;
+        if let Err(e) = self.model.finish_fill(c, token, to_fill(&value)).await {
             tracing::warn!(collection = ?c, error = %e, "could not cache a fill");
         }
+        Ok(value)
     }
 
     /// The page of `reader`'s home timeline described by `query`, in the query's direction.

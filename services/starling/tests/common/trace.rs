@@ -205,12 +205,7 @@ impl Driver {
         let path = format!("/api/v1/timelines/home?limit={limit}");
         let r = self.api.call(Method::GET, &path, Some(self.token(u)), None).await;
         assert_eq!(r.status, StatusCode::OK, "read: {}", r.body);
-        let ids: Vec<PostId> = r.body["posts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| PostId(p["id"].as_str().unwrap().parse().unwrap()))
-            .collect();
+        let ids = page_ids(&r.body);
         assert!(ids.len() <= limit);
         assert!(ids.windows(2).all(|w| w[0] > w[1]), "a page must be strictly newest first: {ids:?}");
         ids
@@ -285,12 +280,7 @@ impl Driver {
                     None,
                 )
                 .await;
-            let got: Vec<PostId> = r.body["posts"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| PostId(p["id"].as_str().unwrap().parse().unwrap()))
-                .collect();
+            let got = page_ids(&r.body);
             assert_eq!(got, expected[6..10].to_vec(), "{label}: min_id page for user {u}");
         }
         eprintln!(
@@ -299,4 +289,9 @@ impl Driver {
         );
         from_cache
     }
+}
+
+/// The post ids of a timeline page, in its order.
+fn page_ids(body: &serde_json::Value) -> Vec<PostId> {
+    body["posts"].as_array().unwrap().iter().map(|p| PostId(p["id"].as_str().unwrap().parse().unwrap())).collect()
 }
