@@ -7,7 +7,7 @@
 //! |---|---|
 //! | post created | push to the author's own timeline; if the author is ordinary, to every follower that has a timeline (active readers); if a celebrity, add it to the author's cached recent list |
 //! | post deleted | remove from the author's and followers' timelines; cache its tombstone (reads also drop deleted posts) |
-//! | follow / unfollow / block | *reconcile* the edge: set it in the reader's cached follow list as the graph has it now; if the follow exists, backfill the author's recent posts; if not, remove the author's entries |
+//! | follow / unfollow / block | *reconcile* the edge (a block: both directions): set it in the reader's cached follow list as the graph has it now; if the follow exists, backfill the author's recent posts; if not, remove the author's entries |
 //! | author class changed | set the author in the cached celebrity list as the graph has it now, forget its recent list; if the author is ordinary now, backfill its recent posts to its followers (posts made while it was a celebrity were never pushed) |
 //!
 //! Graph events are applied by looking at the graph's *current* state rather than
@@ -28,8 +28,13 @@
 //! Redis cache sends as a few pipelines (one `RPUSHX` per timeline, carrying every entry
 //! that timeline gets from the run). Pushes commute (a timeline is kept sorted by post id,
 //! and a push is idempotent), so applying a run at once gives the same timelines as one
-//! event after another. Any other event (delete, graph, poison) ends the run and is applied
-//! on its own, so a delete still comes after the creates before it.
+//! event after another. Consecutive follow, unfollow and block events are applied together
+//! the same way: the run's edges (each once) are looked up in one graph call, their follow
+//! lists set concurrently, the backfills' recent posts read in one post-service call per
+//! 64 authors, and every backfill written in one [`TimelineCache::insert_all`]. Edges
+//! commute too, since each is reconciled against the graph as it is now. Any other event
+//! (delete, class change, poison) ends the run and is applied on its own, so a delete still
+//! comes after the creates before it and a class change after the follows before it.
 //!
 //! # Long follower lists
 //!
@@ -72,7 +77,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use futures::{StreamExt as _, TryStreamExt as _};
 use prost::Message;
-use starling_clients::{ClientError, GraphClient, PostClient};
+use starling_clients::{ClientError, EdgeState, GraphClient, PostClient};
 use starling_events::trace::TraceContext;
 use starling_events::{Consumer, Delivery, EventLog, LogError, Record, Topic, pb};
 use starling_ids::{PostId, UserId};
@@ -159,6 +164,9 @@ pub struct Fanout {
 enum Decoded {
     /// A post to push, applied with the pushes around it as a run (see the crate docs).
     Push(PostPush),
+    /// `(reader, author)` edges to reconcile (a block has two), applied with the edges
+    /// around them as a run.
+    Edges(Vec<(UserId, UserId)>),
     /// Anything else, applied on its own.
     Single(Event),
 }
@@ -177,7 +185,7 @@ enum Event {
         post: PostId,
         author: UserId,
     },
-    Graph(pb::graph_event::Kind),
+    ClassChanged(UserId),
     /// A kind this version does not know: newer producers may add some. Nothing to do.
     Unknown,
     /// Not decodable: it can never succeed, so it is dead-lettered.
@@ -187,6 +195,7 @@ enum Event {
 fn decode(d: &Delivery) -> Decoded {
     let push = |post, author, slice| Decoded::Push(PostPush { post: PostId(post), author: UserId(author), slice });
     let single = Decoded::Single;
+    let edge = |reader, author| Decoded::Edges(vec![(UserId(reader), UserId(author))]);
     match d.topic {
         Topic::Posts => match pb::PostEvent::decode(d.payload.as_ref()) {
             Err(e) => single(Event::Poison(e.to_string())),
@@ -200,7 +209,16 @@ fn decode(d: &Delivery) -> Decoded {
         },
         Topic::Graph => match pb::GraphEvent::decode(d.payload.as_ref()) {
             Err(e) => single(Event::Poison(e.to_string())),
-            Ok(e) => single(e.kind.map_or(Event::Unknown, Event::Graph)),
+            Ok(e) => match e.kind {
+                Some(pb::graph_event::Kind::Followed(e)) => edge(e.follower_id, e.followee_id),
+                Some(pb::graph_event::Kind::Unfollowed(e)) => edge(e.follower_id, e.followee_id),
+                Some(pb::graph_event::Kind::Blocked(e)) => Decoded::Edges(vec![
+                    (UserId(e.blocker_id), UserId(e.blocked_id)),
+                    (UserId(e.blocked_id), UserId(e.blocker_id)),
+                ]),
+                Some(pb::graph_event::Kind::AuthorClassChanged(e)) => single(Event::ClassChanged(UserId(e.author_id))),
+                None => single(Event::Unknown),
+            },
         },
         Topic::Fanout => match pb::FanoutSlice::decode(d.payload.as_ref()) {
             Err(e) => single(Event::Poison(e.to_string())),
@@ -246,6 +264,12 @@ struct Pending {
     push: PostPush,
     span: tracing::Span,
     trace: Option<TraceContext>,
+}
+
+/// Edges of a graph event, with the span of the event.
+struct PendingEdges {
+    pairs: Vec<(UserId, UserId)>,
+    span: tracing::Span,
 }
 
 /// Who gets an author's posts.
@@ -371,21 +395,40 @@ impl Fanout {
 
     async fn apply_partition(&self, deliveries: Vec<&Delivery>, log: &dyn EventLog) {
         let mut run: Vec<Pending> = Vec::new();
+        let mut edges: Vec<PendingEdges> = Vec::new();
         for d in deliveries {
             let (span, trace) = event_span(d);
             match decode(d) {
-                Decoded::Push(push) => run.push(Pending { push, span, trace }),
+                Decoded::Push(push) => {
+                    self.flush_edges(&mut edges).await;
+                    run.push(Pending { push, span, trace });
+                }
+                Decoded::Edges(pairs) => {
+                    self.flush_posts(&mut run, log).await;
+                    edges.push(PendingEdges { pairs, span });
+                }
                 Decoded::Single(event) => {
-                    if !run.is_empty() {
-                        self.apply_run_with_retry(&run, log).await;
-                        run.clear();
-                    }
+                    self.flush_posts(&mut run, log).await;
+                    self.flush_edges(&mut edges).await;
                     self.apply_with_retry(d, event, log).instrument(span).await;
                 }
             }
         }
+        self.flush_posts(&mut run, log).await;
+        self.flush_edges(&mut edges).await;
+    }
+
+    async fn flush_posts(&self, run: &mut Vec<Pending>, log: &dyn EventLog) {
         if !run.is_empty() {
-            self.apply_run_with_retry(&run, log).await;
+            self.apply_run_with_retry(run, log).await;
+            run.clear();
+        }
+    }
+
+    async fn flush_edges(&self, run: &mut Vec<PendingEdges>) {
+        if !run.is_empty() {
+            self.apply_edges_with_retry(run).await;
+            run.clear();
         }
     }
 
@@ -413,6 +456,30 @@ impl Fanout {
         }
     }
 
+    /// See [`Fanout::apply_run_with_retry`].
+    async fn apply_edges_with_retry(&self, run: &[PendingEdges]) {
+        let span = tracing::info_span!("fanout.edges", events = run.len());
+        for e in run {
+            span.follows_from(&e.span);
+        }
+        let edges: Vec<(UserId, UserId)> = run.iter().flat_map(|e| e.pairs.iter().copied()).collect();
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            match self.reconcile_all(&edges).instrument(span.clone()).await {
+                Ok(()) => {
+                    self.stats.events.add(run.len() as u64);
+                    return;
+                }
+                Err(e) => {
+                    self.stats.retries.inc();
+                    tracing::warn!(parent: &span, edges = edges.len(), error = %e, "reconciling edges failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
     /// See [`Fanout::apply_run_with_retry`]; a poison event is retried until it is
     /// dead-lettered.
     async fn apply_with_retry(&self, d: &Delivery, event: Event, log: &dyn EventLog) {
@@ -432,7 +499,7 @@ impl Fanout {
                     }
                 }
                 Event::Deleted { post, author } => self.post_deleted(*post, *author).await,
-                Event::Graph(kind) => self.graph_event(kind).await,
+                Event::ClassChanged(author) => self.class_changed(*author).await,
                 Event::Unknown => Ok(()),
             };
             match result {
@@ -447,19 +514,6 @@ impl Fanout {
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
             }
-        }
-    }
-
-    async fn graph_event(&self, kind: &pb::graph_event::Kind) -> Result<(), FanoutError> {
-        use pb::graph_event::Kind;
-        match kind {
-            Kind::Followed(e) => self.reconcile(UserId(e.follower_id), UserId(e.followee_id)).await,
-            Kind::Unfollowed(e) => self.reconcile(UserId(e.follower_id), UserId(e.followee_id)).await,
-            Kind::Blocked(e) => {
-                self.reconcile(UserId(e.blocker_id), UserId(e.blocked_id)).await?;
-                self.reconcile(UserId(e.blocked_id), UserId(e.blocker_id)).await
-            }
-            Kind::AuthorClassChanged(e) => self.class_changed(UserId(e.author_id)).await,
         }
     }
 
@@ -630,19 +684,51 @@ impl Fanout {
 
     /// Makes `reader`'s timeline agree with whether it follows `author` now.
     pub async fn reconcile(&self, reader: UserId, author: UserId) -> Result<(), FanoutError> {
-        let follows = self.graph.follows(reader, author).await?;
-        self.model.set_member(Collection::Following(reader), author, follows).await?;
-        if !follows {
-            self.cache.remove_author(reader, author).await?;
-            return Ok(());
-        }
+        self.reconcile_all(&[(reader, author)]).await
+    }
+
+    /// [`Fanout::reconcile`] of many `(reader, author)` edges at once (see the crate docs
+    /// on runs): the same effects, in a few round trips for the whole run.
+    pub async fn reconcile_all(&self, edges: &[(UserId, UserId)]) -> Result<(), FanoutError> {
+        let mut edges = edges.to_vec();
+        edges.sort_unstable();
+        edges.dedup();
+        let states = self.graph.edges(&edges).await?;
+        // Owned triples: futures over borrowed items would not be `Send` for every lifetime.
+        let edges: Vec<(UserId, UserId, EdgeState)> =
+            edges.into_iter().zip(states).map(|((reader, author), state)| (reader, author, state)).collect();
+        let in_flight = self.settings.lookups_in_flight.max(1) * 4;
+        let member_updates = edges
+            .clone()
+            .into_iter()
+            .map(|(reader, author, state)| self.model.set_member(Collection::Following(reader), author, state.follows));
+        futures::stream::iter(member_updates).buffer_unordered(in_flight).try_collect::<()>().await?;
+        let removals = edges
+            .clone()
+            .into_iter()
+            .filter(|(_, _, state)| !state.follows)
+            .map(|(reader, author, _)| self.cache.remove_author(reader, author));
+        futures::stream::iter(removals).buffer_unordered(in_flight).try_collect::<()>().await?;
         // Celebrities are merged at read time; their posts need no backfill.
-        if self.graph.author_class(author).await? == AuthorClass::Celebrity {
+        let mut readers: BTreeMap<UserId, Vec<UserId>> = BTreeMap::new();
+        for (reader, author, state) in edges {
+            if state.follows && !state.celebrity {
+                readers.entry(author).or_default().push(reader);
+            }
+        }
+        if readers.is_empty() {
             return Ok(());
         }
-        let entries = self.recent_entries(author).await?;
-        self.cache.insert_many(reader, &entries).await?;
-        self.stats.backfilled.add(entries.len() as u64);
+        let authors: Vec<UserId> = readers.keys().copied().collect();
+        let recent = self.posts.recent_post_ids(&authors, self.max_entries).await?;
+        let mut pushes = Vec::new();
+        let mut backfilled = 0;
+        for ((author, readers), posts) in readers.iter().zip(&recent) {
+            backfilled += posts.len() * readers.len();
+            pushes.extend(posts.iter().map(|&post| Push { entry: Entry { post, author: *author }, owners: readers }));
+        }
+        self.cache.insert_all(&pushes).await?;
+        self.stats.backfilled.add(backfilled as u64);
         Ok(())
     }
 
@@ -663,9 +749,8 @@ impl Fanout {
         self.for_each_follower_page(author, |followers| {
             let entries = &entries;
             async move {
-                for follower in followers {
-                    self.cache.insert_many(follower, entries).await?;
-                }
+                let pushes: Vec<Push<'_>> = entries.iter().map(|&entry| Push { entry, owners: &followers }).collect();
+                self.cache.insert_all(&pushes).await?;
                 Ok(())
             }
         })
@@ -673,8 +758,8 @@ impl Fanout {
     }
 
     async fn recent_entries(&self, author: UserId) -> Result<Vec<Entry>, FanoutError> {
-        let posts = self.posts.posts_by_author(author, Window::newest(self.max_entries)).await?;
-        Ok(posts.into_iter().map(|p| Entry { post: p.id, author }).collect())
+        let posts = self.posts.post_ids_by_author(author, Window::newest(self.max_entries)).await?;
+        Ok(posts.into_iter().map(|post| Entry { post, author }).collect())
     }
 }
 
@@ -706,6 +791,7 @@ mod tests {
     use starling_storage::embedded::{Durability, EmbeddedStore};
     use starling_storage::{GraphStore, PostRecord, PostStore, UserRecord};
     use starling_timeline_cache::memory::{MemoryCache, MemoryCacheOptions};
+    use starling_timeline_cache::read_model::Fill;
     use starling_timeline_cache::read_model::memory::{MemoryReadModel, MemoryReadModelOptions};
     use starling_timeline_cache::{Range, TimelineCache};
     use tokio_util::sync::CancellationToken;
@@ -812,6 +898,120 @@ mod tests {
         assert_eq!(stats.dead_letters.get(), 1);
         assert_eq!(log.dead_letter_count().unwrap(), 1);
         assert_eq!(f.reader_timeline().await, vec![PostId(99)]);
+    }
+
+    /// The graph's edges as `LocalGraph` has them, counting the calls the worker makes.
+    struct CountingGraph {
+        inner: LocalGraph,
+        edge_calls: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl GraphClient for CountingGraph {
+        async fn user(&self, id: UserId) -> starling_clients::ClientResult<Option<UserRecord>> {
+            self.inner.user(id).await
+        }
+        async fn followers(
+            &self,
+            user: UserId,
+            after: Option<UserId>,
+            limit: usize,
+        ) -> starling_clients::ClientResult<Vec<UserId>> {
+            self.inner.followers(user, after, limit).await
+        }
+        async fn following(&self, user: UserId) -> starling_clients::ClientResult<Vec<UserId>> {
+            self.inner.following(user).await
+        }
+        async fn follows(&self, _: UserId, _: UserId) -> starling_clients::ClientResult<bool> {
+            panic!("edges are looked up in batches")
+        }
+        async fn author_class(&self, user: UserId) -> starling_clients::ClientResult<AuthorClass> {
+            self.inner.author_class(user).await
+        }
+        async fn celebrities(&self) -> starling_clients::ClientResult<Vec<UserId>> {
+            self.inner.celebrities().await
+        }
+        async fn edges(
+            &self,
+            edges: &[(UserId, UserId)],
+        ) -> starling_clients::ClientResult<Vec<starling_clients::EdgeState>> {
+            self.edge_calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.inner.edges(edges).await
+        }
+    }
+
+    /// Consecutive follow, unfollow and block events are reconciled as one run: one graph
+    /// call for all their edges (each once), against the graph as it is after all of them,
+    /// so the order and duplicates inside the run do not matter.
+    #[tokio::test]
+    async fn a_run_of_graph_events_is_reconciled_in_one_graph_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, r, b, c) = (UserId(10), UserId(11), UserId(12), UserId(13));
+        let f = Fixture::new(dir.path(), a, r).await;
+        let (graph, posts) = (f.store.graph(), f.store.posts());
+        for (id, h) in [(b, "b"), (c, "c")] {
+            graph.create_user(&UserRecord { id, handle: h.into() }).await.unwrap();
+        }
+        for (id, author) in [(1, a), (2, b), (3, b), (4, c)] {
+            let post =
+                PostRecord { id: PostId(id), author, author_handle: "x".into(), text: "t".into(), reply_to: None };
+            posts.create_post(&post, None, Vec::new()).await.unwrap();
+        }
+        f.cache.insert(&[r], Entry { post: PostId(1), author: a }).await.unwrap();
+        let token = f.model.begin_fill(Collection::Following(r)).await.unwrap();
+        assert!(f.model.finish_fill(Collection::Following(r), token, Fill::Users(vec![a])).await.unwrap());
+        // The graph after the run: r unfollowed a, follows b, and c blocked r (which also
+        // ended r's follow of c).
+        graph.unfollow(r, a, Vec::new()).await.unwrap();
+        graph.follow(r, b, Vec::new()).await.unwrap();
+        graph.follow(r, c, Vec::new()).await.unwrap();
+        graph.block(c, r, Vec::new()).await.unwrap();
+        use pb::graph_event::Kind;
+        let event = |kind| {
+            Record::graph(r.get(), &pb::GraphEvent { event_id: String::new(), occurred_at_ms: 0, kind: Some(kind) })
+        };
+        let (ra, rb, rc) = (
+            pb::Followed { follower_id: r.get(), followee_id: a.get() },
+            pb::Followed { follower_id: r.get(), followee_id: b.get() },
+            pb::Followed { follower_id: r.get(), followee_id: c.get() },
+        );
+        let events = vec![
+            event(Kind::Unfollowed(pb::Unfollowed { follower_id: r.get(), followee_id: a.get() })),
+            event(Kind::Followed(rb.clone())),
+            event(Kind::Followed(ra)),
+            event(Kind::Followed(rb)),
+            event(Kind::Followed(rc)),
+            event(Kind::Blocked(pb::Blocked { blocker_id: c.get(), blocked_id: r.get() })),
+        ];
+        let log = EmbeddedLog::open(&dir.path().join("l"), EmbeddedLogOptions { partitions: 1, sync: false }).unwrap();
+        log.append(events).await.unwrap();
+
+        let counting = Arc::new(CountingGraph { inner: LocalGraph(graph), edge_calls: Default::default() });
+        let stats = Arc::new(FanoutStats::default());
+        let fanout = Arc::new(Fanout {
+            graph: counting.clone(),
+            posts: Arc::new(LocalPosts(posts)),
+            cache: f.cache.clone(),
+            model: f.model.clone(),
+            max_entries: 800,
+            settings: FanoutSettings::default(),
+            stats: stats.clone(),
+        });
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(fanout.run(log, stop.clone()));
+        let started = std::time::Instant::now();
+        while !stats.applied_all(6) {
+            assert!(started.elapsed() < Duration::from_secs(60), "the events were not applied");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop.cancel();
+        task.await.unwrap().unwrap();
+
+        assert_eq!(counting.edge_calls.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(f.reader_timeline().await, vec![PostId(3), PostId(2)]);
+        assert_eq!(stats.backfilled.get(), 2);
+        let (following, _) = f.model.reader_view(r).await.unwrap();
+        assert_eq!(following, Some(vec![b]));
     }
 
     /// A post by an author with more followers than `split_above` is published as slices

@@ -4,8 +4,12 @@
 
 use actix_web::{HttpResponse, web};
 use starling_api::ApiError;
-use starling_clients::wire::{AfterQuery, Class, Follows, MAX_INTERNAL_PAGE, UserIds, WireUser};
+use std::collections::HashMap;
+
+use starling_clients::EdgeState;
+use starling_clients::wire::{AfterQuery, Class, EdgeStates, Edges, Follows, MAX_INTERNAL_PAGE, UserIds, WireUser};
 use starling_ids::UserId;
+use starling_storage::AuthorClass;
 
 use crate::GraphService;
 
@@ -17,7 +21,8 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
         .route("/internal/v1/users/{id}/following", web::get().to(following))
         .route("/internal/v1/users/{id}/follows/{other}", web::get().to(follows))
         .route("/internal/v1/users/{id}/class", web::get().to(class))
-        .route("/internal/v1/celebrities", web::get().to(celebrities));
+        .route("/internal/v1/celebrities", web::get().to(celebrities))
+        .route("/internal/v1/edges", web::post().to(edges));
 }
 
 fn id(raw: &str) -> Result<UserId, ApiError> {
@@ -63,4 +68,27 @@ async fn class(svc: Svc, path: web::Path<String>) -> Result<HttpResponse, ApiErr
 async fn celebrities(svc: Svc) -> Result<HttpResponse, ApiError> {
     let ids = svc.store.celebrities().await.map_err(ApiError::unavailable)?;
     Ok(HttpResponse::Ok().json(UserIds { ids }))
+}
+
+/// The state of many edges at once (see `GraphClient::edges`); each followee's class is
+/// read once per call.
+async fn edges(svc: Svc, body: web::Json<Edges>) -> Result<HttpResponse, ApiError> {
+    if body.edges.len() > MAX_INTERNAL_PAGE {
+        return Err(ApiError::validation(format!("at most {MAX_INTERNAL_PAGE} edges per call")));
+    }
+    let mut classes: HashMap<UserId, bool> = HashMap::new();
+    let mut states = Vec::with_capacity(body.edges.len());
+    for &(follower, followee) in &body.edges {
+        let follows = svc.store.follows(follower, followee).await.map_err(ApiError::unavailable)?;
+        let celebrity = match (follows, classes.get(&followee)) {
+            (false, _) => false,
+            (true, Some(&c)) => c,
+            (true, None) => {
+                let class = svc.store.author_class(followee).await.map_err(ApiError::unavailable)?;
+                *classes.entry(followee).or_insert(class == AuthorClass::Celebrity)
+            }
+        };
+        states.push(EdgeState { follows, celebrity });
+    }
+    Ok(HttpResponse::Ok().json(EdgeStates { edges: states }))
 }

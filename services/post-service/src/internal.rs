@@ -4,7 +4,9 @@
 
 use actix_web::{HttpResponse, web};
 use starling_api::ApiError;
-use starling_clients::wire::{MAX_INTERNAL_PAGE, PostIds, Posts, WindowQuery, WirePost};
+use starling_clients::wire::{
+    MAX_INTERNAL_PAGE, MAX_RECENT_AUTHORS, PostIds, Posts, RecentIds, RecentIdsQuery, WindowQuery, WirePost,
+};
 use starling_ids::UserId;
 use starling_storage::Window;
 
@@ -15,7 +17,8 @@ type Svc = web::Data<PostService>;
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/internal/v1/posts/lookup", web::post().to(lookup))
         .route("/internal/v1/users/{id}/posts", web::get().to(by_author))
-        .route("/internal/v1/users/{id}/post-ids", web::get().to(ids_by_author));
+        .route("/internal/v1/users/{id}/post-ids", web::get().to(ids_by_author))
+        .route("/internal/v1/posts/recent-ids", web::post().to(recent_ids));
 }
 
 fn window(q: WindowQuery) -> Window<starling_ids::PostId> {
@@ -50,4 +53,17 @@ async fn ids_by_author(
     let ids =
         svc.store.post_ids_by_author(author(&path)?, window(q.into_inner())).await.map_err(ApiError::unavailable)?;
     Ok(HttpResponse::Ok().json(PostIds { ids }))
+}
+
+/// Many authors' newest post ids at once: the backfills of a fan-out batch of follows.
+async fn recent_ids(svc: Svc, body: web::Json<RecentIdsQuery>) -> Result<HttpResponse, ApiError> {
+    if body.authors.len() > MAX_RECENT_AUTHORS {
+        return Err(ApiError::validation(format!("at most {MAX_RECENT_AUTHORS} authors per call")));
+    }
+    let window = Window::newest(body.limit.min(MAX_INTERNAL_PAGE));
+    let mut ids = Vec::with_capacity(body.authors.len());
+    for &author in &body.authors {
+        ids.push(svc.store.post_ids_by_author(author, window).await.map_err(ApiError::unavailable)?);
+    }
+    Ok(HttpResponse::Ok().json(RecentIds { ids }))
 }

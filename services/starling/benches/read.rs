@@ -18,10 +18,20 @@
 //! read-model misses (both ~0 when the caches are warm), and the CPU time each process
 //! spent, so a figure can be explained by where the machine's two cores went.
 //!
-//! Run: `cargo bench -p starling --bench read` (add `-- quick` for a short run).
+//! Two data sets (`scale=small`, the default, or `scale=large`):
+//! - small: the population above, made through the public API;
+//! - large: `scripts/sql-baseline.sh large`'s shape, 100k users, 4.9M follows, 2M posts
+//!   (see `read/large.rs`), loaded straight into the stores once and reused by later runs.
+//!   Every user is a reader; each reads once first (a warm-up pass, which materialises
+//!   the timeline and fills the read model), then the load cycles through all of them.
+//!
+//! Run: `cargo bench -p starling --bench read -- [quick] [scale=small|large]` (`quick`: a
+//! short run).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "read/large.rs"]
+mod large;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,6 +48,15 @@ const ORDINARY: usize = 50;
 const CELEBRITIES: usize = 5;
 const POSTS_PER_AUTHOR: usize = 20;
 const CONNECTIONS: usize = 32;
+/// The JWT secret of every process, so the large data set's users can be handed tokens
+/// without registering them.
+const SECRET: &str = "read-bench-secret";
+
+#[derive(Clone, Copy, PartialEq)]
+enum Scale {
+    Small,
+    Large,
+}
 
 /// What serves the requests, kept alive for the run.
 enum Deployment {
@@ -49,45 +68,31 @@ enum Deployment {
 
 #[tokio::main]
 async fn main() {
-    let quick = std::env::args().any(|a| a == "quick");
+    let (quick, scale) = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("read bench: {e}\nusage: cargo bench -p starling --bench read -- [quick] [scale=small|large]");
+            std::process::exit(2);
+        }
+    };
     let seconds = if quick { 3 } else { 15 };
     let dir = tempfile::tempdir().unwrap();
+    let store = match scale {
+        Scale::Small => None,
+        Scale::Large => Some(large::store().await),
+    };
     let (deployment, api, read_base) = match (std::env::var("KAFKA_BROKERS"), std::env::var("REDIS_URL")) {
-        (Ok(kafka), Ok(redis)) => distributed(&kafka, &redis),
-        _ => standalone(dir.path()).await,
+        (Ok(kafka), Ok(redis)) => distributed(&kafka, &redis, store.as_deref()),
+        _ => standalone(dir.path(), store.as_deref()).await,
     };
     let label = match deployment {
         Deployment::Standalone(_) => "standalone",
         Deployment::Distributed(_) => "distributed",
     };
-
-    eprintln!("{label}: setting up {READERS} readers, {ORDINARY} ordinary authors, {CELEBRITIES} celebrities...");
-    let mut authors = Vec::new();
-    for i in 0..ORDINARY + CELEBRITIES {
-        authors.push(api.register(&format!("author{i}")).await);
-    }
-    let mut readers = Vec::new();
-    for i in 0..READERS {
-        let (id, token) = api.register(&format!("reader{i}")).await;
-        // Each reader follows its own half of the ordinary authors and every celebrity.
-        let mut follow: Vec<usize> = (0..ORDINARY).filter(|a| (a + i) % 2 == 0).collect();
-        follow.extend(ORDINARY..ORDINARY + CELEBRITIES);
-        for a in follow {
-            let r = api.call(Method::POST, &format!("/api/v1/users/{}/follow", authors[a].0), Some(&token), None).await;
-            assert!(r.status.is_success(), "follow: {}", r.status);
-        }
-        // A first read materialises the timeline (an active reader).
-        api.call(Method::GET, "/api/v1/timelines/home", Some(&token), None).await;
-        readers.push((id, token));
-    }
-    for (n, (_, token)) in authors.iter().enumerate() {
-        for p in 0..POSTS_PER_AUTHOR {
-            let body = json!({ "text": format!("post {p} from author {n}") });
-            let r = api.call(Method::POST, "/api/v1/posts", Some(token), Some(body)).await;
-            assert_eq!(r.status, StatusCode::CREATED);
-        }
-    }
-    api.wait_quiet().await;
+    let readers = match scale {
+        Scale::Small => small_population(&api, label).await,
+        Scale::Large => large_population(&read_base, label).await,
+    };
     let check = api.call(Method::GET, "/api/v1/timelines/home?limit=20", Some(&readers[0].1), None).await;
     assert_eq!(check.body["posts"].as_array().unwrap().len(), 20, "a reader's page must be full");
 
@@ -99,7 +104,6 @@ async fn main() {
     load(&http, &read_base, "/healthz", healthz, Duration::from_secs(3), "GET /healthz (HTTP ceiling)").await;
     eprintln!("reading for {seconds} s with {CONNECTIONS} connections...");
     let path = "/api/v1/timelines/home?limit=20";
-    let readers: Vec<(String, String)> = readers.into_iter().map(|(id, t)| (id.to_string(), t)).collect();
     let timeline = Api::new(&read_base);
     let before = ReadCounters::take(&timeline).await;
     let cpu_before = cpu_by_process(&deployment);
@@ -117,6 +121,90 @@ async fn main() {
     if let Deployment::Standalone(node) = deployment {
         node.stop().await.unwrap();
     }
+}
+
+fn parse_args() -> Result<(bool, Scale), String> {
+    let (mut quick, mut scale) = (false, Scale::Small);
+    // Cargo passes `--bench` to every bench binary.
+    for arg in std::env::args().skip(1).filter(|a| a != "--bench") {
+        match arg.as_str() {
+            "quick" => quick = true,
+            "scale=small" => scale = Scale::Small,
+            "scale=large" => scale = Scale::Large,
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok((quick, scale))
+}
+
+/// The small population, made through the public API; returns each reader's id and token.
+async fn small_population(api: &Api, label: &str) -> Vec<(String, String)> {
+    eprintln!("{label}: setting up {READERS} readers, {ORDINARY} ordinary authors, {CELEBRITIES} celebrities...");
+    let mut authors = Vec::new();
+    for i in 0..ORDINARY + CELEBRITIES {
+        authors.push(api.register(&format!("author{i}")).await);
+    }
+    let mut readers = Vec::new();
+    for i in 0..READERS {
+        let (id, token) = api.register(&format!("reader{i}")).await;
+        // Each reader follows its own half of the ordinary authors and every celebrity.
+        let mut follow: Vec<usize> = (0..ORDINARY).filter(|a| (a + i) % 2 == 0).collect();
+        follow.extend(ORDINARY..ORDINARY + CELEBRITIES);
+        for a in follow {
+            let r = api.call(Method::POST, &format!("/api/v1/users/{}/follow", authors[a].0), Some(&token), None).await;
+            assert!(r.status.is_success(), "follow: {}", r.status);
+        }
+        // A first read materialises the timeline (an active reader).
+        api.call(Method::GET, "/api/v1/timelines/home", Some(&token), None).await;
+        readers.push((id.to_string(), token));
+    }
+    for (n, (_, token)) in authors.iter().enumerate() {
+        for p in 0..POSTS_PER_AUTHOR {
+            let body = json!({ "text": format!("post {p} from author {n}") });
+            let r = api.call(Method::POST, "/api/v1/posts", Some(token), Some(body)).await;
+            assert_eq!(r.status, StatusCode::CREATED);
+        }
+    }
+    api.wait_quiet().await;
+    readers
+}
+
+/// Every user of the large data set as a reader, with a token signed by the shared secret;
+/// each reads once (the warm-up) before the measured load.
+async fn large_population(read_base: &str, label: &str) -> Vec<(String, String)> {
+    let keys = starling_api::auth::TokenKeys::from_secret(SECRET.as_bytes(), Duration::from_secs(86_400));
+    let readers: Vec<(String, String)> = (0..large::USERS)
+        .map(|i| {
+            let id = large::user(i);
+            (id.to_string(), keys.issue(id, &large::handle(id)))
+        })
+        .collect();
+    eprintln!("{label}: warm-up, one read by each of {} readers...", readers.len());
+    let http = reqwest::Client::builder().pool_max_idle_per_host(CONNECTIONS).build().unwrap();
+    let readers = Arc::new(readers);
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..CONNECTIONS)
+        .map(|c| {
+            let (http, url, readers, done) =
+                (http.clone(), format!("{read_base}/api/v1/timelines/home?limit=20"), readers.clone(), done.clone());
+            tokio::spawn(async move {
+                for (_, token) in readers.iter().skip(c).step_by(CONNECTIONS) {
+                    let r = http.get(&url).bearer_auth(token).send().await.expect("warm-up read");
+                    assert!(r.status().is_success(), "warm-up read: {}", r.status());
+                    let _ = r.bytes().await;
+                    let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    if n % (readers.len() / 10) == 0 {
+                        eprintln!("warm-up: {n} of {} reads ({:.0} s)", readers.len(), started.elapsed().as_secs_f64());
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    Arc::try_unwrap(readers).unwrap()
 }
 
 /// CPU seconds (user + system) used so far by each process serving the reads, this one
@@ -195,33 +283,46 @@ impl ReadCounters {
 const THRESHOLD: u64 = (READERS / 2 + 1) as u64;
 const DEMOTE_BELOW: u64 = (READERS / 4) as u64;
 
-async fn standalone(dir: &std::path::Path) -> (Deployment, Api, String) {
+async fn standalone(dir: &std::path::Path, store: Option<&std::path::Path>) -> (Deployment, Api, String) {
     let mut settings = Settings::default();
     settings.server.data_dir = dir.to_owned();
     settings.server.bind = "127.0.0.1:0".parse().unwrap();
+    settings.auth.jwt_secret = SECRET.to_owned();
     settings.rate_limit.writes_per_second = 0.0;
-    settings.celebrity.threshold = THRESHOLD;
-    settings.celebrity.demote_below = DEMOTE_BELOW;
+    if let Some(store) = store {
+        large::copy_into(store, dir);
+    } else {
+        settings.celebrity.threshold = THRESHOLD;
+        settings.celebrity.demote_below = DEMOTE_BELOW;
+    }
     let node = Node::standalone(settings).await.unwrap();
     let base = format!("http://{}", node.addr);
     (Deployment::Standalone(node), Api::new(&base), base)
 }
 
-fn distributed(kafka: &str, redis: &str) -> (Deployment, Api, String) {
+fn distributed(kafka: &str, redis: &str, store: Option<&std::path::Path>) -> (Deployment, Api, String) {
     let prefix = format!("readbench{}", std::process::id());
-    let env: Vec<(String, String)> = [
+    let mut env: Vec<(String, String)> = [
         ("STARLING__BACKENDS__KAFKA_BROKERS", kafka.to_owned()),
         ("STARLING__BACKENDS__TOPIC_PREFIX", format!("{prefix}.")),
         ("STARLING__BACKENDS__REDIS_URL", redis.to_owned()),
         ("STARLING__BACKENDS__REDIS_PREFIX", format!("{prefix}:")),
-        ("STARLING__AUTH__JWT_SECRET", "read-bench-secret".to_owned()),
-        ("STARLING__CELEBRITY__THRESHOLD", THRESHOLD.to_string()),
-        ("STARLING__CELEBRITY__DEMOTE_BELOW", DEMOTE_BELOW.to_string()),
+        ("STARLING__AUTH__JWT_SECRET", SECRET.to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    let stack = Stack::start(&env, 1);
+    if store.is_none() {
+        env.push(("STARLING__CELEBRITY__THRESHOLD".into(), THRESHOLD.to_string()));
+        env.push(("STARLING__CELEBRITY__DEMOTE_BELOW".into(), DEMOTE_BELOW.to_string()));
+    }
+    // The graph- and post-service each get a copy of the store (each uses its own half).
+    let seed = |role: &str, dir: &std::path::Path| {
+        if let (Some(store), "graph-service" | "post-service") = (store, role) {
+            large::copy_into(store, dir);
+        }
+    };
+    let stack = Stack::start_seeded(&env, 1, seed);
     let (api, read_base) = (stack.api(), stack.timeline.base.clone());
     (Deployment::Distributed(stack), api, read_base)
 }

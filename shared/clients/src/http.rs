@@ -7,8 +7,14 @@ use serde::de::DeserializeOwned;
 use starling_ids::{PostId, UserId};
 use starling_storage::{AuthorClass, PostRecord, UserRecord, Window};
 
-use crate::wire::{Class, Follows, PostIds, Posts, UserIds, WindowQuery, WireUser};
-use crate::{ClientError, ClientResult, GraphClient, PostClient};
+use crate::wire::{
+    Class, EdgeStates, Edges, Follows, MAX_INTERNAL_PAGE, PostIds, Posts, RecentIds, RecentIdsQuery, UserIds,
+    WindowQuery, WireUser,
+};
+use crate::{ClientError, ClientResult, EdgeState, GraphClient, PostClient};
+
+/// Authors per `recent-ids` call: up to ~64 × 800 ids (~1.5 MB) an answer.
+const RECENT_AUTHORS_PER_CALL: usize = 64;
 
 /// A base URL and a pooled HTTP/1.1 client with bounded timeouts: a slow peer must not
 /// hold a fan-out partition or a read forever.
@@ -38,6 +44,12 @@ impl Peer {
             return Err(ClientError::Remote(format!("{} answered {}", res.url(), res.status())));
         }
         res.json().await.map(Some).map_err(|e| ClientError::Remote(e.to_string()))
+    }
+
+    /// POSTs `body` as JSON to a path that must exist.
+    async fn post_some<B: serde::Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> ClientResult<T> {
+        let req = self.http.post(format!("{}{path}", self.base)).json(body);
+        self.send(req).await?.ok_or_else(|| ClientError::Remote(format!("{path}: not found")))
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> ClientResult<Option<T>> {
@@ -90,6 +102,19 @@ impl GraphClient for HttpGraph {
     async fn celebrities(&self) -> ClientResult<Vec<UserId>> {
         Ok(self.0.get_some::<UserIds>("/internal/v1/celebrities", &[]).await?.ids)
     }
+
+    async fn edges(&self, edges: &[(UserId, UserId)]) -> ClientResult<Vec<EdgeState>> {
+        let mut states = Vec::with_capacity(edges.len());
+        for chunk in edges.chunks(MAX_INTERNAL_PAGE) {
+            let body = Edges { edges: chunk.to_vec() };
+            let answer: EdgeStates = self.0.post_some("/internal/v1/edges", &body).await?;
+            if answer.edges.len() != chunk.len() {
+                return Err(ClientError::Remote("edges answered the wrong number of edges".into()));
+            }
+            states.extend(answer.edges);
+        }
+        Ok(states)
+    }
 }
 
 /// The post-service over HTTP.
@@ -104,9 +129,7 @@ impl HttpPosts {
 #[async_trait]
 impl PostClient for HttpPosts {
     async fn get_posts(&self, ids: &[PostId]) -> ClientResult<Vec<Option<PostRecord>>> {
-        let req =
-            self.0.http.post(format!("{}/internal/v1/posts/lookup", self.0.base)).json(&PostIds { ids: ids.to_vec() });
-        let posts: Posts = self.0.send(req).await?.ok_or_else(|| ClientError::Remote("lookup: not found".into()))?;
+        let posts: Posts = self.0.post_some("/internal/v1/posts/lookup", &PostIds { ids: ids.to_vec() }).await?;
         if posts.posts.len() != ids.len() {
             return Err(ClientError::Remote("lookup answered the wrong number of posts".into()));
         }
@@ -122,5 +145,18 @@ impl PostClient for HttpPosts {
     async fn post_ids_by_author(&self, author: UserId, window: Window<PostId>) -> ClientResult<Vec<PostId>> {
         let q = WindowQuery::from(window).to_query();
         Ok(self.0.get_some::<PostIds>(&format!("/internal/v1/users/{author}/post-ids"), &q).await?.ids)
+    }
+
+    async fn recent_post_ids(&self, authors: &[UserId], limit: usize) -> ClientResult<Vec<Vec<PostId>>> {
+        let mut all = Vec::with_capacity(authors.len());
+        for chunk in authors.chunks(RECENT_AUTHORS_PER_CALL) {
+            let body = RecentIdsQuery { authors: chunk.to_vec(), limit };
+            let answer: RecentIds = self.0.post_some("/internal/v1/posts/recent-ids", &body).await?;
+            if answer.ids.len() != chunk.len() {
+                return Err(ClientError::Remote("recent-ids answered the wrong number of authors".into()));
+            }
+            all.extend(answer.ids);
+        }
+        Ok(all)
     }
 }

@@ -36,6 +36,26 @@ pub trait GraphClient: Send + Sync + 'static {
     async fn author_class(&self, user: UserId) -> ClientResult<AuthorClass>;
     /// Every celebrity; small by construction (threshold on follower count).
     async fn celebrities(&self) -> ClientResult<Vec<UserId>>;
+
+    /// The state now of each `(follower, followee)` edge, in order: what the fan-out
+    /// reconciles a batch of graph events against, in one call instead of two per edge.
+    async fn edges(&self, edges: &[(UserId, UserId)]) -> ClientResult<Vec<EdgeState>> {
+        let mut states = Vec::with_capacity(edges.len());
+        for &(follower, followee) in edges {
+            let follows = self.follows(follower, followee).await?;
+            let celebrity = follows && self.author_class(followee).await? == AuthorClass::Celebrity;
+            states.push(EdgeState { follows, celebrity });
+        }
+        Ok(states)
+    }
+}
+
+/// One follow edge as the graph has it now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EdgeState {
+    pub follows: bool,
+    /// Whether the followee is a celebrity; only looked up (and only true) if `follows`.
+    pub celebrity: bool,
 }
 
 /// The read side of the post-service.
@@ -46,4 +66,14 @@ pub trait PostClient: Send + Sync + 'static {
     async fn posts_by_author(&self, author: UserId, window: Window<PostId>) -> ClientResult<Vec<PostRecord>>;
     /// Ids only, for merging; see [`starling_storage::PostStore::post_ids_by_author`].
     async fn post_ids_by_author(&self, author: UserId, window: Window<PostId>) -> ClientResult<Vec<PostId>>;
+
+    /// Each author's newest `limit` post ids, newest first, in the order of `authors`: the
+    /// backfills of a batch of follows in one call.
+    async fn recent_post_ids(&self, authors: &[UserId], limit: usize) -> ClientResult<Vec<Vec<PostId>>> {
+        let mut all = Vec::with_capacity(authors.len());
+        for &author in authors {
+            all.push(self.post_ids_by_author(author, Window::newest(limit)).await?);
+        }
+        Ok(all)
+    }
 }

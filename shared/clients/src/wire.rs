@@ -122,5 +122,35 @@ impl WindowQuery {
     }
 }
 
-/// Largest page an internal list call returns, whatever is asked.
+/// Largest page an internal list call returns, whatever is asked; also the most edges one
+/// `POST /internal/v1/edges` takes.
 pub const MAX_INTERNAL_PAGE: usize = 10_000;
+
+/// Body of `POST /internal/v1/edges`: `(follower, followee)` pairs.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Edges {
+    pub edges: Vec<(UserId, UserId)>,
+}
+
+/// Answer of `POST /internal/v1/edges`, in the order asked.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EdgeStates {
+    pub edges: Vec<crate::EdgeState>,
+}
+
+/// Body of `POST /internal/v1/posts/recent-ids`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RecentIdsQuery {
+    pub authors: Vec<UserId>,
+    pub limit: usize,
+}
+
+/// Answer of `POST /internal/v1/posts/recent-ids`: one list per author, in the order asked.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RecentIds {
+    pub ids: Vec<Vec<PostId>>,
+}
+
+/// Most authors one `recent-ids` call takes (each up to [`MAX_INTERNAL_PAGE`] ids): an
+/// answer holds at most a million ids (~20 MB of JSON). Clients send far fewer at once.
+pub const MAX_RECENT_AUTHORS: usize = 100;

@@ -17,9 +17,20 @@ impl Stack {
     /// id-creating service gets its own worker id and each fan-out worker its own Kafka
     /// instance id (static group membership, kept across a restart).
     pub fn start(env: &[(String, String)], fanout_workers: usize) -> Stack {
+        Stack::start_seeded(env, fanout_workers, |_, _| {})
+    }
+
+    /// [`Stack::start`], calling `seed(role, data_dir)` before each process starts (to put
+    /// data in place, e.g. a prepared store).
+    pub fn start_seeded(
+        env: &[(String, String)],
+        fanout_workers: usize,
+        seed: impl Fn(&str, &std::path::Path),
+    ) -> Stack {
         let dirs: Vec<tempfile::TempDir> = (0..3 + fanout_workers).map(|_| tempfile::tempdir().unwrap()).collect();
         let serve = |role: &str, dir: &tempfile::TempDir, extra: &[(String, String)]| {
             let all: Vec<(&str, &str)> = env.iter().chain(extra).map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            seed(role, dir.path());
             Server::serve(role, dir.path(), &all)
         };
         let var = |k: &str, v: &str| (k.to_owned(), v.to_owned());
