@@ -31,7 +31,10 @@
 //!
 //! A reader without a timeline (new, or inactive long enough to be evicted) gets one
 //! rebuilt from storage on this read, and the read is served from it: a full page, never
-//! an empty one.
+//! an empty one. The rebuild asks for every followee's newest posts in one call
+//! ([`PostClient::recent_post_ids`]: one HTTP call per 64 authors across processes), not
+//! one call per followee, so a cold cache (after a Redis wipe) refills at a few times the
+//! rate.
 
 mod handlers;
 mod stats;
@@ -446,6 +449,17 @@ impl TimelineService {
             }
         };
         match *mode {
+            Mode::Pull if down && upper.is_none() && lower.is_none() => {
+                // Every author's newest posts (a rebuild, a first page): one batched call.
+                self.stats.pulls.fetch_add(1, Ordering::Relaxed);
+                self.stats.call(Peer::Posts);
+                let lists = self.posts.recent_post_ids(ctx.authors, n).await?;
+                let fetched =
+                    ctx.authors.iter().zip(lists).map(|(&a, ids)| {
+                        Fetched::of(ids.into_iter().map(|post| Item { post, author: a }).collect(), n)
+                    });
+                Ok(Some(fetched.collect()))
+            }
             Mode::Pull => {
                 self.stats.pulls.fetch_add(1, Ordering::Relaxed);
                 try_join_all(ctx.authors.iter().map(|&a| author(a, None))).await.map(Some)
