@@ -190,7 +190,7 @@ async fn a_run_of_graph_events_is_reconciled_in_one_graph_call() {
     );
     let events = vec![
         event(Kind::Unfollowed(pb::Unfollowed { follower_id: r.get(), followee_id: a.get() })),
-        event(Kind::Followed(rb.clone())),
+        event(Kind::Followed(rb)),
         event(Kind::Followed(ra)),
         event(Kind::Followed(rb)),
         event(Kind::Followed(rc)),

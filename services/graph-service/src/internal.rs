@@ -22,7 +22,7 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
         .route("/internal/v1/users/{id}/follows/{other}", web::get().to(follows))
         .route("/internal/v1/users/{id}/class", web::get().to(class))
         .route("/internal/v1/celebrities", web::get().to(celebrities))
-        .route("/internal/v1/edges", web::post().to(edges));
+        .service(web::resource("/internal/v1/edges").app_data(starling_api::internal_json()).post(edges));
 }
 
 fn id(raw: &str) -> Result<UserId, ApiError> {

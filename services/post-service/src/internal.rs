@@ -15,10 +15,11 @@ use crate::PostService;
 type Svc = web::Data<PostService>;
 
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/internal/v1/posts/lookup", web::post().to(lookup))
+    let json = starling_api::internal_json;
+    cfg.service(web::resource("/internal/v1/posts/lookup").app_data(json()).post(lookup))
         .route("/internal/v1/users/{id}/posts", web::get().to(by_author))
         .route("/internal/v1/users/{id}/post-ids", web::get().to(ids_by_author))
-        .route("/internal/v1/posts/recent-ids", web::post().to(recent_ids));
+        .service(web::resource("/internal/v1/posts/recent-ids").app_data(json()).post(recent_ids));
 }
 
 fn window(q: WindowQuery) -> Window<starling_ids::PostId> {

@@ -189,3 +189,48 @@ async fn distributed_timelines_match_the_oracle_with_the_cache_wiped() {
 async fn distributed_timelines_match_the_oracle_across_a_broker_restart() {
     run(13, 1_500, Disturbance::RestartBroker).await;
 }
+
+/// The internal batch calls take what one fan-out batch asks at once: the edges of 1,024
+/// blocks (two each), and the newest posts of more authors than one call carries. (A
+/// batch of a few hundred follows once met the public API's 16 KB body limit.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_batch_calls_take_a_whole_fan_out_batch() {
+    use starling_clients::http::{HttpGraph, HttpPosts};
+    use starling_clients::{GraphClient as _, PostClient as _};
+    use starling_ids::UserId;
+
+    let Some((kafka, redis)) = backends() else { return };
+    let prefix = format!("batch{}", std::process::id());
+    let stack = Stack::start(&stack_env(&kafka, &redis, &prefix), 1);
+    let api = stack.api();
+    let (reader, reader_token) = api.register("batch_reader").await;
+    let (author, author_token) = api.register("batch_author").await;
+    let r = api.call(Method::POST, &format!("/api/v1/users/{author}/follow"), Some(&reader_token), None).await;
+    assert!(r.status.is_success(), "follow: {}", r.status);
+    let mut posted = Vec::new();
+    for n in 0..3 {
+        let body = serde_json::json!({ "text": format!("batch post {n}") });
+        let r = api.call(Method::POST, "/api/v1/posts", Some(&author_token), Some(body)).await;
+        assert_eq!(r.status, StatusCode::CREATED);
+        posted.push(r.body["id"].as_str().expect("post id").parse::<u64>().unwrap());
+    }
+
+    let (reader, author) = (UserId(reader), UserId(author));
+    let graph = HttpGraph::new(&stack.graph.base).unwrap();
+    let edges: Vec<(UserId, UserId)> =
+        (0..2_048).map(|i| if i % 2 == 0 { (reader, author) } else { (author, reader) }).collect();
+    let states = graph.edges(&edges).await.expect("a fan-out batch of edges in one call");
+    assert_eq!(states.len(), edges.len());
+    assert!(states.iter().step_by(2).all(|s| s.follows && !s.celebrity), "reader follows author");
+    assert!(states.iter().skip(1).step_by(2).all(|s| !s.follows && !s.celebrity), "author does not follow reader");
+
+    let posts = HttpPosts::new(&stack.posts.base).unwrap();
+    let authors: Vec<UserId> = (0..150).map(|i| if i % 3 == 0 { author } else { reader }).collect();
+    let recent = posts.recent_post_ids(&authors, 800).await.expect("recent posts of 150 authors");
+    posted.reverse();
+    for (who, ids) in authors.iter().zip(&recent) {
+        let ids: Vec<u64> = ids.iter().map(|p| p.0).collect();
+        assert_eq!(ids, if *who == author { posted.clone() } else { Vec::new() }, "newest first, per author");
+    }
+    assert_eq!(recent.len(), authors.len());
+}

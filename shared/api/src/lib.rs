@@ -24,23 +24,34 @@ use serde::de::{Deserialize, Deserializer, MapAccess, Visitor, value::MapAccessD
 /// UTF-8); anything much larger is a client bug or an attack.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
+/// Largest body an internal call takes: a fan-out batch's edges or a lookup's ids. The
+/// internal APIs are never routed from outside (README, k8s/README.md).
+pub const MAX_INTERNAL_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+fn json_config(limit: usize) -> web::JsonConfig {
+    web::JsonConfig::default().limit(limit).error_handler(|err, _req| ApiError::from_json_error(err).into())
+}
+
+/// The JSON configuration of internal routes that take a body: [`configure_extractors`]'
+/// error shape with [`MAX_INTERNAL_BODY_BYTES`]. Register on each such resource.
+pub fn internal_json() -> web::JsonConfig {
+    json_config(MAX_INTERNAL_BODY_BYTES)
+}
+
 /// Extractor configuration so malformed input yields our error shape instead of
 /// actix-web's plain-text defaults. Register on every app.
 pub fn configure_extractors(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(
-        web::JsonConfig::default()
-            .limit(MAX_BODY_BYTES)
-            .error_handler(|err, _req| ApiError::from_json_error(err).into()),
-    )
-    .app_data(
-        web::PathConfig::default()
-            .error_handler(|err, _req| ApiError::new(ErrorCode::NotFound, format!("no such resource: {err}")).into()),
-    )
-    .app_data(
-        web::QueryConfig::default()
-            .error_handler(|err, _req| ApiError::new(ErrorCode::InvalidParameter, err.to_string()).into()),
-    )
-    .app_data(web::PayloadConfig::default().limit(MAX_BODY_BYTES));
+    cfg.app_data(json_config(MAX_BODY_BYTES))
+        .app_data(
+            web::PathConfig::default().error_handler(|err, _req| {
+                ApiError::new(ErrorCode::NotFound, format!("no such resource: {err}")).into()
+            }),
+        )
+        .app_data(
+            web::QueryConfig::default()
+                .error_handler(|err, _req| ApiError::new(ErrorCode::InvalidParameter, err.to_string()).into()),
+        )
+        .app_data(web::PayloadConfig::default().limit(MAX_BODY_BYTES));
 }
 
 /// A request body that must be a JSON object, then deserialized as `T`.
