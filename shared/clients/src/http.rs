@@ -36,14 +36,14 @@ impl Peer {
     }
 
     async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> ClientResult<Option<T>> {
-        let res = req.send().await.map_err(|e| ClientError::Remote(e.to_string()))?;
+        let res = req.send().await.map_err(remote)?;
         if res.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
         if !res.status().is_success() {
             return Err(ClientError::Remote(format!("{} answered {}", res.url(), res.status())));
         }
-        res.json().await.map(Some).map_err(|e| ClientError::Remote(e.to_string()))
+        res.json().await.map(Some).map_err(remote)
     }
 
     /// POSTs `body` as JSON to a path that must exist.
@@ -60,6 +60,19 @@ impl Peer {
     async fn get_some<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> ClientResult<T> {
         self.get(path, query).await?.ok_or_else(|| ClientError::Remote(format!("{path}: not found")))
     }
+}
+
+/// A failed call, with the causes reqwest keeps in its source chain ("error sending
+/// request" alone does not say whether the connection was refused, reset or timed out).
+fn remote(e: reqwest::Error) -> ClientError {
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    ClientError::Remote(message)
 }
 
 /// The graph-service over HTTP.
