@@ -334,55 +334,43 @@ impl Fanout {
         }
     }
 
-    /// Retries transient failures forever (with backoff): skipping would lose the effect,
-    /// and the partition is better held than wrong.
+    /// Runs `apply` until it succeeds: transient failures are retried forever (with
+    /// backoff), since skipping would lose the effect, and the partition is better held
+    /// than wrong.
+    async fn until_applied<F, Fut>(&self, span: &tracing::Span, what: &str, mut apply: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<(), FanoutError>>,
+    {
+        let mut backoff = Duration::from_millis(20);
+        while let Err(e) = apply().instrument(span.clone()).await {
+            self.stats.retries.inc();
+            tracing::warn!(parent: span, error = %e, "{what} failed; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
     async fn apply_run_with_retry(&self, run: &[Pending], log: &dyn EventLog) {
         let span = tracing::info_span!("fanout.posts", events = run.len());
         for p in run {
             span.follows_from(&p.span);
         }
-        let mut backoff = Duration::from_millis(20);
-        loop {
-            match self.apply_run(run, log).instrument(span.clone()).await {
-                Ok(()) => {
-                    self.stats.events.add(run.len() as u64);
-                    return;
-                }
-                Err(e) => {
-                    self.stats.retries.inc();
-                    tracing::warn!(parent: &span, posts = run.len(), error = %e, "applying posts failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                }
-            }
-        }
+        self.until_applied(&span, "applying posts", || self.apply_run(run, log)).await;
+        self.stats.events.add(run.len() as u64);
     }
 
-    /// See [`Fanout::apply_run_with_retry`].
     async fn apply_edges_with_retry(&self, run: &[PendingEdges]) {
         let span = tracing::info_span!("fanout.edges", events = run.len());
         for e in run {
             span.follows_from(&e.span);
         }
         let edges: Vec<(UserId, UserId)> = run.iter().flat_map(|e| e.pairs.iter().copied()).collect();
-        let mut backoff = Duration::from_millis(20);
-        loop {
-            match self.reconcile_all(&edges).instrument(span.clone()).await {
-                Ok(()) => {
-                    self.stats.events.add(run.len() as u64);
-                    return;
-                }
-                Err(e) => {
-                    self.stats.retries.inc();
-                    tracing::warn!(parent: &span, edges = edges.len(), error = %e, "reconciling edges failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                }
-            }
-        }
+        self.until_applied(&span, "reconciling edges", || self.reconcile_all(&edges)).await;
+        self.stats.events.add(run.len() as u64);
     }
 
-    /// See [`Fanout::apply_run_with_retry`]; a poison event is retried until it is
+    /// Like [`Fanout::until_applied`]; a poison event is retried until it is
     /// dead-lettered.
     async fn apply_with_retry(&self, d: &Delivery, event: Event, log: &dyn EventLog) {
         let mut backoff = Duration::from_millis(20);

@@ -60,10 +60,11 @@ impl Fixture {
         self.apply_with(log, events, FanoutSettings::default()).await
     }
 
-    async fn apply_with(&self, log: Arc<dyn EventLog>, events: u64, settings: FanoutSettings) -> Arc<FanoutStats> {
+    /// A worker over the fixture's store, cache and read model, asking `graph`.
+    fn fanout(&self, graph: Arc<dyn GraphClient>, settings: FanoutSettings) -> (Arc<Fanout>, Arc<FanoutStats>) {
         let stats = Arc::new(FanoutStats::default());
         let fanout = Arc::new(Fanout {
-            graph: Arc::new(LocalGraph(self.store.graph())),
+            graph,
             posts: Arc::new(LocalPosts(self.store.posts())),
             cache: self.cache.clone(),
             model: self.model.clone(),
@@ -71,6 +72,22 @@ impl Fixture {
             settings,
             stats: stats.clone(),
         });
+        (fanout, stats)
+    }
+
+    async fn apply_with(&self, log: Arc<dyn EventLog>, events: u64, settings: FanoutSettings) -> Arc<FanoutStats> {
+        self.run_until_applied(Arc::new(LocalGraph(self.store.graph())), log, events, settings).await
+    }
+
+    /// Runs a fan-out asking `graph` over `log` until it has applied `events`, then stops it.
+    async fn run_until_applied(
+        &self,
+        graph: Arc<dyn GraphClient>,
+        log: Arc<dyn EventLog>,
+        events: u64,
+        settings: FanoutSettings,
+    ) -> Arc<FanoutStats> {
+        let (fanout, stats) = self.fanout(graph, settings);
         let stop = CancellationToken::new();
         let task = tokio::spawn(fanout.run(log, stop.clone()));
         let started = std::time::Instant::now();
@@ -200,25 +217,7 @@ async fn a_run_of_graph_events_is_reconciled_in_one_graph_call() {
     log.append(events).await.unwrap();
 
     let counting = Arc::new(CountingGraph { inner: LocalGraph(graph), edge_calls: Default::default() });
-    let stats = Arc::new(FanoutStats::default());
-    let fanout = Arc::new(Fanout {
-        graph: counting.clone(),
-        posts: Arc::new(LocalPosts(posts)),
-        cache: f.cache.clone(),
-        model: f.model.clone(),
-        max_entries: 800,
-        settings: FanoutSettings::default(),
-        stats: stats.clone(),
-    });
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(fanout.run(log, stop.clone()));
-    let started = std::time::Instant::now();
-    while !stats.applied_all(6) {
-        assert!(started.elapsed() < Duration::from_secs(60), "the events were not applied");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    stop.cancel();
-    task.await.unwrap().unwrap();
+    let stats = f.run_until_applied(counting.clone(), log, 6, FanoutSettings::default()).await;
 
     assert_eq!(counting.edge_calls.load(std::sync::atomic::Ordering::Relaxed), 1);
     assert_eq!(f.reader_timeline().await, vec![PostId(3), PostId(2)]);
@@ -328,16 +327,8 @@ async fn a_stalled_consumer_rejoins_the_group() {
     let dir = tempfile::tempdir().unwrap();
     let f = Fixture::new(dir.path(), UserId(40), UserId(41)).await;
     let joins = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let stats = Arc::new(FanoutStats::default());
-    let fanout = Arc::new(Fanout {
-        graph: Arc::new(LocalGraph(f.store.graph())),
-        posts: Arc::new(LocalPosts(f.store.posts())),
-        cache: f.cache.clone(),
-        model: f.model.clone(),
-        max_entries: 800,
-        settings: FanoutSettings { stall_limit_ms: 300, ..FanoutSettings::default() },
-        stats: stats.clone(),
-    });
+    let settings = FanoutSettings { stall_limit_ms: 300, ..FanoutSettings::default() };
+    let (fanout, stats) = f.fanout(Arc::new(LocalGraph(f.store.graph())), settings);
     let stop = CancellationToken::new();
     let task = tokio::spawn(fanout.run(Arc::new(Stalled(joins.clone())), stop.clone()));
     tokio::time::sleep(Duration::from_millis(1_500)).await;
