@@ -66,7 +66,8 @@
 //! ([`starling_events::trace`]). The span that applies an event (`fanout.event`) records
 //! that trace id and parent span id and its own span id, so the worker's logs join the
 //! producer's trace; a missing or malformed header starts nothing and fails nothing. A run
-//! is written under one `fanout.posts` span that follows from each of its events' spans.
+//! is written under one `fanout.posts` (or `fanout.edges`) span that follows from each of
+//! its events' spans.
 
 mod decode;
 mod stats;
