@@ -65,6 +65,8 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::{Consumer, Delivery, EventLog, LogError, Record, Topic};
 
+mod idle;
+
 /// Name (without prefix) of the dead-letter topic.
 pub const DEAD_LETTER_TOPIC: &str = "dead-letter.v1";
 
@@ -456,6 +458,8 @@ impl KafkaLog {
             committed: HashMap::new(),
             rebalances_seen: 0,
             request_timeout: self.options.request_timeout,
+            parked: None,
+            idle_since: None,
         })
     }
 }
@@ -476,13 +480,17 @@ pub struct KafkaConsumer {
     /// have committed further, so the map is rebuilt from the broker.
     rebalances_seen: u64,
     request_timeout: Duration,
+    /// Set while the consumer is parked (see [`idle`]).
+    parked: Option<idle::Parked>,
+    /// Since when polls have found nothing.
+    idle_since: Option<std::time::Instant>,
 }
 
 impl KafkaConsumer {
     /// The partitions this member owns right now. Changes only while it polls (librdkafka
     /// applies rebalances then); empty until it has joined the group.
     pub fn assignment(&self) -> Result<Vec<(Topic, u32)>, LogError> {
-        let tpl = self.consumer.assignment().map_err(unavailable)?;
+        let tpl = self.owned()?;
         let mut out: Vec<(Topic, u32)> =
             tpl.elements().iter().filter_map(|e| Some((self.topic_of(e.topic())?, e.partition() as u32))).collect();
         out.sort_unstable();
@@ -559,6 +567,23 @@ impl KafkaConsumer {
         }
     }
 
+    /// Whether the consumer is parked (see [`idle`]): idle, not fetching.
+    pub fn is_parked(&self) -> bool {
+        self.parked.is_some()
+    }
+
+    /// The partitions this member owns: its assignment, or what it parked.
+    fn owned(&self) -> Result<TopicPartitionList, LogError> {
+        match &self.parked {
+            Some(parked) => Ok(parked.list()),
+            None => self.consumer.assignment().map_err(unavailable),
+        }
+    }
+
+    fn rebalances(&self) -> u64 {
+        self.consumer.context().rebalances.load(Ordering::Acquire)
+    }
+
     /// Forgets what `committed` knew if the group rebalanced since it was filled.
     fn check_rebalances(&mut self) {
         let now = self.consumer.context().rebalances.load(Ordering::Acquire);
@@ -587,12 +612,25 @@ impl Consumer for KafkaConsumer {
         }
         let deadline = tokio::time::Instant::now() + max_wait;
         while out.is_empty() {
-            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                Err(_) => return Ok(out),
+            // Parked, it still polls (the group's callbacks run there) but wakes to probe.
+            let wake = if self.parked.is_some() {
+                deadline.min(tokio::time::Instant::now() + idle::PROBE_EVERY)
+            } else {
+                deadline
+            };
+            match tokio::time::timeout_at(wake, self.consumer.recv()).await {
+                Err(_) if wake < deadline => self.probe().await,
+                Err(_) => {
+                    self.maybe_park().await;
+                    return Ok(out);
+                }
                 Ok(Ok(message)) => out.extend(self.delivery(&message)),
                 Ok(Err(e)) => consume_error(&self.group, e)?,
             }
         }
+        // Records come only from assigned partitions: a rebalance ended any parking.
+        self.parked = None;
+        self.idle_since = None;
         // Then whatever arrives within a short linger. Taking only what `recv` has ready
         // right now yields batches of one (the stream hands messages over through its
         // own task), and every batch costs the caller a synchronous commit.
@@ -655,10 +693,10 @@ impl Consumer for KafkaConsumer {
     async fn lag(&mut self) -> Result<u64, LogError> {
         self.check_rebalances();
         let timeout = self.request_timeout;
+        let owned = self.owned()?;
         let rows = self
             .with_consumer(move |c| {
-                let assignment = c.assignment().map_err(unavailable)?;
-                let committed = c.committed_offsets(assignment, timeout).map_err(unavailable)?;
+                let committed = c.committed_offsets(owned, timeout).map_err(unavailable)?;
                 let mut rows = Vec::with_capacity(committed.count());
                 for e in committed.elements() {
                     let (low, high) = c.fetch_watermarks(e.topic(), e.partition(), timeout).map_err(unavailable)?;
@@ -706,7 +744,7 @@ impl KafkaConsumer {
         }
         self.check_rebalances();
 
-        let assignment = self.consumer.assignment().map_err(unavailable)?;
+        let assignment = self.owned()?;
         let assigned = |topic: Topic, partition: i32| {
             assignment.find_partition(&self.topics[topic_index(topic)], partition).is_some()
         };
@@ -1069,6 +1107,85 @@ mod tests {
         assert_eq!(b_got, expected, "b reads the partitions it took over from the start");
     }
 
+    /// Polls until `c` has parked (see `idle`), handing back whatever it got meanwhile.
+    async fn until_parked(c: &mut KafkaConsumer) -> Vec<Delivery> {
+        let started = Instant::now();
+        let mut got = Vec::new();
+        while !c.is_parked() {
+            assert!(started.elapsed() < conformance::DEADLINE, "the idle consumer never parked");
+            got.extend(c.poll(100, Duration::from_millis(50)).await.expect("poll"));
+        }
+        got
+    }
+
+    fn numbered(from: u64, n: u64) -> Vec<Record> {
+        (from..from + n)
+            .map(|i| Record {
+                topic: Topic::ALL[(i % 2) as usize],
+                key: i.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                payload: Bytes::from(i.to_be_bytes().to_vec()),
+                headers: Vec::new(),
+            })
+            .collect()
+    }
+
+    fn numbers(got: &[Delivery]) -> Vec<u64> {
+        let mut n: Vec<u64> = got.iter().map(|d| u64::from_be_bytes(d.payload[..8].try_into().unwrap())).collect();
+        n.sort_unstable();
+        n
+    }
+
+    /// An idle consumer parks (stops fetching) and still misses nothing: records appended
+    /// while it is parked arrive, whether it had read nothing yet (the case where pausing
+    /// partitions loses records) or had read and committed; it reports them as lag while
+    /// parked, keeps owning its partitions, and a member joining meanwhile shares them.
+    async fn an_idle_consumer_parks_and_misses_nothing(log: &KafkaLog, partitions: u32) {
+        let all: Vec<(Topic, u32)> = Topic::ALL.iter().flat_map(|&t| (0..partitions).map(move |p| (t, p))).collect();
+        let mut a = log.consumer("parking", &Topic::ALL).expect("subscribe a");
+        assert!(until_parked(&mut a).await.is_empty());
+        assert_eq!(a.assignment().unwrap(), all, "a parked consumer still owns its partitions");
+
+        log.append(numbered(0, 30)).await.expect("append");
+        assert!(a.lag().await.expect("lag") >= 30, "records waiting for a parked consumer are lag");
+        let first = take(&mut a, 30).await;
+        assert_eq!(numbers(&first), (0..30).collect::<Vec<_>>(), "nothing lost while parked before any read");
+        a.commit(&first).await.expect("commit");
+
+        assert!(until_parked(&mut a).await.is_empty(), "nothing is read twice");
+        log.append(numbered(30, 30)).await.expect("append");
+        let second = take(&mut a, 30).await;
+        assert_eq!(numbers(&second), (30..60).collect::<Vec<_>>(), "nothing lost or repeated after a read");
+        a.commit(&second).await.expect("commit");
+
+        until_parked(&mut a).await;
+        let mut b = log.consumer("parking", &Topic::ALL).expect("subscribe b");
+        let (mut got, started) = (Vec::new(), Instant::now());
+        loop {
+            assert!(started.elapsed() < conformance::DEADLINE, "the group never settled on two members");
+            got.extend(a.poll(100, Duration::from_millis(50)).await.expect("poll a"));
+            got.extend(b.poll(100, Duration::from_millis(50)).await.expect("poll b"));
+            let (mine, theirs) = (a.assignment().unwrap(), b.assignment().unwrap());
+            if !mine.is_empty() && !theirs.is_empty() && mine.len() + theirs.len() == all.len() {
+                break;
+            }
+        }
+        assert!(got.is_empty(), "committed records are not read again: {:?}", numbers(&got));
+        log.append(numbered(60, 30)).await.expect("append");
+        let started = Instant::now();
+        while got.len() < 30 {
+            assert!(started.elapsed() < conformance::DEADLINE, "only {} of 30 records arrived", got.len());
+            got.extend(a.poll(100, Duration::from_millis(50)).await.expect("poll a"));
+            got.extend(b.poll(100, Duration::from_millis(50)).await.expect("poll b"));
+        }
+        assert_eq!(numbers(&got), (60..90).collect::<Vec<_>>(), "the two members share the new records");
+    }
+
+    #[tokio::test]
+    async fn an_idle_consumer_parks_and_misses_nothing_on_the_broker() {
+        let Some(brokers) = brokers() else { return };
+        an_idle_consumer_parks_and_misses_nothing(&*connect(&brokers, "park").await, 4).await;
+    }
+
     #[tokio::test]
     async fn kept_partitions_are_not_read_again_after_a_rebalance() {
         let Some(brokers) = brokers() else { return };
@@ -1331,6 +1448,16 @@ mod tests {
                     conformance::$check(log.as_ref(), &unique("ns")).await;
                 }
             };
+        }
+
+        #[tokio::test]
+        async fn an_idle_consumer_parks_and_misses_nothing() {
+            let cluster = MockCluster::new(1).expect("mock cluster");
+            super::an_idle_consumer_parks_and_misses_nothing(
+                &KafkaLog::connect(options(&cluster)).await.expect("connect"),
+                3,
+            )
+            .await;
         }
 
         #[tokio::test]

@@ -1,0 +1,203 @@
+//! Parking an idle consumer, so that it stops fetching.
+//!
+//! librdkafka sends the next Fetch as soon as the last one is answered and relies on the
+//! broker to hold an empty one for `fetch.wait.max.ms`. A broker that answers at once
+//! (noida-db, the test broker) turns an idle consumer into a busy loop: ~0.65 core in the
+//! client and ~0.45 in the broker (BENCHMARKS.md). Pausing the partitions is no remedy:
+//! librdkafka drops records it fetched but did not hand over when a partition is paused
+//! before anything was consumed from it.
+//!
+//! Instead, a consumer that found nothing for [`PARK_AFTER`], with every owned partition
+//! read to its end, *parks*: it commits what it stored, gives up its local assignment
+//! (the group still counts it as the owner: nothing rebalances), and from then on asks
+//! for the partitions' end offsets every [`PROBE_EVERY`] (one ListOffsets request) while
+//! still serving the group's callbacks. As soon as a partition has a record beyond where
+//! this member read, it assigns the partitions again, each at the offset it had reached
+//! (or, if it had read nothing there, at the group's committed offset), so no record is
+//! skipped whatever librdkafka had prefetched. A rebalance while parked assigns anew
+//! through the rebalance callback, and the parked state is dropped.
+//!
+//! The price is up to [`PROBE_EVERY`] of extra latency for the first record after a quiet
+//! spell.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{CommitMode, Consumer as _};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::{KafkaConsumer, unavailable};
+use crate::LogError;
+
+/// How long polls must find nothing before the consumer parks.
+pub(super) const PARK_AFTER: Duration = Duration::from_millis(250);
+/// How often a parked consumer asks whether records arrived.
+pub(super) const PROBE_EVERY: Duration = Duration::from_millis(5);
+
+/// A parked consumer's partitions.
+pub(super) struct Parked {
+    /// Topic, partition, the offset this member has read it to and where it resumes.
+    partitions: Vec<(String, i32, i64, Offset)>,
+    /// The rebalance count when it parked: a rebalance since has assigned partitions anew.
+    rebalances: u64,
+}
+
+impl Parked {
+    /// The parked partitions, as a list like [`KafkaConsumer::assignment`]'s.
+    pub(super) fn list(&self) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition, _, _) in &self.partitions {
+            tpl.add_partition(topic, *partition);
+        }
+        tpl
+    }
+}
+
+impl KafkaConsumer {
+    /// Called after a poll found nothing: parks once polls have found nothing for
+    /// [`PARK_AFTER`] and every owned partition is read to its end.
+    pub(super) async fn maybe_park(&mut self) {
+        let idle_since = *self.idle_since.get_or_insert_with(Instant::now);
+        if self.parked.is_some() || idle_since.elapsed() < PARK_AFTER {
+            return;
+        }
+        match self.park().await {
+            Ok(parked) => self.parked = parked,
+            Err(error) => tracing::debug!(group = %self.group, %error, "not parking: {error}"),
+        }
+        // Try again after another quiet spell, not on every poll.
+        self.idle_since = Some(Instant::now());
+    }
+
+    async fn park(&self) -> Result<Option<Parked>, LogError> {
+        let rebalances = self.rebalances();
+        let positions = self.consumer.context().positions.lock().clone();
+        let timeout = self.request_timeout;
+        self.with_consumer(move |c| {
+            let assignment = c.assignment().map_err(unavailable)?;
+            if assignment.count() == 0 {
+                return Ok(None);
+            }
+            let ends = end_offsets(c, &assignment, timeout)?;
+            let committed = c.committed_offsets(assignment, timeout).map_err(unavailable)?;
+            let mut partitions = Vec::with_capacity(committed.count());
+            let mut waiting = false;
+            let mut unknown = Vec::new();
+            for e in committed.elements() {
+                let key = (e.topic().to_owned(), e.partition());
+                let end = ends.get(&key).copied().unwrap_or(i64::MAX);
+                match (positions.get(&key), e.offset()) {
+                    (Some(&p), _) | (None, Offset::Offset(p)) => {
+                        waiting |= p < end;
+                        partitions.push((key.0, key.1, p, Offset::Offset(p)));
+                    }
+                    // Nothing read and nothing committed: it starts at the beginning.
+                    (None, _) => unknown.push((key, end)),
+                }
+            }
+            // librdkafka hangs destroying a consumer while a list returned by `committed`
+            // is alive: drop it before `c` can be the last handle.
+            drop(committed);
+            for ((topic, partition), end) in unknown {
+                let (low, _) = c.fetch_watermarks(&topic, partition, timeout).map_err(unavailable)?;
+                waiting |= low < end;
+                partitions.push((topic, partition, low, Offset::Invalid));
+            }
+            if waiting || c.context().rebalances.load(std::sync::atomic::Ordering::Acquire) != rebalances {
+                return Ok(None);
+            }
+            // What `commit_later` stored goes to the group now, not at the next interval.
+            let _ = c.commit_consumer_state(CommitMode::Sync);
+            c.assign(&TopicPartitionList::new()).map_err(unavailable)?;
+            tracing::debug!(partitions = partitions.len(), "consumer parked");
+            Ok(Some(Parked { partitions, rebalances }))
+        })
+        .await
+    }
+
+    /// A parked consumer's check: unparks if a rebalance assigned partitions anew or a
+    /// record arrived. A failed check is tried again at the next probe.
+    pub(super) async fn probe(&mut self) {
+        let Some(parked) = &self.parked else { return };
+        if self.rebalances() != parked.rebalances {
+            self.parked = None;
+            return;
+        }
+        let list = parked.list();
+        let read_to: Vec<i64> = parked.partitions.iter().map(|p| p.2).collect();
+        let timeout = self.request_timeout;
+        let arrived = self
+            .with_consumer(move |c| {
+                let ends = end_offsets(c, &list, timeout)?;
+                Ok(list
+                    .elements()
+                    .iter()
+                    .zip(&read_to)
+                    .any(|(e, read)| ends.get(&(e.topic().to_owned(), e.partition())).is_none_or(|end| end > read)))
+            })
+            .await;
+        match arrived {
+            Ok(false) => {}
+            Ok(true) => self.unpark().await,
+            Err(error) => tracing::debug!(group = %self.group, %error, "probing parked partitions failed"),
+        }
+    }
+
+    async fn unpark(&mut self) {
+        let Some(parked) = self.parked.take() else { return };
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition, _, resume) in &parked.partitions {
+            if let Err(error) = tpl.add_partition_offset(topic, *partition, *resume) {
+                tracing::warn!(group = %self.group, %error, "cannot resume a parked partition");
+            }
+        }
+        let rebalances = parked.rebalances;
+        let result = self
+            .with_consumer(move |c| {
+                // A rebalance between the probe and here has assigned partitions itself.
+                if c.context().rebalances.load(std::sync::atomic::Ordering::Acquire) == rebalances {
+                    c.assign(&tpl).map_err(unavailable)?;
+                }
+                Ok(())
+            })
+            .await;
+        match result {
+            Ok(()) => {
+                self.idle_since = None;
+                tracing::debug!(group = %self.group, "consumer unparked");
+            }
+            Err(error) => {
+                tracing::warn!(group = %self.group, %error, "resuming parked partitions failed; retrying");
+                self.parked = Some(parked);
+            }
+        }
+    }
+}
+
+/// Each partition's end offset (the next offset a record gets), from one ListOffsets
+/// request per broker.
+fn end_offsets<C: rdkafka::consumer::ConsumerContext>(
+    c: &impl rdkafka::consumer::Consumer<C>,
+    list: &TopicPartitionList,
+    timeout: Duration,
+) -> Result<HashMap<(String, i32), i64>, LogError> {
+    let mut query = TopicPartitionList::new();
+    for e in list.elements() {
+        query.add_partition_offset(e.topic(), e.partition(), Offset::End).map_err(unavailable)?;
+    }
+    let answer = c.offsets_for_times(query, timeout).map_err(unavailable)?;
+    let mut ends = HashMap::with_capacity(answer.count());
+    for e in answer.elements() {
+        match e.offset() {
+            Offset::Offset(o) => ends.insert((e.topic().to_owned(), e.partition()), o),
+            other => {
+                return Err(LogError::Unavailable(format!(
+                    "no end offset for {}/{}: {other:?}",
+                    e.topic(),
+                    e.partition()
+                )));
+            }
+        };
+    }
+    Ok(ends)
+}
