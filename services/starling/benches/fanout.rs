@@ -50,7 +50,8 @@
 //! batches the broker stores), `FANOUT_PARTITIONS` (default 4), `FANOUT_CONSUMERS`
 //! (`FanoutSettings::consumers`), `FANOUT_SPLIT_ABOVE` (`FanoutSettings::split_above`:
 //! followers above which a post is pushed in slices through `fanout.v1`; 0 never splits),
-//! `FANOUT_RDKAFKA=key=value,...` (extra consumer settings, `KafkaOptions::consumer_config`).
+//! `FANOUT_RDKAFKA=key=value,...` (extra consumer settings, `KafkaOptions::consumer_config`),
+//! `FANOUT_PARK_AFTER_MS` (`KafkaOptions::park_after`; 0 never parks).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -413,6 +414,9 @@ async fn distributed_case(
     };
     if let Some(ms) = std::env::var("FANOUT_COMMIT_MS").ok().and_then(|v| v.parse().ok()) {
         options.commit_interval = Duration::from_millis(ms);
+    }
+    if let Some(ms) = std::env::var("FANOUT_PARK_AFTER_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
+        options.park_after = Some(Duration::from_millis(ms)).filter(|d| !d.is_zero());
     }
     if let Ok(extra) = std::env::var("FANOUT_RDKAFKA") {
         options.consumer_config = extra

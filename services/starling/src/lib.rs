@@ -170,6 +170,7 @@ impl Backends {
                 partitions: b.kafka_partitions,
                 topic_prefix: b.topic_prefix.clone(),
                 instance_id: Some(b.kafka_instance_id.clone()).filter(|i| !i.is_empty()),
+                park_after: Some(Duration::from_millis(b.kafka_park_after_ms)).filter(|d| !d.is_zero()),
                 ..KafkaOptions::default()
             })
             .await

@@ -45,6 +45,9 @@ pub struct BackendSettings {
     /// Stable name of this process in Kafka consumer groups (e.g. the pod name of a
     /// StatefulSet): a restarted fan-out worker takes its partitions back at once.
     pub kafka_instance_id: String,
+    /// How long a Kafka consumer with nothing to read waits before it parks (stops
+    /// fetching, probing end offsets every 5 ms instead); 0 never parks.
+    pub kafka_park_after_ms: u64,
     /// ScyllaDB contact points (`host:port,...`); empty: the embedded store in the data
     /// directory. Required for more than one graph- or post-service replica.
     pub scylla_uri: String,
@@ -118,6 +121,7 @@ impl Default for BackendSettings {
             redis_cluster_urls: String::new(),
             redis_prefix: "tl:".into(),
             kafka_instance_id: String::new(),
+            kafka_park_after_ms: 250,
             scylla_uri: String::new(),
             scylla_keyspace: "starling".into(),
             scylla_replication_factor: 1,

@@ -32,6 +32,9 @@
 //!   round trip per batch. Each member keeps the highest offset committed (or stored) per
 //!   partition and never commits below it, nor below what the group had committed when
 //!   the partition was (re)assigned to it.
+//! - **Idle consumers park** ([`idle`]): after [`KafkaOptions::park_after`] with nothing
+//!   to read a consumer stops fetching and probes the partitions' end offsets instead,
+//!   since a broker that answers empty fetches at once would otherwise keep it spinning.
 //! - **Dead letters.** [`KafkaLog::dead_letter`] copies a poison delivery to the
 //!   dead-letter topic with its error and origin in headers, so it never blocks a partition.
 //!
@@ -129,6 +132,10 @@ pub struct KafkaOptions {
     /// 5 s; noida-db rewrites its whole state file on every commit, and at 200 ms that
     /// alone cut the fan-out bench's throughput by 3× (`benches/fanout.rs`).
     pub commit_interval: Duration,
+    /// How long a consumer's polls must find nothing before it parks (stops fetching
+    /// until a probe sees a record; see `kafka/idle.rs`). `None`: never park, for brokers
+    /// that hold empty fetches as Kafka does (parking then saves little).
+    pub park_after: Option<Duration>,
     /// Extra librdkafka settings for consumers (`fetch.min.bytes`, say), applied last:
     /// tuning for a particular broker without a release.
     pub consumer_config: Vec<(String, String)>,
@@ -157,6 +164,7 @@ impl Default for KafkaOptions {
             session_timeout: Duration::from_secs(10),
             instance_id: None,
             commit_interval: Duration::from_secs(1),
+            park_after: Some(idle::PARK_AFTER),
             consumer_config: Vec::new(),
         }
     }
@@ -460,6 +468,7 @@ impl KafkaLog {
             request_timeout: self.options.request_timeout,
             parked: None,
             idle_since: None,
+            park_after: self.options.park_after,
         })
     }
 }
@@ -484,6 +493,7 @@ pub struct KafkaConsumer {
     parked: Option<idle::Parked>,
     /// Since when polls have found nothing.
     idle_since: Option<std::time::Instant>,
+    park_after: Option<Duration>,
 }
 
 impl KafkaConsumer {

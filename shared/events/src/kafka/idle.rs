@@ -7,7 +7,7 @@
 //! librdkafka drops records it fetched but did not hand over when a partition is paused
 //! before anything was consumed from it.
 //!
-//! Instead, a consumer that found nothing for [`PARK_AFTER`], with every owned partition
+//! Instead, a consumer that found nothing for [`PARK_AFTER`] (by default), with every owned partition
 //! read to its end, *parks*: it commits what it stored, gives up its local assignment
 //! (the group still counts it as the owner: nothing rebalances), and from then on asks
 //! for the partitions' end offsets every [`PROBE_EVERY`] (one ListOffsets request) while
@@ -29,7 +29,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::{KafkaConsumer, unavailable};
 use crate::LogError;
 
-/// How long polls must find nothing before the consumer parks.
+/// How long polls must find nothing before the consumer parks, by default
+/// ([`super::KafkaOptions::park_after`]).
 pub(super) const PARK_AFTER: Duration = Duration::from_millis(250);
 /// How often a parked consumer asks whether records arrived.
 pub(super) const PROBE_EVERY: Duration = Duration::from_millis(5);
@@ -57,8 +58,9 @@ impl KafkaConsumer {
     /// Called after a poll found nothing: parks once polls have found nothing for
     /// [`PARK_AFTER`] and every owned partition is read to its end.
     pub(super) async fn maybe_park(&mut self) {
+        let Some(park_after) = self.park_after else { return };
         let idle_since = *self.idle_since.get_or_insert_with(Instant::now);
-        if self.parked.is_some() || idle_since.elapsed() < PARK_AFTER {
+        if self.parked.is_some() || idle_since.elapsed() < park_after {
             return;
         }
         match self.park().await {
