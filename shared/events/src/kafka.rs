@@ -634,6 +634,12 @@ impl Consumer for KafkaConsumer {
                     self.maybe_park().await;
                     return Ok(out);
                 }
+                Ok(Ok(message)) if self.parked.as_ref().is_some_and(|p| !p.outdated(self.rebalances())) => {
+                    // Fetched before parking and handed over late (librdkafka normally drops
+                    // such records): resuming reads it again from where this member was.
+                    drop(message);
+                    self.unpark().await;
+                }
                 Ok(Ok(message)) => out.extend(self.delivery(&message)),
                 Ok(Err(e)) => consume_error(&self.group, e)?,
             }

@@ -44,6 +44,11 @@ pub(super) struct Parked {
 }
 
 impl Parked {
+    /// Whether the group has rebalanced since this consumer parked.
+    pub(super) fn outdated(&self, rebalances: u64) -> bool {
+        self.rebalances != rebalances
+    }
+
     /// The parked partitions, as a list like [`KafkaConsumer::assignment`]'s.
     pub(super) fn list(&self) -> TopicPartitionList {
         let mut tpl = TopicPartitionList::new();
@@ -121,7 +126,7 @@ impl KafkaConsumer {
     /// record arrived. A failed check is tried again at the next probe.
     pub(super) async fn probe(&mut self) {
         let Some(parked) = &self.parked else { return };
-        if self.rebalances() != parked.rebalances {
+        if parked.outdated(self.rebalances()) {
             self.parked = None;
             return;
         }
@@ -145,7 +150,7 @@ impl KafkaConsumer {
         }
     }
 
-    async fn unpark(&mut self) {
+    pub(super) async fn unpark(&mut self) {
         let Some(parked) = self.parked.take() else { return };
         let mut tpl = TopicPartitionList::new();
         for (topic, partition, _, resume) in &parked.partitions {
