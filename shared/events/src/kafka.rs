@@ -1077,6 +1077,37 @@ mod tests {
         got
     }
 
+    /// Polls both members until they split `partitions` between them; what each got meanwhile.
+    async fn until_shared(
+        a: &mut KafkaConsumer,
+        b: &mut KafkaConsumer,
+        partitions: usize,
+    ) -> (Vec<Delivery>, Vec<Delivery>) {
+        let (mut by_a, mut by_b, started) = (Vec::new(), Vec::new(), Instant::now());
+        loop {
+            assert!(started.elapsed() < conformance::DEADLINE, "the group never settled on two members");
+            by_a.extend(a.poll(100, Duration::from_millis(50)).await.expect("poll a"));
+            by_b.extend(b.poll(100, Duration::from_millis(50)).await.expect("poll b"));
+            let (mine, theirs) = (a.assignment().unwrap(), b.assignment().unwrap());
+            if !mine.is_empty() && !theirs.is_empty() && mine.len() + theirs.len() == partitions {
+                return (by_a, by_b);
+            }
+        }
+    }
+
+    /// Records `from..from + n`, alternating topics, keys spread over the partitions, each
+    /// payload its number.
+    fn numbered(from: u64, n: u64) -> Vec<Record> {
+        (from..from + n)
+            .map(|i| Record {
+                topic: Topic::ALL[(i % 2) as usize],
+                key: i.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                payload: Bytes::from(i.to_be_bytes().to_vec()),
+                headers: Vec::new(),
+            })
+            .collect()
+    }
+
     /// A member that keeps a partition through a rebalance goes on where it was: it does
     /// not get the records it already handed out again (Kafka's default would re-read
     /// them from the committed offset), while the partitions that moved are read from the
@@ -1084,30 +1115,13 @@ mod tests {
     async fn kept_partitions_are_not_read_again(log: &KafkaLog, partitions: u32) {
         let all: Vec<(Topic, u32)> = Topic::ALL.iter().flat_map(|&t| (0..partitions).map(move |p| (t, p))).collect();
         let mut a = log.consumer("g", &Topic::ALL).expect("subscribe a");
-        let sent: Vec<Record> = (0..40u64)
-            .map(|i| Record {
-                topic: Topic::ALL[(i % 2) as usize],
-                key: i.wrapping_mul(0x9E37_79B9_7F4A_7C15),
-                payload: Bytes::from(i.to_be_bytes().to_vec()),
-                headers: Vec::new(),
-            })
-            .collect();
+        let sent = numbered(0, 40);
         log.append(sent.clone()).await.expect("append");
         let first = take(&mut a, sent.len()).await;
         assert_eq!(a.assignment().unwrap(), all, "a alone owns every partition");
 
         let mut b = log.consumer("g", &Topic::ALL).expect("subscribe b");
-        let (mut a_again, mut b_got) = (Vec::new(), Vec::new());
-        let started = Instant::now();
-        loop {
-            assert!(started.elapsed() < conformance::DEADLINE, "the group never settled on two members");
-            a_again.extend(a.poll(100, Duration::from_millis(50)).await.expect("poll a"));
-            b_got.extend(b.poll(100, Duration::from_millis(50)).await.expect("poll b"));
-            let (mine, theirs) = (a.assignment().unwrap(), b.assignment().unwrap());
-            if !mine.is_empty() && !theirs.is_empty() && mine.len() + theirs.len() == all.len() {
-                break;
-            }
-        }
+        let (mut a_again, mut b_got) = until_shared(&mut a, &mut b, all.len()).await;
         let until = Instant::now() + Duration::from_millis(500);
         while Instant::now() < until {
             a_again.extend(a.poll(100, Duration::from_millis(50)).await.expect("poll a"));
@@ -1132,17 +1146,6 @@ mod tests {
             got.extend(c.poll(100, Duration::from_millis(50)).await.expect("poll"));
         }
         got
-    }
-
-    fn numbered(from: u64, n: u64) -> Vec<Record> {
-        (from..from + n)
-            .map(|i| Record {
-                topic: Topic::ALL[(i % 2) as usize],
-                key: i.wrapping_mul(0x9E37_79B9_7F4A_7C15),
-                payload: Bytes::from(i.to_be_bytes().to_vec()),
-                headers: Vec::new(),
-            })
-            .collect()
     }
 
     fn numbers(got: &[Delivery]) -> Vec<u64> {
@@ -1175,16 +1178,8 @@ mod tests {
 
         until_parked(&mut a).await;
         let mut b = log.consumer("parking", &Topic::ALL).expect("subscribe b");
-        let (mut got, started) = (Vec::new(), Instant::now());
-        loop {
-            assert!(started.elapsed() < conformance::DEADLINE, "the group never settled on two members");
-            got.extend(a.poll(100, Duration::from_millis(50)).await.expect("poll a"));
-            got.extend(b.poll(100, Duration::from_millis(50)).await.expect("poll b"));
-            let (mine, theirs) = (a.assignment().unwrap(), b.assignment().unwrap());
-            if !mine.is_empty() && !theirs.is_empty() && mine.len() + theirs.len() == all.len() {
-                break;
-            }
-        }
+        let (mut got, by_b) = until_shared(&mut a, &mut b, all.len()).await;
+        got.extend(by_b);
         assert!(got.is_empty(), "committed records are not read again: {:?}", numbers(&got));
         log.append(numbered(60, 30)).await.expect("append");
         let started = Instant::now();
