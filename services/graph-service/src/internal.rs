@@ -6,6 +6,7 @@ use actix_web::{HttpResponse, web};
 use starling_api::ApiError;
 use std::collections::HashMap;
 
+use futures::{StreamExt as _, TryStreamExt as _, stream};
 use starling_clients::EdgeState;
 use starling_clients::wire::{AfterQuery, Class, EdgeStates, Edges, Follows, MAX_INTERNAL_PAGE, UserIds, WireUser};
 use starling_ids::UserId;
@@ -14,6 +15,9 @@ use starling_storage::AuthorClass;
 use crate::GraphService;
 
 type Svc = web::Data<GraphService>;
+
+/// Store calls one batch call keeps in flight.
+const STORE_CALLS_IN_FLIGHT: usize = 32;
 
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/internal/v1/users/{id}", web::get().to(user))
@@ -70,25 +74,30 @@ async fn celebrities(svc: Svc) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(UserIds { ids }))
 }
 
-/// The state of many edges at once (see `GraphClient::edges`); each followee's class is
-/// read once per call.
+/// The state of many edges at once (see `GraphClient::edges`): the edges looked up
+/// concurrently (a store across the network answers many at once), then each followee's
+/// class once.
 async fn edges(svc: Svc, body: web::Json<Edges>) -> Result<HttpResponse, ApiError> {
     if body.edges.len() > MAX_INTERNAL_PAGE {
         return Err(ApiError::validation(format!("at most {MAX_INTERNAL_PAGE} edges per call")));
     }
-    let mut classes: HashMap<UserId, bool> = HashMap::new();
-    let mut states = Vec::with_capacity(body.edges.len());
-    for &(follower, followee) in &body.edges {
-        let follows = svc.store.follows(follower, followee).await.map_err(ApiError::unavailable)?;
-        let celebrity = match (follows, classes.get(&followee)) {
-            (false, _) => false,
-            (true, Some(&c)) => c,
-            (true, None) => {
-                let class = svc.store.author_class(followee).await.map_err(ApiError::unavailable)?;
-                *classes.entry(followee).or_insert(class == AuthorClass::Celebrity)
-            }
-        };
-        states.push(EdgeState { follows, celebrity });
-    }
-    Ok(HttpResponse::Ok().json(EdgeStates { edges: states }))
+    let store = &svc.store;
+    let lookups = body.edges.iter().map(|&(follower, followee)| store.follows(follower, followee));
+    let follows: Vec<bool> =
+        stream::iter(lookups).buffered(STORE_CALLS_IN_FLIGHT).try_collect().await.map_err(ApiError::unavailable)?;
+    let mut followees: Vec<UserId> =
+        body.edges.iter().zip(&follows).filter(|(_, follows)| **follows).map(|(&(_, followee), _)| followee).collect();
+    followees.sort_unstable();
+    followees.dedup();
+    let classes = followees.into_iter().map(|u| async move { store.author_class(u).await.map(|class| (u, class)) });
+    let classes: HashMap<UserId, AuthorClass> = stream::iter(classes)
+        .buffer_unordered(STORE_CALLS_IN_FLIGHT)
+        .try_collect()
+        .await
+        .map_err(ApiError::unavailable)?;
+    let states = body.edges.iter().zip(follows).map(|(&(_, followee), follows)| EdgeState {
+        follows,
+        celebrity: follows && classes.get(&followee) == Some(&AuthorClass::Celebrity),
+    });
+    Ok(HttpResponse::Ok().json(EdgeStates { edges: states.collect() }))
 }

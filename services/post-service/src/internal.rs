@@ -3,11 +3,12 @@
 //! the service's own port, never routed from the public ingress.
 
 use actix_web::{HttpResponse, web};
+use futures::{StreamExt as _, TryStreamExt as _, stream};
 use starling_api::ApiError;
 use starling_clients::wire::{
     MAX_INTERNAL_PAGE, MAX_RECENT_AUTHORS, PostIds, Posts, RecentIds, RecentIdsQuery, WindowQuery, WirePost,
 };
-use starling_ids::UserId;
+use starling_ids::{PostId, UserId};
 use starling_storage::Window;
 
 use crate::PostService;
@@ -56,15 +57,16 @@ async fn ids_by_author(
     Ok(HttpResponse::Ok().json(PostIds { ids }))
 }
 
-/// Many authors' newest post ids at once: the backfills of a fan-out batch of follows.
+/// Many authors' newest post ids at once: the backfills of a fan-out batch of follows, a
+/// timeline rebuild.
 async fn recent_ids(svc: Svc, body: web::Json<RecentIdsQuery>) -> Result<HttpResponse, ApiError> {
     if body.authors.len() > MAX_RECENT_AUTHORS {
         return Err(ApiError::validation(format!("at most {MAX_RECENT_AUTHORS} authors per call")));
     }
     let window = Window::newest(body.limit.min(MAX_INTERNAL_PAGE));
-    let mut ids = Vec::with_capacity(body.authors.len());
-    for &author in &body.authors {
-        ids.push(svc.store.post_ids_by_author(author, window).await.map_err(ApiError::unavailable)?);
-    }
+    let lookups = body.authors.iter().map(|&author| svc.store.post_ids_by_author(author, window));
+    // Concurrently: a store across the network answers many at once.
+    let ids: Vec<Vec<PostId>> =
+        stream::iter(lookups).buffered(32).try_collect().await.map_err(ApiError::unavailable)?;
     Ok(HttpResponse::Ok().json(RecentIds { ids }))
 }
