@@ -591,12 +591,12 @@ impl KafkaConsumer {
     }
 
     fn rebalances(&self) -> u64 {
-        self.consumer.context().rebalances.load(Ordering::Acquire)
+        self.consumer.context().rebalances()
     }
 
     /// Forgets what `committed` knew if the group rebalanced since it was filled.
     fn check_rebalances(&mut self) {
-        let now = self.consumer.context().rebalances.load(Ordering::Acquire);
+        let now = self.rebalances();
         if now != self.rebalances_seen {
             self.committed.clear();
             self.rebalances_seen = now;
@@ -873,6 +873,13 @@ struct ConsumerLogContext {
     /// What the last revoke gave up (unless the assignment was lost), so the next assign
     /// can tell which partitions this member kept.
     revoked: parking_lot::Mutex<HashSet<(String, i32)>>,
+}
+
+impl ConsumerLogContext {
+    /// How many rebalances this consumer has been through.
+    fn rebalances(&self) -> u64 {
+        self.rebalances.load(Ordering::Acquire)
+    }
 }
 
 impl ClientContext for ConsumerLogContext {

@@ -37,10 +37,19 @@ pub(super) const PROBE_EVERY: Duration = Duration::from_millis(5);
 
 /// A parked consumer's partitions.
 pub(super) struct Parked {
-    /// Topic, partition, the offset this member has read it to and where it resumes.
-    partitions: Vec<(String, i32, i64, Offset)>,
+    partitions: Vec<ParkedPartition>,
     /// The rebalance count when it parked: a rebalance since has assigned partitions anew.
     rebalances: u64,
+}
+
+struct ParkedPartition {
+    topic: String,
+    partition: i32,
+    /// The next offset this member would read: a record there wakes it.
+    read_to: i64,
+    /// Where fetching resumes: `read_to`, or the group's committed offset (`Invalid`)
+    /// where this member read nothing and the group committed nothing.
+    resume: Offset,
 }
 
 impl Parked {
@@ -52,8 +61,8 @@ impl Parked {
     /// The parked partitions, as a list like [`KafkaConsumer::assignment`]'s.
     pub(super) fn list(&self) -> TopicPartitionList {
         let mut tpl = TopicPartitionList::new();
-        for (topic, partition, _, _) in &self.partitions {
-            tpl.add_partition(topic, *partition);
+        for p in &self.partitions {
+            tpl.add_partition(&p.topic, p.partition);
         }
         tpl
     }
@@ -96,7 +105,8 @@ impl KafkaConsumer {
                 match (positions.get(&key), e.offset()) {
                     (Some(&p), _) | (None, Offset::Offset(p)) => {
                         waiting |= p < end;
-                        partitions.push((key.0, key.1, p, Offset::Offset(p)));
+                        let (topic, partition) = key;
+                        partitions.push(ParkedPartition { topic, partition, read_to: p, resume: Offset::Offset(p) });
                     }
                     // Nothing read and nothing committed: it starts at the beginning.
                     (None, _) => unknown.push((key, end)),
@@ -108,9 +118,9 @@ impl KafkaConsumer {
             for ((topic, partition), end) in unknown {
                 let (low, _) = c.fetch_watermarks(&topic, partition, timeout).map_err(unavailable)?;
                 waiting |= low < end;
-                partitions.push((topic, partition, low, Offset::Invalid));
+                partitions.push(ParkedPartition { topic, partition, read_to: low, resume: Offset::Invalid });
             }
-            if waiting || c.context().rebalances.load(std::sync::atomic::Ordering::Acquire) != rebalances {
+            if waiting || c.context().rebalances() != rebalances {
                 return Ok(None);
             }
             // What `commit_later` stored goes to the group now, not at the next interval.
@@ -131,7 +141,7 @@ impl KafkaConsumer {
             return;
         }
         let list = parked.list();
-        let read_to: Vec<i64> = parked.partitions.iter().map(|p| p.2).collect();
+        let read_to: Vec<i64> = parked.partitions.iter().map(|p| p.read_to).collect();
         let timeout = self.request_timeout;
         let arrived = self
             .with_consumer(move |c| {
@@ -153,8 +163,8 @@ impl KafkaConsumer {
     pub(super) async fn unpark(&mut self) {
         let Some(parked) = self.parked.take() else { return };
         let mut tpl = TopicPartitionList::new();
-        for (topic, partition, _, resume) in &parked.partitions {
-            if let Err(error) = tpl.add_partition_offset(topic, *partition, *resume) {
+        for p in &parked.partitions {
+            if let Err(error) = tpl.add_partition_offset(&p.topic, p.partition, p.resume) {
                 tracing::warn!(group = %self.group, %error, "cannot resume a parked partition");
             }
         }
@@ -162,7 +172,7 @@ impl KafkaConsumer {
         let result = self
             .with_consumer(move |c| {
                 // A rebalance between the probe and here has assigned partitions itself.
-                if c.context().rebalances.load(std::sync::atomic::Ordering::Acquire) == rebalances {
+                if c.context().rebalances() == rebalances {
                     c.assign(&tpl).map_err(unavailable)?;
                 }
                 Ok(())
