@@ -78,7 +78,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use futures::{StreamExt as _, TryStreamExt as _};
-use starling_clients::{ClientError, EdgeState, GraphClient, PostClient};
+use starling_clients::{ClientError, GraphClient, PostClient};
 use starling_events::trace::TraceContext;
 use starling_events::{Consumer, Delivery, EventLog, LogError, Record, Topic, pb};
 use starling_ids::{PostId, UserId};
@@ -585,24 +585,20 @@ impl Fanout {
         edges.sort_unstable();
         edges.dedup();
         let states = self.graph.edges(&edges).await?;
-        // Owned triples: futures over borrowed items would not be `Send` for every lifetime.
-        let edges: Vec<(UserId, UserId, EdgeState)> =
-            edges.into_iter().zip(states).map(|((reader, author), state)| (reader, author, state)).collect();
+        // By value: futures over borrowed items would not be `Send` for every lifetime.
+        let with_states = || edges.iter().copied().zip(states.iter().copied());
         let in_flight = self.settings.lookups_in_flight.max(1) * 4;
-        let member_updates = edges
-            .clone()
-            .into_iter()
-            .map(|(reader, author, state)| self.model.set_member(Collection::Following(reader), author, state.follows));
+        let member_updates = with_states().map(|((reader, author), state)| {
+            self.model.set_member(Collection::Following(reader), author, state.follows)
+        });
         futures::stream::iter(member_updates).buffer_unordered(in_flight).try_collect::<()>().await?;
-        let removals = edges
-            .clone()
-            .into_iter()
-            .filter(|(_, _, state)| !state.follows)
-            .map(|(reader, author, _)| self.cache.remove_author(reader, author));
+        let removals = with_states()
+            .filter(|(_, state)| !state.follows)
+            .map(|((reader, author), _)| self.cache.remove_author(reader, author));
         futures::stream::iter(removals).buffer_unordered(in_flight).try_collect::<()>().await?;
         // Celebrities are merged at read time; their posts need no backfill.
         let mut readers: BTreeMap<UserId, Vec<UserId>> = BTreeMap::new();
-        for (reader, author, state) in edges {
+        for ((reader, author), state) in with_states() {
             if state.follows && !state.celebrity {
                 readers.entry(author).or_default().push(reader);
             }
@@ -611,7 +607,7 @@ impl Fanout {
             return Ok(());
         }
         let authors: Vec<UserId> = readers.keys().copied().collect();
-        let recent = self.posts.recent_post_ids(&authors, self.max_entries).await?;
+        let recent = self.posts.post_ids_by_authors(&authors, Window::newest(self.max_entries)).await?;
         let mut pushes = Vec::new();
         let mut backfilled = 0;
         for ((author, readers), posts) in readers.iter().zip(&recent) {
