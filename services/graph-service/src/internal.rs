@@ -8,16 +8,15 @@ use std::collections::HashMap;
 
 use futures::{StreamExt as _, TryStreamExt as _, stream};
 use starling_clients::EdgeState;
-use starling_clients::wire::{AfterQuery, Class, EdgeStates, Edges, Follows, MAX_INTERNAL_PAGE, UserIds, WireUser};
+use starling_clients::wire::{
+    AfterQuery, Class, EdgeStates, Edges, Follows, MAX_INTERNAL_PAGE, STORE_CALLS_IN_FLIGHT, UserIds, WireUser,
+};
 use starling_ids::UserId;
 use starling_storage::AuthorClass;
 
 use crate::GraphService;
 
 type Svc = web::Data<GraphService>;
-
-/// Store calls one batch call keeps in flight.
-const STORE_CALLS_IN_FLIGHT: usize = 32;
 
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/internal/v1/users/{id}", web::get().to(user))

@@ -6,7 +6,8 @@ use actix_web::{HttpResponse, web};
 use futures::{StreamExt as _, TryStreamExt as _, stream};
 use starling_api::ApiError;
 use starling_clients::wire::{
-    MAX_INTERNAL_PAGE, MAX_RECENT_AUTHORS, PostIds, Posts, RecentIds, RecentIdsQuery, WindowQuery, WirePost,
+    IdsByAuthors, IdsByAuthorsQuery, MAX_AUTHORS_PER_CALL, MAX_INTERNAL_PAGE, PostIds, Posts, STORE_CALLS_IN_FLIGHT,
+    WindowQuery, WirePost,
 };
 use starling_ids::{PostId, UserId};
 use starling_storage::Window;
@@ -20,7 +21,7 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/internal/v1/posts/lookup").app_data(json()).post(lookup))
         .route("/internal/v1/users/{id}/posts", web::get().to(by_author))
         .route("/internal/v1/users/{id}/post-ids", web::get().to(ids_by_author))
-        .service(web::resource("/internal/v1/posts/recent-ids").app_data(json()).post(recent_ids));
+        .service(web::resource("/internal/v1/posts/ids-by-authors").app_data(json()).post(ids_by_authors));
 }
 
 fn window(q: WindowQuery) -> Window<starling_ids::PostId> {
@@ -57,16 +58,16 @@ async fn ids_by_author(
     Ok(HttpResponse::Ok().json(PostIds { ids }))
 }
 
-/// Many authors' newest post ids at once: the backfills of a fan-out batch of follows, a
-/// timeline rebuild.
-async fn recent_ids(svc: Svc, body: web::Json<RecentIdsQuery>) -> Result<HttpResponse, ApiError> {
-    if body.authors.len() > MAX_RECENT_AUTHORS {
-        return Err(ApiError::validation(format!("at most {MAX_RECENT_AUTHORS} authors per call")));
+/// Many authors' post ids in one window at once: a timeline's merge round, the backfills
+/// of a fan-out batch of follows.
+async fn ids_by_authors(svc: Svc, body: web::Json<IdsByAuthorsQuery>) -> Result<HttpResponse, ApiError> {
+    let IdsByAuthorsQuery { authors, window: w } = body.into_inner();
+    if authors.len() > MAX_AUTHORS_PER_CALL {
+        return Err(ApiError::validation(format!("at most {MAX_AUTHORS_PER_CALL} authors per call")));
     }
-    let window = Window::newest(body.limit.min(MAX_INTERNAL_PAGE));
-    let lookups = body.authors.iter().map(|&author| svc.store.post_ids_by_author(author, window));
-    // Concurrently: a store across the network answers many at once.
+    let w = window(w);
+    let lookups = authors.iter().map(|&author| svc.store.post_ids_by_author(author, w));
     let ids: Vec<Vec<PostId>> =
-        stream::iter(lookups).buffered(32).try_collect().await.map_err(ApiError::unavailable)?;
-    Ok(HttpResponse::Ok().json(RecentIds { ids }))
+        stream::iter(lookups).buffered(STORE_CALLS_IN_FLIGHT).try_collect().await.map_err(ApiError::unavailable)?;
+    Ok(HttpResponse::Ok().json(IdsByAuthors { ids }))
 }

@@ -198,6 +198,7 @@ async fn internal_batch_calls_take_a_whole_fan_out_batch() {
     use starling_clients::http::{HttpGraph, HttpPosts};
     use starling_clients::{GraphClient as _, PostClient as _};
     use starling_ids::UserId;
+    use starling_storage::Window;
 
     let Some((kafka, redis)) = backends() else { return };
     let prefix = format!("batch{}", std::process::id());
@@ -226,7 +227,7 @@ async fn internal_batch_calls_take_a_whole_fan_out_batch() {
 
     let posts = HttpPosts::new(&stack.posts.base).unwrap();
     let authors: Vec<UserId> = (0..150).map(|i| if i % 3 == 0 { author } else { reader }).collect();
-    let recent = posts.recent_post_ids(&authors, 800).await.expect("recent posts of 150 authors");
+    let recent = posts.post_ids_by_authors(&authors, Window::newest(800)).await.expect("recent posts of 150 authors");
     posted.reverse();
     for (who, ids) in authors.iter().zip(&recent) {
         let ids: Vec<u64> = ids.iter().map(|p| p.0).collect();

@@ -31,10 +31,11 @@
 //!
 //! A reader without a timeline (new, or inactive long enough to be evicted) gets one
 //! rebuilt from storage on this read, and the read is served from it: a full page, never
-//! an empty one. The rebuild asks for every followee's newest posts in one call
-//! ([`PostClient::recent_post_ids`]: one HTTP call per 64 authors across processes), not
-//! one call per followee, so a cold cache (after a Redis wipe) refills at a few times the
-//! rate.
+//! an empty one. Every read of authors' posts from storage (a rebuild, a page below the
+//! cache's floor, a celebrity beyond its recent list) asks for all of a round's authors in
+//! one call ([`PostClient::post_ids_by_authors`]: one HTTP call per 64 authors across
+//! processes), not one per author, so a cold cache (after a Redis wipe) refills at a few
+//! times the rate.
 
 mod handlers;
 mod stats;
@@ -435,34 +436,31 @@ impl TimelineService {
         let down = round.direction == Direction::Down;
         let order = if down { Order::NewestFirst } else { Order::OldestFirst };
         let n = limit;
-        let author = |a: UserId, cap: Option<PostId>| {
+        // These authors' posts from storage in this round's window (capped at `cap`): one
+        // batched call, whatever the number of authors.
+        let from_storage = |authors: Vec<UserId>, cap: Option<PostId>| {
             let before = match (upper, cap) {
                 (Some(u), Some(c)) => Some(u.min(c)),
                 (u, c) => u.or(c),
             };
             let window = Window { before, after: lower, limit: n, order };
             async move {
+                if authors.is_empty() {
+                    return Ok(Vec::new());
+                }
                 self.stats.call(Peer::Posts);
-                let ids = self.posts.post_ids_by_author(a, window).await?;
-                let items = ids.into_iter().map(|post| Item { post, author: a }).collect();
-                Ok::<_, ReadError>(Fetched::of(items, n))
+                let lists = self.posts.post_ids_by_authors(&authors, window).await?;
+                let fetched = authors
+                    .iter()
+                    .zip(lists)
+                    .map(|(&a, ids)| Fetched::of(ids.into_iter().map(|post| Item { post, author: a }).collect(), n));
+                Ok::<_, ReadError>(fetched.collect::<Vec<_>>())
             }
         };
         match *mode {
-            Mode::Pull if down && upper.is_none() && lower.is_none() => {
-                // Every author's newest posts (a rebuild, a first page): one batched call.
-                self.stats.pulls.fetch_add(1, Ordering::Relaxed);
-                self.stats.call(Peer::Posts);
-                let lists = self.posts.recent_post_ids(ctx.authors, n).await?;
-                let fetched =
-                    ctx.authors.iter().zip(lists).map(|(&a, ids)| {
-                        Fetched::of(ids.into_iter().map(|post| Item { post, author: a }).collect(), n)
-                    });
-                Ok(Some(fetched.collect()))
-            }
             Mode::Pull => {
                 self.stats.pulls.fetch_add(1, Ordering::Relaxed);
-                try_join_all(ctx.authors.iter().map(|&a| author(a, None))).await.map(Some)
+                from_storage(ctx.authors.to_vec(), None).await.map(Some)
             }
             Mode::Cached { .. } | Mode::Unprobed => {
                 let range = cache_range(upper, lower, limit, down);
@@ -506,7 +504,7 @@ impl TimelineService {
                         // Going up from below the floor: storage covers (lower, floor).
                         fetched.push(cached);
                         self.stats.pulls.fetch_add(1, Ordering::Relaxed);
-                        fetched.extend(try_join_all(ctx.authors.iter().map(|&a| author(a, Some(f)))).await?);
+                        fetched.extend(from_storage(ctx.authors.to_vec(), Some(f)).await?);
                     }
                     _ => fetched.push(cached),
                 }
@@ -516,16 +514,15 @@ impl TimelineService {
                 } else {
                     Vec::new()
                 };
-                let celebs = ctx.celebs.iter().enumerate().map(|(i, &a)| {
-                    let window = recents.get(i).and_then(|r| recent_window(r, a, upper, lower, n));
-                    async move {
-                        match window {
-                            Some(f) => Ok(f),
-                            None => author(a, None).await,
-                        }
+                // A celebrity whose recent list does not cover the round is read from storage.
+                let mut uncovered = Vec::new();
+                for (i, &a) in ctx.celebs.iter().enumerate() {
+                    match recents.get(i).and_then(|r| recent_window(r, a, upper, lower, n)) {
+                        Some(f) => fetched.push(f),
+                        None => uncovered.push(a),
                     }
-                });
-                fetched.extend(try_join_all(celebs).await?);
+                }
+                fetched.extend(from_storage(uncovered, None).await?);
                 Ok(Some(fetched))
             }
         }

@@ -8,13 +8,13 @@ use starling_ids::{PostId, UserId};
 use starling_storage::{AuthorClass, PostRecord, UserRecord, Window};
 
 use crate::wire::{
-    Class, EdgeStates, Edges, Follows, MAX_INTERNAL_PAGE, PostIds, Posts, RecentIds, RecentIdsQuery, UserIds,
+    Class, EdgeStates, Edges, Follows, IdsByAuthors, IdsByAuthorsQuery, MAX_INTERNAL_PAGE, PostIds, Posts, UserIds,
     WindowQuery, WireUser,
 };
 use crate::{ClientError, ClientResult, EdgeState, GraphClient, PostClient};
 
-/// Authors per `recent-ids` call: up to ~64 × 800 ids (~1.5 MB) an answer.
-const RECENT_AUTHORS_PER_CALL: usize = 64;
+/// Authors per `ids-by-authors` call: up to ~64 × 800 ids (~1.5 MB) an answer.
+const AUTHORS_PER_CALL: usize = 64;
 
 /// A base URL and a pooled HTTP/1.1 client with bounded timeouts: a slow peer must not
 /// hold a fan-out partition or a read forever.
@@ -160,13 +160,13 @@ impl PostClient for HttpPosts {
         Ok(self.0.get_some::<PostIds>(&format!("/internal/v1/users/{author}/post-ids"), &q).await?.ids)
     }
 
-    async fn recent_post_ids(&self, authors: &[UserId], limit: usize) -> ClientResult<Vec<Vec<PostId>>> {
+    async fn post_ids_by_authors(&self, authors: &[UserId], window: Window<PostId>) -> ClientResult<Vec<Vec<PostId>>> {
         let mut all = Vec::with_capacity(authors.len());
-        for chunk in authors.chunks(RECENT_AUTHORS_PER_CALL) {
-            let body = RecentIdsQuery { authors: chunk.to_vec(), limit };
-            let answer: RecentIds = self.0.post_some("/internal/v1/posts/recent-ids", &body).await?;
+        for chunk in authors.chunks(AUTHORS_PER_CALL) {
+            let body = IdsByAuthorsQuery { authors: chunk.to_vec(), window: WindowQuery::from(window) };
+            let answer: IdsByAuthors = self.0.post_some("/internal/v1/posts/ids-by-authors", &body).await?;
             if answer.ids.len() != chunk.len() {
-                return Err(ClientError::Remote("recent-ids answered the wrong number of authors".into()));
+                return Err(ClientError::Remote("ids-by-authors answered the wrong number of authors".into()));
             }
             all.extend(answer.ids);
         }

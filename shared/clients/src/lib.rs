@@ -67,12 +67,12 @@ pub trait PostClient: Send + Sync + 'static {
     /// Ids only, for merging; see [`starling_storage::PostStore::post_ids_by_author`].
     async fn post_ids_by_author(&self, author: UserId, window: Window<PostId>) -> ClientResult<Vec<PostId>>;
 
-    /// Each author's newest `limit` post ids, newest first, in the order of `authors`: the
-    /// backfills of a batch of follows in one call.
-    async fn recent_post_ids(&self, authors: &[UserId], limit: usize) -> ClientResult<Vec<Vec<PostId>>> {
+    /// [`PostClient::post_ids_by_author`] for many authors with one window, in the order
+    /// of `authors`: a timeline's merge round or a batch of follows' backfills in one call.
+    async fn post_ids_by_authors(&self, authors: &[UserId], window: Window<PostId>) -> ClientResult<Vec<Vec<PostId>>> {
         let mut all = Vec::with_capacity(authors.len());
         for &author in authors {
-            all.push(self.post_ids_by_author(author, Window::newest(limit)).await?);
+            all.push(self.post_ids_by_author(author, window).await?);
         }
         Ok(all)
     }

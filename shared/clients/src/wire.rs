@@ -138,19 +138,24 @@ pub struct EdgeStates {
     pub edges: Vec<crate::EdgeState>,
 }
 
-/// Body of `POST /internal/v1/posts/recent-ids`.
+/// Body of `POST /internal/v1/posts/ids-by-authors`.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct RecentIdsQuery {
+pub struct IdsByAuthorsQuery {
     pub authors: Vec<UserId>,
-    pub limit: usize,
+    pub window: WindowQuery,
 }
 
-/// Answer of `POST /internal/v1/posts/recent-ids`: one list per author, in the order asked.
+/// Answer of `POST /internal/v1/posts/ids-by-authors`: one list per author, in the order
+/// asked.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct RecentIds {
+pub struct IdsByAuthors {
     pub ids: Vec<Vec<PostId>>,
 }
 
-/// Most authors one `recent-ids` call takes (each up to [`MAX_INTERNAL_PAGE`] ids): an
+/// Most authors one `ids-by-authors` call takes (each up to [`MAX_INTERNAL_PAGE`] ids): an
 /// answer holds at most a million ids (~20 MB of JSON). Clients send far fewer at once.
-pub const MAX_RECENT_AUTHORS: usize = 100;
+pub const MAX_AUTHORS_PER_CALL: usize = 100;
+
+/// Store calls an internal batch endpoint keeps in flight (a store across the network
+/// answers many at once).
+pub const STORE_CALLS_IN_FLIGHT: usize = 32;
