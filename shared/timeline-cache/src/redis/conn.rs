@@ -9,7 +9,7 @@ use deadpool_redis::Pool;
 use deadpool_redis::cluster::ClusterConnection;
 use deadpool_redis::redis::aio::{ConnectionLike, MultiplexedConnection};
 use deadpool_redis::redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-use deadpool_redis::redis::{self, Cmd, RedisError, RedisFuture, Script, Value};
+use deadpool_redis::redis::{self, Cmd, ErrorKind, RedisError, RedisFuture, Script, ServerErrorKind, Value};
 use parking_lot::Mutex;
 use thread_local::ThreadLocal;
 
@@ -122,38 +122,57 @@ impl Connections {
         Ok(found)
     }
 
-    /// Maps the error; on a single node also retires a broken connection.
+    /// Maps the error; on a single node also retires a broken connection. For commands
+    /// that must not run twice; the rest go through [`Connections::run`].
     pub(super) fn check<T>(&self, what: &'static str, result: Result<T, RedisError>) -> CacheResult<T> {
-        self.retire_if_broken(result).map_err(|e| backend(what, &e))
-    }
-
-    /// On a single node, retires every connection if `result` says one is broken; the
-    /// error is kept for the caller to classify.
-    fn retire_if_broken<T>(&self, result: Result<T, RedisError>) -> Result<T, RedisError> {
         if let (Connections::Node(n), Err(e)) = (self, &result) {
             n.retire_if_broken(e);
         }
-        result
+        result.map_err(|e| backend(what, &e))
     }
 
-    /// One command. One that meets a broken connection (a restarted server, an idle
-    /// connection cut) is sent once more on a fresh one, so a restart costs callers no
-    /// error per pooled connection: only for idempotent commands.
-    pub(super) async fn query<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, RedisError> {
-        let mut lease = self.get_raw().await?;
-        match self.retire_if_broken(cmd.query_async(&mut lease.conn).await) {
-            Err(e) if is_broken(&e) => {
-                let mut lease = self.get_raw().await?;
-                self.retire_if_broken(cmd.query_async(&mut lease.conn).await)
+    /// Sends `request`, which must be safe to run twice. On `NOSCRIPT` (a restarted or
+    /// failed-over server, `SCRIPT FLUSH`) it loads `scripts` and sends again; on a broken
+    /// connection (a restarted server, an idle connection cut) it retires every
+    /// connection and sends once more on a fresh one, so a restart costs callers no error
+    /// per pooled connection. The one retrying call every cache command goes through.
+    pub(super) async fn run<T: redis::FromRedisValue>(
+        &self,
+        what: &'static str,
+        request: Request<'_>,
+        scripts: &[&LuaScript],
+    ) -> CacheResult<T> {
+        let (mut loads, mut reconnected) = (0, false);
+        let mut lease = self.get().await?;
+        loop {
+            let result = match request {
+                Request::Cmd(cmd) => cmd.query_async(&mut lease.conn).await,
+                Request::Pipe(pipe) => pipe.query_async(&mut lease.conn).await,
+            };
+            match result {
+                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) && loads < 3 => {
+                    loads += 1;
+                    for script in scripts {
+                        let loaded = script.load(&mut lease.conn).await;
+                        self.check(what, loaded)?;
+                    }
+                }
+                Err(e) if is_broken(&e) && !reconnected => {
+                    reconnected = true;
+                    let _ = self.check::<()>(what, Err(e));
+                    lease = self.get().await?;
+                }
+                other => return self.check(what, other),
             }
-            other => other,
         }
     }
+}
 
-    /// [`Connections::get`] with a connection failure as a Redis error.
-    async fn get_raw(&self) -> Result<Lease, RedisError> {
-        self.get().await.map_err(|e| RedisError::from((redis::ErrorKind::Io, "redis connect", e.to_string())))
-    }
+/// What [`Connections::run`] sends.
+#[derive(Clone, Copy)]
+pub(super) enum Request<'a> {
+    Cmd(&'a Cmd),
+    Pipe(&'a redis::Pipeline),
 }
 
 /// `prefix` for a `SCAN MATCH` pattern: its glob characters escaped.
@@ -277,6 +296,12 @@ impl LuaScript {
             cmd.arg(*a);
         }
         cmd
+    }
+
+    /// Loads this script. One command, not part of a pipeline: a cluster client sends a
+    /// lone `SCRIPT LOAD` to every node, a pipeline to one node only.
+    pub(super) async fn load(&self, conn: &mut Conn) -> Result<(), RedisError> {
+        redis::cmd("SCRIPT").arg("LOAD").arg(&self.code).query_async::<Value>(conn).await.map(drop)
     }
 
     /// Adds an `EVALSHA` of this script to `pipe`.

@@ -91,7 +91,7 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use starling_ids::{PostId, UserId};
 
 use crate::{CacheError, CacheResult, Entry, Push, Range, Slice, TimelineCache};
-use conn::{Conn, Connections, Lease, LuaScript, NodeConnections};
+use conn::{Conn, Connections, LuaScript, NodeConnections, Request};
 
 /// The client this cache is built on, for callers (benchmarks, tools) that need a raw
 /// connection with the same versions.
@@ -213,8 +213,9 @@ impl RedisCache {
             in_flight: options.pipelines_in_flight.max(1),
         };
         let mut lease = cache.conns.get().await?;
-        let loaded = cache.scripts.load_all(&mut lease.conn).await;
-        cache.conns.check("load scripts", loaded)?;
+        for script in cache.scripts.all() {
+            cache.conns.check("load scripts", script.load(&mut lease.conn).await)?;
+        }
         Ok(cache)
     }
 
@@ -240,35 +241,16 @@ impl RedisCache {
         format!("{}{{*}}", conn::glob_escape(&self.prefix))
     }
 
-    /// Runs `pipe`; on `NOSCRIPT` (server restarted, failed over, or `SCRIPT FLUSH`)
-    /// loads the scripts and runs it again, and on a broken connection (a restarted
-    /// server, an idle connection cut) runs it once more on a fresh one, so a restart
-    /// costs callers no error per pooled connection. Only for pipelines that may safely
-    /// run twice: every script here is idempotent, and so are pushes followed by a
+    /// Runs `pipe` through [`Connections::run`] (reloading the scripts on `NOSCRIPT`,
+    /// resending once on a fresh connection). Only for pipelines that may safely run
+    /// twice: every script here is idempotent, and so are pushes followed by a
     /// normalisation.
     async fn query_scripts<T: redis::FromRedisValue>(
         &self,
         what: &'static str,
-        lease: &mut Lease,
         pipe: &redis::Pipeline,
     ) -> CacheResult<T> {
-        let (mut loads, mut reconnected) = (0, false);
-        loop {
-            let result = pipe.query_async(&mut lease.conn).await;
-            match result {
-                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) && loads < 3 => {
-                    loads += 1;
-                    let loaded = self.scripts.load_all(&mut lease.conn).await;
-                    self.conns.check(what, loaded)?;
-                }
-                Err(e) if conn::is_broken(&e) && !reconnected => {
-                    reconnected = true;
-                    let _ = self.conns.check::<()>(what, Err(e));
-                    *lease = self.conns.get().await?;
-                }
-                other => return self.conns.check(what, other),
-            }
-        }
+        self.conns.run(what, Request::Pipe(pipe), &self.scripts.all()).await
     }
 
     /// Sends one pipeline of `insert_all`'s `RPUSHX`es. Returns the entries delivered and
@@ -293,20 +275,15 @@ impl RedisCache {
         Ok((delivered, full))
     }
 
-    async fn normalize_chunk(&self, owners: &[UserId]) -> CacheResult<()> {
-        let mut lease = self.conns.get().await?;
-        self.normalize_many(&mut lease, owners).await
-    }
-
     /// Normalises the given timelines (those holding more than `max_entries + slack`).
-    async fn normalize_many(&self, lease: &mut Lease, owners: &[UserId]) -> CacheResult<()> {
+    async fn normalize_many(&self, owners: &[UserId]) -> CacheResult<()> {
         let max = self.max_entries.to_string();
         for chunk in owners.chunks(self.pipeline_max) {
             let mut pipe = redis::pipe();
             for &o in chunk {
                 self.scripts.normalize.call(&mut pipe, &self.key(o), &[max.as_bytes()]);
             }
-            self.query_scripts::<redis::Value>("normalize", lease, &pipe).await?;
+            self.query_scripts::<redis::Value>("normalize", &pipe).await?;
         }
         Ok(())
     }
@@ -344,7 +321,9 @@ impl RedisCache {
             }
             if !again.is_empty() {
                 attempts += 1;
-                self.scripts.load_all(&mut Conn::Cluster(conn.clone())).await.map_err(|e| backend(what, &e))?;
+                for script in self.scripts.all() {
+                    script.load(&mut Conn::Cluster(conn.clone())).await.map_err(|e| backend(what, &e))?;
+                }
             }
             todo = again;
         }
@@ -391,11 +370,7 @@ impl RedisCache {
         owner: UserId,
         args: &[&[u8]],
     ) -> CacheResult<T> {
-        let mut pipe = redis::pipe();
-        script.call(&mut pipe, &self.key(owner), args);
-        let mut lease = self.conns.get().await?;
-        let (reply,) = self.query_scripts::<(T,)>(what, &mut lease, &pipe).await?;
-        Ok(reply)
+        self.conns.run(what, Request::Cmd(&script.cmd(&self.key(owner), args)), &self.scripts.all()).await
     }
 }
 
@@ -432,7 +407,7 @@ impl TimelineCache for RedisCache {
             }
         }
         if !full.is_empty() {
-            self.normalize_many(&mut lease, &full).await?;
+            self.normalize_many(&full).await?;
         }
         Ok(delivered)
     }
@@ -500,7 +475,7 @@ impl TimelineCache for RedisCache {
             // One owner split over several commands may be listed more than once.
             full.sort_unstable();
             full.dedup();
-            let normalizations: Vec<_> = full.chunks(self.pipeline_max).map(|c| self.normalize_chunk(c)).collect();
+            let normalizations: Vec<_> = full.chunks(self.pipeline_max).map(|c| self.normalize_many(c)).collect();
             futures::stream::iter(normalizations).buffer_unordered(self.in_flight).try_collect::<Vec<()>>().await?;
         }
         Ok(delivered)
@@ -522,8 +497,7 @@ impl TimelineCache for RedisCache {
         }
         let max = self.max_entries.to_string();
         self.scripts.normalize.call(&mut pipe, &key, &[max.as_bytes()]);
-        let mut lease = self.conns.get().await?;
-        self.query_scripts::<redis::Value>("insert_many", &mut lease, &pipe).await?;
+        self.query_scripts::<redis::Value>("insert_many", &pipe).await?;
         Ok(())
     }
 
@@ -540,13 +514,12 @@ impl TimelineCache for RedisCache {
             self.cluster_each::<Value>("remove_post", conn, &cmds).await?;
             return Ok(());
         }
-        let mut lease = self.conns.get().await?;
         for chunk in owners.chunks(self.pipeline_max) {
             let mut pipe = redis::pipe();
             for &o in chunk {
                 self.scripts.remove_post.call(&mut pipe, &self.key(o), &[max.as_bytes(), &post]);
             }
-            self.query_scripts::<redis::Value>("remove_post", &mut lease, &pipe).await?;
+            self.query_scripts::<redis::Value>("remove_post", &pipe).await?;
         }
         Ok(())
     }
@@ -622,9 +595,7 @@ impl TimelineCache for RedisCache {
 
     #[tracing::instrument(level = "debug", skip_all, fields(owner = owner.0))]
     async fn evict(&self, owner: UserId) -> CacheResult<()> {
-        let mut lease = self.conns.get().await?;
-        let result = redis::cmd("UNLINK").arg(self.key(owner)).query_async::<i64>(&mut lease.conn).await;
-        self.conns.check("evict", result)?;
+        self.conns.run::<i64>("evict", Request::Cmd(redis::cmd("UNLINK").arg(self.key(owner))), &[]).await?;
         Ok(())
     }
 
@@ -668,20 +639,9 @@ impl Scripts {
         }
     }
 
-    /// Loads every script. One command each rather than a pipeline: a cluster client sends
-    /// a lone `SCRIPT LOAD` to every node, a pipeline to one node only.
-    async fn load_all(&self, conn: &mut Conn) -> Result<(), RedisError> {
-        for s in [
-            &self.normalize,
-            &self.read,
-            &self.begin_rebuild,
-            &self.finish_rebuild,
-            &self.remove_post,
-            &self.remove_author,
-        ] {
-            redis::cmd("SCRIPT").arg("LOAD").arg(&s.code).query_async::<Value>(conn).await?;
-        }
-        Ok(())
+    /// Every script, for loading them all after `NOSCRIPT`.
+    fn all(&self) -> [&LuaScript; 6] {
+        [&self.normalize, &self.read, &self.begin_rebuild, &self.finish_rebuild, &self.remove_post, &self.remove_author]
     }
 }
 

@@ -17,9 +17,8 @@
 //! cached post ~75 bytes of Redis overhead plus its encoding (measured in
 //! `read_model_bytes_are_compact`). The braces are Cluster hash tags: a follow list and its
 //! token share their owner's slot (and the owner's timeline's), so every script takes keys
-//! of one slot. Post keys spread over the cluster; multi-key reads are one script call
-//! (`lua/get_many.lua`, one string back) on a single node and independent `GET`s in
-//! flight on a cluster.
+//! of one slot. Post keys spread over the cluster; multi-key reads are one `MGET` on a
+//! single node and independent `GET`s in flight on a cluster.
 //!
 //! Eviction: every key has a TTL. Under `maxmemory`, run Redis with `volatile-lru` or
 //! `allkeys-lru`: any key may go (a miss fills it again), with one caveat — an evicted
@@ -31,13 +30,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_redis::redis::{self, Cmd, ErrorKind, ServerErrorKind, Value};
+use deadpool_redis::redis::{self, Cmd, Value};
 use futures::StreamExt as _;
 use starling_ids::{PostId, UserId};
 use starling_storage::PostRecord;
 
-use super::conn::{Connections, LuaScript, glob_escape};
-use super::{backend, millis};
+use super::conn::{Connections, LuaScript, Request, glob_escape};
+use super::millis;
 use crate::read_model::{
     CachedPost, Collection, Fill, FillToken, RECENT_DEPTH, ReadModel, Recent, check_fill, codec, merge_recent,
 };
@@ -72,7 +71,6 @@ struct Scripts {
     set_member: LuaScript,
     add_recent: LuaScript,
     finish_fill: LuaScript,
-    get_many: LuaScript,
     bump: LuaScript,
 }
 
@@ -97,7 +95,6 @@ impl RedisReadModel {
                 set_member: LuaScript::new(include_str!("lua/set_member.lua").to_owned()),
                 add_recent: LuaScript::new(include_str!("lua/add_recent.lua").to_owned()),
                 finish_fill: LuaScript::new(include_str!("lua/finish_fill.lua").to_owned()),
-                get_many: LuaScript::new(include_str!("lua/get_many.lua").to_owned()),
                 bump: LuaScript::new(include_str!("lua/bump.lua").to_owned()),
             },
             post_ms: millis(options.post_ttl),
@@ -129,13 +126,12 @@ impl RedisReadModel {
         }
     }
 
-    /// One idempotent command ([`Connections::query`]: retried once on a fresh connection).
+    /// One idempotent command ([`Connections::run`]: resent once on a fresh connection).
     async fn query<T: redis::FromRedisValue>(&self, what: &'static str, cmd: &Cmd) -> CacheResult<T> {
-        self.conns.query(cmd).await.map_err(|e| backend(what, &e))
+        self.conns.run(what, Request::Cmd(cmd), &[]).await
     }
 
-    /// A script call; on `NOSCRIPT` (a restarted or new server, `SCRIPT FLUSH`) loads it
-    /// and calls again.
+    /// A script call (loaded and called again on `NOSCRIPT`).
     async fn script<T: redis::FromRedisValue>(
         &self,
         what: &'static str,
@@ -143,18 +139,11 @@ impl RedisReadModel {
         keys: &[&str],
         args: &[&[u8]],
     ) -> CacheResult<T> {
-        let cmd = script.cmd_keys(keys, args);
-        match self.conns.query(&cmd).await {
-            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                self.query::<Value>(what, redis::cmd("SCRIPT").arg("LOAD").arg(&script.code)).await?;
-                self.query(what, &cmd).await
-            }
-            other => other.map_err(|e| backend(what, &e)),
-        }
+        self.conns.run(what, Request::Cmd(&script.cmd_keys(keys, args)), &[script]).await
     }
 
-    /// Many single-key reads (or writes), in order: one pipeline on a single node,
-    /// independent commands in flight on a cluster (the keys lie in many slots).
+    /// Many single-key idempotent reads (or writes), in order: one pipeline on a single
+    /// node, independent commands in flight on a cluster (the keys lie in many slots).
     async fn each<T: redis::FromRedisValue>(&self, what: &'static str, cmds: Vec<Cmd>) -> CacheResult<Vec<T>> {
         if cmds.is_empty() {
             return Ok(Vec::new());
@@ -168,9 +157,7 @@ impl RedisReadModel {
         for cmd in cmds {
             pipe.add_command(cmd);
         }
-        let mut lease = self.conns.get().await?;
-        let result = pipe.query_async(&mut lease.conn).await;
-        self.conns.check(what, result)
+        self.conns.run(what, Request::Pipe(&pipe), &[]).await
     }
 
     fn version_key(&self) -> String {
@@ -186,7 +173,8 @@ impl RedisReadModel {
         Ok(())
     }
 
-    /// `lua/get_many.lua` on one node; `GET`s on a cluster.
+    /// The values of `keys`: one `MGET` on a single node (native, so about a tenth of a
+    /// script's cost in Redis: BENCHMARKS.md), `GET`s in flight on a cluster.
     async fn get_many(&self, what: &'static str, keys: Vec<String>) -> CacheResult<Vec<Option<Vec<u8>>>> {
         if keys.is_empty() {
             return Ok(Vec::new());
@@ -194,37 +182,13 @@ impl RedisReadModel {
         if self.conns.cluster().is_some() {
             return self.each(what, keys.iter().map(|k| redis::cmd("GET").arg(k).clone()).collect()).await;
         }
-        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let blob: Vec<u8> = self.script(what, &self.scripts.get_many, &keys, &[]).await?;
-        split_values(&blob, keys.len())
+        self.query(what, redis::cmd("MGET").arg(&keys)).await
     }
 
     fn patterns(&self) -> [String; 2] {
         let escaped = glob_escape(&self.prefix);
         [format!("{escaped}p:*"), format!("{escaped}{{*}}:*")]
     }
-}
-
-/// The values of `lua/get_many.lua`'s reply.
-fn split_values(mut blob: &[u8], n: usize) -> CacheResult<Vec<Option<Vec<u8>>>> {
-    let corrupt = || CacheError::Backend("corrupt multi-get reply".into());
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let (len, rest) = blob.split_first_chunk::<4>().ok_or_else(corrupt)?;
-        blob = rest;
-        match u32::from_be_bytes(*len) {
-            u32::MAX => out.push(None),
-            len => {
-                let (v, rest) = blob.split_at_checked(len as usize).ok_or_else(corrupt)?;
-                out.push(Some(v.to_vec()));
-                blob = rest;
-            }
-        }
-    }
-    if !blob.is_empty() {
-        return Err(corrupt());
-    }
-    Ok(out)
 }
 
 fn ids_to_bytes(ids: impl IntoIterator<Item = u64>) -> Vec<u8> {
