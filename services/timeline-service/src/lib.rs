@@ -230,17 +230,33 @@ impl TimelineService {
             return Ok(held.into_iter().flatten().collect());
         }
         let cached = self.model.recent(&missing).await?;
-        let fills = missing.iter().zip(cached).map(|(&author, cached)| async move {
-            let fetch = || async move {
-                let posts = self.posts.post_ids_by_author(author, Window::newest(RECENT_DEPTH)).await?;
-                Ok(Recent { complete: posts.len() < RECENT_DEPTH, posts })
-            };
-            let c = Collection::Recent(author);
-            let recent =
-                self.or_fill(Lookups::Recent, c, cached, Peer::Posts, fetch, |r| Fill::Recent(r.clone())).await?;
-            Ok::<_, ReadError>((author, Arc::new(recent)))
-        });
-        let fetched: HashMap<UserId, Arc<Recent>> = try_join_all(fills).await?.into_iter().collect();
+        let mut fetched: HashMap<UserId, Arc<Recent>> = HashMap::with_capacity(missing.len());
+        let mut unfilled = Vec::new();
+        for (&author, cached) in missing.iter().zip(cached) {
+            match cached {
+                Some(recent) => drop(fetched.insert(author, Arc::new(recent))),
+                None => unfilled.push(author),
+            }
+        }
+        self.stats.lookups(Lookups::Recent, missing.len() - unfilled.len(), unfilled.len());
+        if !unfilled.is_empty() {
+            // Every missing list in one post-service call, each filled under its own token
+            // (the read model's fill protocol, as `or_fill` does for one).
+            let tokens = try_join_all(unfilled.iter().map(|&a| self.model.begin_fill(Collection::Recent(a)))).await?;
+            self.stats.call(Peer::Posts);
+            let lists = self.posts.post_ids_by_authors(&unfilled, Window::newest(RECENT_DEPTH)).await?;
+            let fills = unfilled.iter().zip(tokens).zip(lists).map(|((&author, token), posts)| {
+                let recent = Recent { complete: posts.len() < RECENT_DEPTH, posts };
+                let fill = Fill::Recent(recent.clone());
+                fetched.insert(author, Arc::new(recent));
+                async move {
+                    if let Err(e) = self.model.finish_fill(Collection::Recent(author), token, fill).await {
+                        tracing::warn!(author = author.0, error = %e, "could not cache a recent list");
+                    }
+                }
+            });
+            futures::future::join_all(fills.collect::<Vec<_>>()).await;
+        }
         {
             // Read after `version` was, so at least that recent: kept only under it.
             let mut view = self.celebrities.write();

@@ -114,8 +114,12 @@ pub struct RedisCacheOptions {
     /// time plus ~0.3 µs per push), more memory, and slower reads of a timeline with many
     /// pushes pending (a read normalises first).
     pub slack: usize,
-    /// Multiplexed connections used round-robin (single node). A cluster connection keeps
-    /// one multiplexed connection per node instead.
+    /// Multiplexed connections each thread uses round-robin (single node). One is best
+    /// (the default): Redis serves a connection's commands in order on its one thread
+    /// either way, and the commands of concurrent callers on one connection go out, and
+    /// their replies come back, many per system call. Four per thread cost a distributed
+    /// read 37 µs in the timeline-service and 25 in Redis, one 31 and 19 (BENCHMARKS.md).
+    /// A cluster connection keeps one multiplexed connection per node instead.
     pub connections: usize,
     /// Commands per pipeline; a larger fan-out is sent in several pipelines. On a cluster:
     /// independent commands in flight at once.
@@ -135,7 +139,7 @@ impl Default for RedisCacheOptions {
             rebuild_timeout: Duration::from_secs(60),
             key_prefix: "tl:".to_owned(),
             slack: 192,
-            connections: 4,
+            connections: 1,
             pipeline_max: 2048,
             response_timeout: Duration::from_secs(5),
             pipelines_in_flight: 4,
