@@ -92,7 +92,7 @@ def matches(selector, labels):
 def pods_matching(selector):
     return [w for w in workloads() if matches(selector, w["spec"]["template"]["metadata"].get("labels", {}))]
 
-# The public API only: every Ingress path under /api/v1 or the OpenAPI document.
+# The public API only: every Ingress path under /api/v1, /api/v2, /oauth or the OpenAPI document.
 ingresses = by_kind.get("Ingress", [])
 if not ingresses:
     problems.append("no Ingress rendered")
@@ -105,9 +105,10 @@ for ing in ingresses:
         for p in rule.get("http", {}).get("paths", []):
             route = p.get("path", "")
             low = route.lower()
+            public = any(low == top or low.startswith(top + "/") for top in ("/api/v1", "/api/v2", "/oauth"))
             if "internal" in low or "admin" in low:
                 problems.append(f"Ingress {name}: path {route!r} routes internal or admin APIs")
-            elif not (low == "/api/v1" or low.startswith("/api/v1/") or low.rstrip("$") == "/openapi.json"):
+            elif not (public or low.rstrip("$") == "/openapi.json"):
                 problems.append(f"Ingress {name}: path {route!r} is outside the public API")
             svc = p["backend"].get("service", {})
             target = services.get(svc.get("name"))

@@ -4,7 +4,7 @@
 # oracle tests against the real binaries, standalone and as separate processes.
 #
 # Installs what a fresh machine lacks (build packages for librdkafka, redis-server, the
-# noida-db broker in a cached venv), starts Redis and the broker on free loopback ports
+# noida-db broker and Mastodon.py in cached venvs), starts Redis and the broker on free loopback ports
 # for the duration of the run and stops them afterwards.
 #
 # Usage: scripts/test.sh [extra cargo test args]
@@ -60,6 +60,12 @@ export REDIS_URL="redis://127.0.0.1:$redis_port"
 export REDIS_CLUSTER_URLS="redis://127.0.0.1:$redis_cluster_port,redis://127.0.0.1:$((redis_cluster_port + 1)),redis://127.0.0.1:$((redis_cluster_port + 2))"
 export KAFKA_BROKERS="127.0.0.1:$kafka_port"
 echo "Redis at $REDIS_URL, Redis Cluster at $REDIS_CLUSTER_URLS, broker at $KAFKA_BROKERS"
+
+step "Mastodon client libraries"
+source scripts/lib/clients.sh
+MASTODON_PY=$(clients_python)
+export MASTODON_PY
+echo "Mastodon.py $MASTODON_PY_VERSION at $MASTODON_PY"
 
 step "tests"
 # End-to-end tests start real servers; two at a time keeps them inside 2 cores.

@@ -143,6 +143,9 @@ impl GraphClient for CountingGraph {
     async fn user(&self, id: UserId) -> starling_clients::ClientResult<Option<UserRecord>> {
         self.inner.user(id).await
     }
+    async fn counts(&self, user: UserId) -> starling_clients::ClientResult<starling_storage::Counts> {
+        self.inner.counts(user).await
+    }
     async fn followers(
         &self,
         user: UserId,

@@ -45,6 +45,10 @@ impl Handle {
         }
         Ok(Handle(s.to_owned()))
     }
+
+    pub fn into_inner(self) -> String {
+        self.0
+    }
 }
 
 #[derive(Deserialize)]
@@ -68,7 +72,7 @@ fn user_id(raw: &str) -> Result<UserId, ApiError> {
     raw.parse().map_err(|_| ApiError::not_found("user"))
 }
 
-async fn existing(svc: &GraphService, raw: &str) -> Result<UserRecord, ApiError> {
+pub(crate) async fn existing(svc: &GraphService, raw: &str) -> Result<UserRecord, ApiError> {
     let id = user_id(raw)?;
     svc.store.user(id).await.map_err(ApiError::unavailable)?.ok_or_else(|| ApiError::not_found("user"))
 }
@@ -107,6 +111,7 @@ async fn lookup(svc: Svc, q: web::Query<Lookup>) -> Result<HttpResponse, ApiErro
 
 /// Validates the target of a follow/block and returns it.
 async fn target(svc: &GraphService, me: &AuthUser, raw: &str, what: &str) -> Result<UserId, ApiError> {
+    me.require(if what.contains("block") { "write:blocks" } else { "write:follows" })?;
     let target = existing(svc, raw).await?.id;
     if target == me.id {
         return Err(ApiError::validation(format!("you cannot {what} yourself")));
@@ -127,52 +132,88 @@ fn edge(follower: UserId, followee: UserId) -> (u64, u64) {
     (follower.get(), followee.get())
 }
 
-async fn follow(svc: Svc, me: AuthUser, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    traced(&req, async move {
-        let them = target(&svc, &me, &path, "follow").await?;
+/// A change to the edge from the caller to another user.
+#[derive(Clone, Copy)]
+pub(crate) enum EdgeOp {
+    Follow,
+    Unfollow,
+    Block,
+    Unblock,
+}
+
+impl EdgeOp {
+    fn verb(self) -> &'static str {
+        match self {
+            EdgeOp::Follow => "follow",
+            EdgeOp::Unfollow => "unfollow",
+            EdgeOp::Block => "block",
+            EdgeOp::Unblock => "unblock",
+        }
+    }
+}
+
+/// Validates the target (`raw`, a path id), then commits `op` with its event and
+/// publishes it: the one path both APIs' follow and block endpoints take.
+pub(crate) async fn change_edge(
+    svc: &GraphService,
+    me: &AuthUser,
+    req: &HttpRequest,
+    raw: &str,
+    op: EdgeOp,
+) -> Result<(UserId, EdgeChange), ApiError> {
+    traced(req, async move {
+        let them = target(svc, me, raw, op.verb()).await?;
         let (follower_id, followee_id) = edge(me.id, them);
-        let event = graph_event(pb::graph_event::Kind::Followed(pb::Followed { follower_id, followee_id }));
-        let events = vec![Record::graph(follower_id, &event)];
-        let change = svc.store.follow(me.id, them, events.clone()).await.map_err(ApiError::unavailable)?;
-        outcome(svc.finish(change, events, &[them]).await?, "already following")?;
-        Ok(HttpResponse::Ok().json(json!({ "id": them, "following": true })))
+        let (blocker_id, blocked_id) = (me.id.get(), them.get());
+        let store = &svc.store;
+        let change = match op {
+            EdgeOp::Follow => {
+                let event = graph_event(pb::graph_event::Kind::Followed(pb::Followed { follower_id, followee_id }));
+                let events = vec![Record::graph(follower_id, &event)];
+                let change = store.follow(me.id, them, events.clone()).await.map_err(ApiError::unavailable)?;
+                svc.finish(change, events, &[them]).await?
+            }
+            EdgeOp::Unfollow => {
+                let event = graph_event(pb::graph_event::Kind::Unfollowed(pb::Unfollowed { follower_id, followee_id }));
+                let events = vec![Record::graph(follower_id, &event)];
+                let change = store.unfollow(me.id, them, events.clone()).await.map_err(ApiError::unavailable)?;
+                svc.finish(change, events, &[them]).await?
+            }
+            EdgeOp::Block => {
+                let event = graph_event(pb::graph_event::Kind::Blocked(pb::Blocked { blocker_id, blocked_id }));
+                let events = vec![Record::graph(blocker_id, &event)];
+                let change = store.block(me.id, them, events.clone()).await.map_err(ApiError::unavailable)?;
+                // Both lost a follower, possibly.
+                svc.finish(change, events, &[them, me.id]).await?
+            }
+            // Unblocking restores no follows, so no timeline changes: there is no event.
+            EdgeOp::Unblock => store.unblock(me.id, them, Vec::new()).await.map_err(ApiError::unavailable)?,
+        };
+        Ok((them, change))
     })
     .await
+}
+
+async fn follow(svc: Svc, me: AuthUser, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let (them, change) = change_edge(&svc, &me, &req, &path, EdgeOp::Follow).await?;
+    outcome(change, "already following")?;
+    Ok(HttpResponse::Ok().json(json!({ "id": them, "following": true })))
 }
 
 async fn unfollow(svc: Svc, me: AuthUser, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    traced(&req, async move {
-        let them = target(&svc, &me, &path, "unfollow").await?;
-        let (follower_id, followee_id) = edge(me.id, them);
-        let event = graph_event(pb::graph_event::Kind::Unfollowed(pb::Unfollowed { follower_id, followee_id }));
-        let events = vec![Record::graph(follower_id, &event)];
-        let change = svc.store.unfollow(me.id, them, events.clone()).await.map_err(ApiError::unavailable)?;
-        outcome(svc.finish(change, events, &[them]).await?, "not following")?;
-        Ok(HttpResponse::Ok().json(json!({ "id": them, "following": false })))
-    })
-    .await
+    let (them, change) = change_edge(&svc, &me, &req, &path, EdgeOp::Unfollow).await?;
+    outcome(change, "not following")?;
+    Ok(HttpResponse::Ok().json(json!({ "id": them, "following": false })))
 }
 
 async fn block(svc: Svc, me: AuthUser, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    traced(&req, async move {
-        let them = target(&svc, &me, &path, "block").await?;
-        let event = graph_event(pb::graph_event::Kind::Blocked(pb::Blocked {
-            blocker_id: me.id.get(),
-            blocked_id: them.get(),
-        }));
-        let events = vec![Record::graph(me.id.get(), &event)];
-        let change = svc.store.block(me.id, them, events.clone()).await.map_err(ApiError::unavailable)?;
-        // Both lost a follower, possibly.
-        outcome(svc.finish(change, events, &[them, me.id]).await?, "already blocked")?;
-        Ok(HttpResponse::Ok().json(json!({ "id": them, "blocking": true })))
-    })
-    .await
+    let (them, change) = change_edge(&svc, &me, &req, &path, EdgeOp::Block).await?;
+    outcome(change, "already blocked")?;
+    Ok(HttpResponse::Ok().json(json!({ "id": them, "blocking": true })))
 }
 
-async fn unblock(svc: Svc, me: AuthUser, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let them = target(&svc, &me, &path, "unblock").await?;
-    // Unblocking restores no follows, so no timeline changes: there is no event.
-    let change = svc.store.unblock(me.id, them, Vec::new()).await.map_err(ApiError::unavailable)?;
+async fn unblock(svc: Svc, me: AuthUser, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let (them, change) = change_edge(&svc, &me, &req, &path, EdgeOp::Unblock).await?;
     outcome(change, "not blocked")?;
     Ok(HttpResponse::Ok().json(json!({ "id": them, "blocking": false })))
 }

@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use futures::{StreamExt as _, TryStreamExt as _, stream};
 use starling_clients::EdgeState;
 use starling_clients::wire::{
-    AfterQuery, Class, EdgeStates, Edges, Follows, MAX_INTERNAL_PAGE, STORE_CALLS_IN_FLIGHT, UserIds, WireUser,
+    AfterQuery, Class, EdgeStates, Edges, Follows, MAX_INTERNAL_PAGE, STORE_CALLS_IN_FLIGHT, UserIds, WireCounts,
+    WireUser,
 };
 use starling_ids::UserId;
 use starling_storage::AuthorClass;
@@ -24,6 +25,7 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
         .route("/internal/v1/users/{id}/following", web::get().to(following))
         .route("/internal/v1/users/{id}/follows/{other}", web::get().to(follows))
         .route("/internal/v1/users/{id}/class", web::get().to(class))
+        .route("/internal/v1/users/{id}/counts", web::get().to(counts))
         .route("/internal/v1/celebrities", web::get().to(celebrities))
         .service(web::resource("/internal/v1/edges").app_data(starling_api::internal_json()).post(edges));
 }
@@ -36,6 +38,11 @@ async fn user(svc: Svc, path: web::Path<String>) -> Result<HttpResponse, ApiErro
     let user = svc.store.user(id(&path)?).await.map_err(ApiError::unavailable)?;
     let user = user.ok_or_else(|| ApiError::not_found("user"))?;
     Ok(HttpResponse::Ok().json(WireUser::from(user)))
+}
+
+async fn counts(svc: Svc, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let c = svc.store.counts(id(&path)?).await.map_err(ApiError::unavailable)?;
+    Ok(HttpResponse::Ok().json(WireCounts { followers: c.followers, following: c.following }))
 }
 
 async fn followers(svc: Svc, path: web::Path<String>, q: web::Query<AfterQuery>) -> Result<HttpResponse, ApiError> {

@@ -8,8 +8,15 @@
 //! `threshold` followers and stops being one below `demote_below`, so an author hovering
 //! around the line does not flip the fan-out strategy on every follow.
 
+mod accounts;
+mod grants;
 mod handlers;
+mod instance;
 mod internal;
+mod oauth;
+mod passwords;
+
+pub use grants::StoreGrants;
 
 use std::sync::Arc;
 
@@ -21,7 +28,7 @@ use starling_api::rate_limit::RateLimiter;
 use starling_events::{Record, event_id, now_ms, pb};
 use starling_ids::{IdGenerator, UserId};
 use starling_outbox::Publisher;
-use starling_storage::{AuthorClass, EdgeChange, GraphStore};
+use starling_storage::{AuthStore, AuthorClass, EdgeChange, GraphStore};
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -59,10 +66,14 @@ impl CelebritySettings {
 /// Everything the handlers share.
 pub struct GraphService {
     pub store: Arc<dyn GraphStore>,
+    /// Logins and OAuth state; the same store as `store`.
+    pub auth: Arc<dyn AuthStore>,
     pub publisher: Publisher,
     pub ids: Arc<IdGenerator>,
     pub tokens: TokenKeys,
     pub limiter: RateLimiter,
+    /// Sign-in attempts per account (password guessing).
+    pub logins: RateLimiter,
     pub celebrity: CelebritySettings,
 }
 
@@ -71,12 +82,16 @@ impl GraphService {
     pub fn configure(self: &Arc<Self>, cfg: &mut web::ServiceConfig) {
         cfg.app_data(web::Data::from(self.clone()));
         handlers::routes(cfg);
+        accounts::routes(cfg);
+        oauth::routes(cfg);
+        instance::routes(cfg);
     }
 
     /// Registers the internal routes under `/internal/v1` (separate processes only).
     pub fn configure_internal(self: &Arc<Self>, cfg: &mut web::ServiceConfig) {
         cfg.app_data(web::Data::from(self.clone()));
         internal::routes(cfg);
+        grants::internal_routes(cfg);
     }
 
     /// Commits nothing itself: publishes the events a store call committed, then

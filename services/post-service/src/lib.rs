@@ -5,6 +5,7 @@
 //! retried create return the first result instead of posting twice.
 
 mod internal;
+mod statuses;
 
 use std::sync::Arc;
 
@@ -23,8 +24,7 @@ use starling_outbox::Publisher;
 use starling_storage::{CreatePost, Order, PostRecord, PostStore, Window};
 use starling_timeline_cache::read_model::ReadModel;
 
-/// Longest post, in Unicode scalar values (what a person counts as characters).
-pub const MAX_POST_CHARS: usize = 500;
+pub use starling_api::MAX_POST_CHARS;
 const MAX_IDEMPOTENCY_KEY: usize = 128;
 
 pub struct PostService {
@@ -63,6 +63,7 @@ impl PostService {
             .route("/api/v1/posts/{id}", web::get().to(get))
             .route("/api/v1/posts/{id}", web::delete().to(delete))
             .route("/api/v1/users/{id}/posts", web::get().to(user_posts));
+        statuses::routes(cfg);
     }
 
     /// Registers the internal routes under `/internal/v1` (separate processes only).
@@ -125,52 +126,97 @@ async fn create(
     body: web::Json<JsonObject<NewPost>>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner().into_inner();
-    let key = idempotency_key(&req)?;
-    let text = PostText::parse(body.text)?;
-    if let Some(parent) = body.reply_to {
-        let found = svc.store.get_posts(&[parent]).await.map_err(ApiError::unavailable)?;
-        if found.first().is_none_or(Option::is_none) {
-            return Err(ApiError::validation("reply_to names no existing post"));
+    let (post, replayed) = svc.create_post(me, &req, body.text, body.reply_to).await?;
+    let mut res = HttpResponse::Created();
+    if replayed {
+        res.insert_header(("Idempotent-Replayed", "true"));
+    }
+    Ok(res.json(PostView::from(post)))
+}
+
+impl PostService {
+    /// Validates and creates a post for `me` (the `Idempotency-Key` of `req` honoured),
+    /// answered once its event is in the log. `true` if the key replayed an earlier post.
+    pub(crate) async fn create_post(
+        &self,
+        me: AuthUser,
+        req: &HttpRequest,
+        text: String,
+        reply_to: Option<PostId>,
+    ) -> Result<(PostRecord, bool), ApiError> {
+        me.require("write:statuses")?;
+        let key = idempotency_key(req)?;
+        let text = PostText::parse(text)?;
+        if let Some(parent) = reply_to {
+            let found = self.store.get_posts(&[parent]).await.map_err(ApiError::unavailable)?;
+            if found.first().is_none_or(Option::is_none) {
+                return Err(ApiError::validation("reply_to names no existing post"));
+            }
+        }
+        self.limiter.check(me.id)?;
+
+        let post =
+            PostRecord { id: self.ids.next_post(), author: me.id, author_handle: me.handle, text: text.0, reply_to };
+        let event = pb::PostEvent {
+            event_id: event_id(),
+            occurred_at_ms: now_ms(),
+            kind: Some(pb::post_event::Kind::Created(pb::PostCreated {
+                post_id: post.id.get(),
+                author_id: post.author.get(),
+                reply_to: post.reply_to.map(PostId::get),
+            })),
+        };
+        let events = vec![Record::post(post.author.get(), &event).with_trace(request_trace(req))];
+        match self.store.create_post(&post, key.as_deref(), events.clone()).await.map_err(ApiError::unavailable)? {
+            CreatePost::Created { outbox } => {
+                // Cached before the event goes out, so the first reads of the pushed entry hit.
+                self.cache_post(&post).await;
+                self.publisher.publish(events, &outbox).await.map_err(ApiError::unavailable)?;
+                Ok((post, false))
+            }
+            // The first attempt may have stored the post but failed to publish; its event is
+            // still in the outbox and the relay delivers it, so replaying is enough.
+            CreatePost::Replayed(Some(original)) => Ok((original, true)),
+            CreatePost::Replayed(None) => Err(ApiError::new(
+                ErrorCode::Conflict,
+                "this Idempotency-Key created a post that has since been deleted",
+            )),
         }
     }
-    svc.limiter.check(me.id)?;
 
-    let post = PostRecord {
-        id: svc.ids.next_post(),
-        author: me.id,
-        author_handle: me.handle,
-        text: text.0,
-        reply_to: body.reply_to,
-    };
-    let event = pb::PostEvent {
-        event_id: event_id(),
-        occurred_at_ms: now_ms(),
-        kind: Some(pb::post_event::Kind::Created(pb::PostCreated {
-            post_id: post.id.get(),
-            author_id: post.author.get(),
-            reply_to: post.reply_to.map(PostId::get),
-        })),
-    };
-    let events = vec![Record::post(post.author.get(), &event).with_trace(request_trace(&req))];
-    match svc.store.create_post(&post, key.as_deref(), events.clone()).await.map_err(ApiError::unavailable)? {
-        CreatePost::Created { outbox } => {
-            // Cached before the event goes out, so the first reads of the pushed entry hit.
-            svc.cache_post(&post).await;
-            svc.publisher.publish(events, &outbox).await.map_err(ApiError::unavailable)?;
-            Ok(HttpResponse::Created().json(PostView::from(post)))
+    /// Deletes `me`'s post `id`, answered once its event is in the log; returns it.
+    pub(crate) async fn delete_post(
+        &self,
+        me: &AuthUser,
+        req: &HttpRequest,
+        id: PostId,
+    ) -> Result<PostRecord, ApiError> {
+        me.require("write:statuses")?;
+        let post = self.store.get_posts(&[id]).await.map_err(ApiError::unavailable)?.pop().flatten();
+        let post = post.ok_or_else(|| ApiError::not_found("post"))?;
+        if post.author != me.id {
+            return Err(ApiError::new(ErrorCode::Forbidden, "only the author can delete a post"));
         }
-        // The first attempt may have stored the post but failed to publish; its event is
-        // still in the outbox and the relay delivers it, so replaying is enough.
-        CreatePost::Replayed(Some(original)) => {
-            Ok(HttpResponse::Created().insert_header(("Idempotent-Replayed", "true")).json(PostView::from(original)))
-        }
-        CreatePost::Replayed(None) => {
-            Err(ApiError::new(ErrorCode::Conflict, "this Idempotency-Key created a post that has since been deleted"))
+        self.limiter.check(me.id)?;
+        let event = pb::PostEvent {
+            event_id: event_id(),
+            occurred_at_ms: now_ms(),
+            kind: Some(pb::post_event::Kind::Deleted(pb::PostDeleted { post_id: id.get(), author_id: me.id.get() })),
+        };
+        let events = vec![Record::post(me.id.get(), &event).with_trace(request_trace(req))];
+        match self.store.delete_post(id, events.clone()).await.map_err(ApiError::unavailable)? {
+            Some((_, outbox)) => {
+                self.cache_tombstone(id).await;
+                self.publisher.publish(events, &outbox).await.map_err(ApiError::unavailable)?;
+                Ok(post)
+            }
+            // Deleted concurrently by another request of the same author.
+            None => Err(ApiError::not_found("post")),
         }
     }
 }
 
-fn post_id(raw: &str) -> Result<PostId, ApiError> {
+pub(crate) fn post_id(raw: &str) -> Result<PostId, ApiError> {
     raw.parse().map_err(|_| ApiError::not_found("post"))
 }
 
@@ -182,28 +228,8 @@ async fn get(svc: Svc, path: web::Path<String>) -> Result<HttpResponse, ApiError
 }
 
 async fn delete(svc: Svc, me: AuthUser, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let id = post_id(&path)?;
-    let post = svc.store.get_posts(&[id]).await.map_err(ApiError::unavailable)?.pop().flatten();
-    let post = post.ok_or_else(|| ApiError::not_found("post"))?;
-    if post.author != me.id {
-        return Err(ApiError::new(ErrorCode::Forbidden, "only the author can delete a post"));
-    }
-    svc.limiter.check(me.id)?;
-    let event = pb::PostEvent {
-        event_id: event_id(),
-        occurred_at_ms: now_ms(),
-        kind: Some(pb::post_event::Kind::Deleted(pb::PostDeleted { post_id: id.get(), author_id: me.id.get() })),
-    };
-    let events = vec![Record::post(me.id.get(), &event).with_trace(request_trace(&req))];
-    match svc.store.delete_post(id, events.clone()).await.map_err(ApiError::unavailable)? {
-        Some((_, outbox)) => {
-            svc.cache_tombstone(id).await;
-            svc.publisher.publish(events, &outbox).await.map_err(ApiError::unavailable)?;
-            Ok(HttpResponse::NoContent().finish())
-        }
-        // Deleted concurrently by another request of the same author.
-        None => Err(ApiError::not_found("post")),
-    }
+    svc.delete_post(&me, &req, post_id(&path)?).await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 async fn user_posts(svc: Svc, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {

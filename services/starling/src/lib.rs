@@ -13,6 +13,7 @@
 //! idle-timeline sweeper). [`Node::stop`] is the graceful path: refuse new requests,
 //! finish in-flight ones, drain the fan-out, flush to disk.
 
+mod grants;
 pub mod settings;
 
 use std::net::SocketAddr;
@@ -23,9 +24,10 @@ use std::time::Duration;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use anyhow::{Context, bail};
 use fanout_worker::{Fanout, FanoutStats};
-use graph_service::GraphService;
+use grants::{LOGIN_LIMIT, RemoteGrants};
+use graph_service::{GraphService, StoreGrants};
 use post_service::PostService;
-use starling_api::auth::TokenKeys;
+use starling_api::auth::{GrantVerifier, TokenKeys};
 use starling_api::rate_limit::{RateLimit, RateLimiter};
 use starling_api::{ApiError, ErrorCode};
 use starling_clients::http::{HttpGraph, HttpPosts};
@@ -38,7 +40,7 @@ use starling_ids::IdGenerator;
 use starling_outbox::Publisher;
 use starling_scylla_store::{ScyllaOptions, ScyllaStore};
 use starling_storage::embedded::{Durability, EmbeddedStore};
-use starling_storage::{GraphStore, Outbox, PostStore};
+use starling_storage::{AuthStore, GraphStore, Outbox, PostStore};
 use starling_timeline_cache::TimelineCache;
 use starling_timeline_cache::memory::{MemoryCache, MemoryCacheOptions};
 use starling_timeline_cache::read_model::ReadModel;
@@ -105,6 +107,8 @@ struct Stores {
     posts_outbox: Arc<dyn Outbox>,
     graph: Arc<dyn GraphStore>,
     graph_outbox: Arc<dyn Outbox>,
+    /// Logins and OAuth state, beside the graph.
+    auth: Arc<dyn AuthStore>,
     /// Set for the embedded store, which is flushed to disk at a clean stop.
     embedded: Option<EmbeddedStore>,
 }
@@ -126,6 +130,7 @@ impl Stores {
                 posts_outbox: store.posts(),
                 graph: store.graph(),
                 graph_outbox: store.graph(),
+                auth: store.graph(),
                 embedded: None,
             });
         }
@@ -137,6 +142,7 @@ impl Stores {
             posts_outbox: store.posts(),
             graph: store.graph(),
             graph_outbox: store.graph(),
+            auth: store.graph(),
             embedded: Some(store),
         })
     }
@@ -272,10 +278,12 @@ impl Node {
                 publishers.push(publisher.clone());
                 Some(Arc::new(GraphService {
                     store: s.graph.clone(),
+                    auth: s.auth.clone(),
                     publisher,
                     ids: ids.clone(),
                     tokens: tokens.clone(),
                     limiter: RateLimiter::new(limit),
+                    logins: RateLimiter::new(LOGIN_LIMIT),
                     celebrity: settings.celebrity.clone(),
                 }))
             }
@@ -356,12 +364,21 @@ impl Node {
         // Internal APIs are only needed, and only served, when peers run elsewhere.
         let internal = !Role::ALL.iter().all(|r| has(*r));
         let tokens = web::Data::new(tokens);
+        // OAuth access tokens are looked up where the graph store is, on every request.
+        let grants: Arc<dyn GrantVerifier> = match store {
+            Some(s) if has(Role::Graph) => Arc::new(StoreGrants { auth: s.auth.clone(), users: s.graph.clone() }),
+            _ => Arc::new(RemoteGrants(HttpGraph::new(&peers.graph_url)?)),
+        };
+        let grants = web::Data::new(grants);
         let listener = std::net::TcpListener::bind(settings.server.bind)
             .with_context(|| format!("binding {}", settings.server.bind))?;
         let addr = listener.local_addr()?;
         let mut server = HttpServer::new(move || {
-            let mut app =
-                App::new().app_data(tokens.clone()).app_data(ops.clone()).configure(starling_api::configure_extractors);
+            let mut app = App::new()
+                .app_data(tokens.clone())
+                .app_data(grants.clone())
+                .app_data(ops.clone())
+                .configure(starling_api::configure_extractors);
             // The home timeline is the hottest route: matched first, before the routes
             // with path parameters that the router has to try one by one.
             if let Some(t) = &timeline {

@@ -15,6 +15,7 @@ pub(crate) fn configure(svc: &Arc<TimelineService>, cfg: &mut web::ServiceConfig
 }
 
 async fn home(svc: web::Data<TimelineService>, me: AuthUser, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    me.require("read:statuses")?;
     let page = Page::from_request(&req)?;
     let query = match page.min_id {
         Some(min) => Query { upper: page.max_id, lower: Some(min), direction: Direction::Up, limit: page.limit },

@@ -1,17 +1,29 @@
 //! Bearer-token authentication.
 //!
-//! Tokens are JWTs signed with HS256 and a shared secret from configuration, so every
-//! service can verify them without calling the graph-service. The subject is the user id;
-//! the handle rides along because posts copy it.
+//! Two kinds of bearer token are accepted:
+//!
+//! - **OAuth 2 access tokens**, issued by the graph-service's `/oauth/token` (Mastodon's
+//!   flows): opaque random strings, looked up on every request through the
+//!   [`GrantVerifier`] the process was given, so a revoked token stops working at once
+//!   everywhere. They carry [`Scopes`]; an app's own token (client_credentials) acts for
+//!   no user.
+//! - **Service tokens**: JWTs signed with HS256 and a shared secret from configuration,
+//!   verified locally, holding every scope (the replay tool, benchmarks and the legacy
+//!   registration endpoint mint them). The subject is the user id; the handle rides
+//!   along because posts copy it.
 
-use std::future::{Ready, ready};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use starling_ids::UserId;
 
+use crate::scopes::Scopes;
 use crate::{ApiError, ErrorCode};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -73,42 +85,133 @@ impl TokenKeys {
             .sub
             .parse()
             .map_err(|_| ApiError::new(ErrorCode::Unauthorized, "token subject is not a user id"))?;
-        Ok(AuthUser { id, handle: data.claims.handle })
+        Ok(AuthUser { id, handle: data.claims.handle, scopes: Scopes::all(), client_id: None })
     }
 }
 
-/// The caller, proven by a valid bearer token. Handlers that take it require auth.
+/// What an OAuth access token stands for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// The account it acts for; `None` for an app's own token.
+    pub user: Option<(UserId, String)>,
+    pub client_id: String,
+    pub scopes: Scopes,
+}
+
+/// Looks OAuth access tokens up. The graph-service's store answers in its own process;
+/// other processes ask it (see the graph-service's internal API).
+#[async_trait::async_trait]
+pub trait GrantVerifier: Send + Sync {
+    /// The live grant behind the token whose SHA-256 is `hash`; `None` if it is unknown,
+    /// revoked or expired.
+    async fn grant(&self, hash: &[u8; 32]) -> Result<Option<Grant>, ApiError>;
+}
+
+/// The SHA-256 under which a secret (token, code, client secret) is stored.
+pub fn secret_hash(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// The caller, proven by a valid bearer token that acts for a user. Handlers that take it
+/// require auth; those that need a scope call [`AuthUser::require`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuthUser {
     pub id: UserId,
     pub handle: String,
+    pub scopes: Scopes,
+    /// The OAuth app the token was issued to; `None` for a service token.
+    pub client_id: Option<String>,
 }
 
-impl FromRequest for AuthUser {
-    type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(authenticate(req))
+impl AuthUser {
+    /// 403 unless the token holds `scope` (or a scope that implies it).
+    pub fn require(&self, scope: &str) -> Result<(), ApiError> {
+        if self.scopes.allows(scope) {
+            return Ok(());
+        }
+        Err(ApiError::new(ErrorCode::Forbidden, format!("this token lacks the {scope} scope")))
     }
 }
 
-fn authenticate(req: &HttpRequest) -> Result<AuthUser, ApiError> {
-    let keys = req
-        .app_data::<web::Data<TokenKeys>>()
-        .ok_or_else(|| ApiError::new(ErrorCode::Internal, "token keys are not configured"))?;
-    let header = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "missing Authorization: Bearer token"))?;
-    let token = header
+type Authenticating<T> = Pin<Box<dyn Future<Output = Result<T, ApiError>>>>;
+
+impl FromRequest for AuthUser {
+    type Error = ApiError;
+    type Future = Authenticating<Self>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            match authenticate(&req).await? {
+                Caller::User(user) => Ok(user),
+                Caller::App(_) => {
+                    Err(ApiError::new(ErrorCode::Forbidden, "this token acts for an app; this needs a user's token"))
+                }
+            }
+        })
+    }
+}
+
+/// Whoever presented a valid token: a user, or an app acting for itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Caller {
+    User(AuthUser),
+    /// An app's own token: its client id and scopes.
+    App(AppCaller),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppCaller {
+    pub client_id: String,
+    pub scopes: Scopes,
+}
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = Authenticating<Self>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move { authenticate(&req).await })
+    }
+}
+
+/// The bearer token of `req`, if it has an `Authorization` header at all.
+pub fn bearer(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
+    let Some(header) = req.headers().get(actix_web::http::header::AUTHORIZATION) else { return Ok(None) };
+    header
         .to_str()
         .ok()
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "Authorization header must be 'Bearer <token>'"))?;
-    keys.verify(token)
+        .map(Some)
+        .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "Authorization header must be 'Bearer <token>'"))
+}
+
+async fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
+    let token =
+        bearer(req)?.ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "missing Authorization: Bearer token"))?;
+    // A JWT has three dot-separated parts; an OAuth token is one base64url string.
+    if token.contains('.') {
+        let keys = req
+            .app_data::<web::Data<TokenKeys>>()
+            .ok_or_else(|| ApiError::new(ErrorCode::Internal, "token keys are not configured"))?;
+        return keys.verify(token).map(Caller::User);
+    }
+    let grants = req
+        .app_data::<web::Data<Arc<dyn GrantVerifier>>>()
+        .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "this service takes no OAuth tokens"))?;
+    let grant = grants
+        .grant(&secret_hash(token))
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "the access token is invalid, revoked or expired"))?;
+    Ok(match grant.user {
+        Some((id, handle)) => {
+            Caller::User(AuthUser { id, handle, scopes: grant.scopes, client_id: Some(grant.client_id) })
+        }
+        None => Caller::App(AppCaller { client_id: grant.client_id, scopes: grant.scopes }),
+    })
 }
 
 #[cfg(test)]
@@ -120,7 +223,7 @@ mod tests {
         let keys = TokenKeys::from_secret(b"secret-one", Duration::from_secs(60));
         let token = keys.issue(UserId(42), "ada");
         let user = keys.verify(&token).unwrap();
-        assert_eq!(user, AuthUser { id: UserId(42), handle: "ada".into() });
+        assert_eq!(user, AuthUser { id: UserId(42), handle: "ada".into(), scopes: Scopes::all(), client_id: None });
 
         let other = TokenKeys::from_secret(b"secret-two", Duration::from_secs(60));
         assert_eq!(other.verify(&token).unwrap_err().code, ErrorCode::Unauthorized);

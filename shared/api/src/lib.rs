@@ -3,15 +3,20 @@
 //! - [`ApiError`]: the one error type handlers return; it renders as
 //!   `{"error":{"code":"...","message":"..."}}` with the matching status, and every
 //!   extractor failure (bad JSON, bad path, oversized body) is routed through it.
-//! - [`JsonObject`]: a request body that must be a JSON object.
-//! - [`auth`]: bearer tokens (JWT, HS256) and the [`auth::AuthUser`] extractor.
+//! - [`JsonObject`]: a request body that must be a JSON object; [`form::FormOrJson`]: one
+//!   that may also be form-encoded, as Mastodon's endpoints take them.
+//! - [`auth`]: bearer tokens (OAuth access tokens, service JWTs) and the
+//!   [`auth::AuthUser`] extractor; [`scopes`]: OAuth scopes.
 //! - [`pagination`]: `max_id` / `since_id` / `min_id` / `limit` parsing and `Link` headers.
 //! - [`rate_limit`]: per-user token buckets for writes.
 
 pub mod auth;
 pub mod error;
+pub mod form;
+pub mod mastodon;
 pub mod pagination;
 pub mod rate_limit;
+pub mod scopes;
 
 pub use error::{ApiError, ErrorCode};
 
@@ -19,6 +24,9 @@ use std::marker::PhantomData;
 
 use actix_web::web;
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor, value::MapAccessDeserializer};
+
+/// Longest post, in Unicode scalar values (what a person counts as characters).
+pub const MAX_POST_CHARS: usize = 500;
 
 /// Largest request body any endpoint accepts. A post is at most 500 characters (2 KB of
 /// UTF-8); anything much larger is a client bug or an attack.

@@ -81,7 +81,8 @@ impl ListPage {
     }
 }
 
-fn query_pairs(query: &str) -> Result<Vec<(String, String)>, ApiError> {
+/// The decoded `name=value` pairs of a query string, repeated names kept (`id[]=1&id[]=2`).
+pub fn query_pairs(query: &str) -> Result<Vec<(String, String)>, ApiError> {
     serde_urlencoded_pairs(query).ok_or_else(|| ApiError::parameter("query string is malformed"))
 }
 

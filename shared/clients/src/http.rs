@@ -5,11 +5,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use starling_ids::{PostId, UserId};
-use starling_storage::{AuthorClass, PostRecord, UserRecord, Window};
+use starling_storage::{AuthorClass, Counts, PostRecord, UserRecord, Window};
 
 use crate::wire::{
     Class, EdgeStates, Edges, Follows, IdsByAuthors, IdsByAuthorsQuery, MAX_INTERNAL_PAGE, PostIds, Posts, UserIds,
-    WindowQuery, WireUser,
+    WindowQuery, WireCounts, WireGrant, WireUser,
 };
 use crate::{ClientError, ClientResult, EdgeState, GraphClient, PostClient};
 
@@ -82,6 +82,14 @@ impl HttpGraph {
     pub fn new(base: &str) -> ClientResult<HttpGraph> {
         Ok(HttpGraph(Peer::new(base)?))
     }
+
+    /// What the OAuth access token whose SHA-256 is `hash` stands for; `None` if nothing
+    /// live. Asked on every request that presents one, so a revocation holds at once.
+    pub async fn grant(&self, hash: &[u8; 32]) -> ClientResult<Option<WireGrant>> {
+        use base64::Engine as _;
+        let key = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hash);
+        self.0.get(&format!("/internal/v1/grants/{key}"), &[]).await
+    }
 }
 
 #[async_trait]
@@ -114,6 +122,11 @@ impl GraphClient for HttpGraph {
 
     async fn celebrities(&self) -> ClientResult<Vec<UserId>> {
         Ok(self.0.get_some::<UserIds>("/internal/v1/celebrities", &[]).await?.ids)
+    }
+
+    async fn counts(&self, user: UserId) -> ClientResult<Counts> {
+        let c = self.0.get_some::<WireCounts>(&format!("/internal/v1/users/{user}/counts"), &[]).await?;
+        Ok(Counts { followers: c.followers, following: c.following })
     }
 
     async fn edges(&self, edges: &[(UserId, UserId)]) -> ClientResult<Vec<EdgeState>> {

@@ -12,7 +12,7 @@ pub mod wire;
 
 use async_trait::async_trait;
 use starling_ids::{PostId, UserId};
-use starling_storage::{AuthorClass, PostRecord, StoreError, UserRecord, Window};
+use starling_storage::{AuthorClass, Counts, PostRecord, StoreError, UserRecord, Window};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -34,6 +34,8 @@ pub trait GraphClient: Send + Sync + 'static {
     async fn following(&self, user: UserId) -> ClientResult<Vec<UserId>>;
     async fn follows(&self, follower: UserId, followee: UserId) -> ClientResult<bool>;
     async fn author_class(&self, user: UserId) -> ClientResult<AuthorClass>;
+    /// Follower and following counts (an unknown user has none).
+    async fn counts(&self, user: UserId) -> ClientResult<Counts>;
     /// Every celebrity; small by construction (threshold on follower count).
     async fn celebrities(&self) -> ClientResult<Vec<UserId>>;
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use starling_ids::{PostId, UserId};
-use starling_storage::{AuthorClass, GraphStore, PostRecord, PostStore, UserRecord, Window};
+use starling_storage::{AuthorClass, Counts, GraphStore, PostRecord, PostStore, UserRecord, Window};
 
 use crate::{ClientResult, GraphClient, PostClient};
 
@@ -18,6 +18,10 @@ pub struct LocalGraph(pub Arc<dyn GraphStore>);
 impl GraphClient for LocalGraph {
     async fn user(&self, id: UserId) -> ClientResult<Option<UserRecord>> {
         Ok(self.0.user(id).await?)
+    }
+
+    async fn counts(&self, user: UserId) -> ClientResult<Counts> {
+        Ok(self.0.counts(user).await?)
     }
 
     async fn followers(&self, user: UserId, after: Option<UserId>, limit: usize) -> ClientResult<Vec<UserId>> {

@@ -23,6 +23,23 @@ impl From<WireUser> for UserRecord {
     }
 }
 
+/// `GET /internal/v1/users/{id}/counts`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WireCounts {
+    pub followers: u64,
+    pub following: u64,
+}
+
+/// What an OAuth access token stands for (`GET /internal/v1/grants/{hash}`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WireGrant {
+    /// `None` for an app's own token.
+    pub user: Option<WireUser>,
+    pub client_id: String,
+    /// Space-separated.
+    pub scopes: String,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct WirePost {
     pub id: PostId,

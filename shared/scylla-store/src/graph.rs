@@ -183,22 +183,23 @@ fn intent_pair(record: &Record) -> StoreResult<(i64, i64)> {
 // ---------------------------------------------------------------------------------------
 
 pub struct ScyllaGraphStore {
-    session: Arc<Session>,
+    pub(crate) session: Arc<Session>,
     outbox: OutboxQueue,
     intents: OutboxQueue,
     last_recovery: Mutex<Option<Instant>>,
-    s: Statements,
+    pub(crate) s: Statements,
+    pub(crate) auth: crate::auth::Statements,
 }
 
-struct Statements {
+pub(crate) struct Statements {
     claim_handle: PreparedStatement,
     read_handle: PreparedStatement,
     read_handle_serial: PreparedStatement,
     take_handle: PreparedStatement,
-    release_handle: PreparedStatement,
+    pub(crate) release_handle: PreparedStatement,
     insert_user: PreparedStatement,
     get_user: PreparedStatement,
-    delete_user: PreparedStatement,
+    pub(crate) delete_user: PreparedStatement,
     read_pair: PreparedStatement,
     read_pair_serial: PreparedStatement,
     insert_pair: PreparedStatement,
@@ -330,6 +331,7 @@ impl ScyllaGraphStore {
     pub(crate) async fn prepare(session: Arc<Session>, seqs: Arc<IdGenerator>) -> Result<Self, ScyllaError> {
         Ok(ScyllaGraphStore {
             s: Statements::prepare(&session).await?,
+            auth: crate::auth::Statements::prepare(&session).await?,
             outbox: OutboxQueue::prepare(session.clone(), Stream::Graph, seqs.clone()).await?,
             intents: OutboxQueue::prepare(session.clone(), Stream::GraphIntents, seqs).await?,
             last_recovery: Mutex::new(None),
@@ -337,7 +339,7 @@ impl ScyllaGraphStore {
         })
     }
 
-    async fn first_row<T>(
+    pub(crate) async fn first_row<T>(
         &self,
         statement: &PreparedStatement,
         values: impl scylla::serialize::row::SerializeRow,
@@ -355,7 +357,7 @@ impl ScyllaGraphStore {
             .map_err(backend)
     }
 
-    async fn conditional(
+    pub(crate) async fn conditional(
         &self,
         statement: &PreparedStatement,
         values: impl scylla::serialize::row::SerializeRow,

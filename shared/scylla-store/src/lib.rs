@@ -1,11 +1,12 @@
-//! The ScyllaDB backend of Starling's storage seams ([`PostStore`], [`GraphStore`]), for
-//! deployments that outgrow the embedded fjall store.
+//! The ScyllaDB backend of Starling's storage seams ([`PostStore`], [`GraphStore`],
+//! [`AuthStore`]), for deployments that outgrow the embedded fjall store.
 //!
 //! - [`ScyllaStore::connect`] opens a session, creates the keyspace if needed and applies the
 //!   CQL migrations in `migrations/` ([`migrations`]); it then prepares every statement the
 //!   stores use, so no request sends CQL text.
-//! - [`posts::ScyllaPostStore`] and [`graph::ScyllaGraphStore`] implement the traits;
-//!   [`outbox::OutboxQueue`] is the outbox both of them commit to.
+//! - [`posts::ScyllaPostStore`] and [`graph::ScyllaGraphStore`] implement the traits (the
+//!   graph store also [`AuthStore`], in [`auth`]); [`outbox::OutboxQueue`] is the outbox
+//!   both of them commit to.
 //! - [`model`] holds the pure parts (bucket arithmetic, row conversions), unit-tested.
 //!
 //! # Partitioning
@@ -57,6 +58,10 @@
 //!   then the user row is inserted (`IF NOT EXISTS` guards id reuse). A claim whose user
 //!   never appeared (crash in between) is taken over by the next sign-up for that handle
 //!   after a minute.
+//! - **create_account**: create_user, then the login row, then the email claimed with an
+//!   LWT; a taken email undoes the other two. Not isolated: the user is visible for the
+//!   moment before its undo, and a crash before the claim leaves a user without a login.
+//! - **take_grant**: a serial read, then `DELETE ... IF EXISTS`; only one take applies.
 //!
 //! Outbox sequence numbers are Snowflake ids drawn from the process's worker id: unique
 //! across processes sharing a keyspace and increasing in commit order within one process
@@ -77,6 +82,7 @@
 //! pure parts unit-tested, and `tests/conformance.rs` runs the storage conformance suite
 //! only where `SCYLLA_URI` names a node (each test says it was skipped otherwise).
 
+pub mod auth;
 pub mod graph;
 pub mod migrations;
 pub mod model;

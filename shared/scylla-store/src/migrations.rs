@@ -13,7 +13,10 @@ use crate::ScyllaError;
 
 /// Every migration file, in the repository and in the binary. A unit test checks that
 /// this list and the `migrations/` directory agree, so a new file cannot be forgotten.
-const FILES: &[(&str, &str)] = &[("0001_init.cql", include_str!("../migrations/0001_init.cql"))];
+const FILES: &[(&str, &str)] = &[
+    ("0001_init.cql", include_str!("../migrations/0001_init.cql")),
+    ("0002_auth.cql", include_str!("../migrations/0002_auth.cql")),
+];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Migration {
@@ -316,13 +319,14 @@ mod tests {
             assert!(statement.contains("IF NOT EXISTS") || statement.contains("IF EXISTS"), "{statement}");
             assert!(!statement.contains('.'), "no keyspace-qualified names: {statement}");
         }
-        let tables: Vec<&str> = ms[0]
-            .statements
+        let tables: Vec<&str> = ms
             .iter()
+            .flat_map(|m| &m.statements)
             .filter_map(|s| s.strip_prefix("CREATE TABLE IF NOT EXISTS "))
             .filter_map(|s| s.split_whitespace().next())
             .collect();
-        for t in ["posts", "posts_by_author", "pairs", "following", "followers", "outbox", "outbox_floor"] {
+        let expected = ["posts", "posts_by_author", "pairs", "following", "followers", "outbox", "outbox_floor"];
+        for t in expected.into_iter().chain(["apps", "credentials", "emails", "grants"]) {
             assert!(tables.contains(&t), "{t} missing from {tables:?}");
         }
     }

@@ -48,6 +48,7 @@ macro_rules! conformance_tests {
     )*};
     (@run posts, $name:ident, $store:ident) => { conformance::$name(&*$store.posts()).await };
     (@run graph, $name:ident, $store:ident) => { conformance::$name(&*$store.graph()).await };
+    (@run auth, $name:ident, $store:ident) => { conformance::$name(&*$store.graph()).await };
 }
 
 conformance_tests!(
@@ -62,7 +63,21 @@ conformance_tests!(
     graph::followers_and_following_pages,
     graph::author_class,
     graph::graph_outbox_order_and_ack,
+    auth::apps_round_trip,
+    auth::create_account_and_credentials,
+    auth::create_account_refuses_a_taken_handle,
+    auth::create_account_refuses_a_taken_email,
+    auth::grants_round_trip,
+    auth::take_grant_once,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_take_grant() {
+    let Some(uri) = scylla_uri("concurrent_take_grant") else { return };
+    let store = open(uri).await;
+    conformance::concurrent_take_grant(store.graph()).await;
+    store.drop_keyspace().await.expect("drop the test keyspace");
+}
 
 #[tokio::test]
 async fn whole_suite_on_one_store() {
@@ -70,6 +85,7 @@ async fn whole_suite_on_one_store() {
     let store = open(uri).await;
     conformance::run_post_store(&*store.posts()).await;
     conformance::run_graph_store(&*store.graph()).await;
+    conformance::run_auth_store(&*store.graph()).await;
     store.drop_keyspace().await.expect("drop the test keyspace");
 }
 

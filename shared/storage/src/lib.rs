@@ -2,6 +2,9 @@
 //!
 //! - [`PostStore`]: posts, a user's posts by time, idempotency keys (post-service).
 //! - [`GraphStore`]: users, follow edges, blocks, counts, author class (graph-service).
+//! - [`AuthStore`]: registered apps, logins, OAuth grants (graph-service). Implemented by
+//!   the graph stores, so that a sign-up creates the user and its login together. Its
+//!   writes carry no events, so it has no outbox.
 //!
 //! Every mutation takes the events it causes and commits them to an **outbox** atomically
 //! with the change ([`Outbox`]). The service then appends them to the event log and acks
@@ -11,9 +14,12 @@
 //! Implementations: [`embedded::EmbeddedStore`] (fjall, one directory on local disk).
 //! Every implementation passes [`conformance`].
 
+pub mod auth;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod embedded;
+
+pub use auth::{AccountCreated, AppRecord, AuthStore, CredentialRecord, GrantKind, GrantRecord, SecretHash};
 
 use async_trait::async_trait;
 use starling_events::Record;

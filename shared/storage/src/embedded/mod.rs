@@ -18,6 +18,14 @@
 //! | `counts`          | user                    | followers ‖ following         |
 //! | `celebrities`     | user                    | empty (absent = ordinary)     |
 //! | `graph_outbox`    | seq                     | encoded [`Record`]            |
+//! | `apps`            | client id               | encoded [`AppRecord`]         |
+//! | `credentials`     | user                    | encoded [`CredentialRecord`]  |
+//! | `emails`          | lower-cased email       | user                          |
+//! | `grants`          | secret hash             | encoded [`GrantRecord`]       |
+//!
+//! [`AppRecord`]: crate::AppRecord
+//! [`CredentialRecord`]: crate::CredentialRecord
+//! [`GrantRecord`]: crate::GrantRecord
 //!
 //! `posts_by_author` stores the bitwise complement of the post id, so an author's newest
 //! posts come first in a *forward* scan: the read path asks for newest-first on every
@@ -33,6 +41,8 @@
 //! Blocking. fjall calls block the thread. Point reads and writes take microseconds with
 //! [`Durability::Buffer`], so they run inline in the async functions; with
 //! [`Durability::SyncData`] each write waits for an fdatasync, which is the price of that mode.
+
+mod auth;
 
 use std::ops::Bound;
 use std::path::Path;
@@ -112,7 +122,12 @@ impl EmbeddedStore {
             counts: ks("counts")?,
             celebrities: ks("celebrities")?,
             outbox: OutboxLog::open(ks("graph_outbox")?)?,
+            apps: ks("apps")?,
+            credentials: ks("credentials")?,
+            emails: ks("emails")?,
+            grants: ks("grants")?,
             locks: Stripes::new(),
+            grant_locks: Stripes::new(),
             handle_lock: Mutex::new(()),
             shared,
         };
@@ -455,10 +470,16 @@ pub struct EmbeddedGraphStore {
     /// Only celebrities are stored, so listing them is a scan of a small keyspace.
     celebrities: Keyspace,
     outbox: OutboxLog,
+    apps: Keyspace,
+    credentials: Keyspace,
+    emails: Keyspace,
+    grants: Keyspace,
     /// Per-user stripes: every mutation locks each user whose edges, blocks, counts or
     /// class it reads and rewrites, so read-modify-write sequences do not interleave.
     locks: Stripes,
-    /// Sign-ups are rare, so one lock for the handle-uniqueness check is enough.
+    /// Keyed by a grant's hash: a take reads then removes.
+    grant_locks: Stripes,
+    /// Sign-ups are rare, so one lock for the handle (and email) uniqueness checks is enough.
     handle_lock: Mutex<()>,
     shared: Shared,
 }
@@ -501,23 +522,6 @@ impl CountsUpdate {
 }
 
 impl EmbeddedGraphStore {
-    fn create_user_sync(&self, user: &UserRecord) -> StoreResult<bool> {
-        let handle_key = user.handle.to_lowercase();
-        check_key_len(handle_key.len())?;
-        let _guard = self.handle_lock.lock();
-        // An existing id counts as taken too: overwriting it would orphan its old handle.
-        if self.handles.contains_key(&handle_key)? || self.users.contains_key(user.id.to_be_bytes())? {
-            return Ok(false);
-        }
-        let mut value = Encoder::new();
-        value.bytes(user.handle.as_bytes());
-        let mut batch = self.shared.batch();
-        batch.insert(&self.users, user.id.to_be_bytes(), value.finish());
-        batch.insert(&self.handles, handle_key, user.id.to_be_bytes());
-        batch.commit()?;
-        Ok(true)
-    }
-
     fn load_user(&self, id: UserId) -> StoreResult<Option<UserRecord>> {
         let Some(value) = self.users.get(id.to_be_bytes())? else {
             return Ok(None);
@@ -943,6 +947,7 @@ mod tests {
         )*};
         (@run posts, $name:ident, $store:ident) => { conformance::$name(&*$store.posts()).await };
         (@run graph, $name:ident, $store:ident) => { conformance::$name(&*$store.graph()).await };
+        (@run auth, $name:ident, $store:ident) => { conformance::$name(&*$store.graph()).await };
     }
 
     conformance_tests!(
@@ -957,6 +962,12 @@ mod tests {
         graph::followers_and_following_pages,
         graph::author_class,
         graph::graph_outbox_order_and_ack,
+        auth::apps_round_trip,
+        auth::create_account_and_credentials,
+        auth::create_account_refuses_a_taken_handle,
+        auth::create_account_refuses_a_taken_email,
+        auth::grants_round_trip,
+        auth::take_grant_once,
     );
 
     #[tokio::test]
@@ -967,6 +978,7 @@ mod tests {
         let store = open(dir.path());
         conformance::run_post_store(&*store.posts()).await;
         conformance::run_graph_store(&*store.graph()).await;
+        conformance::run_auth_store(&*store.graph()).await;
     }
 
     #[tokio::test]

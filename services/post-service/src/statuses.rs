@@ -1,0 +1,101 @@
+//! Mastodon's status endpoints: `POST /api/v1/statuses` (form or JSON, `Idempotency-Key`),
+//! `GET` and `DELETE /api/v1/statuses/{id}`, answering Status entities.
+//!
+//! A status's account comes from the graph-service (one call for the author and its
+//! counts); `in_reply_to_account_id` from the parent post. Only public statuses exist:
+//! a `visibility` other than `public` is refused rather than silently widened.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use starling_api::ApiError;
+use starling_api::auth::AuthUser;
+use starling_api::form::FormOrJson;
+use starling_api::mastodon::{Account, PublicBase, Status};
+use starling_ids::PostId;
+use starling_storage::{PostRecord, UserRecord};
+
+use crate::{PostService, post_id};
+
+type Svc = web::Data<PostService>;
+
+pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/v1/statuses", web::post().to(create))
+        .route("/api/v1/statuses/{id}", web::get().to(get))
+        .route("/api/v1/statuses/{id}", web::delete().to(delete));
+}
+
+#[derive(Deserialize)]
+struct NewStatus {
+    status: Option<String>,
+    in_reply_to_id: Option<String>,
+    visibility: Option<String>,
+    spoiler_text: Option<String>,
+    #[serde(rename = "media_ids[]", alias = "media_ids")]
+    media_ids: Option<serde_json::Value>,
+    // Accepted and ignored, as a server without them does: clients send them by default.
+    #[allow(dead_code)]
+    sensitive: Option<serde_json::Value>,
+    #[allow(dead_code)]
+    language: Option<String>,
+}
+
+impl PostService {
+    /// `post` as a Status, its author's account and counts fetched from the graph.
+    async fn status(&self, req: &HttpRequest, post: &PostRecord) -> Result<Status, ApiError> {
+        let base = PublicBase::of(req);
+        let counts = self.graph.counts(post.author).await.map_err(ApiError::unavailable)?;
+        let author = UserRecord { id: post.author, handle: post.author_handle.clone() };
+        // The post count is the post-service's to know, but not indexed yet.
+        let account = Account::new(&base, &author, counts, 0);
+        let parent_author = match post.reply_to {
+            Some(parent) => {
+                let found = self.store.get_posts(&[parent]).await.map_err(ApiError::unavailable)?;
+                found.into_iter().flatten().next().map(|p| p.author)
+            }
+            None => None,
+        };
+        Ok(Status::new(&base, post, account, parent_author))
+    }
+}
+
+async fn create(
+    svc: Svc,
+    me: AuthUser,
+    req: HttpRequest,
+    body: FormOrJson<NewStatus>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.0;
+    if body.visibility.as_deref().is_some_and(|v| v != "public") {
+        return Err(ApiError::validation("only public statuses exist here: visibility must be public"));
+    }
+    if body.spoiler_text.as_deref().is_some_and(|s| !s.is_empty()) {
+        return Err(ApiError::validation("content warnings (spoiler_text) are not supported"));
+    }
+    if body.media_ids.as_ref().is_some_and(|m| !matches!(m, serde_json::Value::Array(a) if a.is_empty())) {
+        return Err(ApiError::validation("media attachments are not supported"));
+    }
+    let reply_to = match body.in_reply_to_id.as_deref().filter(|s| !s.is_empty()) {
+        Some(raw) => {
+            Some(raw.parse::<PostId>().map_err(|_| ApiError::validation("in_reply_to_id is not a status id"))?)
+        }
+        None => None,
+    };
+    let (post, _replayed) = svc.create_post(me, &req, body.status.unwrap_or_default(), reply_to).await?;
+    Ok(HttpResponse::Ok().json(svc.status(&req, &post).await?))
+}
+
+async fn get(svc: Svc, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = post_id(&path)?;
+    let post = svc.store.get_posts(&[id]).await.map_err(ApiError::unavailable)?.pop().flatten();
+    let post = post.ok_or_else(|| ApiError::not_found("status"))?;
+    Ok(HttpResponse::Ok().json(svc.status(&req, &post).await?))
+}
+
+/// Answers the deleted status with its plain `text`, as Mastodon does (for "delete and
+/// redraft").
+async fn delete(svc: Svc, me: AuthUser, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let post = svc.delete_post(&me, &req, post_id(&path)?).await?;
+    let mut status = svc.status(&req, &post).await?;
+    status.text = Some(post.text);
+    Ok(HttpResponse::Ok().json(status))
+}

@@ -1,0 +1,203 @@
+//! Mastodon's account and status endpoints over HTTP against the real binary, with OAuth
+//! tokens: an account by id and by `acct`, follow, unfollow, block and unblock (answering
+//! the Relationship, idempotent), `relationships` in both query forms, followers and
+//! following with `Link` paging; statuses posted (form and JSON, replies, idempotency
+//! keys), read and deleted as Status entities; and the bad input of each.
+
+mod common;
+
+use common::Server;
+use common::mastodon::Body;
+use common::mastodon::{Client, account, s};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+async fn post(c: &Client, path: &str, token: &str) -> common::mastodon::Reply {
+    c.post(path, Some(token), common::mastodon::Body::None).await
+}
+
+#[tokio::test]
+async fn mastodon_accounts() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let c = Client::new(&server.base, &server.base);
+    let (bob, bob_token) = account(&c, "bob").await;
+    let (carol, carol_token) = account(&c, "carol").await;
+    let (dave, dave_token) = account(&c, "dave").await;
+
+    // An account, by id and by acct.
+    let r = c.get(&format!("/api/v1/accounts/{carol}"), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!((&r.body["id"], &r.body["username"]), (&Value::from(carol.clone()), &Value::from("carol")));
+    assert!(s(&r.body["avatar"]).starts_with("http") && r.body["fields"].is_array(), "{}", r.body);
+    for acct in ["carol", "@carol", "CAROL"] {
+        let r = c.get(&format!("/api/v1/accounts/lookup?acct={acct}"), None).await;
+        assert_eq!((r.status, &r.body["id"]), (StatusCode::OK, &Value::from(carol.clone())), "{acct}: {}", r.text);
+    }
+    let host = server.base.trim_start_matches("http://");
+    let r = c.get(&format!("/api/v1/accounts/lookup?acct=carol@{host}"), None).await;
+    assert_eq!(r.status, StatusCode::OK, "this server's domain: {}", r.text);
+    for (path, why) in [
+        ("/api/v1/accounts/lookup?acct=carol@elsewhere.example", "another server"),
+        ("/api/v1/accounts/lookup?acct=nobody", "no such account"),
+        ("/api/v1/accounts/123456789", "no such id"),
+        ("/api/v1/accounts/not-an-id", "not an id"),
+    ] {
+        assert_eq!(c.get(path, None).await.status, StatusCode::NOT_FOUND, "{why}");
+    }
+    assert_eq!(c.get("/api/v1/accounts/lookup", None).await.status, StatusCode::BAD_REQUEST, "acct is required");
+
+    // Follow: the Relationship after it; twice is fine.
+    for _ in 0..2 {
+        let r = post(&c, &format!("/api/v1/accounts/{carol}/follow"), &bob_token).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        assert_eq!((&r.body["id"], &r.body["following"]), (&Value::from(carol.clone()), &Value::Bool(true)));
+        assert_eq!(r.body["followed_by"], false);
+    }
+    let r = post(&c, &format!("/api/v1/accounts/{carol}/follow"), &dave_token).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = post(&c, &format!("/api/v1/accounts/{bob}/follow"), &bob_token).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "following oneself: {}", r.text);
+    let r = post(&c, "/api/v1/accounts/123456789/follow", &bob_token).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    let r = post(&c, &format!("/api/v1/accounts/{carol}/follow"), "not-a-token").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+
+    // Relationships, both query forms, in the order asked; unknown ids left out.
+    let path = format!("/api/v1/accounts/relationships?id[]={carol}&id[]=123456789&id={dave}");
+    let r = c.get(&path, Some(&bob_token)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let rels = r.body.as_array().expect("an array");
+    assert_eq!(rels.len(), 2, "{}", r.body);
+    assert_eq!((&rels[0]["id"], &rels[0]["following"]), (&Value::from(carol.clone()), &Value::Bool(true)));
+    assert_eq!((&rels[1]["id"], &rels[1]["following"]), (&Value::from(dave.clone()), &Value::Bool(false)));
+    let r = c.get(&format!("/api/v1/accounts/relationships?id[]={bob}"), Some(&carol_token)).await;
+    assert_eq!(r.body[0]["followed_by"], true, "{}", r.text);
+    let r = c.get("/api/v1/accounts/relationships?id[]=x", Some(&bob_token)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert_eq!(c.get("/api/v1/accounts/relationships?id=1", None).await.status, StatusCode::UNAUTHORIZED);
+
+    // Followers, paged by the Link header.
+    let r = c.get(&format!("/api/v1/accounts/{carol}/followers?limit=1"), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let first = r.body.as_array().unwrap().clone();
+    assert_eq!(first.len(), 1);
+    let res = reqwest::Client::new()
+        .request(Method::GET, format!("{}/api/v1/accounts/{carol}/followers?limit=1", server.base))
+        .send()
+        .await
+        .unwrap();
+    let link = res.headers().get("link").expect("a Link header on a full page").to_str().unwrap().to_owned();
+    let next = link.split(['<', '>']).nth(1).expect("a URL in the Link header");
+    assert!(next.starts_with("http://") && link.ends_with("rel=\"next\""), "absolute, quoted rel: {link}");
+    let r = c.send(Method::GET, next.to_owned(), None, common::mastodon::Body::None).await;
+    let second = r.body.as_array().unwrap().clone();
+    assert_eq!(second.len(), 1, "{}", r.body);
+    let mut ids: Vec<&str> = first.iter().chain(&second).map(|a| s(&a["id"])).collect();
+    ids.sort_unstable();
+    let mut want = vec![bob.as_str(), dave.as_str()];
+    want.sort_unstable();
+    assert_eq!(ids, want);
+    let r = c.get(&format!("/api/v1/accounts/{bob}/following"), None).await;
+    assert_eq!(r.body.as_array().map(|a| a.len()), Some(1), "{}", r.body);
+    assert_eq!(r.body[0]["followers_count"], 2, "counts come with each account: {}", r.body);
+    let r = c.get(&format!("/api/v1/accounts/{carol}/followers?limit=0"), None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+
+    // Block: the follow goes, a new one is refused; unblock.
+    let r = post(&c, &format!("/api/v1/accounts/{bob}/block"), &carol_token).await;
+    assert_eq!((r.status, &r.body["blocking"]), (StatusCode::OK, &Value::Bool(true)), "{}", r.text);
+    let r = c.get(&format!("/api/v1/accounts/relationships?id[]={carol}"), Some(&bob_token)).await;
+    assert_eq!((&r.body[0]["following"], &r.body[0]["blocked_by"]), (&Value::Bool(false), &Value::Bool(true)));
+    let r = post(&c, &format!("/api/v1/accounts/{carol}/follow"), &bob_token).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    let r = post(&c, &format!("/api/v1/accounts/{bob}/unblock"), &carol_token).await;
+    assert_eq!((r.status, &r.body["blocking"]), (StatusCode::OK, &Value::Bool(false)), "{}", r.text);
+    let r = post(&c, &format!("/api/v1/accounts/{carol}/unfollow"), &dave_token).await;
+    assert_eq!((r.status, &r.body["following"]), (StatusCode::OK, &Value::Bool(false)), "{}", r.text);
+    let r = c.get(&format!("/api/v1/accounts/{carol}"), None).await;
+    assert_eq!(r.body["followers_count"], 0, "{}", r.body);
+}
+
+#[tokio::test]
+async fn mastodon_statuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let c = Client::new(&server.base, &server.base);
+    let (erin, erin_token) = account(&c, "erin").await;
+    let (_, frank_token) = account(&c, "frank").await;
+
+    // Form-encoded, as Mastodon.py posts; the text becomes escaped HTML.
+    let r =
+        c.post("/api/v1/statuses", Some(&erin_token), Body::Form(&[("status", "hi <there> & all\nsecond line")])).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let first = s(&r.body["id"]).to_owned();
+    assert_eq!(r.body["content"], "<p>hi &lt;there&gt; &amp; all<br>second line</p>");
+    assert_eq!((&r.body["account"]["id"], &r.body["visibility"]), (&Value::from(erin.clone()), &json!("public")));
+    assert!(s(&r.body["created_at"]).ends_with('Z') && r.body["in_reply_to_id"].is_null(), "{}", r.body);
+    assert!(r.body["media_attachments"] == json!([]) && r.body["reblog"].is_null());
+
+    // JSON, as masto.js posts: a reply, with an idempotency key sent twice.
+    let reply = json!({ "status": "a reply", "in_reply_to_id": first });
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let res = reqwest::Client::new()
+            .post(format!("{}/api/v1/statuses", server.base))
+            .bearer_auth(&frank_token)
+            .header("Idempotency-Key", "reply-1")
+            .json(&reply)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(
+            (&body["in_reply_to_id"], &body["in_reply_to_account_id"]),
+            (&Value::from(first.clone()), &Value::from(erin.clone()))
+        );
+        ids.push(body["id"].clone());
+    }
+    assert_eq!(ids[0], ids[1], "the key replayed the first post");
+
+    let r = c.get(&format!("/api/v1/statuses/{first}"), None).await;
+    assert_eq!((r.status, &r.body["id"]), (StatusCode::OK, &Value::from(first.clone())), "{}", r.text);
+
+    // Bad input changes nothing.
+    for (body, why) in [
+        (Body::Form(&[("status", "")]), "empty"),
+        (Body::Form(&[("status", "x"), ("visibility", "private")]), "not public"),
+        (Body::Form(&[("status", "x"), ("in_reply_to_id", "123456789")]), "a reply to nothing"),
+        (Body::Form(&[("status", "x"), ("in_reply_to_id", "abc")]), "not an id"),
+        (Body::Json(json!({ "status": "x".repeat(501) })), "too long"),
+        (Body::Json(json!({ "status": "x", "media_ids": ["1"] })), "media"),
+    ] {
+        let r = c.post("/api/v1/statuses", Some(&erin_token), body).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{why}: {}", r.text);
+    }
+    let r = c.post("/api/v1/statuses", None, Body::Form(&[("status", "x")])).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+    let r = c.post("/api/v1/statuses", Some(&erin_token), Body::Json(json!(["x"]))).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    let r = c.get(&format!("/api/v1/users/{erin}/posts"), None).await;
+    assert_eq!(r.body["posts"].as_array().map(Vec::len), Some(1), "only the one status: {}", r.body);
+
+    // Delete: only one's own; the answer carries the source text.
+    let del = |token: String, id: String| {
+        let base = server.base.clone();
+        async move {
+            reqwest::Client::new()
+                .delete(format!("{base}/api/v1/statuses/{id}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(del(frank_token.clone(), first.clone()).await.status(), StatusCode::FORBIDDEN);
+    let res = del(erin_token.clone(), first.clone()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["text"], "hi <there> & all\nsecond line");
+    assert_eq!(c.get(&format!("/api/v1/statuses/{first}"), None).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(del(erin_token, first).await.status(), StatusCode::NOT_FOUND);
+}
