@@ -1,5 +1,6 @@
 //! How a process tells what an OAuth access token stands for: [`StoreGrants`] where the
-//! graph store is, and the internal route other processes ask.
+//! graph store is, and the internal route other processes ask (through the read model's
+//! grant cache, which this service writes through on issue and tombstones on revoke).
 
 use std::sync::Arc;
 
@@ -59,6 +60,12 @@ impl GrantVerifier for StoreGrants {
     }
 }
 
+/// What `hash` stands for on the wire (and in the grant cache), `None` if nothing live.
+pub(crate) async fn wire_grant(svc: &GraphService, hash: &[u8; 32]) -> Result<Option<WireGrant>, ApiError> {
+    let live = live_token(&*svc.auth, &*svc.store, hash).await?;
+    Ok(live.map(|(user, client_id, scopes)| WireGrant { user: user.map(WireUser::from), client_id, scopes }))
+}
+
 /// `GET /internal/v1/grants/{hash}` (the hash base64url): what a token stands for, 404 if
 /// nothing live.
 async fn grant(svc: Svc, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
@@ -67,7 +74,30 @@ async fn grant(svc: Svc, path: web::Path<String>) -> Result<HttpResponse, ApiErr
         .ok()
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| ApiError::not_found("grant"))?;
-    let (user, client_id, scopes) =
-        live_token(&*svc.auth, &*svc.store, &hash).await?.ok_or_else(|| ApiError::not_found("grant"))?;
-    Ok(HttpResponse::Ok().json(WireGrant { user: user.map(WireUser::from), client_id, scopes }))
+    let grant = wire_grant(&svc, &hash).await?.ok_or_else(|| ApiError::not_found("grant"))?;
+    Ok(HttpResponse::Ok().json(grant))
+}
+
+/// Caches the grant just issued under `hash` (best effort: a miss fills it from the store).
+pub(crate) async fn cache_issued(svc: &GraphService, hash: &[u8; 32]) {
+    let Some(model) = &svc.model else { return };
+    let cached = match wire_grant(svc, hash).await {
+        Ok(Some(g)) => serde_json::to_vec(&g).ok(),
+        _ => None,
+    };
+    if let Some(bytes) = cached
+        && let Err(e) = model.set_grant(hash, Some(&bytes)).await
+    {
+        tracing::warn!(error = %e, "could not cache an issued token");
+    }
+}
+
+/// Tombstones `hash` in the grant cache. Not best effort: it runs before the store forgets
+/// the token, and a revocation that cannot reach the cache fails, so no process goes on
+/// accepting a revoked token from its cache.
+pub(crate) async fn cache_revoked(svc: &GraphService, hash: &[u8; 32]) -> Result<(), ApiError> {
+    match &svc.model {
+        Some(model) => model.set_grant(hash, None).await.map_err(ApiError::unavailable),
+        None => Ok(()),
+    }
 }

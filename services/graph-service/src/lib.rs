@@ -29,6 +29,7 @@ use starling_events::{Record, event_id, now_ms, pb};
 use starling_ids::{IdGenerator, UserId};
 use starling_outbox::Publisher;
 use starling_storage::{AuthStore, AuthorClass, EdgeChange, GraphStore};
+use starling_timeline_cache::read_model::ReadModel;
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -74,6 +75,9 @@ pub struct GraphService {
     pub limiter: RateLimiter,
     /// Sign-in attempts per account (password guessing).
     pub logins: RateLimiter,
+    /// The read model whose grant cache other processes check tokens against; `None`
+    /// when no other process shares one with this one.
+    pub model: Option<Arc<dyn ReadModel>>,
     pub celebrity: CelebritySettings,
 }
 

@@ -25,7 +25,7 @@ use starling_api::{ApiError, ErrorCode};
 use starling_ids::UserId;
 use starling_storage::{AppRecord, GrantKind, GrantRecord};
 
-use crate::{GraphService, passwords};
+use crate::{GraphService, grants, passwords};
 
 type Svc = web::Data<GraphService>;
 
@@ -485,6 +485,7 @@ pub(crate) async fn issue(
         })
         .await
         .map_err(ApiError::unavailable)?;
+    grants::cache_issued(svc, &secret_hash(&access_token)).await;
     Ok(Token { access_token, token_type: "Bearer", scope: scopes.to_string(), created_at: now / 1000 })
 }
 
@@ -510,6 +511,7 @@ async fn revoke(svc: Svc, req: HttpRequest, body: FormOrJson<RevokeRequest>) -> 
             "you are not authorized to revoke this token",
         )),
         Some(g) if g.kind == GrantKind::Token => {
+            grants::cache_revoked(&svc, &hash).await?;
             svc.auth.take_grant(&hash).await.map_err(ApiError::unavailable)?;
             Ok(HttpResponse::Ok().json(serde_json::json!({})))
         }

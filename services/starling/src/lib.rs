@@ -200,7 +200,8 @@ impl Backends {
             ..RedisCacheOptions::default()
         };
         let redis = match b.cache() {
-            _ if !(reads || has(Role::Posts)) => None,
+            // The graph-service writes the grant cache other processes check tokens against.
+            _ if !(reads || has(Role::Posts) || has(Role::Graph)) => None,
             CacheBackend::Memory => None,
             CacheBackend::Redis { url } => {
                 Some(RedisCache::connect(&url, redis_options()).await.context("connecting to Redis")?)
@@ -284,6 +285,7 @@ impl Node {
                     tokens: tokens.clone(),
                     limiter: RateLimiter::new(limit),
                     logins: RateLimiter::new(LOGIN_LIMIT),
+                    model: backends.model.clone(),
                     celebrity: settings.celebrity.clone(),
                 }))
             }
@@ -367,7 +369,7 @@ impl Node {
         // OAuth access tokens are looked up where the graph store is, on every request.
         let grants: Arc<dyn GrantVerifier> = match store {
             Some(s) if has(Role::Graph) => Arc::new(StoreGrants { auth: s.auth.clone(), users: s.graph.clone() }),
-            _ => Arc::new(RemoteGrants(HttpGraph::new(&peers.graph_url)?)),
+            _ => Arc::new(RemoteGrants { graph: HttpGraph::new(&peers.graph_url)?, cache: backends.model.clone() }),
         };
         let grants = web::Data::new(grants);
         let listener = std::net::TcpListener::bind(settings.server.bind)

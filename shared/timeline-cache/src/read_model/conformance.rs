@@ -37,7 +37,24 @@ pub async fn run(m: &dyn ReadModel) {
     celebrities_fill_and_change(m).await;
     fills_of_the_wrong_kind_are_refused(m).await;
     the_celebrity_version_moves_on_celebrity_changes(m).await;
+    grants_fill_once_and_revocations_win(m).await;
     clear_forgets_everything(m).await;
+}
+
+async fn grants_fill_once_and_revocations_win(m: &dyn ReadModel) {
+    let (a, b, c) = ([1u8; 32], [2u8; 32], [3u8; 32]);
+    assert_eq!(m.grant(&a).await.unwrap(), None);
+    m.fill_grant(&a, Some(b"alice read")).await.unwrap();
+    assert_eq!(m.grant(&a).await.unwrap(), Some(Some(b"alice read".to_vec())));
+    // A revocation replaces; a fill that read storage before it does not bring it back.
+    m.set_grant(&a, None).await.unwrap();
+    m.fill_grant(&a, Some(b"alice read")).await.unwrap();
+    assert_eq!(m.grant(&a).await.unwrap(), Some(None));
+    // Unknown tokens are cached as such, and an issue replaces that.
+    m.fill_grant(&b, None).await.unwrap();
+    assert_eq!(m.grant(&b).await.unwrap(), Some(None));
+    m.set_grant(&c, Some(&[0, 255, b'1'])).await.unwrap();
+    assert_eq!(m.grant(&c).await.unwrap(), Some(Some(vec![0, 255, b'1'])), "any bytes round-trip");
 }
 
 async fn posts_are_added_once_and_tombstones_stay(m: &dyn ReadModel) {
@@ -209,4 +226,5 @@ async fn clear_forgets_everything(m: &dyn ReadModel) {
     assert_eq!(following(m, user(100)).await, None);
     assert_eq!(m.celebrities().await.unwrap(), None);
     assert_eq!(m.recent(&[user(300)]).await.unwrap(), vec![None]);
+    assert_eq!(m.grant(&[1u8; 32]).await.unwrap(), None, "grants are wiped too");
 }

@@ -61,6 +61,7 @@ impl<K: std::hash::Hash + Eq + Copy, V> Bounded<K, V> {
 /// See the module docs.
 pub struct MemoryReadModel {
     posts: RwLock<Bounded<PostId, CachedPost>>,
+    grants: RwLock<Bounded<[u8; 32], Option<Vec<u8>>>>,
     sets: RwLock<Sets>,
     fills: Mutex<Fills>,
     version: AtomicU64,
@@ -82,6 +83,8 @@ impl MemoryReadModel {
     pub fn new(options: MemoryReadModelOptions) -> Self {
         Self {
             posts: RwLock::new(Bounded::new(options.max_posts)),
+            // A grant is as small as a follow list; as many as readers.
+            grants: RwLock::new(Bounded::new(options.max_readers)),
             sets: RwLock::new(Sets {
                 following: Bounded::new(options.max_readers),
                 recent: HashMap::new(),
@@ -232,11 +235,30 @@ impl ReadModel for MemoryReadModel {
         Ok(())
     }
 
+    async fn grant(&self, hash: &[u8; 32]) -> CacheResult<Option<Option<Vec<u8>>>> {
+        Ok(self.grants.read().map.get(hash).cloned())
+    }
+
+    async fn fill_grant(&self, hash: &[u8; 32], grant: Option<&[u8]>) -> CacheResult<()> {
+        let mut grants = self.grants.write();
+        if !grants.map.contains_key(hash) {
+            grants.insert(*hash, grant.map(<[u8]>::to_vec));
+        }
+        Ok(())
+    }
+
+    async fn set_grant(&self, hash: &[u8; 32], grant: Option<&[u8]>) -> CacheResult<()> {
+        self.grants.write().insert(*hash, grant.map(<[u8]>::to_vec));
+        Ok(())
+    }
+
     async fn clear(&self) -> CacheResult<()> {
         let mut fills = self.fills.lock();
         fills.pending.clear();
         let cap = self.posts.read().cap;
         *self.posts.write() = Bounded::new(cap);
+        let cap = self.grants.read().cap;
+        *self.grants.write() = Bounded::new(cap);
         let mut sets = self.sets.write();
         sets.following = Bounded::new(sets.following.cap);
         sets.recent.clear();

@@ -7,6 +7,7 @@
 //! | following | each reader's followees | the fan-out on every graph event (the edge's state read from the graph) | graph-service (`following`) |
 //! | recent | each celebrity's newest post ids | the fan-out on each celebrity post; forgotten on a class change | post-service (`post_ids_by_author`) |
 //! | celebrities | who is a celebrity now | the fan-out on `AuthorClassChanged` | graph-service (`celebrities`) |
+//! | grants | what each OAuth access token stands for (opaque bytes), or a tombstone | graph-service on issue (write-through) and revoke (tombstone, before it answers) | graph-service (`/internal/v1/grants`) |
 //!
 //! # Fills race events; events win
 //!
@@ -18,6 +19,10 @@
 //! whether or not the collection is cached; a fill that lost the race writes nothing, and
 //! the next read fills again (from storage that now has the change). The reader that
 //! fetched still uses what it fetched: that is a read racing a write, which may see either.
+//!
+//! Grants need no token either: a fill only ever writes where nothing is cached
+//! ([`ReadModel::fill_grant`]), and a revocation overwrites, so a revocation racing a fill
+//! stays revoked.
 //!
 //! Posts need no token: a post never changes, so a fill can only add what storage has, and
 //! adds never replace a tombstone ([`ReadModel::add_posts`]), so a delete racing a fill
@@ -134,6 +139,17 @@ pub trait ReadModel: Send + Sync + 'static {
     /// Drops a collection and any fill in progress (an author's class changed: its recent
     /// list no longer follows its posts).
     async fn forget(&self, collection: Collection) -> CacheResult<()>;
+
+    /// The cached grant of the token whose SHA-256 is `hash`: `Some(Some(bytes))` live,
+    /// `Some(None)` revoked or unknown, `None` not cached.
+    async fn grant(&self, hash: &[u8; 32]) -> CacheResult<Option<Option<Vec<u8>>>>;
+
+    /// Caches what storage said of `hash` (`None`: no live grant), unless something is
+    /// cached already.
+    async fn fill_grant(&self, hash: &[u8; 32], grant: Option<&[u8]>) -> CacheResult<()>;
+
+    /// A grant was issued (`Some`) or revoked (`None`): replaces whatever is cached.
+    async fn set_grant(&self, hash: &[u8; 32], grant: Option<&[u8]>) -> CacheResult<()>;
 
     /// Drops everything (operations; tests of the fill paths).
     async fn clear(&self) -> CacheResult<()>;

@@ -10,6 +10,7 @@
 //! | `P{<reader>}:f` | followees, 8 bytes each, unordered | `following_ttl` |
 //! | `P{<author>}:r` | `C`/`T` (complete / cut) ‖ newest post ids, 8 bytes each, at most 128 | `recent_ttl` |
 //! | `P{celebrities}:c` | celebrities, 8 bytes each | `recent_ttl` |
+//! | `Pg:<token hash, hex>` | an OAuth grant: `1` ‖ its bytes, or the tombstone `0` | `grant_ttl` |
 //! | `P{celebrities}:v` | the celebrity version (an integer, `INCR`ed; starts from the clock in µs, see `lua/bump.lua`) | none |
 //! | `…:fill` beside each of the last three | a fill's token | 60 s |
 //!
@@ -49,6 +50,9 @@ pub struct RedisReadModelOptions {
     pub following_ttl: Duration,
     /// Recent lists and the celebrity list.
     pub recent_ttl: Duration,
+    /// Grants and their tombstones: how long a tombstone must outlive a fill that read
+    /// storage before the revocation (seconds) and then some; a miss refills.
+    pub grant_ttl: Duration,
     /// A fill not finished after this long is abandoned.
     pub fill_timeout: Duration,
     /// Commands in flight at once on a cluster (posts of one page).
@@ -61,6 +65,7 @@ impl Default for RedisReadModelOptions {
             post_ttl: Duration::from_secs(3 * 24 * 3600),
             following_ttl: Duration::from_secs(7 * 24 * 3600),
             recent_ttl: Duration::from_secs(24 * 3600),
+            grant_ttl: Duration::from_secs(24 * 3600),
             fill_timeout: Duration::from_secs(60),
             in_flight: 64,
         }
@@ -82,6 +87,7 @@ pub struct RedisReadModel {
     post_ms: u64,
     following_ms: u64,
     recent_ms: u64,
+    grant_ms: u64,
     fill_ms: u64,
     in_flight: usize,
 }
@@ -100,6 +106,7 @@ impl RedisReadModel {
             post_ms: millis(options.post_ttl),
             following_ms: millis(options.following_ttl),
             recent_ms: millis(options.recent_ttl),
+            grant_ms: millis(options.grant_ttl),
             fill_ms: millis(options.fill_timeout),
             in_flight: options.in_flight.max(1),
         }
@@ -108,6 +115,16 @@ impl RedisReadModel {
     fn post_key(&self, id: PostId) -> String {
         let mut k = String::with_capacity(self.prefix.len() + 22);
         let _ = write!(k, "{}p:{}", self.prefix, id.0);
+        k
+    }
+
+    fn grant_key(&self, hash: &[u8; 32]) -> String {
+        let mut k = String::with_capacity(self.prefix.len() + 66);
+        k.push_str(&self.prefix);
+        k.push_str("g:");
+        for b in hash {
+            let _ = write!(k, "{b:02x}");
+        }
         k
     }
 
@@ -185,9 +202,17 @@ impl RedisReadModel {
         self.query(what, redis::cmd("MGET").arg(&keys)).await
     }
 
-    fn patterns(&self) -> [String; 2] {
+    fn patterns(&self) -> [String; 3] {
         let escaped = glob_escape(&self.prefix);
-        [format!("{escaped}p:*"), format!("{escaped}{{*}}:*")]
+        [format!("{escaped}p:*"), format!("{escaped}{{*}}:*"), format!("{escaped}g:*")]
+    }
+}
+
+/// A cached grant: `1` ‖ its bytes, or the tombstone `0`.
+fn grant_value(grant: Option<&[u8]>) -> Vec<u8> {
+    match grant {
+        Some(g) => [b"1", g].concat(),
+        None => b"0".to_vec(),
     }
 }
 
@@ -342,6 +367,35 @@ impl ReadModel for RedisReadModel {
         if !matches!(collection, Collection::Following(_)) {
             self.bump().await?;
         }
+        Ok(())
+    }
+
+    async fn grant(&self, hash: &[u8; 32]) -> CacheResult<Option<Option<Vec<u8>>>> {
+        let v: Option<Vec<u8>> = self.query("grant", redis::cmd("GET").arg(self.grant_key(hash))).await?;
+        match v.as_deref().map(|b| b.split_first()) {
+            None => Ok(None),
+            Some(Some((b'1', grant))) => Ok(Some(Some(grant.to_vec()))),
+            Some(Some((b'0', []))) => Ok(Some(None)),
+            Some(_) => Err(CacheError::Backend("corrupt cached grant".into())),
+        }
+    }
+
+    async fn fill_grant(&self, hash: &[u8; 32], grant: Option<&[u8]>) -> CacheResult<()> {
+        let cmd = redis::cmd("SET")
+            .arg(self.grant_key(hash))
+            .arg(grant_value(grant))
+            .arg("NX")
+            .arg("PX")
+            .arg(self.grant_ms)
+            .clone();
+        self.query::<Value>("fill grant", &cmd).await?;
+        Ok(())
+    }
+
+    async fn set_grant(&self, hash: &[u8; 32], grant: Option<&[u8]>) -> CacheResult<()> {
+        let cmd =
+            redis::cmd("SET").arg(self.grant_key(hash)).arg(grant_value(grant)).arg("PX").arg(self.grant_ms).clone();
+        self.query::<Value>("set grant", &cmd).await?;
         Ok(())
     }
 
