@@ -4,7 +4,7 @@
 # oracle tests against the real binaries, standalone and as separate processes.
 #
 # Installs what a fresh machine lacks (build packages for librdkafka, redis-server, the
-# noida-db broker and Mastodon.py in cached venvs), starts Redis and the broker on free loopback ports
+# noida-db broker and Mastodon.py in cached venvs, masto.js with npm), starts Redis and the broker on free loopback ports
 # for the duration of the run and stops them afterwards.
 #
 # Usage: scripts/test.sh [extra cargo test args]
@@ -18,6 +18,7 @@ need_packages=()
 command -v pkg-config >/dev/null || need_packages+=(pkg-config)
 [ -f /usr/include/zlib.h ] || need_packages+=(zlib1g-dev)
 command -v redis-server >/dev/null || need_packages+=(redis-server)
+command -v node >/dev/null || need_packages+=(nodejs npm)
 if [ ${#need_packages[@]} -gt 0 ]; then
     step "installing ${need_packages[*]}"
     if [ "$(id -u)" = 0 ]; then
@@ -64,8 +65,9 @@ echo "Redis at $REDIS_URL, Redis Cluster at $REDIS_CLUSTER_URLS, broker at $KAFK
 step "Mastodon client libraries"
 source scripts/lib/clients.sh
 MASTODON_PY=$(clients_python)
-export MASTODON_PY
-echo "Mastodon.py $MASTODON_PY_VERSION at $MASTODON_PY"
+MASTO_JS=$(clients_masto_js)
+export MASTODON_PY MASTO_JS
+echo "Mastodon.py $MASTODON_PY_VERSION at $MASTODON_PY, masto.js $MASTO_JS_VERSION at $MASTO_JS"
 
 step "tests"
 # End-to-end tests start real servers; two at a time keeps them inside 2 cores.

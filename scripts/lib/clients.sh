@@ -3,8 +3,11 @@
 #
 #   source scripts/lib/clients.sh
 #   MASTODON_PY=$(clients_python)     # a python that imports Mastodon.py at the pinned version
+#   MASTO_JS=$(clients_masto_js)      # masto.js's ES module entry, at the pinned version
 
 MASTODON_PY_VERSION=2.3.3
+# 8.x needs Node 22; these machines have Node 20.
+MASTO_JS_VERSION=7.12.0
 
 clients_python() {
     local tools="${STARLING_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/starling-tools}"
@@ -21,4 +24,19 @@ clients_python() {
             || { echo "clients: pip install $want failed" >&2; return 1; }
     fi
     echo "$python"
+}
+
+clients_masto_js() {
+    local tools="${STARLING_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/starling-tools}"
+    local dir="$tools/clients-node"
+    local entry="$dir/node_modules/masto/dist/esm/index.js"
+    local have
+    have=$(node -p "require('$dir/node_modules/masto/package.json').version" 2>/dev/null || true)
+    if [ "$have" != "$MASTO_JS_VERSION" ]; then
+        echo "installing masto@$MASTO_JS_VERSION into $dir" >&2
+        mkdir -p "$dir"
+        npm install --prefix "$dir" --silent --no-audit --no-fund --save-exact "masto@$MASTO_JS_VERSION" >&2 \
+            || { echo "clients: npm install masto@$MASTO_JS_VERSION failed" >&2; return 1; }
+    fi
+    echo "$entry"
 }

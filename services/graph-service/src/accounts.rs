@@ -49,12 +49,9 @@ struct SignUp {
     username: Option<String>,
     email: Option<String>,
     password: Option<String>,
-    /// Must be true: the user accepted the server's rules. Forms send "true"/"1".
+    /// Must be true: the user accepted the server's rules. Forms send "true"/"1". (Other
+    /// fields clients send, such as `locale` and `reason`, are ignored.)
     agreement: Option<serde_json::Value>,
-    #[allow(dead_code)]
-    locale: Option<String>,
-    #[allow(dead_code)]
-    reason: Option<String>,
 }
 
 fn agreed(v: &Option<serde_json::Value>) -> bool {

@@ -223,14 +223,15 @@ async fn check_request(svc: &GraphService, q: AuthorizeQuery) -> Result<Request,
     }
     let scopes = Scopes::parse(q.scope.as_deref().unwrap_or(""))?;
     if !app_scopes(&app).covers(&scopes) {
-        return Err(ApiError::parameter(format!("the app did not register every scope of {scopes:?}")));
+        return Err(ApiError::parameter(format!("the app did not register every scope of \"{scopes}\"")));
     }
     Ok(Request { app, redirect_uri, scopes, state: q.state })
 }
 
 fn app_scopes(app: &AppRecord) -> Scopes {
-    // Stored canonical by `create_app`; a store edited by hand falls back to `read`.
-    Scopes::parse(&app.scopes).unwrap_or_else(|_| Scopes::parse("read").unwrap_or_else(|_| Scopes::all()))
+    // Stored canonical by `create_app`; anything else (a store edited by hand) grants the
+    // least, `read`.
+    Scopes::parse(&app.scopes).unwrap_or_else(|_| Scopes::read())
 }
 
 fn escape(s: &str) -> String {

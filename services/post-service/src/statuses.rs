@@ -30,13 +30,9 @@ struct NewStatus {
     in_reply_to_id: Option<String>,
     visibility: Option<String>,
     spoiler_text: Option<String>,
+    /// Other fields clients send by default (`sensitive`, `language`) are ignored.
     #[serde(rename = "media_ids[]", alias = "media_ids")]
     media_ids: Option<serde_json::Value>,
-    // Accepted and ignored, as a server without them does: clients send them by default.
-    #[allow(dead_code)]
-    sensitive: Option<serde_json::Value>,
-    #[allow(dead_code)]
-    language: Option<String>,
 }
 
 impl PostService {

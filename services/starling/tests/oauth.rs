@@ -6,8 +6,8 @@
 //! graph-service).
 //!
 //! Bodies are sent form-encoded (as Mastodon.py does) and as JSON (as masto.js does).
-//! Then the real Mastodon.py (`scripts/clients/mastodon_py_session.py`, with the Python
-//! that `MASTODON_PY` names; scripts/test.sh installs it) does a session of its own.
+//! Then the real Mastodon.py and masto.js (`scripts/clients/`, with what `MASTODON_PY` and
+//! `MASTO_JS` name; scripts/test.sh installs both) each do a session of their own.
 
 mod common;
 
@@ -289,23 +289,36 @@ fn url_params(query: &str) -> Vec<(String, String)> {
     query.split('&').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
 }
 
-/// Runs the Mastodon.py session against `base` (with its status part if `statuses`: the
-/// base serves the post-service's routes too); `false` if `MASTODON_PY` is not set.
-fn mastodon_py(base: &str, statuses: bool) -> bool {
-    let Ok(python) = std::env::var("MASTODON_PY") else {
-        eprintln!("skipped the Mastodon.py session: MASTODON_PY is not set (scripts/test.sh sets it)");
+/// Runs a real client library's session script (`scripts/clients/`) against `base`, with
+/// its status part if `statuses` (the base serves the post-service's routes too). `var`
+/// names what scripts/test.sh installed (the interpreter or the library); `false` if it is
+/// not set (the session is skipped, and says so).
+fn client_session(var: &str, base: &str, statuses: bool) -> bool {
+    let Ok(installed) = std::env::var(var) else {
+        eprintln!("skipped the {var} session: {var} is not set (scripts/test.sh sets it)");
         return false;
     };
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/clients/mastodon_py_session.py");
-    let mut cmd = std::process::Command::new(python);
-    cmd.arg(script).arg(base);
+    let scripts = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/clients");
+    let mut cmd = match var {
+        "MASTODON_PY" => {
+            let mut c = std::process::Command::new(&installed);
+            c.arg(format!("{scripts}/mastodon_py_session.py"));
+            c
+        }
+        _ => {
+            let mut c = std::process::Command::new("node");
+            c.arg(format!("{scripts}/masto_js_session.mjs")).env("MASTO_JS", &installed);
+            c
+        }
+    };
+    cmd.arg(base);
     if statuses {
         cmd.arg("--statuses");
     }
-    let out = cmd.output().expect("running Mastodon.py");
+    let out = cmd.output().unwrap_or_else(|e| panic!("running the {var} session: {e}"));
     assert!(
         out.status.success(),
-        "the Mastodon.py session failed:\n{}\n{}",
+        "the {var} session failed:\n{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -317,7 +330,8 @@ async fn oauth_standalone() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
     exercise(&Client::new(&server.base, &server.base)).await;
-    mastodon_py(&server.base, true);
+    client_session("MASTODON_PY", &server.base, true);
+    client_session("MASTO_JS", &server.base, true);
 }
 
 #[tokio::test]
@@ -341,5 +355,6 @@ async fn oauth_across_processes() {
     exercise(&Client::new(&stack.graph.base, &stack.timeline.base)).await;
     // The graph-service's routes only: statuses are another process's, and a client
     // needs one base URL for both (a reverse proxy, not here yet).
-    mastodon_py(&stack.graph.base, false);
+    client_session("MASTODON_PY", &stack.graph.base, false);
+    client_session("MASTO_JS", &stack.graph.base, false);
 }

@@ -64,10 +64,15 @@ impl Scopes {
             }
         }
         if scopes.is_empty() {
-            scopes.push("read");
+            return Ok(Scopes::read());
         }
         scopes.sort_by_key(|s| KNOWN.iter().position(|k| k == s));
         Ok(Scopes(scopes))
+    }
+
+    /// Mastodon's default: `read`.
+    pub fn read() -> Scopes {
+        Scopes(vec!["read"])
     }
 
     /// Every scope: what a token minted by the service itself (not through OAuth) holds.

@@ -1,0 +1,92 @@
+// A masto.js session against a Starling server: the library as a web app would use it
+// (JSON bodies, multipart forms for OAuth and sign-up, as masto.js sends them).
+//
+// Usage: MASTO_JS=<path to masto's dist/esm/index.js> node masto_js_session.mjs BASE_URL [--statuses]
+//
+// Registers an app, takes an app token, signs a person up, logs in with the password
+// grant, reads the account, follows a second account (relationships), and with
+// --statuses posts, reads and deletes a status; then revokes the token and checks it no
+// longer works. Shapes are asserted, not just status codes. Exits non-zero on the first
+// failure.
+
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { pathToFileURL } from "node:url";
+
+const [base, flag] = process.argv.slice(2);
+if (!base || (flag !== undefined && flag !== "--statuses") || !process.env.MASTO_JS) {
+  console.error("usage: MASTO_JS=<masto dist/esm/index.js> node masto_js_session.mjs BASE_URL [--statuses]");
+  process.exit(2);
+}
+const { createOAuthAPIClient, createRestAPIClient, MastoHttpError } = await import(
+  pathToFileURL(process.env.MASTO_JS).href
+);
+
+const rest = (accessToken) => createRestAPIClient({ url: base, accessToken });
+const oauth = createOAuthAPIClient({ url: base });
+const OOB = "urn:ietf:wg:oauth:2.0:oob";
+const scope = "read write follow push";
+
+const app = await rest().v1.apps.create({ clientName: "masto.js session", redirectUris: OOB, scopes: scope });
+assert.ok(app.clientId && app.clientSecret, "apps.create returned no credentials");
+assert.match(app.id, /^\d+$/);
+
+const credentials = { clientId: app.clientId, clientSecret: app.clientSecret, redirectUri: OOB };
+const appToken = await oauth.token.create({ ...credentials, grantType: "client_credentials", scope });
+assert.equal(appToken.tokenType, "Bearer");
+
+const name = "js" + randomUUID().replaceAll("-", "").slice(0, 10);
+const password = "a long password " + name;
+const signUp = await rest(appToken.accessToken).v1.accounts.create({
+  username: name,
+  email: `${name}@example.com`,
+  password,
+  agreement: true,
+  locale: "en",
+});
+assert.ok(signUp.accessToken, "accounts.create returned no token");
+
+const token = await oauth.token.create({ ...credentials, grantType: "password", username: name, password, scope });
+const me = rest(token.accessToken);
+const account = await me.v1.accounts.verifyCredentials();
+assert.equal(account.username, name);
+assert.equal(account.acct, name);
+assert.match(account.id, /^\d+$/, "ids are strings of digits");
+assert.ok(!Number.isNaN(Date.parse(account.createdAt)), `createdAt ${account.createdAt}`);
+
+const otherName = name + "b";
+await rest(appToken.accessToken).v1.accounts.create({
+  username: otherName,
+  email: `${otherName}@example.com`,
+  password,
+  agreement: true,
+  locale: "en",
+});
+const other = await me.v1.accounts.lookup({ acct: otherName });
+const followed = await me.v1.accounts.$select(other.id).follow();
+assert.equal(followed.following, true);
+const [relationship] = await me.v1.accounts.relationships.fetch({ id: [other.id] });
+assert.equal(relationship.id, other.id);
+assert.equal(relationship.following, true);
+assert.equal((await me.v1.accounts.$select(other.id).fetch()).followersCount, 1);
+
+if (flag === "--statuses") {
+  const status = await me.v1.statuses.create({ status: "hello from <masto.js>" });
+  assert.match(status.id, /^\d+$/);
+  assert.equal(status.content, "<p>hello from &lt;masto.js&gt;</p>");
+  assert.equal(status.account.id, account.id);
+  const reply = await me.v1.statuses.create({ status: "a reply", inReplyToId: status.id });
+  assert.equal(reply.inReplyToId, status.id);
+  assert.equal((await me.v1.statuses.$select(status.id).fetch()).id, status.id);
+  const deleted = await me.v1.statuses.$select(status.id).remove();
+  assert.equal(deleted.text, "hello from <masto.js>");
+}
+
+await oauth.revoke({ ...credentials, token: token.accessToken });
+try {
+  await me.v1.accounts.verifyCredentials();
+  assert.fail("a revoked token still worked");
+} catch (e) {
+  assert.ok(e instanceof MastoHttpError && e.statusCode === 401, `expected a 401, got ${e}`);
+}
+console.log(`masto.js session ok: account ${name} (id ${account.id})`);
