@@ -69,6 +69,10 @@ def main(base: str, statuses: bool) -> None:
         assert reply["id"] == again["id"], "the idempotency key did not replay"
         assert str(reply["in_reply_to_id"]) == str(posted["id"]), reply
         assert user.status(posted["id"])["id"] == posted["id"]
+        mine = user.account_statuses(me["id"], limit=1)
+        assert [s["id"] for s in mine] == [reply["id"]], mine
+        older = user.fetch_next(mine)
+        assert [s["id"] for s in older] == [posted["id"]], older
         deleted = user.status_delete(posted["id"])
         assert deleted["text"] == "hello from <mastodon.py> & friends", deleted
 

@@ -135,6 +135,25 @@ async fn create(
 }
 
 impl PostService {
+    /// A page of the posts of the user `raw` names (404 if none), newest first.
+    pub(crate) async fn author_page(&self, raw: &str, page: &Page) -> Result<Vec<PostRecord>, ApiError> {
+        let user: starling_ids::UserId = raw.parse().map_err(|_| ApiError::not_found("user"))?;
+        if self.graph.user(user).await.map_err(ApiError::unavailable)?.is_none() {
+            return Err(ApiError::not_found("user"));
+        }
+        let window = Window {
+            before: page.max_id,
+            after: page.since_id.or(page.min_id),
+            limit: page.limit,
+            order: if page.min_id.is_some() { Order::OldestFirst } else { Order::NewestFirst },
+        };
+        let mut posts = self.store.posts_by_author(user, window).await.map_err(ApiError::unavailable)?;
+        if window.order == Order::OldestFirst {
+            posts.reverse();
+        }
+        Ok(posts)
+    }
+
     /// Validates and creates a post for `me` (the `Idempotency-Key` of `req` honoured),
     /// answered once its event is in the log. `true` if the key replayed an earlier post.
     pub(crate) async fn create_post(
@@ -234,20 +253,7 @@ async fn delete(svc: Svc, me: AuthUser, req: HttpRequest, path: web::Path<String
 
 async fn user_posts(svc: Svc, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let page = Page::from_request(&req)?;
-    let user: starling_ids::UserId = path.parse().map_err(|_| ApiError::not_found("user"))?;
-    if svc.graph.user(user).await.map_err(ApiError::unavailable)?.is_none() {
-        return Err(ApiError::not_found("user"));
-    }
-    let window = Window {
-        before: page.max_id,
-        after: page.since_id.or(page.min_id),
-        limit: page.limit,
-        order: if page.min_id.is_some() { Order::OldestFirst } else { Order::NewestFirst },
-    };
-    let mut posts = svc.store.posts_by_author(user, window).await.map_err(ApiError::unavailable)?;
-    if window.order == Order::OldestFirst {
-        posts.reverse();
-    }
+    let posts = svc.author_page(&path, &page).await?;
     let full = posts.len() == page.limit;
     let body = PostPage {
         next_max_id: posts.last().map(|p| p.id).filter(|_| full || page.min_id.is_some()),

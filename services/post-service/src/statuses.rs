@@ -1,5 +1,7 @@
 //! Mastodon's status endpoints: `POST /api/v1/statuses` (form or JSON, `Idempotency-Key`),
-//! `GET` and `DELETE /api/v1/statuses/{id}`, answering Status entities.
+//! `GET` and `DELETE /api/v1/statuses/{id}`, and an account's statuses
+//! (`GET /api/v1/accounts/{id}/statuses`, paged by `max_id`/`since_id`/`min_id` and an
+//! absolute `Link` header), answering Status entities.
 //!
 //! A status's account comes from the graph-service (one call for the author and its
 //! counts); `in_reply_to_account_id` from the parent post. Only public statuses exist:
@@ -11,17 +13,24 @@ use starling_api::ApiError;
 use starling_api::auth::AuthUser;
 use starling_api::form::FormOrJson;
 use starling_api::mastodon::{Account, PublicBase, Status};
+use starling_api::pagination::{Page, query_pairs};
 use starling_ids::PostId;
 use starling_storage::{PostRecord, UserRecord};
 
 use crate::{PostService, post_id};
+
+/// Is query flag `name` set to true (`true` or `1`, as clients send it)?
+fn flag(pairs: &[(String, String)], name: &str) -> bool {
+    pairs.iter().any(|(k, v)| k == name && matches!(v.as_str(), "true" | "1"))
+}
 
 type Svc = web::Data<PostService>;
 
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/v1/statuses", web::post().to(create))
         .route("/api/v1/statuses/{id}", web::get().to(get))
-        .route("/api/v1/statuses/{id}", web::delete().to(delete));
+        .route("/api/v1/statuses/{id}", web::delete().to(delete))
+        .route("/api/v1/accounts/{id}/statuses", web::get().to(account_statuses));
 }
 
 #[derive(Deserialize)]
@@ -39,10 +48,20 @@ impl PostService {
     /// `post` as a Status, its author's account and counts fetched from the graph.
     async fn status(&self, req: &HttpRequest, post: &PostRecord) -> Result<Status, ApiError> {
         let base = PublicBase::of(req);
+        let account = self.author(&base, post).await?;
+        self.status_by(&base, post, account).await
+    }
+
+    /// The account of `post`'s author, with its counts from the graph.
+    async fn author(&self, base: &PublicBase, post: &PostRecord) -> Result<Account, ApiError> {
         let counts = self.graph.counts(post.author).await.map_err(ApiError::unavailable)?;
         let author = UserRecord { id: post.author, handle: post.author_handle.clone() };
         // The post count is the post-service's to know, but not indexed yet.
-        let account = Account::new(&base, &author, counts, 0);
+        Ok(Account::new(base, &author, counts, 0))
+    }
+
+    /// `post` as a Status by `account`.
+    async fn status_by(&self, base: &PublicBase, post: &PostRecord, account: Account) -> Result<Status, ApiError> {
         let parent_author = match post.reply_to {
             Some(parent) => {
                 let found = self.store.get_posts(&[parent]).await.map_err(ApiError::unavailable)?;
@@ -50,7 +69,7 @@ impl PostService {
             }
             None => None,
         };
-        Ok(Status::new(&base, post, account, parent_author))
+        Ok(Status::new(base, post, account, parent_author))
     }
 }
 
@@ -94,4 +113,34 @@ async fn delete(svc: Svc, me: AuthUser, req: HttpRequest, path: web::Path<String
     let mut status = svc.status(&req, &post).await?;
     status.text = Some(post.text);
     Ok(HttpResponse::Ok().json(status))
+}
+
+/// `GET /api/v1/accounts/{id}/statuses`. Starling has no media and no pinned statuses, so
+/// `only_media` and `pinned` give an empty page; `exclude_replies` drops replies from the
+/// page (which may then be short: the `Link` header still leads on).
+async fn account_statuses(svc: Svc, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let page = Page::from_request(&req)?;
+    let pairs = query_pairs(req.query_string())?;
+    let posts = svc.author_page(&path, &page).await?;
+    if flag(&pairs, "only_media") || flag(&pairs, "pinned") {
+        return Ok(HttpResponse::Ok().json(Vec::<Status>::new()));
+    }
+    let full = posts.len() == page.limit;
+    let next = posts.last().map(|p| p.id).filter(|_| full || page.min_id.is_some());
+    let prev = posts.first().map(|p| p.id);
+    let base = PublicBase::of(&req);
+    let mut statuses = Vec::with_capacity(posts.len());
+    // One author for the whole page: its account is fetched once.
+    if let Some(first) = posts.first() {
+        let account = svc.author(&base, first).await?;
+        for post in posts.iter().filter(|p| !(flag(&pairs, "exclude_replies") && p.reply_to.is_some())) {
+            statuses.push(svc.status_by(&base, post, account.clone()).await?);
+        }
+    }
+    let mut res = HttpResponse::Ok();
+    let here = format!("{}{}", base.0, req.path());
+    if let Some(link) = page.link_header(&here, prev, next) {
+        res.insert_header(("Link", link));
+    }
+    Ok(res.json(statuses))
 }

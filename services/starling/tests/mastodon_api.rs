@@ -162,6 +162,30 @@ async fn mastodon_statuses() {
     let r = c.get(&format!("/api/v1/statuses/{first}"), None).await;
     assert_eq!((r.status, &r.body["id"]), (StatusCode::OK, &Value::from(first.clone())), "{}", r.text);
 
+    // An account's statuses, newest first, paged by the Link header.
+    let r = c.post("/api/v1/statuses", Some(&erin_token), Body::Form(&[("status", "second")])).await;
+    let second = s(&r.body["id"]).to_owned();
+    let r = c
+        .post("/api/v1/statuses", Some(&erin_token), Body::Form(&[("status", "a reply"), ("in_reply_to_id", &first)]))
+        .await;
+    let third = s(&r.body["id"]).to_owned();
+    let res = reqwest::get(format!("{}/api/v1/accounts/{erin}/statuses?limit=2", server.base)).await.unwrap();
+    let link = res.headers().get("link").map(|l| l.to_str().unwrap().to_owned()).expect("a Link header");
+    let page: Value = res.json().await.unwrap();
+    let ids: Vec<&str> = page.as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec![third.as_str(), second.as_str()], "newest first");
+    let next = link.split(['<', '>']).nth(1).unwrap();
+    assert!(next.starts_with("http://") && link.contains("rel=\"next\""), "{link}");
+    let r = c.send(Method::GET, next.to_owned(), None, Body::None).await;
+    assert_eq!(r.body.as_array().map(|a| a.len()), Some(1), "the first status on the next page: {}", r.body);
+    assert_eq!(r.body[0]["id"], Value::from(first.clone()));
+    let r = c.get(&format!("/api/v1/accounts/{erin}/statuses?exclude_replies=true"), None).await;
+    assert_eq!(r.body.as_array().map(|a| a.len()), Some(2), "the reply left out: {}", r.body);
+    let r = c.get(&format!("/api/v1/accounts/{erin}/statuses?only_media=true"), None).await;
+    assert_eq!(r.body, json!([]), "no media here");
+    assert_eq!(c.get("/api/v1/accounts/123456789/statuses", None).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(c.get(&format!("/api/v1/accounts/{erin}/statuses?limit=0"), None).await.status, StatusCode::BAD_REQUEST);
+
     // Bad input changes nothing.
     for (body, why) in [
         (Body::Form(&[("status", "")]), "empty"),
@@ -179,7 +203,7 @@ async fn mastodon_statuses() {
     let r = c.post("/api/v1/statuses", Some(&erin_token), Body::Json(json!(["x"]))).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
     let r = c.get(&format!("/api/v1/users/{erin}/posts"), None).await;
-    assert_eq!(r.body["posts"].as_array().map(Vec::len), Some(1), "only the one status: {}", r.body);
+    assert_eq!(r.body["posts"].as_array().map(Vec::len), Some(3), "no status from the bad input: {}", r.body);
 
     // Delete: only one's own; the answer carries the source text.
     let del = |token: String, id: String| {
