@@ -5,7 +5,7 @@
 //
 // Registers an app, takes an app token, signs a person up, logs in with the password
 // grant, reads the account, follows a second account (relationships), and with
-// --statuses posts, reads and deletes a status; then revokes the token and checks it no
+// --statuses posts, reads and deletes a status and pages the home timeline; then revokes the token and checks it no
 // longer works. Shapes are asserted, not just status codes. Exits non-zero on the first
 // failure.
 
@@ -78,6 +78,13 @@ if (flag === "--statuses") {
   const reply = await me.v1.statuses.create({ status: "a reply", inReplyToId: status.id });
   assert.equal(reply.inReplyToId, status.id);
   assert.equal((await me.v1.statuses.$select(status.id).fetch()).id, status.id);
+  // The home timeline, paged through masto.js's paginator (it follows the Link header).
+  const seen = [];
+  for await (const page of me.v1.timelines.home.list({ limit: 1 })) {
+    seen.push(...page.map((s) => s.id));
+    assert.ok(page.every((s) => s.account.username === name));
+  }
+  assert.deepEqual(seen, [reply.id, status.id]);
   const deleted = await me.v1.statuses.$select(status.id).remove();
   assert.equal(deleted.text, "hello from <masto.js>");
 }

@@ -5,9 +5,9 @@ Usage: python mastodon_py_session.py BASE_URL [--statuses]
 Registers an app, signs a person up with the app's token, logs in with the password
 grant, reads the account, follows a second account found by `acct` (relationships,
 followers, counts), unfollows it, reads the instance, revokes the token and checks it no longer
-works. With --statuses (a base that also serves the post-service's routes) it also posts,
-replies to, reads and deletes statuses. (The home timeline in Mastodon's shape comes
-next; it is not asserted yet.) Mastodon.py parses leniently, so shapes are asserted here, not just
+works. With --statuses (a base that also serves the post-service's and the
+timeline-service's routes) it also posts, replies to, reads and deletes statuses, and
+pages the home timeline to its end. Mastodon.py parses leniently, so shapes are asserted here, not just
 status codes. Exits non-zero on the first failure.
 """
 
@@ -73,6 +73,14 @@ def main(base: str, statuses: bool) -> None:
         assert [s["id"] for s in mine] == [reply["id"]], mine
         older = user.fetch_next(mine)
         assert [s["id"] for s in older] == [posted["id"]], older
+        # The home timeline (one's own statuses are in it), paged to its end.
+        home = user.timeline_home(limit=1)
+        seen = []
+        while home:
+            seen.extend(s["id"] for s in home)
+            assert home[0]["account"]["username"] == name, home[0]["account"]
+            home = user.fetch_next(home)
+        assert seen == [reply["id"], posted["id"]], seen
         deleted = user.status_delete(posted["id"])
         assert deleted["text"] == "hello from <mastodon.py> & friends", deleted
 

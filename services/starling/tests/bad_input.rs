@@ -928,7 +928,9 @@ async fn bogus_cursors_and_limits_are_400() {
         let good = ["limit=1", "limit=100", "max_id=9223372036854775807", "since_id=9223372036854775807", "min_id=1"];
         for q in good.into_iter().chain(["min_id=9223372036854775807", "unknown=param"]) {
             let sent = rig.req(Method::GET, format!("{path}?{q}")).token(&reader.token).send().await;
-            assert!(sent.ok(StatusCode::OK)["posts"].is_array());
+            // The home timeline is Mastodon's (an array), a user's posts Starling's.
+            let body = sent.ok(StatusCode::OK);
+            assert!(body.is_array() || body["posts"].is_array(), "{body}");
         }
     }
     let user_lists =

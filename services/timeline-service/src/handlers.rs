@@ -1,12 +1,13 @@
-//! HTTP handlers of the timeline-service.
+//! HTTP handlers of the timeline-service: `GET /api/v1/timelines/home`, Mastodon's, an
+//! array of Statuses with an absolute `Link` header (`next`: older, `prev`: newer).
 
 use std::sync::Arc;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use starling_api::ApiError;
 use starling_api::auth::AuthUser;
+use starling_api::mastodon::PublicBase;
 use starling_api::pagination::Page;
-use starling_api::views::{PostPage, PostView};
 
 use crate::{Direction, Query, TimelineService};
 
@@ -27,14 +28,13 @@ async fn home(svc: web::Data<TimelineService>, me: AuthUser, req: HttpRequest) -
     }
     // Going down, a short page is the end; going up, older posts exist (min_id's own).
     let more_below = posts.len() == page.limit || query.direction == Direction::Up;
-    let body = PostPage {
-        next_max_id: posts.last().map(|p| p.id).filter(|_| more_below),
-        prev_min_id: posts.first().map(|p| p.id),
-        posts: posts.into_iter().map(PostView::from).collect(),
-    };
+    let next_max_id = posts.last().map(|p| p.id).filter(|_| more_below);
+    let prev_min_id = posts.first().map(|p| p.id);
+    let base = PublicBase::of(&req);
+    let statuses = svc.statuses(&base, posts).await.map_err(ApiError::unavailable)?;
     let mut res = HttpResponse::Ok();
-    if let Some(link) = page.link_header(req.path(), body.prev_min_id, body.next_max_id) {
+    if let Some(link) = page.link_header(&format!("{}{}", base.0, req.path()), prev_min_id, next_max_id) {
         res.insert_header(("Link", link));
     }
-    Ok(res.json(body))
+    Ok(res.json(statuses))
 }

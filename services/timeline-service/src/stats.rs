@@ -20,9 +20,10 @@ pub enum Lookups {
     Following = 1,
     Recent = 2,
     Celebrities = 3,
+    Counts = 4,
 }
 
-const COLLECTIONS: [&str; 4] = ["posts", "following", "recent", "celebrities"];
+const COLLECTIONS: [&str; 5] = ["posts", "following", "recent", "celebrities", "counts"];
 
 #[derive(Debug, Default)]
 pub struct ReadStats {
@@ -35,8 +36,8 @@ pub struct ReadStats {
     /// Calls to another service, by [`Peer`].
     calls: [AtomicU64; 2],
     /// Read-model hits and misses, by [`Lookups`].
-    hits: [AtomicU64; 4],
-    misses: [AtomicU64; 4],
+    hits: [AtomicU64; 5],
+    misses: [AtomicU64; 5],
 }
 
 impl ReadStats {

@@ -150,18 +150,22 @@ impl Client {
         self.expect_success(&self.targets.posts, Method::DELETE, &path, Some(token), None, &[]).await.map(drop)
     }
 
-    /// One page of a home timeline; `query` is the part after `?`. Returns the ids and the
-    /// next (older) cursor.
-    pub async fn home(&self, token: &str, query: &str) -> Result<(Vec<PostId>, Option<PostId>), Failure> {
-        let path = format!("/api/v1/timelines/home?{query}");
+    /// One page of a home timeline (Mastodon's: an array of Statuses) of at most `limit`
+    /// entries; `query` is the rest after `?`. Returns the ids and the next (older)
+    /// cursor: the last id of a full page, as the `Link` header's `next` has it.
+    pub async fn home(&self, token: &str, limit: usize, query: &str) -> Result<(Vec<PostId>, Option<PostId>), Failure> {
+        let path = format!("/api/v1/timelines/home?limit={limit}{query}");
         let r = self.expect_success(&self.targets.timeline, Method::GET, &path, Some(token), None, &[]).await?;
-        let ids: Option<Vec<PostId>> = r.body["posts"]
+        let ids: Option<Vec<PostId>> = r
+            .body
             .as_array()
             .map(|posts| posts.iter().map(|p| p["id"].as_str().and_then(|s| s.parse().ok()).map(PostId)).collect())
             .and_then(|ids: Vec<Option<PostId>>| ids.into_iter().collect());
-        let next = r.body["next_max_id"].as_str().and_then(|s| s.parse().ok()).map(PostId);
         match ids {
-            Some(ids) => Ok((ids, next)),
+            Some(ids) => {
+                let next = ids.last().copied().filter(|_| ids.len() == limit);
+                Ok((ids, next))
+            }
             None => Err(Failure::Status(r.status, r.body)),
         }
     }
@@ -169,12 +173,12 @@ impl Client {
     /// The whole home timeline, page by page.
     pub async fn home_all(&self, token: &str) -> Result<Vec<PostId>, Failure> {
         let mut all = Vec::new();
-        let mut query = "limit=100".to_owned();
+        let mut query = String::new();
         loop {
-            let (ids, next) = self.home(token, &query).await?;
+            let (ids, next) = self.home(token, 100, &query).await?;
             all.extend(ids);
             match next {
-                Some(n) => query = format!("limit=100&max_id={n}"),
+                Some(n) => query = format!("&max_id={n}"),
                 None => return Ok(all),
             }
         }

@@ -199,7 +199,7 @@ impl Run {
             }
             Op::Read => {
                 self.readers.lock().insert(me.id);
-                match self.client.home(&me.token, "limit=20").await {
+                match self.client.home(&me.token, 20, "").await {
                     Ok((ids, _)) if ids.len() <= 20 && ids.windows(2).all(|w| w[0] > w[1]) => Outcome::Ok,
                     Ok(_) => Outcome::Error("malformed_page".into()),
                     Err(f) => Outcome::Error(f.kind()),
@@ -264,7 +264,7 @@ impl Run {
         let accepted = Instant::now();
         self.probe_tasks.spawn(async move {
             let token = &run.user(run.by_id[&follower]).token;
-            let query = format!("limit=1&min_id={}", id.0 - 1);
+            let query = format!("&min_id={}", id.0 - 1);
             // Polls back off so that slow deliveries cost few requests; the resolution
             // stays within a quarter of the lag measured.
             let mut pause = Duration::from_millis(5);
@@ -276,7 +276,7 @@ impl Run {
                     run.rec.lag_timeout();
                     break;
                 }
-                if let Ok((ids, _)) = run.client.home(token, &query).await
+                if let Ok((ids, _)) = run.client.home(token, 1, &query).await
                     && ids.first() == Some(&id)
                 {
                     run.rec.lag_sample(accepted.elapsed());

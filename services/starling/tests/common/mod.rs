@@ -256,10 +256,11 @@ impl Api {
             };
             let r = self.call(Method::GET, &path, Some(token), None).await;
             assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.body);
-            let posts = r.body["posts"].as_array().expect("posts");
+            // Mastodon's shape: an array of Statuses; a full page has a next one.
+            let posts = r.body.as_array().expect("an array of statuses");
             assert!(posts.len() <= limit);
             ids.extend(posts.iter().map(|p| p["id"].as_str().expect("id").parse::<u64>().expect("numeric")));
-            match r.body["next_max_id"].as_str() {
+            match posts.last().and_then(|p| p["id"].as_str()).filter(|_| posts.len() == limit) {
                 Some(next) => cursor = Some(next.to_owned()),
                 None => return ids,
             }

@@ -293,5 +293,5 @@ impl Driver {
 
 /// The post ids of a timeline page, in its order.
 fn page_ids(body: &serde_json::Value) -> Vec<PostId> {
-    body["posts"].as_array().unwrap().iter().map(|p| PostId(p["id"].as_str().unwrap().parse().unwrap())).collect()
+    body.as_array().unwrap().iter().map(|p| PostId(p["id"].as_str().unwrap().parse().unwrap())).collect()
 }

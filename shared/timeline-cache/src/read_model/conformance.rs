@@ -38,7 +38,18 @@ pub async fn run(m: &dyn ReadModel) {
     fills_of_the_wrong_kind_are_refused(m).await;
     the_celebrity_version_moves_on_celebrity_changes(m).await;
     grants_fill_once_and_revocations_win(m).await;
+    counts_fill_and_replace(m).await;
     clear_forgets_everything(m).await;
+}
+
+async fn counts_fill_and_replace(m: &dyn ReadModel) {
+    use starling_storage::Counts;
+    let (a, b) = (user(400), user(401));
+    assert_eq!(m.counts(&[a, b]).await.unwrap(), vec![None, None]);
+    m.fill_counts(&[(a, Counts { followers: 3, following: u64::MAX })]).await.unwrap();
+    m.fill_counts(&[(a, Counts { followers: 4, following: 1 })]).await.unwrap();
+    assert_eq!(m.counts(&[b, a]).await.unwrap(), vec![None, Some(Counts { followers: 4, following: 1 })]);
+    assert_eq!(m.counts(&[]).await.unwrap(), vec![]);
 }
 
 async fn grants_fill_once_and_revocations_win(m: &dyn ReadModel) {

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
 use starling_ids::{PostId, UserId};
-use starling_storage::PostRecord;
+use starling_storage::{Counts, PostRecord};
 
 use super::{CachedPost, Collection, Fill, FillToken, ReadModel, Recent, check_fill, merge_recent};
 use crate::CacheResult;
@@ -20,13 +20,15 @@ use crate::CacheResult;
 pub struct MemoryReadModelOptions {
     /// Posts (and tombstones) kept.
     pub max_posts: usize,
-    /// Follow lists kept.
+    /// Follow lists kept (and as many grants and authors' counts).
     pub max_readers: usize,
+    /// How long cached counts are served.
+    pub counts_for: std::time::Duration,
 }
 
 impl Default for MemoryReadModelOptions {
     fn default() -> Self {
-        Self { max_posts: 1_000_000, max_readers: 200_000 }
+        Self { max_posts: 1_000_000, max_readers: 200_000, counts_for: std::time::Duration::from_secs(60) }
     }
 }
 
@@ -62,6 +64,8 @@ impl<K: std::hash::Hash + Eq + Copy, V> Bounded<K, V> {
 pub struct MemoryReadModel {
     posts: RwLock<Bounded<PostId, CachedPost>>,
     grants: RwLock<Bounded<[u8; 32], Option<Vec<u8>>>>,
+    counts: RwLock<Bounded<UserId, (Counts, std::time::Instant)>>,
+    counts_for: std::time::Duration,
     sets: RwLock<Sets>,
     fills: Mutex<Fills>,
     version: AtomicU64,
@@ -85,6 +89,8 @@ impl MemoryReadModel {
             posts: RwLock::new(Bounded::new(options.max_posts)),
             // A grant is as small as a follow list; as many as readers.
             grants: RwLock::new(Bounded::new(options.max_readers)),
+            counts: RwLock::new(Bounded::new(options.max_readers)),
+            counts_for: options.counts_for,
             sets: RwLock::new(Sets {
                 following: Bounded::new(options.max_readers),
                 recent: HashMap::new(),
@@ -235,6 +241,21 @@ impl ReadModel for MemoryReadModel {
         Ok(())
     }
 
+    async fn counts(&self, users: &[UserId]) -> CacheResult<Vec<Option<Counts>>> {
+        let counts = self.counts.read();
+        let fresh = |(c, at): &(Counts, std::time::Instant)| (at.elapsed() < self.counts_for).then_some(*c);
+        Ok(users.iter().map(|u| counts.map.get(u).and_then(fresh)).collect())
+    }
+
+    async fn fill_counts(&self, entries: &[(UserId, Counts)]) -> CacheResult<()> {
+        let mut counts = self.counts.write();
+        let now = std::time::Instant::now();
+        for &(user, c) in entries {
+            counts.insert(user, (c, now));
+        }
+        Ok(())
+    }
+
     async fn grant(&self, hash: &[u8; 32]) -> CacheResult<Option<Option<Vec<u8>>>> {
         Ok(self.grants.read().map.get(hash).cloned())
     }
@@ -259,6 +280,8 @@ impl ReadModel for MemoryReadModel {
         *self.posts.write() = Bounded::new(cap);
         let cap = self.grants.read().cap;
         *self.grants.write() = Bounded::new(cap);
+        let cap = self.counts.read().cap;
+        *self.counts.write() = Bounded::new(cap);
         let mut sets = self.sets.write();
         sets.following = Bounded::new(sets.following.cap);
         sets.recent.clear();
@@ -279,7 +302,11 @@ mod tests {
 
     #[tokio::test]
     async fn bounded_by_count() {
-        let m = MemoryReadModel::new(MemoryReadModelOptions { max_posts: 2, max_readers: 1 });
+        let m = MemoryReadModel::new(MemoryReadModelOptions {
+            max_posts: 2,
+            max_readers: 1,
+            ..MemoryReadModelOptions::default()
+        });
         let post = |id| PostRecord {
             id: PostId(id),
             author: UserId(1),

@@ -7,6 +7,7 @@
 //! | following | each reader's followees | the fan-out on every graph event (the edge's state read from the graph) | graph-service (`following`) |
 //! | recent | each celebrity's newest post ids | the fan-out on each celebrity post; forgotten on a class change | post-service (`post_ids_by_author`) |
 //! | celebrities | who is a celebrity now | the fan-out on `AuthorClassChanged` | graph-service (`celebrities`) |
+//! | counts | each author's follower and following counts, as statuses show them | nothing: they expire (a minute in Redis), so they may be that old | graph-service (`counts`) |
 //! | grants | what each OAuth access token stands for (opaque bytes), or a tombstone | graph-service on issue (write-through) and revoke (tombstone, before it answers) | graph-service (`/internal/v1/grants`) |
 //!
 //! # Fills race events; events win
@@ -52,7 +53,7 @@ pub mod memory;
 
 use async_trait::async_trait;
 use starling_ids::{PostId, UserId};
-use starling_storage::PostRecord;
+use starling_storage::{Counts, PostRecord};
 
 use crate::{CacheError, CacheResult};
 
@@ -139,6 +140,12 @@ pub trait ReadModel: Send + Sync + 'static {
     /// Drops a collection and any fill in progress (an author's class changed: its recent
     /// list no longer follows its posts).
     async fn forget(&self, collection: Collection) -> CacheResult<()>;
+
+    /// Same length and order as `users`; `None` where not cached (or expired).
+    async fn counts(&self, users: &[UserId]) -> CacheResult<Vec<Option<Counts>>>;
+
+    /// Caches counts read from the graph, replacing what is cached.
+    async fn fill_counts(&self, counts: &[(UserId, Counts)]) -> CacheResult<()>;
 
     /// The cached grant of the token whose SHA-256 is `hash`: `Some(Some(bytes))` live,
     /// `Some(None)` revoked or unknown, `None` not cached.

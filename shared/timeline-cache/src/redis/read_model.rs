@@ -10,6 +10,7 @@
 //! | `P{<reader>}:f` | followees, 8 bytes each, unordered | `following_ttl` |
 //! | `P{<author>}:r` | `C`/`T` (complete / cut) ‖ newest post ids, 8 bytes each, at most 128 | `recent_ttl` |
 //! | `P{celebrities}:c` | celebrities, 8 bytes each | `recent_ttl` |
+//! | `P{<user>}:n` | follower and following counts, 8 bytes each | `counts_ttl` |
 //! | `Pg:<token hash, hex>` | an OAuth grant: `1` ‖ its bytes, or the tombstone `0` | `grant_ttl` |
 //! | `P{celebrities}:v` | the celebrity version (an integer, `INCR`ed; starts from the clock in µs, see `lua/bump.lua`) | none |
 //! | `…:fill` beside each of the last three | a fill's token | 60 s |
@@ -34,7 +35,7 @@ use async_trait::async_trait;
 use deadpool_redis::redis::{self, Cmd, Value};
 use futures::StreamExt as _;
 use starling_ids::{PostId, UserId};
-use starling_storage::PostRecord;
+use starling_storage::{Counts, PostRecord};
 
 use super::conn::{Connections, LuaScript, Request, glob_escape};
 use super::millis;
@@ -53,6 +54,9 @@ pub struct RedisReadModelOptions {
     /// Grants and their tombstones: how long a tombstone must outlive a fill that read
     /// storage before the revocation (seconds) and then some; a miss refills.
     pub grant_ttl: Duration,
+    /// Authors' counts: nothing keeps them current, so this is how old a status's counts
+    /// may be.
+    pub counts_ttl: Duration,
     /// A fill not finished after this long is abandoned.
     pub fill_timeout: Duration,
     /// Commands in flight at once on a cluster (posts of one page).
@@ -66,6 +70,7 @@ impl Default for RedisReadModelOptions {
             following_ttl: Duration::from_secs(7 * 24 * 3600),
             recent_ttl: Duration::from_secs(24 * 3600),
             grant_ttl: Duration::from_secs(24 * 3600),
+            counts_ttl: Duration::from_secs(60),
             fill_timeout: Duration::from_secs(60),
             in_flight: 64,
         }
@@ -88,6 +93,7 @@ pub struct RedisReadModel {
     following_ms: u64,
     recent_ms: u64,
     grant_ms: u64,
+    counts_ms: u64,
     fill_ms: u64,
     in_flight: usize,
 }
@@ -107,6 +113,7 @@ impl RedisReadModel {
             following_ms: millis(options.following_ttl),
             recent_ms: millis(options.recent_ttl),
             grant_ms: millis(options.grant_ttl),
+            counts_ms: millis(options.counts_ttl),
             fill_ms: millis(options.fill_timeout),
             in_flight: options.in_flight.max(1),
         }
@@ -116,6 +123,10 @@ impl RedisReadModel {
         let mut k = String::with_capacity(self.prefix.len() + 22);
         let _ = write!(k, "{}p:{}", self.prefix, id.0);
         k
+    }
+
+    fn counts_key(&self, user: UserId) -> String {
+        format!("{}{{{}}}:n", self.prefix, user.0)
     }
 
     fn grant_key(&self, hash: &[u8; 32]) -> String {
@@ -367,6 +378,30 @@ impl ReadModel for RedisReadModel {
         if !matches!(collection, Collection::Following(_)) {
             self.bump().await?;
         }
+        Ok(())
+    }
+
+    async fn counts(&self, users: &[UserId]) -> CacheResult<Vec<Option<Counts>>> {
+        let values = self.get_many("counts", users.iter().map(|&u| self.counts_key(u)).collect()).await?;
+        values
+            .into_iter()
+            .map(|v| match v.as_deref().map(bytes_to_ids).transpose()? {
+                None => Ok(None),
+                Some(ids) if ids.len() == 2 => Ok(Some(Counts { followers: ids[0], following: ids[1] })),
+                Some(_) => Err(CacheError::Backend("corrupt cached counts".into())),
+            })
+            .collect()
+    }
+
+    async fn fill_counts(&self, counts: &[(UserId, Counts)]) -> CacheResult<()> {
+        let cmds = counts
+            .iter()
+            .map(|&(user, c)| {
+                let value = ids_to_bytes([c.followers, c.following]);
+                redis::cmd("SET").arg(self.counts_key(user)).arg(value).arg("PX").arg(self.counts_ms).clone()
+            })
+            .collect();
+        self.each::<Value>("fill counts", cmds).await?;
         Ok(())
     }
 
