@@ -12,7 +12,7 @@ use serde::Deserialize;
 use starling_api::ApiError;
 use starling_api::auth::AuthUser;
 use starling_api::form::FormOrJson;
-use starling_api::mastodon::{Account, PublicBase, Status};
+use starling_api::mastodon::{Account, PublicBase, RawAccount, Status};
 use starling_api::pagination::{Page, query_pairs};
 use starling_ids::PostId;
 use starling_storage::{PostRecord, UserRecord};
@@ -69,7 +69,7 @@ impl PostService {
             }
             None => None,
         };
-        Ok(Status::new(base, post, account, parent_author))
+        Ok(Status::new(base, post, &RawAccount::new(&account), parent_author))
     }
 }
 

@@ -50,7 +50,7 @@ use stats::{Lookups, Peer};
 
 use futures::future::try_join_all;
 use parking_lot::RwLock;
-use starling_api::mastodon::{Account, PublicBase, Status};
+use starling_api::mastodon::{Account, PublicBase, RawAccount, Status};
 use starling_clients::{ClientError, GraphClient, PostClient};
 use starling_ids::{PostId, UserId};
 use starling_storage::{Counts, Order, PostRecord, UserRecord, Window};
@@ -633,11 +633,16 @@ impl TimelineService {
                 }
             }
         }
+        let mut accounts: HashMap<UserId, RawAccount> = HashMap::with_capacity(authors.len());
         Ok(posts
             .iter()
             .map(|p| {
-                let author = UserRecord { id: p.author, handle: p.author_handle.clone() };
-                let account = Account::new(base, &author, counts.get(&p.author).copied().unwrap_or_default(), 0);
+                let account = accounts.entry(p.author).or_insert_with(|| {
+                    let author = UserRecord { id: p.author, handle: p.author_handle.clone() };
+                    let counts = counts.get(&p.author).copied().unwrap_or_default();
+                    // The post count is not indexed yet.
+                    RawAccount::new(&Account::new(base, &author, counts, 0))
+                });
                 let parent = p.reply_to.and_then(|r| parent_authors.get(&r).copied());
                 Status::new(base, p, account, parent)
             })

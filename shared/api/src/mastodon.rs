@@ -168,7 +168,8 @@ pub struct Status {
     pub uri: String,
     pub url: String,
     pub created_at: String,
-    pub account: Account,
+    /// The author's Account, serialised once per page ([`RawAccount`]).
+    pub account: Box<serde_json::value::RawValue>,
     /// The text as HTML: escaped, paragraphs and line breaks kept.
     pub content: String,
     pub visibility: &'static str,
@@ -198,12 +199,25 @@ pub struct Status {
     pub text: Option<String>,
 }
 
+/// An Account already serialised: a page's statuses mostly share a few authors, and
+/// serialising each author once instead of once per status halves a page's JSON work.
+#[derive(Clone, Debug)]
+pub struct RawAccount(Box<serde_json::value::RawValue>);
+
+impl RawAccount {
+    pub fn new(account: &Account) -> RawAccount {
+        use serde_json::value::{RawValue, to_raw_value};
+        // An Account is plain strings, numbers and arrays: it always serialises.
+        RawAccount(to_raw_value(account).unwrap_or_else(|_| RawValue::NULL.to_owned()))
+    }
+}
+
 impl Status {
     /// `post` by `account`; `parent_author` is the author of the post it replies to.
     pub fn new(
         base: &PublicBase,
         post: &starling_storage::PostRecord,
-        account: Account,
+        account: &RawAccount,
         parent_author: Option<UserId>,
     ) -> Status {
         let url = format!("{}/@{}/{}", base.0, post.author_handle, post.id);
@@ -212,7 +226,7 @@ impl Status {
             uri: format!("{}/users/{}/statuses/{}", base.0, post.author_handle, post.id),
             url,
             created_at: datetime(post.id.unix_millis()),
-            account,
+            account: account.0.clone(),
             content: html(&post.text),
             visibility: "public",
             sensitive: false,
