@@ -301,8 +301,8 @@ struct AuthorizeForm {
 
 /// `POST /oauth/authorize`: the form's submission. Wrong credentials show the form again
 /// (401); right ones issue a code, redirected to the app or shown out of band.
-async fn authorize(svc: Svc, form: web::Form<AuthorizeForm>) -> Result<HttpResponse, ApiError> {
-    let form = form.into_inner();
+async fn authorize(svc: Svc, form: FormOrJson<AuthorizeForm>) -> Result<HttpResponse, ApiError> {
+    let form = form.0;
     let q = AuthorizeQuery {
         response_type: form.response_type,
         client_id: form.client_id,
@@ -411,8 +411,17 @@ async fn client(
     app.filter(|a| a.secret_hash == secret_hash(&secret)).ok_or_else(OAuthError::invalid_client)
 }
 
-async fn token(svc: Svc, req: HttpRequest, body: FormOrJson<TokenRequest>) -> Result<HttpResponse, OAuthError> {
-    let body = body.0;
+/// A body that did not parse, in the OAuth error shape (these endpoints' clients read it).
+fn oauth_body<T>(body: Result<FormOrJson<T>, ApiError>) -> Result<T, OAuthError> {
+    body.map(|b| b.0).map_err(|e| OAuthError::invalid_request(e.message))
+}
+
+async fn token(
+    svc: Svc,
+    req: HttpRequest,
+    body: Result<FormOrJson<TokenRequest>, ApiError>,
+) -> Result<HttpResponse, OAuthError> {
+    let body = oauth_body(body)?;
     let app = client(&svc, &req, body.client_id, body.client_secret).await?;
     let registered = app_scopes(&app);
     let asked = |scope: Option<&str>| -> Result<Scopes, OAuthError> {
@@ -499,8 +508,12 @@ struct RevokeRequest {
 
 /// `POST /oauth/revoke` (RFC 7009): an app revokes one of its tokens. An unknown token is
 /// already as good as revoked: 200. Another app's token: 403, and it stays valid.
-async fn revoke(svc: Svc, req: HttpRequest, body: FormOrJson<RevokeRequest>) -> Result<HttpResponse, OAuthError> {
-    let body = body.0;
+async fn revoke(
+    svc: Svc,
+    req: HttpRequest,
+    body: Result<FormOrJson<RevokeRequest>, ApiError>,
+) -> Result<HttpResponse, OAuthError> {
+    let body = oauth_body(body)?;
     let app = client(&svc, &req, body.client_id, body.client_secret).await?;
     let token = body.token.ok_or_else(|| OAuthError::invalid_request("token is required"))?;
     let hash = secret_hash(&token);

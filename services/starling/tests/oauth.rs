@@ -46,6 +46,21 @@ async fn exercise(c: &Client) {
     let (id, secret) = new_app(c, "Tester").await;
     let (other_id, other_secret) = new_app(c, "Other").await;
 
+    // A body that does not parse gets the OAuth error shape; a sign-in form without one
+    // is a 400 in Starling's, not a bare 415.
+    let r = c.post("/oauth/token", None, Body::Json(json!({ "grant_type": 5 }))).await;
+    assert_eq!((r.status, &r.body["error"]), (StatusCode::BAD_REQUEST, &json!("invalid_request")), "{}", r.text);
+    assert!(r.body["error_description"].is_string(), "{}", r.text);
+    let r = c.post("/oauth/revoke", None, Body::Json(json!(["token"]))).await;
+    assert_eq!((r.status, &r.body["error"]), (StatusCode::BAD_REQUEST, &json!("invalid_request")), "{}", r.text);
+    let r = c.post("/oauth/authorize", None, Body::None).await;
+    assert_eq!(
+        (r.status, &r.body["error"]["code"]),
+        (StatusCode::BAD_REQUEST, &json!("invalid_parameter")),
+        "{}",
+        r.text
+    );
+
     // The app's own token.
     let r = token(c, &[("grant_type", "client_credentials"), ("client_id", &id), ("client_secret", "wrong")]).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
