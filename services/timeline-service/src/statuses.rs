@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use futures::future::try_join_all;
+
 use starling_api::mastodon::{Account, PublicBase, RawAccount, Status};
 use starling_ids::{PostId, UserId};
 use starling_storage::{Counts, PostRecord, UserRecord};
@@ -21,19 +23,21 @@ impl TimelineService {
         authors.dedup();
         let cached = self.model.counts(&authors).await?;
         let mut counts: HashMap<UserId, Counts> = HashMap::with_capacity(authors.len());
-        let mut filled = Vec::new();
+        let mut missing = Vec::new();
         for (&author, c) in authors.iter().zip(cached) {
-            let c = match c {
-                Some(c) => c,
-                None => {
-                    self.stats.call(Peer::Graph);
-                    let c = self.graph.counts(author).await?;
-                    filled.push((author, c));
-                    c
-                }
-            };
-            counts.insert(author, c);
+            match c {
+                Some(c) => drop(counts.insert(author, c)),
+                None => missing.push(author),
+            }
         }
+        // The misses of a page (after a wipe, or as counts expire) asked for at once.
+        let fetched = try_join_all(missing.iter().map(|&author| {
+            self.stats.call(Peer::Graph);
+            self.graph.counts(author)
+        }))
+        .await?;
+        let filled: Vec<(UserId, Counts)> = missing.into_iter().zip(fetched).collect();
+        counts.extend(filled.iter().copied());
         self.stats.lookups(Lookups::Counts, authors.len() - filled.len(), filled.len());
         if !filled.is_empty()
             && let Err(e) = self.model.fill_counts(&filled).await
