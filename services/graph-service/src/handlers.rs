@@ -109,12 +109,12 @@ async fn lookup(svc: Svc, q: web::Query<Lookup>) -> Result<HttpResponse, ApiErro
     profile(&svc, user).await
 }
 
-/// Validates the target of a follow/block and returns it.
-async fn target(svc: &GraphService, me: &AuthUser, raw: &str, what: &str) -> Result<UserId, ApiError> {
-    me.require(if what.contains("block") { "write:blocks" } else { "write:follows" })?;
+/// Validates the target of an edge change and returns it.
+async fn target(svc: &GraphService, me: &AuthUser, raw: &str, op: EdgeOp) -> Result<UserId, ApiError> {
+    me.require(op.scope())?;
     let target = existing(svc, raw).await?.id;
     if target == me.id {
-        return Err(ApiError::validation(format!("you cannot {what} yourself")));
+        return Err(ApiError::validation(format!("you cannot {} yourself", op.verb())));
     }
     svc.limiter.check(me.id)?;
     Ok(target)
@@ -150,6 +150,14 @@ impl EdgeOp {
             EdgeOp::Unblock => "unblock",
         }
     }
+
+    /// The OAuth scope it needs.
+    fn scope(self) -> &'static str {
+        match self {
+            EdgeOp::Follow | EdgeOp::Unfollow => "write:follows",
+            EdgeOp::Block | EdgeOp::Unblock => "write:blocks",
+        }
+    }
 }
 
 /// Validates the target (`raw`, a path id), then commits `op` with its event and
@@ -162,7 +170,7 @@ pub(crate) async fn change_edge(
     op: EdgeOp,
 ) -> Result<(UserId, EdgeChange), ApiError> {
     traced(req, async move {
-        let them = target(svc, me, raw, op.verb()).await?;
+        let them = target(svc, me, raw, op).await?;
         let (follower_id, followee_id) = edge(me.id, them);
         let (blocker_id, blocked_id) = (me.id.get(), them.get());
         let store = &svc.store;
