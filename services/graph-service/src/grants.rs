@@ -11,7 +11,7 @@ use starling_api::ApiError;
 use starling_api::auth::{Grant, GrantVerifier};
 use starling_api::scopes::Scopes;
 use starling_clients::wire::{WireGrant, WireUser};
-use starling_storage::{AuthStore, GrantKind, GraphStore, UserRecord};
+use starling_storage::{AuthStore, GrantKind, GraphStore};
 
 use crate::{GraphService, oauth};
 
@@ -21,12 +21,13 @@ pub(crate) fn internal_routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/internal/v1/grants/{hash}", web::get().to(grant));
 }
 
-/// The live access token behind `hash`, with its account's handle.
-async fn live_token(
+/// What the live access token behind `hash` stands for, `None` if nothing live: the one
+/// lookup behind the in-process check, the internal route and the cache write-through.
+async fn live_grant(
     auth: &dyn AuthStore,
     users: &dyn GraphStore,
     hash: &[u8; 32],
-) -> Result<Option<(Option<UserRecord>, String, String)>, ApiError> {
+) -> Result<Option<WireGrant>, ApiError> {
     let Some(g) = auth.grant(hash).await.map_err(ApiError::unavailable)? else { return Ok(None) };
     if g.kind != GrantKind::Token || g.expires_ms.is_some_and(|e| e <= oauth::now()) {
         return Ok(None);
@@ -34,12 +35,17 @@ async fn live_token(
     let user = match g.user {
         // A token whose account is gone is void.
         Some(id) => match users.user(id).await.map_err(ApiError::unavailable)? {
-            Some(u) => Some(u),
+            Some(u) => Some(WireUser::from(u)),
             None => return Ok(None),
         },
         None => None,
     };
-    Ok(Some((user, g.client_id, g.scopes)))
+    Ok(Some(WireGrant { user, client_id: g.client_id, scopes: g.scopes }))
+}
+
+/// A grant as the wire (and the grant cache) carries it, as the auth extractor takes it.
+pub fn grant_from_wire(g: WireGrant) -> Result<Grant, ApiError> {
+    Ok(Grant { user: g.user.map(|u| (u.id, u.handle)), client_id: g.client_id, scopes: Scopes::parse(&g.scopes)? })
 }
 
 /// Access tokens looked up in the graph store itself (the process that runs the
@@ -52,18 +58,8 @@ pub struct StoreGrants {
 #[async_trait::async_trait]
 impl GrantVerifier for StoreGrants {
     async fn grant(&self, hash: &[u8; 32]) -> Result<Option<Grant>, ApiError> {
-        let Some((user, client_id, scopes)) = live_token(&*self.auth, &*self.users, hash).await? else {
-            return Ok(None);
-        };
-        let scopes = Scopes::parse(&scopes)?;
-        Ok(Some(Grant { user: user.map(|u| (u.id, u.handle)), client_id, scopes }))
+        live_grant(&*self.auth, &*self.users, hash).await?.map(grant_from_wire).transpose()
     }
-}
-
-/// What `hash` stands for on the wire (and in the grant cache), `None` if nothing live.
-pub(crate) async fn wire_grant(svc: &GraphService, hash: &[u8; 32]) -> Result<Option<WireGrant>, ApiError> {
-    let live = live_token(&*svc.auth, &*svc.store, hash).await?;
-    Ok(live.map(|(user, client_id, scopes)| WireGrant { user: user.map(WireUser::from), client_id, scopes }))
 }
 
 /// `GET /internal/v1/grants/{hash}` (the hash base64url): what a token stands for, 404 if
@@ -74,14 +70,14 @@ async fn grant(svc: Svc, path: web::Path<String>) -> Result<HttpResponse, ApiErr
         .ok()
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| ApiError::not_found("grant"))?;
-    let grant = wire_grant(&svc, &hash).await?.ok_or_else(|| ApiError::not_found("grant"))?;
+    let grant = live_grant(&*svc.auth, &*svc.store, &hash).await?.ok_or_else(|| ApiError::not_found("grant"))?;
     Ok(HttpResponse::Ok().json(grant))
 }
 
 /// Caches the grant just issued under `hash` (best effort: a miss fills it from the store).
 pub(crate) async fn cache_issued(svc: &GraphService, hash: &[u8; 32]) {
     let Some(model) = &svc.model else { return };
-    let cached = match wire_grant(svc, hash).await {
+    let cached = match live_grant(&*svc.auth, &*svc.store, hash).await {
         Ok(Some(g)) => serde_json::to_vec(&g).ok(),
         _ => None,
     };

@@ -16,7 +16,7 @@ mod internal;
 mod oauth;
 mod passwords;
 
-pub use grants::StoreGrants;
+pub use grants::{StoreGrants, grant_from_wire};
 
 use std::sync::Arc;
 

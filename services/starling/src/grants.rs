@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
+use graph_service::grant_from_wire;
 use starling_api::auth::{Grant, GrantVerifier};
-use starling_api::scopes::Scopes;
 use starling_api::{ApiError, rate_limit::RateLimit};
 use starling_clients::http::HttpGraph;
 use starling_clients::wire::WireGrant;
@@ -45,11 +45,6 @@ impl RemoteGrants {
 #[async_trait::async_trait]
 impl GrantVerifier for RemoteGrants {
     async fn grant(&self, hash: &[u8; 32]) -> Result<Option<Grant>, ApiError> {
-        let Some(g) = self.lookup(hash).await? else { return Ok(None) };
-        Ok(Some(Grant {
-            user: g.user.map(|u| (u.id, u.handle)),
-            client_id: g.client_id,
-            scopes: Scopes::parse(&g.scopes)?,
-        }))
+        self.lookup(hash).await?.map(grant_from_wire).transpose()
     }
 }

@@ -251,6 +251,8 @@ impl Node {
         settings.validate()?;
         let has = |r: Role| roles.contains(&r);
         let backends = Backends::open(&settings, roles).await?;
+        // Internal APIs are only needed, and only served, when peers run elsewhere.
+        let internal = !Role::ALL.iter().all(|r| has(*r));
         let log = backends.log.clone();
         let ids = Arc::new(IdGenerator::new(settings.server.worker_id)?);
         let tokens = TokenKeys::from_secret(
@@ -285,7 +287,9 @@ impl Node {
                     tokens: tokens.clone(),
                     limiter: RateLimiter::new(limit),
                     logins: RateLimiter::new(LOGIN_LIMIT),
-                    model: backends.model.clone(),
+                    // The grant cache is for other processes: in one process every
+                    // token is checked against the store itself.
+                    model: backends.model.clone().filter(|_| internal),
                     celebrity: settings.celebrity.clone(),
                 }))
             }
@@ -363,8 +367,6 @@ impl Node {
             memory: backends.memory.clone(),
             admin_token: settings.admin.token.clone(),
         });
-        // Internal APIs are only needed, and only served, when peers run elsewhere.
-        let internal = !Role::ALL.iter().all(|r| has(*r));
         let tokens = web::Data::new(tokens);
         // OAuth access tokens are looked up where the graph store is, on every request.
         let grants: Arc<dyn GrantVerifier> = match store {
