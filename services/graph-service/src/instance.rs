@@ -8,8 +8,6 @@ use serde_json::json;
 
 use starling_api::MAX_POST_CHARS;
 
-use crate::GraphService;
-
 /// The Mastodon API level Starling follows.
 pub const MASTODON_VERSION: &str = "4.2.0";
 
@@ -34,11 +32,21 @@ fn origin(req: &HttpRequest) -> (String, String, String) {
     (host.clone(), format!("{}://{host}", info.scheme()), format!("{ws}://{host}"))
 }
 
+/// Nothing takes media or polls yet: every limit is 0.
+fn media_attachments() -> serde_json::Value {
+    json!({ "supported_mime_types": [], "image_size_limit": 0, "image_matrix_limit": 0, "video_size_limit": 0,
+        "video_frame_rate_limit": 0, "video_matrix_limit": 0 })
+}
+
+fn polls() -> serde_json::Value {
+    json!({ "max_options": 0, "max_characters_per_option": 0, "min_expiration": 0, "max_expiration": 0 })
+}
+
 fn statuses() -> serde_json::Value {
     json!({ "max_characters": MAX_POST_CHARS, "max_media_attachments": 0, "characters_reserved_per_url": 23 })
 }
 
-async fn v1(_svc: web::Data<GraphService>, req: HttpRequest) -> HttpResponse {
+async fn v1(req: HttpRequest) -> HttpResponse {
     let (host, _, ws) = origin(&req);
     HttpResponse::Ok().json(json!({
         "uri": host,
@@ -57,16 +65,15 @@ async fn v1(_svc: web::Data<GraphService>, req: HttpRequest) -> HttpResponse {
         "configuration": {
             "accounts": { "max_featured_tags": 0 },
             "statuses": statuses(),
-            "media_attachments": { "supported_mime_types": [], "image_size_limit": 0, "image_matrix_limit": 0,
-                "video_size_limit": 0, "video_frame_rate_limit": 0, "video_matrix_limit": 0 },
-            "polls": { "max_options": 0, "max_characters_per_option": 0, "min_expiration": 0, "max_expiration": 0 },
+            "media_attachments": media_attachments(),
+            "polls": polls(),
         },
         "contact_account": null,
         "rules": [],
     }))
 }
 
-async fn v2(_svc: web::Data<GraphService>, req: HttpRequest) -> HttpResponse {
+async fn v2(req: HttpRequest) -> HttpResponse {
     let (host, http, ws) = origin(&req);
     HttpResponse::Ok().json(json!({
         "domain": host,
@@ -81,9 +88,8 @@ async fn v2(_svc: web::Data<GraphService>, req: HttpRequest) -> HttpResponse {
             "urls": { "streaming": ws },
             "accounts": { "max_featured_tags": 0, "max_pinned_statuses": 0 },
             "statuses": statuses(),
-            "media_attachments": { "supported_mime_types": [], "image_size_limit": 0, "image_matrix_limit": 0,
-                "video_size_limit": 0, "video_frame_rate_limit": 0, "video_matrix_limit": 0 },
-            "polls": { "max_options": 0, "max_characters_per_option": 0, "min_expiration": 0, "max_expiration": 0 },
+            "media_attachments": media_attachments(),
+            "polls": polls(),
             "translation": { "enabled": false },
         },
         "registrations": { "enabled": true, "approval_required": false, "message": null },

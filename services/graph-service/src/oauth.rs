@@ -19,7 +19,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde::Deserialize;
 use starling_api::auth::{Caller, secret_hash};
 use starling_api::form::FormOrJson;
-use starling_api::mastodon::{Application, CredentialApplication, Token};
+use starling_api::mastodon::{Application, CredentialApplication, Token, escape_html};
 use starling_api::scopes::Scopes;
 use starling_api::{ApiError, ErrorCode};
 use starling_ids::UserId;
@@ -234,21 +234,6 @@ fn app_scopes(app: &AppRecord) -> Scopes {
     Scopes::parse(&app.scopes).unwrap_or_else(|_| Scopes::read())
 }
 
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 fn page(title: &str, body: &str) -> HttpResponse {
     HttpResponse::Ok().content_type("text/html; charset=utf-8").insert_header(("X-Frame-Options", "DENY")).body(
         format!(
@@ -256,7 +241,7 @@ fn page(title: &str, body: &str) -> HttpResponse {
              content=\"width=device-width\"><title>{}</title><style>body{{font-family:sans-serif;max-width:28em;\
              margin:3em auto;padding:0 1em}}input{{display:block;width:100%;margin:.3em 0 1em;padding:.4em}}\
              code{{font-size:1.2em;word-break:break-all}}</style></head><body>{body}</body></html>",
-            escape(title)
+            escape_html(title)
         ),
     )
 }
@@ -269,16 +254,17 @@ async fn authorize_form(svc: Svc, q: web::Query<AuthorizeQuery>) -> Result<HttpR
 
 fn consent_page(r: &Request, problem: Option<&str>) -> HttpResponse {
     let hidden =
-        |name: &str, value: &str| format!("<input type=\"hidden\" name=\"{name}\" value=\"{}\">", escape(value));
-    let problem = problem.map(|p| format!("<p role=\"alert\"><strong>{}</strong></p>", escape(p))).unwrap_or_default();
+        |name: &str, value: &str| format!("<input type=\"hidden\" name=\"{name}\" value=\"{}\">", escape_html(value));
+    let problem =
+        problem.map(|p| format!("<p role=\"alert\"><strong>{}</strong></p>", escape_html(p))).unwrap_or_default();
     let body = format!(
         "<h1>Sign in to Starling</h1><p><strong>{}</strong> asks to act for you with the scopes \
          <code>{}</code>.</p>{problem}<form method=\"post\" action=\"/oauth/authorize\">{}{}{}{}{}\
          <label>Email or username<input name=\"username\" autocomplete=\"username\" required></label>\
          <label>Password<input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>\
          <button type=\"submit\">Authorize</button></form>",
-        escape(&r.app.name),
-        escape(&r.scopes.to_string()),
+        escape_html(&r.app.name),
+        escape_html(&r.scopes.to_string()),
         hidden("response_type", "code"),
         hidden("client_id", &r.app.client_id),
         hidden("redirect_uri", &r.redirect_uri),
@@ -337,8 +323,8 @@ async fn authorize(svc: Svc, form: FormOrJson<AuthorizeForm>) -> Result<HttpResp
     if r.redirect_uri == OOB {
         let body = format!(
             "<h1>Authorization code</h1><p>Copy this code into <strong>{}</strong>:</p><p><code>{}</code></p>",
-            escape(&r.app.name),
-            escape(&code)
+            escape_html(&r.app.name),
+            escape_html(&code)
         );
         return Ok(page("Authorization code", &body));
     }

@@ -254,12 +254,9 @@ async fn delete(svc: Svc, me: AuthUser, req: HttpRequest, path: web::Path<String
 async fn user_posts(svc: Svc, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let page = Page::from_request(&req)?;
     let posts = svc.author_page(&path, &page).await?;
-    let full = posts.len() == page.limit;
-    let body = PostPage {
-        next_max_id: posts.last().map(|p| p.id).filter(|_| full || page.min_id.is_some()),
-        prev_min_id: posts.first().map(|p| p.id),
-        posts: posts.into_iter().map(PostView::from).collect(),
-    };
+    let ids: Vec<PostId> = posts.iter().map(|p| p.id).collect();
+    let (prev_min_id, next_max_id) = page.cursors(&ids);
+    let body = PostPage { next_max_id, prev_min_id, posts: posts.into_iter().map(PostView::from).collect() };
     let mut res = HttpResponse::Ok();
     if let Some(link) = page.link_header(req.path(), body.prev_min_id, body.next_max_id) {
         res.insert_header(("Link", link));

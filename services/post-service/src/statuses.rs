@@ -125,9 +125,8 @@ async fn account_statuses(svc: Svc, req: HttpRequest, path: web::Path<String>) -
     if flag(&pairs, "only_media") || flag(&pairs, "pinned") {
         return Ok(HttpResponse::Ok().json(Vec::<Status>::new()));
     }
-    let full = posts.len() == page.limit;
-    let next = posts.last().map(|p| p.id).filter(|_| full || page.min_id.is_some());
-    let prev = posts.first().map(|p| p.id);
+    let ids: Vec<PostId> = posts.iter().map(|p| p.id).collect();
+    let (prev, next) = page.cursors(&ids);
     let base = PublicBase::of(&req);
     let mut statuses = Vec::with_capacity(posts.len());
     // One author for the whole page: its account is fetched once.

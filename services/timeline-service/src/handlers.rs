@@ -26,10 +26,8 @@ async fn home(svc: web::Data<TimelineService>, me: AuthUser, req: HttpRequest) -
     if query.direction == Direction::Up {
         posts.reverse();
     }
-    // Going down, a short page is the end; going up, older posts exist (min_id's own).
-    let more_below = posts.len() == page.limit || query.direction == Direction::Up;
-    let next_max_id = posts.last().map(|p| p.id).filter(|_| more_below);
-    let prev_min_id = posts.first().map(|p| p.id);
+    let ids: Vec<_> = posts.iter().map(|p| p.id).collect();
+    let (prev_min_id, next_max_id) = page.cursors(&ids);
     let base = PublicBase::of(&req);
     let statuses = svc.statuses(&base, posts).await.map_err(ApiError::unavailable)?;
     let mut res = HttpResponse::Ok();

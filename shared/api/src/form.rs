@@ -50,7 +50,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for FormOrJson<T> {
             })?;
             if json {
                 let value: JsonObject<T> = serde_json::from_slice(&bytes)
-                    .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("invalid JSON body: {e}")))?;
+                    .map_err(|e| ApiError::from_json_error(actix_web::error::JsonPayloadError::Deserialize(e)))?;
                 return Ok(FormOrJson(value.0));
             }
             let invalid = |e: String| ApiError::new(ErrorCode::InvalidParameter, format!("invalid form body: {e}"));

@@ -107,11 +107,7 @@ impl From<Account> for CredentialAccount {
 /// The day `id` was created, as a Mastodon Datetime at midnight UTC.
 fn midnight(id: UserId) -> String {
     const DAY_MS: u64 = 86_400_000;
-    let day = id.unix_millis() / DAY_MS * DAY_MS;
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(day) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(time::macros::format_description!("[year]-[month]-[day]T00:00:00.000Z")).ok())
-        .unwrap_or_default()
+    datetime(id.unix_millis() / DAY_MS * DAY_MS)
 }
 
 /// An OAuth client, as `POST /api/v1/apps` and `GET /api/v1/apps/verify_credentials` show it.
@@ -258,18 +254,28 @@ impl Status {
 /// Plain text as Mastodon's status HTML: escaped; blank lines separate paragraphs, single
 /// newlines become `<br>`.
 pub fn html(text: &str) -> String {
-    let escaped = text
-        .replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-        .replace("\r\n", "\n");
+    let escaped = escape_html(&text.replace("\r\n", "\n"));
     escaped
         .split("\n\n")
         .filter(|p| !p.trim().is_empty())
         .map(|p| format!("<p>{}</p>", p.trim_matches('\n').replace('\n', "<br>")))
         .collect()
+}
+
+/// `s` with the five characters HTML gives meaning to escaped (text or attribute values).
+pub fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// A Mastodon Datetime (RFC 3339, milliseconds, `Z`).

@@ -43,6 +43,14 @@ impl Page {
         Ok(page)
     }
 
+    /// The cursors of the page served for this request, `posts` newest first:
+    /// `(prev_min_id, next_max_id)`. There is an older page after a full one, and always
+    /// after one read upwards from `min_id` (`min_id`'s own post lies below it).
+    pub fn cursors(&self, posts: &[PostId]) -> (Option<PostId>, Option<PostId>) {
+        let more_below = posts.len() == self.limit || self.min_id.is_some();
+        (posts.first().copied(), posts.last().copied().filter(|_| more_below))
+    }
+
     /// The `Link` header for the page just served: `next` (older) when there is an older
     /// page, `prev` (newer) when the page has posts to anchor it.
     pub fn link_header(&self, path: &str, newest: Option<PostId>, next_max_id: Option<PostId>) -> Option<String> {
@@ -86,7 +94,8 @@ pub fn query_pairs(query: &str) -> Result<Vec<(String, String)>, ApiError> {
     serde_urlencoded_pairs(query).ok_or_else(|| ApiError::parameter("query string is malformed"))
 }
 
-/// Minimal `application/x-www-form-urlencoded` decoding (keeps a dependency out).
+/// Strict `application/x-www-form-urlencoded` decoding: a malformed `%` escape is an error
+/// (400), where `serde_urlencoded` would pass it through as text.
 fn serde_urlencoded_pairs(query: &str) -> Option<Vec<(String, String)>> {
     query
         .split('&')

@@ -5,6 +5,7 @@
 //! reading and writing follows, blocks and mutes. `push` is granted although Starling has
 //! no Web Push API: apps commonly ask for it, and a refused scope fails their login.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use crate::{ApiError, ErrorCode};
@@ -45,9 +46,10 @@ const KNOWN: &[&str] = &[
 /// What `follow` stands for.
 const FOLLOW: &[&str] = &["read:follows", "write:follows", "read:blocks", "write:blocks", "read:mutes", "write:mutes"];
 
-/// A set of granted scopes, kept as registered (space-separated, canonical order).
+/// A set of granted scopes, kept as registered (space-separated, canonical order). The
+/// fixed sets borrow a static list: every service token's check builds [`Scopes::all`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Scopes(Vec<&'static str>);
+pub struct Scopes(Cow<'static, [&'static str]>);
 
 impl Scopes {
     /// Parses a space-separated scope list (`+` also separates, as in some clients' query
@@ -67,17 +69,17 @@ impl Scopes {
             return Ok(Scopes::read());
         }
         scopes.sort_by_key(|s| KNOWN.iter().position(|k| k == s));
-        Ok(Scopes(scopes))
+        Ok(Scopes(Cow::Owned(scopes)))
     }
 
     /// Mastodon's default: `read`.
     pub fn read() -> Scopes {
-        Scopes(vec!["read"])
+        Scopes(Cow::Borrowed(&["read"]))
     }
 
     /// Every scope: what a token minted by the service itself (not through OAuth) holds.
     pub fn all() -> Scopes {
-        Scopes(vec!["read", "write", "follow", "push", "profile"])
+        Scopes(Cow::Borrowed(&["read", "write", "follow", "push", "profile"]))
     }
 
     /// Whether `required` (one granular or top-level scope) is granted.
