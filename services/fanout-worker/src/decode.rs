@@ -10,7 +10,7 @@ use starling_ids::{PostId, UserId};
 pub(crate) enum Decoded {
     /// A post to push, applied with the pushes around it as a run (see the crate docs).
     Push(PostPush),
-    /// `(reader, author)` edges to reconcile (a block has two), applied with the edges
+    /// `(reader, author)` edges to reconcile (a block has two; a mute is one), applied with the edges
     /// around them as a run.
     Edges(Vec<(UserId, UserId)>),
     /// Anything else, applied on its own.
@@ -62,6 +62,8 @@ pub(crate) fn decode(d: &Delivery) -> Decoded {
                     (UserId(e.blocker_id), UserId(e.blocked_id)),
                     (UserId(e.blocked_id), UserId(e.blocker_id)),
                 ]),
+                Some(pb::graph_event::Kind::Muted(e)) => edge(e.muter_id, e.muted_id),
+                Some(pb::graph_event::Kind::Unmuted(e)) => edge(e.muter_id, e.muted_id),
                 Some(pb::graph_event::Kind::AuthorClassChanged(e)) => single(Event::ClassChanged(UserId(e.author_id))),
                 None => single(Event::Unknown),
             },

@@ -5,9 +5,9 @@
 //!
 //! | event | effect |
 //! |---|---|
-//! | post created | push to the author's own timeline; if the author is ordinary, to every follower that has a timeline (active readers); if a celebrity, add it to the author's cached recent list |
+//! | post created (a reblog is one, of the reblogger's) | push to the author's own timeline; if the author is ordinary, to every follower that has a timeline (active readers) and does not mute the author; if a celebrity, add it to the author's cached recent list |
 //! | post deleted | remove from the author's and followers' timelines; cache its tombstone (reads also drop deleted posts) |
-//! | follow / unfollow / block | *reconcile* the edge (a block: both directions): set it in the reader's cached follow list as the graph has it now; if the follow exists, backfill the author's recent posts; if not, remove the author's entries |
+//! | follow / unfollow / block / mute / unmute | *reconcile* the edge (a block: both directions): set it in the reader's cached follow list as the graph has it now (a muted follow does not count); if the follow counts, backfill the author's recent posts; if not, remove the author's entries |
 //! | author class changed | set the author in the cached celebrity list as the graph has it now, forget its recent list; if the author is ordinary now, backfill its recent posts to its followers (posts made while it was a celebrity were never pushed) |
 //!
 //! Graph events are applied by looking at the graph's *current* state rather than
@@ -432,7 +432,8 @@ impl Fanout {
     /// Who gets `author`'s posts now. The class is read now, not taken from the event:
     /// see the crate docs on class changes.
     async fn audience(&self, author: UserId) -> Result<Audience, FanoutError> {
-        if self.graph.author_class(author).await? == AuthorClass::Celebrity {
+        let (class, muters) = futures::try_join!(self.graph.author_class(author), self.graph.muters(author))?;
+        if class == AuthorClass::Celebrity {
             return Ok(Audience::Celebrity);
         }
         let mut all = Vec::new();
@@ -441,7 +442,7 @@ impl Fanout {
             async { Ok(()) }
         })
         .await?;
-        Ok(Audience::Followers(all))
+        Ok(Audience::Followers(without(all, &muters)))
     }
 
     async fn audience_of(&self, author: UserId) -> Result<(UserId, Audience), FanoutError> {
@@ -633,8 +634,10 @@ impl Fanout {
         if entries.is_empty() {
             return Ok(());
         }
+        let muters = self.graph.muters(author).await?;
         self.for_each_follower_page(author, |followers| {
             let entries = &entries;
+            let followers = without(followers, &muters);
             async move {
                 let pushes: Vec<Push<'_>> = entries.iter().map(|&entry| Push { entry, owners: &followers }).collect();
                 self.cache.insert_all(&pushes).await?;
@@ -648,6 +651,15 @@ impl Fanout {
         let posts = self.posts.post_ids_by_author(author, Window::newest(self.max_entries)).await?;
         Ok(posts.into_iter().map(|post| Entry { post, author }).collect())
     }
+}
+
+/// `followers` without the `muters` (usually none).
+fn without(mut followers: Vec<UserId>, muters: &[UserId]) -> Vec<UserId> {
+    if !muters.is_empty() {
+        let muters: std::collections::HashSet<UserId> = muters.iter().copied().collect();
+        followers.retain(|f| !muters.contains(f));
+    }
+    followers
 }
 
 async fn commit_with_retry(consumer: &mut dyn Consumer, batch: &[Delivery]) {

@@ -51,6 +51,7 @@ impl Fixture {
                 post_id: post,
                 author_id: self.author.get(),
                 reply_to: None,
+                reblog_of: None,
             })),
         }
     }
@@ -114,8 +115,14 @@ async fn poison_events_are_dead_lettered_and_do_not_block() {
     let dir = tempfile::tempdir().unwrap();
     let f = Fixture::new(dir.path(), UserId(10), UserId(11)).await;
     let log = EmbeddedLog::open(&dir.path().join("l"), EmbeddedLogOptions { partitions: 1, sync: false }).unwrap();
-    let post =
-        PostRecord { id: PostId(99), author: f.author, author_handle: "a".into(), text: "t".into(), reply_to: None };
+    let post = PostRecord {
+        id: PostId(99),
+        author: f.author,
+        author_handle: "a".into(),
+        text: "t".into(),
+        reply_to: None,
+        reblog_of: None,
+    };
     f.store.posts().create_post(&post, None, Vec::new()).await.unwrap();
 
     let poison = Record {
@@ -160,6 +167,9 @@ impl GraphClient for CountingGraph {
     async fn follows(&self, _: UserId, _: UserId) -> starling_clients::ClientResult<bool> {
         panic!("edges are looked up in batches")
     }
+    async fn muters(&self, user: UserId) -> starling_clients::ClientResult<Vec<UserId>> {
+        self.inner.muters(user).await
+    }
     async fn author_class(&self, user: UserId) -> starling_clients::ClientResult<AuthorClass> {
         self.inner.author_class(user).await
     }
@@ -188,7 +198,14 @@ async fn a_run_of_graph_events_is_reconciled_in_one_graph_call() {
         graph.create_user(&UserRecord { id, handle: h.into() }).await.unwrap();
     }
     for (id, author) in [(1, a), (2, b), (3, b), (4, c)] {
-        let post = PostRecord { id: PostId(id), author, author_handle: "x".into(), text: "t".into(), reply_to: None };
+        let post = PostRecord {
+            id: PostId(id),
+            author,
+            author_handle: "x".into(),
+            text: "t".into(),
+            reply_to: None,
+            reblog_of: None,
+        };
         posts.create_post(&post, None, Vec::new()).await.unwrap();
     }
     f.cache.insert(&[r], Entry { post: PostId(1), author: a }).await.unwrap();

@@ -1,11 +1,14 @@
 //! Mastodon's account endpoints: sign-up (`POST /api/v1/accounts`, with an app's token),
 //! `verify_credentials`, an account by id or `acct`, its followers and following (`Link`
-//! paging), follow, unfollow, block and unblock (each answering the Relationship, and
-//! idempotent as Mastodon's are), and `relationships`.
+//! paging), follow, unfollow, block, unblock, mute and unmute (each answering the
+//! Relationship, and idempotent as Mastodon's are), `relationships`, and the caller's
+//! mutes (`GET /api/v1/mutes`).
 //!
 //! Followers and following are listed in account-id order, not follow order: the store
 //! keeps edges by id. Their cursors are opaque, as Mastodon says of its own: clients
-//! follow the `Link` header. Mutes do not exist yet (`muting` is always false).
+//! follow the `Link` header. A mute hides the muted account's posts and reblogs from the
+//! muter's home timeline and keeps the follow; Starling has no notifications yet, so
+//! `notifications` and `duration` are not taken (a mute lasts until unmuted).
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
@@ -41,7 +44,10 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/v1/accounts/{id}/follow", web::post().to(follow))
         .route("/api/v1/accounts/{id}/unfollow", web::post().to(unfollow))
         .route("/api/v1/accounts/{id}/block", web::post().to(block))
-        .route("/api/v1/accounts/{id}/unblock", web::post().to(unblock));
+        .route("/api/v1/accounts/{id}/unblock", web::post().to(unblock))
+        .route("/api/v1/accounts/{id}/mute", web::post().to(mute))
+        .route("/api/v1/accounts/{id}/unmute", web::post().to(unmute))
+        .route("/api/v1/mutes", web::get().to(mutes));
 }
 
 #[derive(Deserialize)]
@@ -156,16 +162,24 @@ async fn lookup(svc: Svc, req: HttpRequest, q: web::Query<Lookup>) -> Result<Htt
 }
 
 async fn followers(svc: Svc, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    list(&svc, &req, &path, true).await
+    list(&svc, &req, &path, List::Followers).await
 }
 
 async fn following(svc: Svc, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    list(&svc, &req, &path, false).await
+    list(&svc, &req, &path, List::Following).await
+}
+
+/// The account lists that page alike.
+#[derive(Clone, Copy)]
+enum List {
+    Followers,
+    Following,
+    Muted,
 }
 
 /// A page of followers or following; `max_id` is the opaque cursor the `Link` header's
 /// `next` carries (the last account id served).
-async fn list(svc: &GraphService, req: &HttpRequest, raw: &str, followers: bool) -> Result<HttpResponse, ApiError> {
+async fn list(svc: &GraphService, req: &HttpRequest, raw: &str, which: List) -> Result<HttpResponse, ApiError> {
     let (mut after, mut limit) = (None, LIST_DEFAULT);
     for (name, value) in query_pairs(req.query_string())? {
         match name.as_str() {
@@ -183,10 +197,10 @@ async fn list(svc: &GraphService, req: &HttpRequest, raw: &str, followers: bool)
     }
     let user = existing(svc, raw).await?;
     let store = &svc.store;
-    let ids = if followers {
-        store.followers(user.id, after, limit).await
-    } else {
-        store.following(user.id, after, limit).await
+    let ids = match which {
+        List::Followers => store.followers(user.id, after, limit).await,
+        List::Following => store.following(user.id, after, limit).await,
+        List::Muted => store.muted(user.id, after, limit).await,
     }
     .map_err(ApiError::unavailable)?;
     let base = PublicBase::of(req);
@@ -207,9 +221,14 @@ async fn list(svc: &GraphService, req: &HttpRequest, raw: &str, followers: bool)
 /// Mastodon's Relationship of `me` to `them`.
 async fn relationship(svc: &GraphService, me: UserId, them: UserId) -> Result<serde_json::Value, ApiError> {
     let s = &svc.store;
-    let (following, followed_by, blocking, blocked_by) =
-        futures::try_join!(s.follows(me, them), s.follows(them, me), s.blocks(me, them), s.blocks(them, me))
-            .map_err(ApiError::unavailable)?;
+    let (following, followed_by, blocking, blocked_by, muting) = futures::try_join!(
+        s.follows(me, them),
+        s.follows(them, me),
+        s.blocks(me, them),
+        s.blocks(them, me),
+        s.mutes(me, them)
+    )
+    .map_err(ApiError::unavailable)?;
     Ok(json!({
         "id": them.to_string(),
         "following": following,
@@ -219,8 +238,8 @@ async fn relationship(svc: &GraphService, me: UserId, them: UserId) -> Result<se
         "followed_by": followed_by,
         "blocking": blocking,
         "blocked_by": blocked_by,
-        "muting": false,
-        "muting_notifications": false,
+        "muting": muting,
+        "muting_notifications": muting,
         "requested": false,
         "requested_by": false,
         "domain_blocking": false,
@@ -283,4 +302,18 @@ async fn block(svc: Svc, me: AuthUser, req: HttpRequest, path: web::Path<String>
 
 async fn unblock(svc: Svc, me: AuthUser, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     edge(&svc, &me, &req, &path, EdgeOp::Unblock).await
+}
+
+async fn mute(svc: Svc, me: AuthUser, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    edge(&svc, &me, &req, &path, EdgeOp::Mute).await
+}
+
+async fn unmute(svc: Svc, me: AuthUser, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    edge(&svc, &me, &req, &path, EdgeOp::Unmute).await
+}
+
+/// The accounts the caller mutes, by account id, paged like followers.
+async fn mutes(svc: Svc, me: AuthUser, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    me.require("read:mutes")?;
+    list(&svc, &req, &me.id.to_string(), List::Muted).await
 }

@@ -139,6 +139,8 @@ pub(crate) enum EdgeOp {
     Unfollow,
     Block,
     Unblock,
+    Mute,
+    Unmute,
 }
 
 impl EdgeOp {
@@ -148,6 +150,8 @@ impl EdgeOp {
             EdgeOp::Unfollow => "unfollow",
             EdgeOp::Block => "block",
             EdgeOp::Unblock => "unblock",
+            EdgeOp::Mute => "mute",
+            EdgeOp::Unmute => "unmute",
         }
     }
 
@@ -156,6 +160,7 @@ impl EdgeOp {
         match self {
             EdgeOp::Follow | EdgeOp::Unfollow => "write:follows",
             EdgeOp::Block | EdgeOp::Unblock => "write:blocks",
+            EdgeOp::Mute | EdgeOp::Unmute => "write:mutes",
         }
     }
 }
@@ -196,6 +201,20 @@ pub(crate) async fn change_edge(
             }
             // Unblocking restores no follows, so no timeline changes: there is no event.
             EdgeOp::Unblock => store.unblock(me.id, them, Vec::new()).await.map_err(ApiError::unavailable)?,
+            EdgeOp::Mute => {
+                let (muter_id, muted_id) = (me.id.get(), them.get());
+                let event = graph_event(pb::graph_event::Kind::Muted(pb::Muted { muter_id, muted_id }));
+                let events = vec![Record::graph(muter_id, &event)];
+                let change = store.mute(me.id, them, events.clone()).await.map_err(ApiError::unavailable)?;
+                svc.finish(change, events, &[]).await?
+            }
+            EdgeOp::Unmute => {
+                let (muter_id, muted_id) = (me.id.get(), them.get());
+                let event = graph_event(pb::graph_event::Kind::Unmuted(pb::Unmuted { muter_id, muted_id }));
+                let events = vec![Record::graph(muter_id, &event)];
+                let change = store.unmute(me.id, them, events.clone()).await.map_err(ApiError::unavailable)?;
+                svc.finish(change, events, &[]).await?
+            }
         };
         Ok((them, change))
     })

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use futures::{StreamExt as _, TryStreamExt as _, stream};
 use starling_clients::EdgeState;
+use starling_clients::local::{FOLLOWING_PAGE, all_pages, delivers, home_following};
 use starling_clients::wire::{
     AfterQuery, Class, EdgeStates, Edges, Follows, MAX_INTERNAL_PAGE, STORE_CALLS_IN_FLIGHT, UserIds, WireCounts,
     WireUser,
@@ -23,6 +24,7 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/internal/v1/users/{id}", web::get().to(user))
         .route("/internal/v1/users/{id}/followers", web::get().to(followers))
         .route("/internal/v1/users/{id}/following", web::get().to(following))
+        .route("/internal/v1/users/{id}/muters", web::get().to(muters))
         .route("/internal/v1/users/{id}/follows/{other}", web::get().to(follows))
         .route("/internal/v1/users/{id}/class", web::get().to(class))
         .route("/internal/v1/users/{id}/counts", web::get().to(counts))
@@ -51,22 +53,20 @@ async fn followers(svc: Svc, path: web::Path<String>, q: web::Query<AfterQuery>)
     Ok(HttpResponse::Ok().json(UserIds { ids }))
 }
 
+/// The home timeline's authors: follows that are not muted (see `GraphClient::following`).
 async fn following(svc: Svc, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let ids = home_following(&*svc.store, id(&path)?).await.map_err(ApiError::unavailable)?;
+    Ok(HttpResponse::Ok().json(UserIds { ids }))
+}
+
+async fn muters(svc: Svc, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let user = id(&path)?;
-    let mut ids: Vec<UserId> = Vec::new();
-    loop {
-        let page =
-            svc.store.following(user, ids.last().copied(), MAX_INTERNAL_PAGE).await.map_err(ApiError::unavailable)?;
-        let done = page.len() < MAX_INTERNAL_PAGE;
-        ids.extend(page);
-        if done {
-            return Ok(HttpResponse::Ok().json(UserIds { ids }));
-        }
-    }
+    let ids = all_pages(|after| svc.store.muters(user, after, FOLLOWING_PAGE)).await.map_err(ApiError::unavailable)?;
+    Ok(HttpResponse::Ok().json(UserIds { ids }))
 }
 
 async fn follows(svc: Svc, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
-    let follows = svc.store.follows(id(&path.0)?, id(&path.1)?).await.map_err(ApiError::unavailable)?;
+    let follows = delivers(&*svc.store, id(&path.0)?, id(&path.1)?).await.map_err(ApiError::unavailable)?;
     Ok(HttpResponse::Ok().json(Follows { follows }))
 }
 
@@ -88,7 +88,7 @@ async fn edges(svc: Svc, body: web::Json<Edges>) -> Result<HttpResponse, ApiErro
         return Err(ApiError::validation(format!("at most {MAX_INTERNAL_PAGE} edges per call")));
     }
     let store = &svc.store;
-    let lookups = body.edges.iter().map(|&(follower, followee)| store.follows(follower, followee));
+    let lookups = body.edges.iter().map(|&(follower, followee)| delivers(&**store, follower, followee));
     let follows: Vec<bool> =
         stream::iter(lookups).buffered(STORE_CALLS_IN_FLIGHT).try_collect().await.map_err(ApiError::unavailable)?;
     let mut followees: Vec<UserId> =

@@ -6,8 +6,8 @@ use actix_web::{HttpResponse, web};
 use futures::{StreamExt as _, TryStreamExt as _, stream};
 use starling_api::ApiError;
 use starling_clients::wire::{
-    IdsByAuthors, IdsByAuthorsQuery, MAX_AUTHORS_PER_CALL, MAX_INTERNAL_PAGE, PostIds, Posts, STORE_CALLS_IN_FLIGHT,
-    WindowQuery, WirePost,
+    IdsByAuthors, IdsByAuthorsQuery, InteractionsQuery, MAX_AUTHORS_PER_CALL, MAX_INTERNAL_PAGE, PostIds, Posts,
+    Reblogs, STORE_CALLS_IN_FLIGHT, WindowQuery, WireInteractions, WirePost,
 };
 use starling_ids::{PostId, UserId};
 use starling_storage::Window;
@@ -21,7 +21,23 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/internal/v1/posts/lookup").app_data(json()).post(lookup))
         .route("/internal/v1/users/{id}/posts", web::get().to(by_author))
         .route("/internal/v1/users/{id}/post-ids", web::get().to(ids_by_author))
-        .service(web::resource("/internal/v1/posts/ids-by-authors").app_data(json()).post(ids_by_authors));
+        .service(web::resource("/internal/v1/posts/ids-by-authors").app_data(json()).post(ids_by_authors))
+        .route("/internal/v1/posts/{id}/reblogs", web::get().to(reblogs))
+        .service(web::resource("/internal/v1/posts/interactions").app_data(json()).post(interactions));
+}
+
+async fn reblogs(svc: Svc, path: web::Path<String>, q: web::Query<WindowQuery>) -> Result<HttpResponse, ApiError> {
+    let original = crate::post_id(&path)?;
+    let reblogs = svc.store.reblogs(original, window(q.into_inner())).await.map_err(ApiError::unavailable)?;
+    Ok(HttpResponse::Ok().json(Reblogs { reblogs }))
+}
+
+async fn interactions(svc: Svc, body: web::Json<InteractionsQuery>) -> Result<HttpResponse, ApiError> {
+    if body.ids.len() > MAX_INTERNAL_PAGE {
+        return Err(ApiError::validation(format!("at most {MAX_INTERNAL_PAGE} posts per call")));
+    }
+    let all = svc.store.interactions(&body.ids, body.viewer).await.map_err(ApiError::unavailable)?;
+    Ok(HttpResponse::Ok().json(WireInteractions::from_store(&all)))
 }
 
 fn window(q: WindowQuery) -> Window<starling_ids::PostId> {

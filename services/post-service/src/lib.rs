@@ -4,6 +4,7 @@
 //! (store + outbox in one write, then the event log). An `Idempotency-Key` makes a
 //! retried create return the first result instead of posting twice.
 
+mod interactions;
 mod internal;
 mod statuses;
 
@@ -64,6 +65,7 @@ impl PostService {
             .route("/api/v1/posts/{id}", web::delete().to(delete))
             .route("/api/v1/users/{id}/posts", web::get().to(user_posts));
         statuses::routes(cfg);
+        interactions::routes(cfg);
     }
 
     /// Registers the internal routes under `/internal/v1` (separate processes only).
@@ -174,18 +176,15 @@ impl PostService {
         }
         self.limiter.check(me.id)?;
 
-        let post =
-            PostRecord { id: self.ids.next_post(), author: me.id, author_handle: me.handle, text: text.0, reply_to };
-        let event = pb::PostEvent {
-            event_id: event_id(),
-            occurred_at_ms: now_ms(),
-            kind: Some(pb::post_event::Kind::Created(pb::PostCreated {
-                post_id: post.id.get(),
-                author_id: post.author.get(),
-                reply_to: post.reply_to.map(PostId::get),
-            })),
+        let post = PostRecord {
+            id: self.ids.next_post(),
+            author: me.id,
+            author_handle: me.handle,
+            text: text.0,
+            reply_to,
+            reblog_of: None,
         };
-        let events = vec![Record::post(post.author.get(), &event).with_trace(request_trace(req))];
+        let events = vec![created_event(&post, req)];
         match self.store.create_post(&post, key.as_deref(), events.clone()).await.map_err(ApiError::unavailable)? {
             CreatePost::Created { outbox } => {
                 // Cached before the event goes out, so the first reads of the pushed entry hit.
@@ -203,6 +202,12 @@ impl PostService {
         }
     }
 
+    /// Post `id`, or 404.
+    pub(crate) async fn find(&self, id: PostId) -> Result<PostRecord, ApiError> {
+        let post = self.store.get_posts(&[id]).await.map_err(ApiError::unavailable)?.pop().flatten();
+        post.ok_or_else(|| ApiError::not_found("status"))
+    }
+
     /// Deletes `me`'s post `id`, answered once its event is in the log; returns it.
     pub(crate) async fn delete_post(
         &self,
@@ -217,22 +222,49 @@ impl PostService {
             return Err(ApiError::new(ErrorCode::Forbidden, "only the author can delete a post"));
         }
         self.limiter.check(me.id)?;
-        let event = pb::PostEvent {
-            event_id: event_id(),
-            occurred_at_ms: now_ms(),
-            kind: Some(pb::post_event::Kind::Deleted(pb::PostDeleted { post_id: id.get(), author_id: me.id.get() })),
-        };
-        let events = vec![Record::post(me.id.get(), &event).with_trace(request_trace(req))];
-        match self.store.delete_post(id, events.clone()).await.map_err(ApiError::unavailable)? {
-            Some((_, outbox)) => {
-                self.cache_tombstone(id).await;
-                self.publisher.publish(events, &outbox).await.map_err(ApiError::unavailable)?;
-                Ok(post)
-            }
-            // Deleted concurrently by another request of the same author.
-            None => Err(ApiError::not_found("post")),
-        }
+        self.remove_post(req, id).await?.ok_or_else(|| ApiError::not_found("post"))?;
+        Ok(post)
     }
+
+    /// Deletes post `id` with its reblogs, answered once their events are in the log.
+    /// `None` if it was gone already (deleted concurrently).
+    pub(crate) async fn remove_post(&self, req: &HttpRequest, id: PostId) -> Result<Option<Vec<PostRecord>>, ApiError> {
+        let trace = request_trace(req);
+        let events = move |p: &PostRecord| {
+            let event = pb::PostEvent {
+                event_id: event_id(),
+                occurred_at_ms: now_ms(),
+                kind: Some(pb::post_event::Kind::Deleted(pb::PostDeleted {
+                    post_id: p.id.get(),
+                    author_id: p.author.get(),
+                })),
+            };
+            vec![Record::post(p.author.get(), &event).with_trace(trace.child())]
+        };
+        let Some(deleted) = self.store.delete_post(id, &events).await.map_err(ApiError::unavailable)? else {
+            return Ok(None);
+        };
+        for p in &deleted.posts {
+            self.cache_tombstone(p.id).await;
+        }
+        self.publisher.publish(deleted.events, &deleted.outbox).await.map_err(ApiError::unavailable)?;
+        Ok(Some(deleted.posts))
+    }
+}
+
+/// The `PostCreated` event of `post` (a reblog too), in the trace of `req`.
+fn created_event(post: &PostRecord, req: &HttpRequest) -> Record {
+    let event = pb::PostEvent {
+        event_id: event_id(),
+        occurred_at_ms: now_ms(),
+        kind: Some(pb::post_event::Kind::Created(pb::PostCreated {
+            post_id: post.id.get(),
+            author_id: post.author.get(),
+            reply_to: post.reply_to.map(PostId::get),
+            reblog_of: post.reblog_of.map(PostId::get),
+        })),
+    };
+    Record::post(post.author.get(), &event).with_trace(request_trace(req))
 }
 
 pub(crate) fn post_id(raw: &str) -> Result<PostId, ApiError> {

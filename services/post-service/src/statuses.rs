@@ -10,12 +10,15 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use starling_api::ApiError;
-use starling_api::auth::AuthUser;
+use std::collections::HashMap;
+
+use futures::future::try_join_all;
+use starling_api::auth::{AuthUser, Viewer};
 use starling_api::form::FormOrJson;
 use starling_api::mastodon::{Account, PublicBase, RawAccount, Status};
 use starling_api::pagination::{Page, query_pairs};
-use starling_ids::PostId;
-use starling_storage::{PostRecord, UserRecord};
+use starling_ids::{PostId, UserId};
+use starling_storage::{Interactions, PostRecord, UserRecord};
 
 use crate::{PostService, post_id};
 
@@ -45,31 +48,79 @@ struct NewStatus {
 }
 
 impl PostService {
-    /// `post` as a Status, its author's account and counts fetched from the graph.
-    async fn status(&self, req: &HttpRequest, post: &PostRecord) -> Result<Status, ApiError> {
-        let base = PublicBase::of(req);
-        let account = self.author(&base, post).await?;
-        self.status_by(&base, post, account).await
-    }
-
-    /// The account of `post`'s author, with its counts from the graph.
-    async fn author(&self, base: &PublicBase, post: &PostRecord) -> Result<Account, ApiError> {
-        let counts = self.graph.counts(post.author).await.map_err(ApiError::unavailable)?;
-        let author = UserRecord { id: post.author, handle: post.author_handle.clone() };
-        // The post count is the post-service's to know, but not indexed yet.
-        Ok(Account::new(base, &author, counts, 0))
-    }
-
-    /// `post` as a Status by `account`.
-    async fn status_by(&self, base: &PublicBase, post: &PostRecord, account: Account) -> Result<Status, ApiError> {
-        let parent_author = match post.reply_to {
-            Some(parent) => {
-                let found = self.store.get_posts(&[parent]).await.map_err(ApiError::unavailable)?;
-                found.into_iter().flatten().next().map(|p| p.author)
-            }
-            None => None,
+    /// `posts` as Statuses as `viewer` sees them: each status's counts and the viewer's
+    /// flags from the store, a reblog wrapping its original, each author's account (with
+    /// its counts, from the graph) fetched once. A reblog whose original is gone is left
+    /// out (a delete takes its reblogs along; this covers the moment in between).
+    pub(crate) async fn statuses(
+        &self,
+        base: &PublicBase,
+        posts: &[PostRecord],
+        viewer: Option<UserId>,
+    ) -> Result<Vec<Status>, ApiError> {
+        let unavailable = ApiError::unavailable;
+        let wanted: Vec<PostId> = posts.iter().filter_map(|p| p.reblog_of).collect();
+        let originals: HashMap<PostId, PostRecord> = self
+            .store
+            .get_posts(&wanted)
+            .await
+            .map_err(unavailable)?
+            .into_iter()
+            .flatten()
+            .map(|p| (p.id, p))
+            .collect();
+        // The statuses shown in full: the plain posts and the reblogged originals.
+        let shown: Vec<&PostRecord> = posts
+            .iter()
+            .filter_map(|p| match p.reblog_of {
+                Some(o) => originals.get(&o),
+                None => Some(p),
+            })
+            .collect();
+        let ids: Vec<PostId> = shown.iter().map(|p| p.id).collect();
+        let parents: Vec<PostId> = shown.iter().filter_map(|p| p.reply_to).collect();
+        let (counts, parents) =
+            futures::try_join!(self.store.interactions(&ids, viewer), self.store.get_posts(&parents),)
+                .map_err(unavailable)?;
+        let counts: HashMap<PostId, Interactions> = ids.into_iter().zip(counts).collect();
+        let parent_authors: HashMap<PostId, UserId> = parents.into_iter().flatten().map(|p| (p.id, p.author)).collect();
+        let mut authors: Vec<(UserId, &str)> =
+            posts.iter().chain(originals.values()).map(|p| (p.author, p.author_handle.as_str())).collect();
+        authors.sort_unstable();
+        authors.dedup_by_key(|a| a.0);
+        let accounts = try_join_all(authors.iter().map(|&(id, handle)| self.account(base, id, handle))).await?;
+        let accounts: HashMap<UserId, RawAccount> =
+            authors.iter().zip(accounts).map(|(&(id, _), a)| (id, RawAccount::new(&a))).collect();
+        let full = |p: &PostRecord| {
+            let parent = p.reply_to.and_then(|r| parent_authors.get(&r).copied());
+            Status::new(base, p, &accounts[&p.author], parent).counted(&counts.get(&p.id).copied().unwrap_or_default())
         };
-        Ok(Status::new(base, post, &RawAccount::new(&account), parent_author))
+        Ok(posts
+            .iter()
+            .filter_map(|p| match p.reblog_of {
+                Some(o) => originals.get(&o).map(|o| Status::reblog(base, p, &accounts[&p.author], full(o))),
+                None => Some(full(p)),
+            })
+            .collect())
+    }
+
+    /// One status as `viewer` sees it.
+    pub(crate) async fn status(
+        &self,
+        req: &HttpRequest,
+        post: &PostRecord,
+        viewer: Option<UserId>,
+    ) -> Result<Status, ApiError> {
+        let mut all = self.statuses(&PublicBase::of(req), std::slice::from_ref(post), viewer).await?;
+        all.pop().ok_or_else(|| ApiError::not_found("status"))
+    }
+
+    /// The account of user `id` (whose handle the caller knows), with its counts.
+    pub(crate) async fn account(&self, base: &PublicBase, id: UserId, handle: &str) -> Result<Account, ApiError> {
+        let counts = self.graph.counts(id).await.map_err(ApiError::unavailable)?;
+        let user = UserRecord { id, handle: handle.to_owned() };
+        // The post count is the post-service's to know, but not indexed yet.
+        Ok(Account::new(base, &user, counts, 0))
     }
 }
 
@@ -95,30 +146,37 @@ async fn create(
         }
         None => None,
     };
+    let viewer = Some(me.id);
     let (post, _replayed) = svc.create_post(me, &req, body.status.unwrap_or_default(), reply_to).await?;
-    Ok(HttpResponse::Ok().json(svc.status(&req, &post).await?))
+    Ok(HttpResponse::Ok().json(svc.status(&req, &post, viewer).await?))
 }
 
-async fn get(svc: Svc, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let id = post_id(&path)?;
-    let post = svc.store.get_posts(&[id]).await.map_err(ApiError::unavailable)?.pop().flatten();
-    let post = post.ok_or_else(|| ApiError::not_found("status"))?;
-    Ok(HttpResponse::Ok().json(svc.status(&req, &post).await?))
+async fn get(svc: Svc, viewer: Viewer, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let post = svc.find(post_id(&path)?).await?;
+    Ok(HttpResponse::Ok().json(svc.status(&req, &post, viewer.id()).await?))
 }
 
 /// Answers the deleted status with its plain `text`, as Mastodon does (for "delete and
 /// redraft").
 async fn delete(svc: Svc, me: AuthUser, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let post = svc.delete_post(&me, &req, post_id(&path)?).await?;
-    let mut status = svc.status(&req, &post).await?;
+    let post = svc.find(post_id(&path)?).await?;
+    // Deleted below with its reblogs and counts: rendered first.
+    let mut status = svc.status(&req, &post, Some(me.id)).await?;
+    svc.delete_post(&me, &req, post.id).await?;
     status.text = Some(post.text);
     Ok(HttpResponse::Ok().json(status))
 }
 
-/// `GET /api/v1/accounts/{id}/statuses`. Starling has no media and no pinned statuses, so
-/// `only_media` and `pinned` give an empty page; `exclude_replies` drops replies from the
-/// page (which may then be short: the `Link` header still leads on).
-async fn account_statuses(svc: Svc, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+/// `GET /api/v1/accounts/{id}/statuses`, reblogs included. Starling has no media and no
+/// pinned statuses, so `only_media` and `pinned` give an empty page; `exclude_replies` and
+/// `exclude_reblogs` drop those from the page (which may then be short: the `Link` header
+/// still leads on).
+async fn account_statuses(
+    svc: Svc,
+    viewer: Viewer,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let page = Page::from_request(&req)?;
     let pairs = query_pairs(req.query_string())?;
     let posts = svc.author_page(&path, &page).await?;
@@ -128,14 +186,12 @@ async fn account_statuses(svc: Svc, req: HttpRequest, path: web::Path<String>) -
     let ids: Vec<PostId> = posts.iter().map(|p| p.id).collect();
     let (prev, next) = page.cursors(&ids);
     let base = PublicBase::of(&req);
-    let mut statuses = Vec::with_capacity(posts.len());
-    // One author for the whole page: its account is fetched once.
-    if let Some(first) = posts.first() {
-        let account = svc.author(&base, first).await?;
-        for post in posts.iter().filter(|p| !(flag(&pairs, "exclude_replies") && p.reply_to.is_some())) {
-            statuses.push(svc.status_by(&base, post, account.clone()).await?);
-        }
-    }
+    let kept: Vec<PostRecord> = posts
+        .into_iter()
+        .filter(|p| !(flag(&pairs, "exclude_replies") && p.reply_to.is_some()))
+        .filter(|p| !(flag(&pairs, "exclude_reblogs") && p.reblog_of.is_some()))
+        .collect();
+    let statuses = svc.statuses(&base, &kept, viewer.id()).await?;
     let mut res = HttpResponse::Ok();
     let here = format!("{}{}", base.0, req.path());
     if let Some(link) = page.link_header(&here, prev, next) {

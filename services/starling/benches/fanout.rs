@@ -141,6 +141,7 @@ fn post_event(post: u64, author: UserId) -> pb::PostEvent {
             post_id: post,
             author_id: author.get(),
             reply_to: None,
+            reblog_of: None,
         })),
     }
 }

@@ -22,14 +22,14 @@ async fn home(svc: web::Data<TimelineService>, me: AuthUser, req: HttpRequest) -
         Some(min) => Query { upper: page.max_id, lower: Some(min), direction: Direction::Up, limit: page.limit },
         None => Query { upper: page.max_id, lower: page.since_id, direction: Direction::Down, limit: page.limit },
     };
-    let mut posts = svc.home(me.id, query).await.map_err(ApiError::unavailable)?;
+    let mut home = svc.home(me.id, query).await.map_err(ApiError::unavailable)?;
     if query.direction == Direction::Up {
-        posts.reverse();
+        home.posts.reverse();
     }
-    let ids: Vec<_> = posts.iter().map(|p| p.id).collect();
+    let ids: Vec<_> = home.posts.iter().map(|p| p.id).collect();
     let (prev_min_id, next_max_id) = page.cursors(&ids);
     let base = PublicBase::of(&req);
-    let statuses = svc.statuses(&base, posts).await.map_err(ApiError::unavailable)?;
+    let statuses = svc.statuses(&base, home).await.map_err(ApiError::unavailable)?;
     let mut res = HttpResponse::Ok();
     if let Some(link) = page.link_header(&format!("{}{}", base.0, req.path()), prev_min_id, next_max_id) {
         res.insert_header(("Link", link));

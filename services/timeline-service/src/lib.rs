@@ -16,6 +16,22 @@
 //! Entries are filtered against the reader's current follows (a push can race an
 //! unfollow) and hydrated; deleted posts drop out at hydration.
 //!
+//! # Reblogs
+//!
+//! A reblog is a post of the reblogger's, so it arrives through the same sources. After
+//! hydration a page keeps a reblog of status O only where the timeline shows O nowhere
+//! else (the timeline contract: once per original):
+//!
+//! - O is gone: the reblog goes too (the delete takes its reblogs along; this covers the
+//!   moment between);
+//! - O's author is one of the reader's home authors (or the reader): O itself is in the
+//!   timeline, older than any reblog of it;
+//! - another home author (or the reader) reblogged O earlier: that older reblog is the
+//!   one shown.
+//!
+//! The third check asks the post-service for O's earlier reblogs, so a page with reblogs of
+//! statuses by authors the reader does not follow costs one call per such reblog.
+//!
 //! # Where a page comes from
 //!
 //! Everything a page needs besides the timeline is in the read model
@@ -84,6 +100,14 @@ pub struct Query {
     pub lower: Option<PostId>,
     pub direction: Direction,
     pub limit: usize,
+}
+
+/// A page of a home timeline, newest first (or oldest first for `min_id`), with the
+/// originals its reblogs share.
+#[derive(Clone, Debug, Default)]
+pub struct HomePage {
+    pub posts: Vec<PostRecord>,
+    pub originals: HashMap<PostId, PostRecord>,
 }
 
 /// Tuning of the read path.
@@ -308,7 +332,7 @@ impl TimelineService {
     }
 
     /// The page of `reader`'s home timeline described by `query`, in the query's direction.
-    pub async fn home(&self, reader: UserId, query: Query) -> Result<Vec<PostRecord>, ReadError> {
+    pub async fn home(&self, reader: UserId, query: Query) -> Result<HomePage, ReadError> {
         self.stats.reads.fetch_add(1, Ordering::Relaxed);
         // The first round's timeline read goes out with the follow list's: one round trip.
         let first = cache_range(query.upper, query.lower, query.limit, query.direction == Direction::Down);
@@ -348,16 +372,17 @@ impl TimelineService {
         Ok(Mode::Cached { floor })
     }
 
-    /// The page for `query`, hydrated: deleted posts drop out and the merge goes on until
-    /// the page is full or the sources are exhausted.
+    /// The page for `query`, hydrated: deleted posts and reblogs shown elsewhere drop out
+    /// and the merge goes on until the page is full or the sources are exhausted.
     async fn collect(
         &self,
         ctx: &Ctx<'_>,
         query: Query,
         mut mode: Mode,
         mut prefetched: Prefetched,
-    ) -> Result<Vec<PostRecord>, ReadError> {
+    ) -> Result<HomePage, ReadError> {
         let mut out = Vec::with_capacity(query.limit);
+        let mut originals = HashMap::new();
         let mut round = query;
         loop {
             round.limit = query.limit - out.len();
@@ -370,12 +395,13 @@ impl TimelineService {
             let mut rest = &items[..];
             while out.len() < query.limit && !rest.is_empty() {
                 let take = (query.limit - out.len()).min(rest.len());
-                out.extend(self.hydrate(&rest[..take]).await?);
+                let posts = self.hydrate(&rest[..take]).await?;
+                out.extend(self.without_repeats(ctx, posts, &mut originals).await?);
                 rest = &rest[take..];
             }
             match next {
                 Some(next) if out.len() < query.limit => round = next,
-                _ => return Ok(out),
+                _ => return Ok(HomePage { posts: out, originals }),
             }
         }
     }
@@ -546,6 +572,65 @@ impl TimelineService {
                 fetched.extend(from_storage(uncovered, None).await?);
                 Ok(Some(fetched))
             }
+        }
+    }
+
+    /// `posts` without the reblogs the timeline shows elsewhere (see the crate docs on
+    /// reblogs); the originals of those kept are added to `originals`.
+    async fn without_repeats(
+        &self,
+        ctx: &Ctx<'_>,
+        posts: Vec<PostRecord>,
+        originals: &mut HashMap<PostId, PostRecord>,
+    ) -> Result<Vec<PostRecord>, ReadError> {
+        let wanted: Vec<Item> = posts
+            .iter()
+            .filter_map(|p| p.reblog_of)
+            .filter(|o| !originals.contains_key(o))
+            .map(|post| Item { post, author: UserId(0) })
+            .collect();
+        if wanted.is_empty() && posts.iter().all(|p| p.reblog_of.is_none()) {
+            return Ok(posts);
+        }
+        for o in self.hydrate(&wanted).await? {
+            originals.insert(o.id, o);
+        }
+        let at_home = |u: UserId| u == ctx.reader || ctx.allowed.is_some_and(|a| a.contains(&u));
+        let mut kept = Vec::with_capacity(posts.len());
+        for p in posts {
+            let Some(o) = p.reblog_of else {
+                kept.push(p);
+                continue;
+            };
+            let Some(original) = originals.get(&o) else { continue };
+            if at_home(original.author) || self.reblogged_earlier(o, p.id, &at_home).await? {
+                continue;
+            }
+            kept.push(p);
+        }
+        Ok(kept)
+    }
+
+    /// Did anyone `at_home` reblog `original` before reblog `reblog`?
+    async fn reblogged_earlier(
+        &self,
+        original: PostId,
+        reblog: PostId,
+        at_home: &impl Fn(UserId) -> bool,
+    ) -> Result<bool, ReadError> {
+        const PAGE: usize = 1_000;
+        let mut after = None;
+        loop {
+            let window = Window { before: Some(reblog), after, limit: PAGE, order: Order::OldestFirst };
+            self.stats.call(Peer::Posts);
+            let earlier = self.posts.reblogs(original, window).await?;
+            if earlier.iter().any(|&(_, user)| at_home(user)) {
+                return Ok(true);
+            }
+            if earlier.len() < PAGE {
+                return Ok(false);
+            }
+            after = earlier.last().map(|r| r.0);
         }
     }
 

@@ -1,5 +1,10 @@
 //! A page's posts as Mastodon Statuses, with what they need besides the posts: each
 //! author's counts and each reply's parent author, from the read model (storage on a miss).
+//! A reblog wraps its original (which the page read fetched).
+//!
+//! Starling's home statuses carry no reblog, favourite or reply counts and no viewer flags
+//! yet (0 and false): those live in the post-service, and a page reads nothing from it in
+//! the common case. A single status (`GET /api/v1/statuses/{id}`) has them all.
 
 use std::collections::HashMap;
 
@@ -11,14 +16,15 @@ use starling_storage::{Counts, PostRecord, UserRecord};
 use starling_timeline_cache::read_model::CachedPost;
 
 use crate::stats::{Lookups, Peer};
-use crate::{ReadError, TimelineService};
+use crate::{HomePage, ReadError, TimelineService};
 
 impl TimelineService {
     /// `posts` as Mastodon Statuses: each author's account with its counts (from the read
     /// model, a minute old at most; from the graph on a miss) and, for a reply, the
     /// parent's author (from the post cache; from the post-service on a miss).
-    pub async fn statuses(&self, base: &PublicBase, posts: Vec<PostRecord>) -> Result<Vec<Status>, ReadError> {
-        let mut authors: Vec<UserId> = posts.iter().map(|p| p.author).collect();
+    pub async fn statuses(&self, base: &PublicBase, page: HomePage) -> Result<Vec<Status>, ReadError> {
+        let HomePage { posts, originals } = page;
+        let mut authors: Vec<UserId> = posts.iter().chain(originals.values()).map(|p| p.author).collect();
         authors.sort_unstable();
         authors.dedup();
         let cached = self.model.counts(&authors).await?;
@@ -45,7 +51,7 @@ impl TimelineService {
             tracing::warn!(error = %e, "could not cache counts");
         }
 
-        let mut parents: Vec<PostId> = posts.iter().filter_map(|p| p.reply_to).collect();
+        let mut parents: Vec<PostId> = posts.iter().chain(originals.values()).filter_map(|p| p.reply_to).collect();
         parents.sort_unstable();
         parents.dedup();
         let mut parent_authors: HashMap<PostId, UserId> = HashMap::new();
@@ -67,17 +73,25 @@ impl TimelineService {
             }
         }
         let mut accounts: HashMap<UserId, RawAccount> = HashMap::with_capacity(authors.len());
+        let mut account = |p: &PostRecord| {
+            let raw = accounts.entry(p.author).or_insert_with(|| {
+                let author = UserRecord { id: p.author, handle: p.author_handle.clone() };
+                let counts = counts.get(&p.author).copied().unwrap_or_default();
+                // The post count is not indexed yet.
+                RawAccount::new(&Account::new(base, &author, counts, 0))
+            });
+            raw.clone()
+        };
+        let parent = |p: &PostRecord| p.reply_to.and_then(|r| parent_authors.get(&r).copied());
         Ok(posts
             .iter()
-            .map(|p| {
-                let account = accounts.entry(p.author).or_insert_with(|| {
-                    let author = UserRecord { id: p.author, handle: p.author_handle.clone() };
-                    let counts = counts.get(&p.author).copied().unwrap_or_default();
-                    // The post count is not indexed yet.
-                    RawAccount::new(&Account::new(base, &author, counts, 0))
-                });
-                let parent = p.reply_to.and_then(|r| parent_authors.get(&r).copied());
-                Status::new(base, p, account, parent)
+            .filter_map(|p| match p.reblog_of {
+                None => Some(Status::new(base, p, &account(p), parent(p))),
+                Some(o) => {
+                    let o = originals.get(&o)?;
+                    let original = Status::new(base, o, &account(o), parent(o));
+                    Some(Status::reblog(base, p, &account(p), original))
+                }
             })
             .collect())
     }

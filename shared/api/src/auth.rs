@@ -152,6 +152,36 @@ impl FromRequest for AuthUser {
     }
 }
 
+/// The user a request is made for, if any: no `Authorization` header (or an app's own
+/// token) is an anonymous viewer; a header with a bad token is still refused (401), as
+/// Mastodon does, rather than silently served anonymously.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Viewer(pub Option<AuthUser>);
+
+impl Viewer {
+    pub fn id(&self) -> Option<UserId> {
+        self.0.as_ref().map(|u| u.id)
+    }
+}
+
+impl FromRequest for Viewer {
+    type Error = ApiError;
+    type Future = Authenticating<Self>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            if bearer(&req)?.is_none() {
+                return Ok(Viewer(None));
+            }
+            match authenticate(&req).await? {
+                Caller::User(user) => Ok(Viewer(Some(user))),
+                Caller::App(_) => Ok(Viewer(None)),
+            }
+        })
+    }
+}
+
 /// Whoever presented a valid token: a user, or an app acting for itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Caller {

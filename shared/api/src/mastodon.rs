@@ -156,8 +156,8 @@ pub struct Token {
     pub created_at: u64,
 }
 
-/// A post as Mastodon's Status. Starling has no media, polls, reblogs or favourites yet,
-/// so those are empty or false; `replies_count` is not counted yet (0).
+/// A post as Mastodon's Status. Starling has no media or polls, so those are empty; a
+/// reblog is a Status of the reblogger's with empty content whose `reblog` is the original.
 #[derive(Clone, Debug, Serialize)]
 pub struct Status {
     pub id: String,
@@ -248,6 +248,35 @@ impl Status {
             pinned: false,
             text: None,
         }
+    }
+}
+
+impl Status {
+    /// With `i`'s counts and the viewer's flags.
+    pub fn counted(mut self, i: &starling_storage::Interactions) -> Status {
+        self.reblogs_count = i.reblogs;
+        self.favourites_count = i.favourites;
+        self.replies_count = i.replies;
+        self.reblogged = i.reblogged;
+        self.favourited = i.favourited;
+        self
+    }
+
+    /// The reblog `post` by `account` of `original` (already a Status). Its flags are the
+    /// original's, as Mastodon sends them, so a client shows one state for both.
+    pub fn reblog(
+        base: &PublicBase,
+        post: &starling_storage::PostRecord,
+        account: &RawAccount,
+        original: Status,
+    ) -> Status {
+        let mut s = Status::new(base, post, account, None);
+        s.uri = format!("{}/users/{}/statuses/{}/activity", base.0, post.author_handle, post.id);
+        s.content = String::new();
+        s.favourited = original.favourited;
+        s.reblogged = original.reblogged;
+        s.reblog = Some(Box::new(original));
+        s
     }
 }
 

@@ -5,11 +5,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use starling_ids::{PostId, UserId};
-use starling_storage::{AuthorClass, Counts, PostRecord, UserRecord, Window};
+use starling_storage::{AuthorClass, Counts, Interactions, PostRecord, UserRecord, Window};
 
 use crate::wire::{
-    Class, EdgeStates, Edges, Follows, IdsByAuthors, IdsByAuthorsQuery, MAX_INTERNAL_PAGE, PostIds, Posts, UserIds,
-    WindowQuery, WireCounts, WireGrant, WireUser,
+    Class, EdgeStates, Edges, Follows, IdsByAuthors, IdsByAuthorsQuery, InteractionsQuery, MAX_INTERNAL_PAGE, PostIds,
+    Posts, Reblogs, UserIds, WindowQuery, WireCounts, WireGrant, WireInteractions, WireUser,
 };
 use crate::{ClientError, ClientResult, EdgeState, GraphClient, PostClient};
 
@@ -115,6 +115,10 @@ impl GraphClient for HttpGraph {
         Ok(self.0.get_some::<Follows>(&path, &[]).await?.follows)
     }
 
+    async fn muters(&self, user: UserId) -> ClientResult<Vec<UserId>> {
+        Ok(self.0.get_some::<UserIds>(&format!("/internal/v1/users/{user}/muters"), &[]).await?.ids)
+    }
+
     async fn author_class(&self, user: UserId) -> ClientResult<AuthorClass> {
         let class = self.0.get_some::<Class>(&format!("/internal/v1/users/{user}/class"), &[]).await?;
         Ok(if class.celebrity { AuthorClass::Celebrity } else { AuthorClass::Ordinary })
@@ -171,6 +175,20 @@ impl PostClient for HttpPosts {
     async fn post_ids_by_author(&self, author: UserId, window: Window<PostId>) -> ClientResult<Vec<PostId>> {
         let q = WindowQuery::from(window).to_query();
         Ok(self.0.get_some::<PostIds>(&format!("/internal/v1/users/{author}/post-ids"), &q).await?.ids)
+    }
+
+    async fn reblogs(&self, original: PostId, window: Window<PostId>) -> ClientResult<Vec<(PostId, UserId)>> {
+        let q = WindowQuery::from(window).to_query();
+        Ok(self.0.get_some::<Reblogs>(&format!("/internal/v1/posts/{original}/reblogs"), &q).await?.reblogs)
+    }
+
+    async fn interactions(&self, ids: &[PostId], viewer: Option<UserId>) -> ClientResult<Vec<Interactions>> {
+        let body = InteractionsQuery { ids: ids.to_vec(), viewer };
+        let answer: WireInteractions = self.0.post_some("/internal/v1/posts/interactions", &body).await?;
+        if answer.counts.len() != ids.len() {
+            return Err(ClientError::Remote("interactions answered the wrong number of posts".into()));
+        }
+        Ok(answer.into_store())
     }
 
     async fn post_ids_by_authors(&self, authors: &[UserId], window: Window<PostId>) -> ClientResult<Vec<Vec<PostId>>> {

@@ -12,7 +12,7 @@ pub mod wire;
 
 use async_trait::async_trait;
 use starling_ids::{PostId, UserId};
-use starling_storage::{AuthorClass, Counts, PostRecord, StoreError, UserRecord, Window};
+use starling_storage::{AuthorClass, Counts, Interactions, PostRecord, StoreError, UserRecord, Window};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -24,15 +24,20 @@ pub enum ClientError {
 
 pub type ClientResult<T> = Result<T, ClientError>;
 
-/// The read side of the graph-service.
+/// The read side of the graph-service, as the home timelines see it: a follow that is
+/// muted does not count (the fan-out and the timeline-service are its only users).
 #[async_trait]
 pub trait GraphClient: Send + Sync + 'static {
     async fn user(&self, id: UserId) -> ClientResult<Option<UserRecord>>;
     /// Followers of `user` ascending by id, strictly after `after`.
     async fn followers(&self, user: UserId, after: Option<UserId>, limit: usize) -> ClientResult<Vec<UserId>>;
-    /// Everyone `user` follows, ascending by id.
+    /// Everyone whose posts reach `user`'s home timeline: whom it follows and does not
+    /// mute, ascending by id.
     async fn following(&self, user: UserId) -> ClientResult<Vec<UserId>>;
+    /// Do `followee`'s posts reach `follower`'s home timeline (a follow, not muted)?
     async fn follows(&self, follower: UserId, followee: UserId) -> ClientResult<bool>;
+    /// Everyone who mutes `user`: the followers its posts are not pushed to.
+    async fn muters(&self, user: UserId) -> ClientResult<Vec<UserId>>;
     async fn author_class(&self, user: UserId) -> ClientResult<AuthorClass>;
     /// Follower and following counts (an unknown user has none).
     async fn counts(&self, user: UserId) -> ClientResult<Counts>;
@@ -68,6 +73,10 @@ pub trait PostClient: Send + Sync + 'static {
     async fn posts_by_author(&self, author: UserId, window: Window<PostId>) -> ClientResult<Vec<PostRecord>>;
     /// Ids only, for merging; see [`starling_storage::PostStore::post_ids_by_author`].
     async fn post_ids_by_author(&self, author: UserId, window: Window<PostId>) -> ClientResult<Vec<PostId>>;
+    /// See [`starling_storage::PostStore::reblogs`].
+    async fn reblogs(&self, original: PostId, window: Window<PostId>) -> ClientResult<Vec<(PostId, UserId)>>;
+    /// See [`starling_storage::PostStore::interactions`].
+    async fn interactions(&self, ids: &[PostId], viewer: Option<UserId>) -> ClientResult<Vec<Interactions>>;
 
     /// [`PostClient::post_ids_by_author`] for many authors with one window, in the order
     /// of `authors`: a timeline's merge round or a batch of follows' backfills in one call.

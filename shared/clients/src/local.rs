@@ -5,12 +5,50 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use starling_ids::{PostId, UserId};
-use starling_storage::{AuthorClass, Counts, GraphStore, PostRecord, PostStore, UserRecord, Window};
+use std::collections::HashSet;
+
+use starling_storage::{
+    AuthorClass, Counts, GraphStore, Interactions, PostRecord, PostStore, StoreResult, UserRecord, Window,
+};
 
 use crate::{ClientResult, GraphClient, PostClient};
 
-/// Page size when collecting a full following list.
-const FOLLOWING_PAGE: usize = 1_000;
+/// Page size when collecting a full list.
+pub const FOLLOWING_PAGE: usize = 1_000;
+
+/// Every id a paged listing gives: `page(after)` lists ascending ids after `after`, at
+/// most [`FOLLOWING_PAGE`] of them.
+pub async fn all_pages<F, Fut>(mut page: F) -> StoreResult<Vec<UserId>>
+where
+    F: FnMut(Option<UserId>) -> Fut,
+    Fut: Future<Output = StoreResult<Vec<UserId>>>,
+{
+    let mut all = Vec::new();
+    loop {
+        let got = page(all.last().copied()).await?;
+        let done = got.len() < FOLLOWING_PAGE;
+        all.extend(got);
+        if done {
+            return Ok(all);
+        }
+    }
+}
+
+/// Whom `user` follows and does not mute: the authors of its home timeline.
+pub async fn home_following(store: &dyn GraphStore, user: UserId) -> StoreResult<Vec<UserId>> {
+    let mut following = all_pages(|after| store.following(user, after, FOLLOWING_PAGE)).await?;
+    let muted = all_pages(|after| store.muted(user, after, FOLLOWING_PAGE)).await?;
+    if !muted.is_empty() {
+        let muted: HashSet<UserId> = muted.into_iter().collect();
+        following.retain(|u| !muted.contains(u));
+    }
+    Ok(following)
+}
+
+/// Do `followee`'s posts reach `follower`'s home timeline?
+pub async fn delivers(store: &dyn GraphStore, follower: UserId, followee: UserId) -> StoreResult<bool> {
+    Ok(store.follows(follower, followee).await? && !store.mutes(follower, followee).await?)
+}
 
 pub struct LocalGraph(pub Arc<dyn GraphStore>);
 
@@ -29,19 +67,15 @@ impl GraphClient for LocalGraph {
     }
 
     async fn following(&self, user: UserId) -> ClientResult<Vec<UserId>> {
-        let mut all = Vec::new();
-        loop {
-            let page = self.0.following(user, all.last().copied(), FOLLOWING_PAGE).await?;
-            let done = page.len() < FOLLOWING_PAGE;
-            all.extend(page);
-            if done {
-                return Ok(all);
-            }
-        }
+        Ok(home_following(&*self.0, user).await?)
     }
 
     async fn follows(&self, follower: UserId, followee: UserId) -> ClientResult<bool> {
-        Ok(self.0.follows(follower, followee).await?)
+        Ok(delivers(&*self.0, follower, followee).await?)
+    }
+
+    async fn muters(&self, user: UserId) -> ClientResult<Vec<UserId>> {
+        Ok(all_pages(|after| self.0.muters(user, after, FOLLOWING_PAGE)).await?)
     }
 
     async fn author_class(&self, user: UserId) -> ClientResult<AuthorClass> {
@@ -67,5 +101,13 @@ impl PostClient for LocalPosts {
 
     async fn post_ids_by_author(&self, author: UserId, window: Window<PostId>) -> ClientResult<Vec<PostId>> {
         Ok(self.0.post_ids_by_author(author, window).await?)
+    }
+
+    async fn reblogs(&self, original: PostId, window: Window<PostId>) -> ClientResult<Vec<(PostId, UserId)>> {
+        Ok(self.0.reblogs(original, window).await?)
+    }
+
+    async fn interactions(&self, ids: &[PostId], viewer: Option<UserId>) -> ClientResult<Vec<Interactions>> {
+        Ok(self.0.interactions(ids, viewer).await?)
     }
 }

@@ -47,17 +47,61 @@ pub struct WirePost {
     pub author_handle: String,
     pub text: String,
     pub reply_to: Option<PostId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reblog_of: Option<PostId>,
 }
 
 impl From<PostRecord> for WirePost {
     fn from(p: PostRecord) -> Self {
-        WirePost { id: p.id, author: p.author, author_handle: p.author_handle, text: p.text, reply_to: p.reply_to }
+        let PostRecord { id, author, author_handle, text, reply_to, reblog_of } = p;
+        WirePost { id, author, author_handle, text, reply_to, reblog_of }
     }
 }
 
 impl From<WirePost> for PostRecord {
     fn from(p: WirePost) -> Self {
-        PostRecord { id: p.id, author: p.author, author_handle: p.author_handle, text: p.text, reply_to: p.reply_to }
+        let WirePost { id, author, author_handle, text, reply_to, reblog_of } = p;
+        PostRecord { id, author, author_handle, text, reply_to, reblog_of }
+    }
+}
+
+/// One reblog: its id and who made it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Reblogs {
+    pub reblogs: Vec<(PostId, UserId)>,
+}
+
+/// Statuses whose counts a viewer asks for.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct InteractionsQuery {
+    pub ids: Vec<PostId>,
+    pub viewer: Option<UserId>,
+}
+
+/// [`starling_storage::Interactions`] on the wire, one per id asked for.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WireInteractions {
+    pub counts: Vec<(u64, u64, u64, bool, bool)>,
+}
+
+impl WireInteractions {
+    pub fn from_store(all: &[starling_storage::Interactions]) -> Self {
+        WireInteractions {
+            counts: all.iter().map(|i| (i.reblogs, i.favourites, i.replies, i.reblogged, i.favourited)).collect(),
+        }
+    }
+
+    pub fn into_store(self) -> Vec<starling_storage::Interactions> {
+        self.counts
+            .into_iter()
+            .map(|(reblogs, favourites, replies, reblogged, favourited)| starling_storage::Interactions {
+                reblogs,
+                favourites,
+                replies,
+                reblogged,
+                favourited,
+            })
+            .collect()
     }
 }
 

@@ -48,6 +48,7 @@ fn batch(author_base: u64, n: u64) -> Vec<Record> {
                     post_id: (now_ms() as u64) << 22 | i,
                     author_id: author,
                     reply_to: None,
+                    reblog_of: None,
                 })),
             };
             let mut r = Record::post(author, &event);

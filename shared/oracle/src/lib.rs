@@ -1,7 +1,10 @@
 //! The timeline contract as a plain in-memory model.
 //!
 //! Once the system is quiet, the home timeline of user U is exactly the posts P with
-//! author(P) ∈ following(U) ∪ {U}, P not deleted, author not blocked by U, newest first.
+//! author(P) ∈ home(U) = (following(U) − muted(U)) ∪ {U}, P not deleted, newest first,
+//! where a reblog R of status O counts only if O is shown nowhere else: O's author is not
+//! in home(U), and no reblog of O older than R is by someone in home(U) (one entry per
+//! original, the oldest). Deleting O deletes its reblogs; unreblogging deletes the reblog.
 //! [`Oracle`] applies the same operations a client made and computes that list, so a
 //! test or a replay can compare it with what the service serves. It also predicts which
 //! operations the service must refuse, so the driver can check status codes too.
@@ -41,9 +44,17 @@ pub struct Oracle {
     followers: HashMap<UserId, BTreeSet<UserId>>,
     /// (blocker, blocked).
     blocks: HashSet<(UserId, UserId)>,
-    /// Live posts by author, ordered by id.
+    /// (muter, muted).
+    mutes: HashSet<(UserId, UserId)>,
+    /// Live posts by author, ordered by id (reblogs included: they are their rebloggers').
     posts_by_author: HashMap<UserId, BTreeSet<PostId>>,
     authors: BTreeMap<PostId, UserId>,
+    /// Each live reblog's original.
+    reblog_of: HashMap<PostId, PostId>,
+    /// Each original's live reblogs, by reblog id, with their rebloggers.
+    reblogs: HashMap<PostId, BTreeMap<PostId, UserId>>,
+    /// (status, user) favourites of live statuses.
+    favourites: HashSet<(PostId, UserId)>,
 }
 
 impl Oracle {
@@ -156,6 +167,97 @@ impl Oracle {
         self.authors.insert(id, author);
     }
 
+    /// The status an action on `id` acts on: its original if it is a reblog.
+    pub fn original_of(&self, id: PostId) -> Option<PostId> {
+        self.authors.contains_key(&id).then(|| self.reblog_of.get(&id).copied().unwrap_or(id))
+    }
+
+    /// `user`'s live reblog of status `id` (or of its original).
+    pub fn reblog_by(&self, id: PostId, user: UserId) -> Option<PostId> {
+        let original = self.original_of(id)?;
+        self.reblogs.get(&original)?.iter().find(|(_, u)| **u == user).map(|(r, _)| *r)
+    }
+
+    /// What a reblog of `id` by `user` would do: refused if the status does not exist.
+    pub fn check_reblog(&self, id: PostId) -> Result<(), Refusal> {
+        self.original_of(id).map(|_| ()).ok_or(Refusal::UnknownPost)
+    }
+
+    /// `user` reblogged `id` (or its original), the service answering reblog `reblog`:
+    /// a new one, or the one `user` already had (then nothing changes).
+    pub fn reblog(&mut self, id: PostId, user: UserId, reblog: PostId) -> Result<(), Refusal> {
+        let original = self.original_of(id).ok_or(Refusal::UnknownPost)?;
+        if self.reblog_by(original, user).is_some() {
+            return Ok(());
+        }
+        self.post(reblog, user);
+        self.reblog_of.insert(reblog, original);
+        self.reblogs.entry(original).or_default().insert(reblog, user);
+        Ok(())
+    }
+
+    /// `user` takes back its reblog of `id` (or its original), if any.
+    pub fn unreblog(&mut self, id: PostId, user: UserId) -> Result<(), Refusal> {
+        self.check_reblog(id)?;
+        if let Some(r) = self.reblog_by(id, user) {
+            self.remove(r, user);
+        }
+        Ok(())
+    }
+
+    /// `user` favourites (`on`) or unfavourites `id`'s original.
+    pub fn favourite(&mut self, id: PostId, user: UserId, on: bool) -> Result<(), Refusal> {
+        let original = self.original_of(id).ok_or(Refusal::UnknownPost)?;
+        if on {
+            self.favourites.insert((original, user));
+        } else {
+            self.favourites.remove(&(original, user));
+        }
+        Ok(())
+    }
+
+    /// How many reblogs and favourites status `id` has.
+    pub fn counts(&self, id: PostId) -> (usize, usize) {
+        let reblogs = self.reblogs.get(&id).map_or(0, BTreeMap::len);
+        (reblogs, self.favourites.iter().filter(|(s, _)| *s == id).count())
+    }
+
+    pub fn mutes(&self, muter: UserId, muted: UserId) -> bool {
+        self.mutes.contains(&(muter, muted))
+    }
+
+    /// Mutes and unmutes are idempotent; only oneself cannot be muted.
+    pub fn check_mute(&self, muter: UserId, muted: UserId) -> Result<(), Refusal> {
+        if muter == muted { Err(Refusal::SelfTarget) } else { Ok(()) }
+    }
+
+    pub fn mute(&mut self, muter: UserId, muted: UserId, on: bool) -> Result<(), Refusal> {
+        self.check_mute(muter, muted)?;
+        if on {
+            self.mutes.insert((muter, muted));
+        } else {
+            self.mutes.remove(&(muter, muted));
+        }
+        Ok(())
+    }
+
+    /// Removes post `id` by `author`, with its reblogs and favourites.
+    fn remove(&mut self, id: PostId, author: UserId) {
+        self.authors.remove(&id);
+        if let Some(s) = self.posts_by_author.get_mut(&author) {
+            s.remove(&id);
+        }
+        if let Some(original) = self.reblog_of.remove(&id)
+            && let Some(r) = self.reblogs.get_mut(&original)
+        {
+            r.remove(&id);
+        }
+        for (reblog, reblogger) in self.reblogs.remove(&id).unwrap_or_default() {
+            self.remove(reblog, reblogger);
+        }
+        self.favourites.retain(|(s, _)| *s != id);
+    }
+
     pub fn check_delete(&self, id: PostId, by: UserId) -> Result<(), Refusal> {
         match self.authors.get(&id) {
             None => Err(Refusal::UnknownPost),
@@ -164,12 +266,10 @@ impl Oracle {
         }
     }
 
+    /// Deletes a post (with its reblogs; a reblog's delete is an unreblog).
     pub fn delete(&mut self, id: PostId, by: UserId) -> Result<(), Refusal> {
         self.check_delete(id, by)?;
-        self.authors.remove(&id);
-        if let Some(s) = self.posts_by_author.get_mut(&by) {
-            s.remove(&id);
-        }
+        self.remove(id, by);
         Ok(())
     }
 
@@ -177,20 +277,45 @@ impl Oracle {
         self.authors.get(&id).copied()
     }
 
-    /// Live posts of one author, newest first.
+    /// Whether `id` is a live reblog.
+    pub fn is_reblog(&self, id: PostId) -> bool {
+        self.reblog_of.contains_key(&id)
+    }
+
+    /// Live posts of one author, newest first (its reblogs included).
     pub fn posts_of(&self, author: UserId) -> Vec<PostId> {
         self.posts_by_author.get(&author).map(|s| s.iter().rev().copied().collect()).unwrap_or_default()
     }
 
+    /// Whose posts reach `user`'s home: itself and whom it follows without muting.
+    pub fn home_authors(&self, user: UserId) -> BTreeSet<UserId> {
+        std::iter::once(user)
+            .chain(self.following_of(user).filter(|a| !self.mutes(user, *a) && !self.blocks.contains(&(user, *a))))
+            .collect()
+    }
+
     /// The home timeline the contract requires, newest first, all of it.
     pub fn home(&self, user: UserId) -> Vec<PostId> {
-        let mut ids: Vec<PostId> = std::iter::once(user)
-            .chain(self.following_of(user))
-            .filter(|a| *a == user || !self.blocks.contains(&(user, *a)))
-            .flat_map(|a| self.posts_by_author.get(&a).into_iter().flatten().copied())
+        let authors = self.home_authors(user);
+        let mut ids: Vec<PostId> = authors
+            .iter()
+            .flat_map(|a| self.posts_by_author.get(a).into_iter().flatten().copied())
+            .filter(|p| self.shown_once(*p, &authors))
             .collect();
         ids.sort_unstable_by(|a, b| b.cmp(a));
         ids
+    }
+
+    /// A plain post, or a reblog that is its original's one entry in a timeline whose
+    /// authors are `authors`.
+    fn shown_once(&self, post: PostId, authors: &BTreeSet<UserId>) -> bool {
+        let Some(&original) = self.reblog_of.get(&post) else { return true };
+        let Some(author) = self.author_of(original) else { return false };
+        if authors.contains(&author) {
+            return false;
+        }
+        let first = self.reblogs.get(&original).into_iter().flatten().find(|(_, u)| authors.contains(u));
+        first.is_some_and(|(r, _)| *r == post)
     }
 }
 
@@ -260,6 +385,42 @@ mod tests {
         assert_eq!(o.follow(A, B), Err(Refusal::Blocked));
         o.unblock(A, B).unwrap();
         o.follow(A, B).unwrap();
+    }
+
+    #[test]
+    fn a_reblog_is_shown_once_per_original_and_goes_with_it() {
+        let mut o = Oracle::new();
+        const D: UserId = UserId(4);
+        o.post(PostId(10), C);
+        o.follow(A, B).unwrap();
+        o.follow(A, D).unwrap();
+        o.reblog(PostId(10), B, PostId(20)).unwrap();
+        o.reblog(PostId(20), D, PostId(21)).unwrap();
+        // B's reblog is the older one: D's is not shown; reblogging again changes nothing.
+        o.reblog(PostId(10), B, PostId(22)).unwrap();
+        assert_eq!(o.home(A), vec![PostId(20)]);
+        assert_eq!(o.home(D), vec![PostId(21)], "D's own reblog is its timeline's entry");
+        assert_eq!(o.counts(PostId(10)), (2, 0));
+        // Unreblog: the next oldest shows.
+        o.unreblog(PostId(10), B).unwrap();
+        assert_eq!(o.home(A), vec![PostId(21)]);
+        // Following the author shows the original instead.
+        o.follow(A, C).unwrap();
+        assert_eq!(o.home(A), vec![PostId(10)]);
+        // Muting hides the author's posts and reblogs, and keeps the follow.
+        o.mute(A, C, true).unwrap();
+        assert_eq!(o.home(A), vec![PostId(21)]);
+        o.mute(A, D, true).unwrap();
+        assert_eq!(o.home(A), Vec::<PostId>::new());
+        assert!(o.follows(A, D));
+        o.mute(A, D, false).unwrap();
+        // Deleting the original deletes its reblogs.
+        o.favourite(PostId(21), A, true).unwrap();
+        assert_eq!(o.counts(PostId(10)), (1, 1), "a favourite of a reblog is its original's");
+        o.delete(PostId(10), C).unwrap();
+        assert_eq!(o.home(A), Vec::<PostId>::new());
+        assert_eq!(o.posts_of(D), Vec::<PostId>::new());
+        assert_eq!(o.reblog(PostId(10), B, PostId(30)), Err(Refusal::UnknownPost));
     }
 
     #[test]

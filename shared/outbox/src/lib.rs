@@ -140,7 +140,14 @@ mod tests {
     use super::*;
 
     fn post(id: u64) -> PostRecord {
-        PostRecord { id: PostId(id), author: UserId(7), author_handle: "a".into(), text: "t".into(), reply_to: None }
+        PostRecord {
+            id: PostId(id),
+            author: UserId(7),
+            author_handle: "a".into(),
+            text: "t".into(),
+            reply_to: None,
+            reblog_of: None,
+        }
     }
 
     fn record(n: u64) -> Record {

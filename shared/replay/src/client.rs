@@ -145,6 +145,23 @@ impl Client {
         }
     }
 
+    /// `POST /api/v1/statuses/{id}/{action}` (`reblog`, `unreblog`, `favourite`,
+    /// `unfavourite`): the Status answered, whose `id` is the reblog's for a reblog.
+    pub async fn status_action(&self, token: &str, id: PostId, action: &str) -> Result<PostId, Failure> {
+        let path = format!("/api/v1/statuses/{id}/{action}");
+        let r = self.expect_success(&self.targets.posts, Method::POST, &path, Some(token), None, &[]).await?;
+        match r.body["id"].as_str().and_then(|s| s.parse().ok()) {
+            Some(id) => Ok(PostId(id)),
+            None => Err(Failure::Status(r.status, r.body)),
+        }
+    }
+
+    /// Mute (`undo: false`) or unmute `target`.
+    pub async fn mute(&self, token: &str, target: UserId, undo: bool) -> Result<(), Failure> {
+        let path = format!("/api/v1/accounts/{target}/{}", if undo { "unmute" } else { "mute" });
+        self.expect_success(&self.targets.graph, Method::POST, &path, Some(token), None, &[]).await.map(drop)
+    }
+
     pub async fn delete(&self, token: &str, id: PostId) -> Result<(), Failure> {
         let path = format!("/api/v1/posts/{id}");
         self.expect_success(&self.targets.posts, Method::DELETE, &path, Some(token), None, &[]).await.map(drop)

@@ -197,6 +197,44 @@ impl Run {
                 }
                 judge(expected, &got, 200)
             }
+            Op::Reblog { key } | Op::Unreblog { key } | Op::Favourite { key } | Op::Unfavourite { key } => {
+                let Some(Some(id)) = self.posts.lock().get(&key).copied() else { return Outcome::Skipped };
+                let action = match e.op {
+                    Op::Reblog { .. } => "reblog",
+                    Op::Unreblog { .. } => "unreblog",
+                    Op::Favourite { .. } => "favourite",
+                    _ => "unfavourite",
+                };
+                let expected = self.oracle.lock().check_reblog(id);
+                let got = self.client.status_action(&me.token, id, action).await;
+                match &got {
+                    Ok(answered) => {
+                        let mut o = self.oracle.lock();
+                        let _ = match e.op {
+                            Op::Reblog { .. } => o.reblog(id, me.id, *answered),
+                            Op::Unreblog { .. } => o.unreblog(id, me.id),
+                            Op::Favourite { .. } => o.favourite(id, me.id, true),
+                            _ => o.favourite(id, me.id, false),
+                        };
+                    }
+                    // A reblog reaches the reblogger's followers like a post of its own.
+                    Err(_) if unknown_outcome(&got) => drop(self.uncertain.lock().insert(me.id)),
+                    Err(_) => {}
+                }
+                judge(expected, &got, 200)
+            }
+            Op::Mute { target } | Op::Unmute { target } => {
+                let them = self.user(target);
+                let undo = matches!(e.op, Op::Unmute { .. });
+                let expected = self.oracle.lock().check_mute(me.id, them.id);
+                let got = self.client.mute(&me.token, them.id, undo).await;
+                if got.is_ok() {
+                    let _ = self.oracle.lock().mute(me.id, them.id, !undo);
+                } else if unknown_outcome(&got) {
+                    self.uncertain.lock().insert(me.id);
+                }
+                judge(expected, &got, 200)
+            }
             Op::Read => {
                 self.readers.lock().insert(me.id);
                 match self.client.home(&me.token, 20, "").await {
@@ -294,10 +332,19 @@ impl Run {
 fn stripe(e: &Event) -> Option<u64> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     match e.op {
-        Op::Post { key } | Op::Delete { key } => (0u8, key).hash(&mut h),
-        Op::Follow { target } | Op::Unfollow { target } | Op::Block { target } | Op::Unblock { target } => {
-            (1u8, e.user.min(target), e.user.max(target)).hash(&mut h)
-        }
+        // Everything done to one post waits for its creation, and its delete for them.
+        Op::Post { key }
+        | Op::Delete { key }
+        | Op::Reblog { key }
+        | Op::Unreblog { key }
+        | Op::Favourite { key }
+        | Op::Unfavourite { key } => (0u8, key).hash(&mut h),
+        Op::Follow { target }
+        | Op::Unfollow { target }
+        | Op::Block { target }
+        | Op::Unblock { target }
+        | Op::Mute { target }
+        | Op::Unmute { target } => (1u8, e.user.min(target), e.user.max(target)).hash(&mut h),
         Op::Read => return None,
     }
     Some(h.finish())
@@ -360,8 +407,12 @@ fn census(path: &std::path::Path) -> anyhow::Result<Census> {
             Record::Event(e) => {
                 events += 1;
                 users.insert(e.user);
-                if let Op::Follow { target } | Op::Unfollow { target } | Op::Block { target } | Op::Unblock { target } =
-                    e.op
+                if let Op::Follow { target }
+                | Op::Unfollow { target }
+                | Op::Block { target }
+                | Op::Unblock { target }
+                | Op::Mute { target }
+                | Op::Unmute { target } = e.op
                 {
                     users.insert(target);
                 }

@@ -1,16 +1,17 @@
 //! The graph-service's store on ScyllaDB.
 //!
-//! Every follow and block between two users is one row of `pairs`, keyed by the unordered
-//! pair, so the trait's read-check-write operations ("refuse if either blocks the other",
-//! "unchanged if already following", "a block removes both follows") are decided by one
-//! lightweight transaction on one partition, serialised per pair by its `version`.
+//! Every follow, block and mute between two users is one row of `pairs`, keyed by the
+//! unordered pair, so the trait's read-check-write operations ("refuse if either blocks the
+//! other", "unchanged if already following", "a block removes both follows", "unchanged if
+//! already muted") are decided by one lightweight transaction on one partition, serialised
+//! per pair by its `version`. What a change does to the row is decided in `pairs.rs`.
 //!
 //! A change runs in four steps:
 //! 1. an *intent* (the pair's key) goes into outbox stream 3, so recovery can find the pair;
 //! 2. an LWT moves the row to its new state, `version + 1`, with the events in `pending`;
-//! 3. a LOGGED BATCH writes the derived rows (follow lists, with `USING TIMESTAMP version`
-//!    so an older state landing late cannot overwrite a newer one) and the events into
-//!    outbox stream 2;
+//! 3. a LOGGED BATCH writes the derived rows (follow and mute lists, with `USING TIMESTAMP
+//!    version` so an older state landing late cannot overwrite a newer one) and the events
+//!    into outbox stream 2;
 //! 4. an LWT sets `applied = version`; its winner updates the follower counters.
 //!
 //! A row with `applied < version` is finished (steps 3–4) by whoever sees it next: the next
@@ -24,14 +25,16 @@ use futures::TryStreamExt;
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::Counter;
-use starling_events::{Record, Topic};
+use starling_events::Record;
 use starling_ids::{IdGenerator, UserId};
 use starling_storage::{
     AuthorClass, Counts, EdgeChange, GraphStore, Outbox, OutboxEntry, StoreError, StoreResult, UserRecord,
 };
 
-use crate::model::{RecordTuple, edge_bucket, from_cql, record_from_tuple, record_to_tuple, to_cql};
+use crate::model::{RecordTuple, edge_bucket, from_cql, record_to_tuple, to_cql};
 use crate::outbox::{OutboxQueue, Stream};
+pub use crate::pairs::{Decision, Op, PairState, count_deltas, decide};
+use crate::pairs::{PAIR_COLUMNS, PairColumns, PairRow, Side, intent_pair, intent_record, mute_changes, pair_from_row};
 use crate::{ScyllaError, Staged, backend, lwt_applied, now_ms, prepare_idempotent, prepare_once, prepare_serial_read};
 
 /// Conditional updates that lose to a concurrent change of the same pair are retried
@@ -45,138 +48,11 @@ const INTENT_SETTLE_MS: u64 = 60_000;
 const RECOVER_EVERY: Duration = Duration::from_secs(30);
 const RECOVER_BATCH: usize = 1000;
 const PAGE_SIZE: i32 = 1000;
+/// Kinds of list in `follow_buckets`.
 const KIND_FOLLOWERS: i8 = 1;
 const KIND_FOLLOWING: i8 = 2;
-
-// ---------------------------------------------------------------------------------------
-// Pair state (pure)
-// ---------------------------------------------------------------------------------------
-
-/// Who follows and blocks whom between users `lo <= hi`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PairState {
-    pub lo_follows: bool,
-    pub hi_follows: bool,
-    pub lo_blocks: bool,
-    pub hi_blocks: bool,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Op {
-    Follow,
-    Unfollow,
-    Block,
-    Unblock,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Decision {
-    Blocked,
-    Unchanged,
-    Change(PairState),
-}
-
-/// What `op` by the actor (`lo` if `actor_is_lo`) does to the pair, as the embedded store
-/// decides it. For a user paired with themselves both halves describe the same edge.
-pub fn decide(state: PairState, actor_is_lo: bool, same: bool, op: Op) -> Decision {
-    let (follows, blocks) =
-        if actor_is_lo { (state.lo_follows, state.lo_blocks) } else { (state.hi_follows, state.hi_blocks) };
-    let mut next = state;
-    let mut set = |follows: bool, blocks: bool| {
-        if actor_is_lo {
-            (next.lo_follows, next.lo_blocks) = (follows, blocks);
-        } else {
-            (next.hi_follows, next.hi_blocks) = (follows, blocks);
-        }
-    };
-    match op {
-        Op::Follow if state.lo_blocks || state.hi_blocks => return Decision::Blocked,
-        Op::Follow | Op::Unfollow => {
-            let want = op == Op::Follow;
-            if follows == want {
-                return Decision::Unchanged;
-            }
-            set(want, blocks);
-        }
-        Op::Block | Op::Unblock => {
-            let want = op == Op::Block;
-            if blocks == want {
-                return Decision::Unchanged;
-            }
-            set(follows, want);
-            if want {
-                next.lo_follows = false;
-                next.hi_follows = false;
-            }
-        }
-    }
-    if same {
-        next.hi_follows = next.lo_follows;
-        next.hi_blocks = next.lo_blocks;
-    }
-    Decision::Change(next)
-}
-
-/// Counter changes from `prev` to `next`: `(user, followers delta, following delta)`.
-pub fn count_deltas(lo: i64, hi: i64, prev: PairState, next: PairState) -> Vec<(i64, i64, i64)> {
-    let step = |before: bool, after: bool| i64::from(after) - i64::from(before);
-    let lo_to_hi = step(prev.lo_follows, next.lo_follows);
-    let hi_to_lo = if lo == hi { 0 } else { step(prev.hi_follows, next.hi_follows) };
-    if lo == hi {
-        return if lo_to_hi == 0 { Vec::new() } else { vec![(lo, lo_to_hi, lo_to_hi)] };
-    }
-    // lo follows hi: lo's following and hi's followers move; and the other way round.
-    [(lo, hi_to_lo, lo_to_hi), (hi, lo_to_hi, hi_to_lo)].into_iter().filter(|&(_, a, b)| a != 0 || b != 0).collect()
-}
-
-/// The pair row as read back.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct PairRow {
-    state: PairState,
-    prev: PairState,
-    version: i64,
-    applied: i64,
-    pending: Vec<Record>,
-}
-
-type PairColumns = (
-    Option<bool>,
-    Option<bool>,
-    Option<bool>,
-    Option<bool>,
-    Option<bool>,
-    Option<bool>,
-    Option<i64>,
-    Option<i64>,
-    Option<Vec<RecordTuple>>,
-);
-
-fn pair_from_row(row: PairColumns) -> StoreResult<PairRow> {
-    let (lf, hf, lb, hb, plf, phf, version, applied, pending) = row;
-    let b = |v: Option<bool>| v.unwrap_or(false);
-    Ok(PairRow {
-        state: PairState { lo_follows: b(lf), hi_follows: b(hf), lo_blocks: b(lb), hi_blocks: b(hb) },
-        prev: PairState { lo_follows: b(plf), hi_follows: b(phf), ..PairState::default() },
-        version: version.unwrap_or(0),
-        applied: applied.unwrap_or(0),
-        pending: pending.unwrap_or_default().into_iter().map(record_from_tuple).collect::<StoreResult<_>>()?,
-    })
-}
-
-/// An intent names a pair: the key is `lo`, the payload `hi` (8 bytes, big-endian).
-fn intent_record(lo: i64, hi: i64) -> Record {
-    Record { topic: Topic::Graph, key: lo as u64, payload: hi.to_be_bytes().to_vec().into(), headers: Vec::new() }
-}
-
-fn intent_pair(record: &Record) -> StoreResult<(i64, i64)> {
-    let hi = record
-        .payload
-        .get(..8)
-        .and_then(|b| b.try_into().ok())
-        .map(i64::from_be_bytes)
-        .ok_or_else(|| StoreError::Corrupt("graph intent: payload is not 8 bytes".into()))?;
-    Ok((record.key as i64, hi))
-}
+const KIND_MUTES: i8 = 3;
+const KIND_MUTERS: i8 = 4;
 
 // ---------------------------------------------------------------------------------------
 // The store
@@ -209,10 +85,16 @@ pub(crate) struct Statements {
     put_follower: PreparedStatement,
     del_following: PreparedStatement,
     del_follower: PreparedStatement,
+    put_mute: PreparedStatement,
+    put_muter: PreparedStatement,
+    del_mute: PreparedStatement,
+    del_muter: PreparedStatement,
     put_bucket: PreparedStatement,
     buckets: PreparedStatement,
     page_followers: PreparedStatement,
     page_following: PreparedStatement,
+    page_mutes: PreparedStatement,
+    page_muters: PreparedStatement,
     add_counts: PreparedStatement,
     get_counts: PreparedStatement,
     get_class: PreparedStatement,
@@ -221,9 +103,6 @@ pub(crate) struct Statements {
     remove_celebrity: PreparedStatement,
     celebrities: PreparedStatement,
 }
-
-const PAIR_COLUMNS: &str =
-    "lo_follows, hi_follows, lo_blocks, hi_blocks, prev_lo_follows, prev_hi_follows, version, applied, pending";
 
 impl Statements {
     async fn prepare(s: &Session) -> Result<Statements, ScyllaError> {
@@ -255,15 +134,16 @@ impl Statements {
             .await?,
             insert_pair: prepare_once(
                 s,
-                "INSERT INTO pairs (lo, hi, lo_follows, hi_follows, lo_blocks, hi_blocks, prev_lo_follows, \
-                 prev_hi_follows, version, applied, pending) VALUES (?, ?, ?, ?, ?, ?, false, false, 1, 0, ?) \
-                 IF NOT EXISTS",
+                "INSERT INTO pairs (lo, hi, lo_follows, hi_follows, lo_blocks, hi_blocks, lo_mutes, hi_mutes, \
+                 prev_lo_follows, prev_hi_follows, prev_lo_mutes, prev_hi_mutes, version, applied, pending) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, false, false, false, false, 1, 0, ?) IF NOT EXISTS",
             )
             .await?,
             update_pair: prepare_once(
                 s,
-                "UPDATE pairs SET lo_follows = ?, hi_follows = ?, lo_blocks = ?, hi_blocks = ?, prev_lo_follows = ?, \
-                 prev_hi_follows = ?, version = ?, pending = ? WHERE lo = ? AND hi = ? IF version = ? AND applied = ?",
+                "UPDATE pairs SET lo_follows = ?, hi_follows = ?, lo_blocks = ?, hi_blocks = ?, lo_mutes = ?, \
+                 hi_mutes = ?, prev_lo_follows = ?, prev_hi_follows = ?, prev_lo_mutes = ?, prev_hi_mutes = ?, \
+                 version = ?, pending = ? WHERE lo = ? AND hi = ? IF version = ? AND applied = ?",
             )
             .await?,
             mark_applied: prepare_once(
@@ -291,6 +171,26 @@ impl Statements {
                 "DELETE FROM followers USING TIMESTAMP ? WHERE followee = ? AND bucket = ? AND follower = ?",
             )
             .await?,
+            put_mute: prepare_idempotent(
+                s,
+                "INSERT INTO mutes (muter, bucket, muted) VALUES (?, ?, ?) USING TIMESTAMP ?",
+            )
+            .await?,
+            put_muter: prepare_idempotent(
+                s,
+                "INSERT INTO muted_by (muted, bucket, muter) VALUES (?, ?, ?) USING TIMESTAMP ?",
+            )
+            .await?,
+            del_mute: prepare_idempotent(
+                s,
+                "DELETE FROM mutes USING TIMESTAMP ? WHERE muter = ? AND bucket = ? AND muted = ?",
+            )
+            .await?,
+            del_muter: prepare_idempotent(
+                s,
+                "DELETE FROM muted_by USING TIMESTAMP ? WHERE muted = ? AND bucket = ? AND muter = ?",
+            )
+            .await?,
             put_bucket: prepare_idempotent(s, "INSERT INTO follow_buckets (owner, kind, bucket) VALUES (?, ?, ?)")
                 .await?,
             buckets: paged(
@@ -308,6 +208,17 @@ impl Statements {
                 prepare_idempotent(
                     s,
                     "SELECT followee FROM following WHERE follower = ? AND bucket = ? AND followee >= ? LIMIT ?",
+                )
+                .await?,
+            ),
+            page_mutes: paged(
+                prepare_idempotent(s, "SELECT muted FROM mutes WHERE muter = ? AND bucket = ? AND muted >= ? LIMIT ?")
+                    .await?,
+            ),
+            page_muters: paged(
+                prepare_idempotent(
+                    s,
+                    "SELECT muter FROM muted_by WHERE muted = ? AND bucket = ? AND muter >= ? LIMIT ?",
                 )
                 .await?,
             ),
@@ -379,18 +290,14 @@ impl ScyllaGraphStore {
         row.map(pair_from_row).transpose()
     }
 
-    /// The pair as seen from `a` (`a`'s flags first). Unknown pairs have no edges.
-    async fn pair_from(&self, a: UserId, b: UserId) -> StoreResult<(bool, bool, bool, bool)> {
+    /// What `a` does to `b`. Unknown pairs have no edges.
+    async fn side_of(&self, a: UserId, b: UserId) -> StoreResult<Side> {
         let (Ok(a), Ok(b)) = (to_cql(a.get()), to_cql(b.get())) else {
-            return Ok((false, false, false, false));
+            return Ok(PairState::default().side(true));
         };
         let (lo, hi) = (a.min(b), a.max(b));
         let state = self.read_pair(lo, hi, false).await?.map(|r| r.state).unwrap_or_default();
-        Ok(if a == lo {
-            (state.lo_follows, state.lo_blocks, state.hi_follows, state.hi_blocks)
-        } else {
-            (state.hi_follows, state.hi_blocks, state.lo_follows, state.lo_blocks)
-        })
+        Ok(state.side(a == lo))
     }
 
     /// Steps 1–4 of the module docs for one operation.
@@ -447,7 +354,7 @@ impl ScyllaGraphStore {
                 None => (
                     self.conditional(
                         &self.s.insert_pair,
-                        (lo, hi, n.lo_follows, n.hi_follows, n.lo_blocks, n.hi_blocks, pending),
+                        (lo, hi, n.lo_follows, n.hi_follows, n.lo_blocks, n.hi_blocks, n.lo_mutes, n.hi_mutes, pending),
                     )
                     .await?,
                     1,
@@ -460,8 +367,12 @@ impl ScyllaGraphStore {
                             n.hi_follows,
                             n.lo_blocks,
                             n.hi_blocks,
+                            n.lo_mutes,
+                            n.hi_mutes,
                             current.lo_follows,
                             current.hi_follows,
+                            current.lo_mutes,
+                            current.hi_mutes,
                             row.version + 1,
                             pending,
                             lo,
@@ -503,6 +414,18 @@ impl ScyllaGraphStore {
             } else {
                 batch.push(&self.s.del_following, (ts, follower, fb, followee));
                 batch.push(&self.s.del_follower, (ts, followee, eb, follower));
+            }
+        }
+        for (muter, muted, mutes) in mute_changes(lo, hi, row.prev, row.state) {
+            let (mb, rb) = (edge_bucket(muted), edge_bucket(muter));
+            if mutes {
+                batch.push(&self.s.put_mute, (muter, mb, muted, ts));
+                batch.push(&self.s.put_muter, (muted, rb, muter, ts));
+                batch.push(&self.s.put_bucket, (muter, KIND_MUTES, mb));
+                batch.push(&self.s.put_bucket, (muted, KIND_MUTERS, rb));
+            } else {
+                batch.push(&self.s.del_mute, (ts, muter, mb, muted));
+                batch.push(&self.s.del_muter, (ts, muted, rb, muter));
             }
         }
         let outbox = self.outbox.stage(&mut batch, &row.pending);
@@ -549,6 +472,7 @@ impl ScyllaGraphStore {
         Ok(finished)
     }
 
+    /// One of `owner`'s lists (a `KIND_*` of `follow_buckets`), ascending, strictly after `after`.
     async fn list(&self, owner: UserId, kind: i8, after: Option<UserId>, limit: usize) -> StoreResult<Vec<UserId>> {
         if limit == 0 {
             return Ok(Vec::new());
@@ -561,7 +485,12 @@ impl ScyllaGraphStore {
                 None => return Ok(Vec::new()),
             },
         };
-        let page = if kind == KIND_FOLLOWERS { &self.s.page_followers } else { &self.s.page_following };
+        let page = match kind {
+            KIND_FOLLOWERS => &self.s.page_followers,
+            KIND_FOLLOWING => &self.s.page_following,
+            KIND_MUTES => &self.s.page_mutes,
+            _ => &self.s.page_muters,
+        };
         let mut buckets = self
             .session
             .execute_iter(self.s.buckets.clone(), (owner, kind, edge_bucket(from)))
@@ -706,11 +635,11 @@ impl GraphStore for ScyllaGraphStore {
     }
 
     async fn follows(&self, follower: UserId, followee: UserId) -> StoreResult<bool> {
-        Ok(self.pair_from(follower, followee).await?.0)
+        Ok(self.side_of(follower, followee).await?.follows)
     }
 
     async fn blocks(&self, blocker: UserId, blocked: UserId) -> StoreResult<bool> {
-        Ok(self.pair_from(blocker, blocked).await?.1)
+        Ok(self.side_of(blocker, blocked).await?.blocks)
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(user = user.get(), limit))]
@@ -721,6 +650,30 @@ impl GraphStore for ScyllaGraphStore {
     #[tracing::instrument(level = "debug", skip_all, fields(user = user.get(), limit))]
     async fn following(&self, user: UserId, after: Option<UserId>, limit: usize) -> StoreResult<Vec<UserId>> {
         self.list(user, KIND_FOLLOWING, after, limit).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(muter = muter.get(), muted = muted.get()))]
+    async fn mute(&self, muter: UserId, muted: UserId, events: Vec<Record>) -> StoreResult<EdgeChange> {
+        self.change(muter, muted, Op::Mute, events).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(muter = muter.get(), muted = muted.get()))]
+    async fn unmute(&self, muter: UserId, muted: UserId, events: Vec<Record>) -> StoreResult<EdgeChange> {
+        self.change(muter, muted, Op::Unmute, events).await
+    }
+
+    async fn mutes(&self, muter: UserId, muted: UserId) -> StoreResult<bool> {
+        Ok(self.side_of(muter, muted).await?.mutes)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(user = user.get(), limit))]
+    async fn muted(&self, user: UserId, after: Option<UserId>, limit: usize) -> StoreResult<Vec<UserId>> {
+        self.list(user, KIND_MUTES, after, limit).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(user = user.get(), limit))]
+    async fn muters(&self, user: UserId, after: Option<UserId>, limit: usize) -> StoreResult<Vec<UserId>> {
+        self.list(user, KIND_MUTERS, after, limit).await
     }
 
     async fn counts(&self, user: UserId) -> StoreResult<Counts> {
@@ -774,85 +727,5 @@ impl GraphStore for ScyllaGraphStore {
             users.push(UserId(from_cql(id, "celebrity")?));
         }
         Ok(users)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const NONE: PairState = PairState { lo_follows: false, hi_follows: false, lo_blocks: false, hi_blocks: false };
-
-    #[test]
-    fn follow_and_unfollow_decisions() {
-        let Decision::Change(s) = decide(NONE, true, false, Op::Follow) else { panic!() };
-        assert_eq!(s, PairState { lo_follows: true, ..NONE });
-        assert_eq!(decide(s, true, false, Op::Follow), Decision::Unchanged);
-        let Decision::Change(both) = decide(s, false, false, Op::Follow) else { panic!() };
-        assert_eq!(both, PairState { lo_follows: true, hi_follows: true, ..NONE });
-        assert_eq!(decide(both, false, false, Op::Unfollow), Decision::Change(s), "the other edge stays");
-        assert_eq!(decide(NONE, false, false, Op::Unfollow), Decision::Unchanged);
-    }
-
-    #[test]
-    fn blocks_remove_both_follows_and_refuse_follows_either_way() {
-        let both = PairState { lo_follows: true, hi_follows: true, ..NONE };
-        let Decision::Change(blocked) = decide(both, true, false, Op::Block) else { panic!() };
-        assert_eq!(blocked, PairState { lo_blocks: true, ..NONE });
-        assert_eq!(decide(blocked, true, false, Op::Block), Decision::Unchanged);
-        assert_eq!(decide(blocked, true, false, Op::Follow), Decision::Blocked, "the blocker cannot follow");
-        assert_eq!(decide(blocked, false, false, Op::Follow), Decision::Blocked, "the blocked cannot follow");
-        assert_eq!(decide(blocked, false, false, Op::Unblock), Decision::Unchanged, "only the blocker unblocks");
-        let Decision::Change(mutual) = decide(blocked, false, false, Op::Block) else { panic!() };
-        assert_eq!(mutual, PairState { lo_blocks: true, hi_blocks: true, ..NONE });
-        assert_eq!(decide(mutual, true, false, Op::Unblock), Decision::Change(PairState { hi_blocks: true, ..NONE }));
-        assert_eq!(decide(NONE, true, false, Op::Unfollow), Decision::Unchanged);
-    }
-
-    #[test]
-    fn a_user_paired_with_themselves_has_one_edge() {
-        let Decision::Change(s) = decide(NONE, true, true, Op::Follow) else { panic!() };
-        assert!(s.lo_follows && s.hi_follows);
-        assert_eq!(count_deltas(5, 5, NONE, s), vec![(5, 1, 1)]);
-        let Decision::Change(b) = decide(s, true, true, Op::Block) else { panic!() };
-        assert_eq!(b, PairState { lo_blocks: true, hi_blocks: true, ..NONE });
-        assert_eq!(count_deltas(5, 5, s, b), vec![(5, -1, -1)]);
-    }
-
-    #[test]
-    fn counter_deltas_follow_the_edges() {
-        let lo_follows = PairState { lo_follows: true, ..NONE };
-        assert_eq!(count_deltas(1, 2, NONE, lo_follows), vec![(1, 0, 1), (2, 1, 0)]);
-        let both = PairState { lo_follows: true, hi_follows: true, ..NONE };
-        assert_eq!(count_deltas(1, 2, both, PairState { lo_blocks: true, ..NONE }), vec![(1, -1, -1), (2, -1, -1)]);
-        assert!(count_deltas(1, 2, both, both).is_empty());
-        assert!(count_deltas(1, 2, NONE, PairState { hi_blocks: true, ..NONE }).is_empty());
-    }
-
-    #[test]
-    fn pair_rows_and_intents_convert() {
-        let record =
-            Record { topic: Topic::Graph, key: 9, payload: bytes::Bytes::from_static(b"x"), headers: Vec::new() };
-        let row = pair_from_row((
-            Some(true),
-            None,
-            None,
-            Some(true),
-            Some(false),
-            None,
-            Some(3),
-            Some(2),
-            Some(vec![record_to_tuple(&record)]),
-        ))
-        .unwrap();
-        assert_eq!(row.state, PairState { lo_follows: true, hi_blocks: true, ..NONE });
-        assert_eq!((row.version, row.applied), (3, 2));
-        assert_eq!(row.pending, vec![record]);
-        let empty = pair_from_row((None, None, None, None, None, None, None, None, None)).unwrap();
-        assert_eq!((empty.state, empty.version, empty.applied), (NONE, 0, 0));
-
-        assert_eq!(intent_pair(&intent_record(7, i64::MAX)).unwrap(), (7, i64::MAX));
-        let bad = Record { payload: bytes::Bytes::from_static(b"short"), ..intent_record(1, 2) };
-        assert!(intent_pair(&bad).is_err());
     }
 }

@@ -6,6 +6,11 @@
 //! `IF EXISTS`): the runner records a migration only after all its statements succeeded,
 //! and an unrecorded migration is run again from the top. A recorded migration whose file
 //! has changed since is refused (checksum), because its changes would never be applied.
+//!
+//! ScyllaDB's `ALTER TABLE` has no `ADD IF NOT EXISTS`, so the runner makes a single-column
+//! `ALTER TABLE t ADD c type` idempotent itself: it skips the statement when
+//! `system_schema.columns` already has the column with that type, and also accepts a
+//! failure once the column turns out to exist (another process added it meanwhile).
 
 use scylla::client::session::Session;
 
@@ -16,6 +21,7 @@ use crate::ScyllaError;
 const FILES: &[(&str, &str)] = &[
     ("0001_init.cql", include_str!("../migrations/0001_init.cql")),
     ("0002_auth.cql", include_str!("../migrations/0002_auth.cql")),
+    ("0003_interactions.cql", include_str!("../migrations/0003_interactions.cql")),
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -186,21 +192,94 @@ pub async fn apply(session: &Session) -> Result<usize, ScyllaError> {
             "INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES (?, ?, ?, toTimestamp(now()))",
         )
         .await?;
+    let keyspace = session.get_keyspace().ok_or_else(|| ScyllaError::Migration("no keyspace in use".into()))?;
     let mut count = 0;
     for m in migrations.iter().filter(|m| !applied.contains_key(&m.version)) {
         tracing::info!(version = m.version, name = %m.name, "applying CQL migration");
         for statement in &m.statements {
+            let fail = |e: &dyn std::fmt::Display| {
+                ScyllaError::Migration(format!("{:04}_{}: {statement}: {e}", m.version, m.name))
+            };
+            let added = added_column(statement);
+            if let Some(column) = &added
+                && column_exists(session, &keyspace, column).await.map_err(|e| fail(&e))?
+            {
+                continue;
+            }
             // Schema statements: the driver waits for schema agreement after each one, so
             // the next statement sees the table the previous one created.
-            session
-                .query_unpaged(statement.as_str(), &[])
-                .await
-                .map_err(|e| ScyllaError::Migration(format!("{:04}_{}: {statement}: {e}", m.version, m.name)))?;
+            if let Err(e) = session.query_unpaged(statement.as_str(), &[]).await {
+                // A column added by another process starting at the same time is no failure.
+                let added_meanwhile = match &added {
+                    Some(column) => column_exists(session, &keyspace, column).await.map_err(|e| fail(&e))?,
+                    None => false,
+                };
+                if !added_meanwhile {
+                    return Err(fail(&e));
+                }
+            }
         }
         session.execute_unpaged(&record, (m.version, m.name.as_str(), m.checksum)).await?;
         count += 1;
     }
     Ok(count)
+}
+
+/// The column a single-column `ALTER TABLE t ADD c type` adds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddedColumn {
+    pub table: String,
+    pub column: String,
+    /// As `system_schema.columns` spells it: lower case, no spaces.
+    pub cql_type: String,
+}
+
+/// Recognises `ALTER TABLE t ADD c type` with unquoted names (folded to lower case, as
+/// CQL does). Anything else, including the parenthesised multi-column form, is `None`
+/// and so must be idempotent by itself.
+pub fn added_column(statement: &str) -> Option<AddedColumn> {
+    let words: Vec<&str> = statement.split_whitespace().collect();
+    let [alter, table_kw, table, add, column, cql_type @ ..] = words.as_slice() else {
+        return None;
+    };
+    let keyword = |word: &str, expected: &str| word.eq_ignore_ascii_case(expected);
+    let plain = |name: &str| {
+        name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    let is_add = keyword(alter, "ALTER") && keyword(table_kw, "TABLE") && keyword(add, "ADD");
+    if !is_add || !plain(table) || !plain(column) || cql_type.is_empty() {
+        return None;
+    }
+    Some(AddedColumn {
+        table: table.to_ascii_lowercase(),
+        column: column.to_ascii_lowercase(),
+        cql_type: cql_type.concat().to_ascii_lowercase(),
+    })
+}
+
+/// Does `keyspace` already have the column? An existing column of another type is an
+/// error: the migration could never be applied as written.
+async fn column_exists(session: &Session, keyspace: &str, added: &AddedColumn) -> Result<bool, ScyllaError> {
+    let found = session
+        .query_unpaged(
+            "SELECT type FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ? AND column_name = ?",
+            (keyspace, added.table.as_str(), added.column.as_str()),
+        )
+        .await?
+        .into_rows_result()?
+        .maybe_first_row::<(Option<String>,)>()?;
+    match found {
+        None => Ok(false),
+        Some((Some(existing),)) if existing.replace(' ', "").eq_ignore_ascii_case(&added.cql_type) => Ok(true),
+        Some((existing,)) => Err(ScyllaError::Migration(format!(
+            "{}.{} exists with type {}, not {}",
+            added.table,
+            added.column,
+            existing.unwrap_or_default(),
+            added.cql_type
+        ))),
+    }
 }
 
 /// Refuses to run against a keyspace migrated by a different schema history.
@@ -316,7 +395,8 @@ mod tests {
         let ms = all().unwrap();
         assert_eq!(ms[0].version, 1);
         for statement in ms.iter().flat_map(|m| &m.statements) {
-            assert!(statement.contains("IF NOT EXISTS") || statement.contains("IF EXISTS"), "{statement}");
+            let idempotent = statement.contains("IF NOT EXISTS") || statement.contains("IF EXISTS");
+            assert!(idempotent || added_column(statement).is_some(), "{statement}");
             assert!(!statement.contains('.'), "no keyspace-qualified names: {statement}");
         }
         let tables: Vec<&str> = ms
@@ -326,8 +406,36 @@ mod tests {
             .filter_map(|s| s.split_whitespace().next())
             .collect();
         let expected = ["posts", "posts_by_author", "pairs", "following", "followers", "outbox", "outbox_floor"];
-        for t in expected.into_iter().chain(["apps", "credentials", "emails", "grants"]) {
+        let interactions = ["reblogs", "reblogs_by_user", "favourites", "replies", "post_stats", "mutes", "muted_by"];
+        for t in expected.into_iter().chain(["apps", "credentials", "emails", "grants"]).chain(interactions) {
             assert!(tables.contains(&t), "{t} missing from {tables:?}");
+        }
+        let added: Vec<(String, String)> = ms
+            .iter()
+            .flat_map(|m| &m.statements)
+            .filter_map(|s| added_column(s))
+            .map(|a| (a.table, a.column))
+            .collect();
+        for (table, column) in [("posts", "reblog_of"), ("posts_by_author", "reblog_of"), ("pairs", "lo_mutes")] {
+            assert!(added.contains(&(table.to_owned(), column.to_owned())), "{table}.{column} missing from {added:?}");
+        }
+    }
+
+    #[test]
+    fn only_single_column_adds_are_made_idempotent_by_the_runner() {
+        let a = added_column("ALTER TABLE Posts ADD reblog_of bigint").unwrap();
+        assert_eq!(a, AddedColumn { table: "posts".into(), column: "reblog_of".into(), cql_type: "bigint".into() });
+        let frozen = added_column("alter table t add c frozen<list<text>>").unwrap();
+        assert_eq!(frozen.cql_type, "frozen<list<text>>");
+        for other in [
+            "ALTER TABLE t ADD (a int, b int)",
+            "ALTER TABLE t ADD c",
+            "ALTER TABLE t DROP c",
+            "ALTER TABLE \"T\" ADD c int",
+            "ALTER TABLE t WITH gc_grace_seconds = 1",
+            "CREATE TABLE IF NOT EXISTS t (x int PRIMARY KEY)",
+        ] {
+            assert_eq!(added_column(other), None, "{other}");
         }
     }
 }

@@ -89,17 +89,29 @@ pub fn window_buckets(range: (i64, i64), order: Order) -> (i32, i32) {
     }
 }
 
-/// The columns of a post row after the id: author, handle, body, reply_to.
-pub type PostColumns = (i64, String, String, Option<i64>);
+/// The columns of a post row after the id: author, handle, body, reply_to, reblog_of.
+pub type PostColumns = (i64, String, String, Option<i64>, Option<i64>);
 
-pub fn post_from_row(id: i64, (author, author_handle, text, reply_to): PostColumns) -> StoreResult<PostRecord> {
+/// A post row as read: the id, then [`PostColumns`].
+pub type PostRow = (i64, i64, String, String, Option<i64>, Option<i64>);
+
+pub fn post_from_row(
+    id: i64,
+    (author, author_handle, text, reply_to, reblog_of): PostColumns,
+) -> StoreResult<PostRecord> {
     Ok(PostRecord {
         id: PostId(from_cql(id, "post id")?),
         author: UserId(from_cql(author, "post author")?),
         author_handle,
         text,
         reply_to: reply_to.map(|r| from_cql(r, "post reply_to")).transpose()?.map(PostId),
+        reblog_of: reblog_of.map(|r| from_cql(r, "post reblog_of")).transpose()?.map(PostId),
     })
+}
+
+/// [`post_from_row`] for a whole [`PostRow`].
+pub fn post_from_full_row((id, author, handle, text, reply_to, reblog_of): PostRow) -> StoreResult<PostRecord> {
+    post_from_row(id, (author, handle, text, reply_to, reblog_of))
 }
 
 pub fn post_to_row(post: &PostRecord) -> StoreResult<(i64, PostColumns)> {
@@ -110,8 +122,22 @@ pub fn post_to_row(post: &PostRecord) -> StoreResult<(i64, PostColumns)> {
             post.author_handle.clone(),
             post.text.clone(),
             post.reply_to.map(|r| to_cql(r.get())).transpose()?,
+            post.reblog_of.map(|r| to_cql(r.get())).transpose()?,
         ),
     ))
+}
+
+/// The write timestamp (µs) of a delete of rows last written at `written` (µs, as stored
+/// or as planned): above it, so the delete shadows the write even if the write lands later
+/// or was stamped by a clock running ahead; and no older than `now_us`, like any write.
+pub fn delete_timestamp(written: Option<i64>, now_us: i64) -> i64 {
+    written.map_or(now_us, |w| now_us.max(w.saturating_add(1)))
+}
+
+/// A counter as a count. A counter below zero means an update was lost or doubled
+/// (a crash between a change and its counter update): show 0.
+pub fn count(counter: Option<i64>) -> u64 {
+    counter.map_or(0, |c| u64::try_from(c).unwrap_or(0))
 }
 
 /// A [`Record`] as CQL values: topic tag, key, payload, headers. The key is any u64 and is
@@ -234,13 +260,33 @@ mod tests {
             author_handle: "Ada".into(),
             text: String::new(),
             reply_to: Some(PostId(98)),
+            reblog_of: None,
         };
         let (id, cols) = post_to_row(&post).unwrap();
         assert_eq!(post_from_row(id, cols).unwrap(), post);
-        let plain = PostRecord { reply_to: None, ..post };
+        let plain = PostRecord { reply_to: None, ..post.clone() };
         let (id, cols) = post_to_row(&plain).unwrap();
         assert_eq!(post_from_row(id, cols).unwrap(), plain);
-        assert!(post_from_row(-5, (1, String::new(), String::new(), None)).is_err());
+        let reblog = PostRecord { reply_to: None, reblog_of: Some(PostId(5)), ..post };
+        let (id, (a, h, t, r, b)) = post_to_row(&reblog).unwrap();
+        assert_eq!(post_from_full_row((id, a, h, t, r, b)).unwrap(), reblog);
+        assert!(post_from_row(-5, (1, String::new(), String::new(), None, None)).is_err());
+        assert!(post_from_row(5, (1, String::new(), String::new(), None, Some(-1))).is_err(), "corrupt reblog_of");
+    }
+
+    #[test]
+    fn deletes_are_stamped_above_the_write_they_remove() {
+        assert_eq!(delete_timestamp(None, 1_000), 1_000, "nothing known: now");
+        assert_eq!(delete_timestamp(Some(10), 1_000), 1_000, "an old write: now");
+        assert_eq!(delete_timestamp(Some(5_000), 1_000), 5_001, "a write from a clock ahead, or still in flight");
+        assert_eq!(delete_timestamp(Some(i64::MAX), 0), i64::MAX);
+    }
+
+    #[test]
+    fn counters_below_zero_count_as_zero() {
+        assert_eq!(count(None), 0);
+        assert_eq!(count(Some(3)), 3);
+        assert_eq!(count(Some(-1)), 0);
     }
 
     #[test]

@@ -51,6 +51,45 @@ pub struct PostRecord {
     pub author_handle: String,
     pub text: String,
     pub reply_to: Option<PostId>,
+    /// For a reblog: the status it shares, never itself a reblog. A reblog is a post of
+    /// the reblogger's (it fans out as one) with no text and no `reply_to`.
+    pub reblog_of: Option<PostId>,
+}
+
+/// What [`PostStore::reblog`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reblogged {
+    /// Stored now; `outbox` holds the sequence numbers of the events committed with it.
+    Created { outbox: Vec<u64> },
+    /// This user already reblogged the status: that reblog (nothing stored).
+    Existing(PostRecord),
+    /// The status does not exist, or is itself a reblog (nothing stored).
+    NoOriginal,
+}
+
+/// What [`PostStore::delete_post`] removed: the post, then every reblog of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deleted {
+    pub posts: Vec<PostRecord>,
+    /// The events committed, to publish: `events(post)` for each post in order.
+    pub events: Vec<Record>,
+    /// Their outbox sequence numbers.
+    pub outbox: Vec<u64>,
+}
+
+/// The events a delete commits for each post it removes (the post and its reblogs).
+pub type EventsFor = dyn Fn(&PostRecord) -> Vec<Record> + Send + Sync;
+
+/// A status's counts, and what one viewer did to it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Interactions {
+    pub reblogs: u64,
+    pub favourites: u64,
+    pub replies: u64,
+    /// The viewer reblogged it (false without a viewer).
+    pub reblogged: bool,
+    /// The viewer favourited it (false without a viewer).
+    pub favourited: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -124,9 +163,34 @@ pub trait PostStore: Outbox {
         events: Vec<Record>,
     ) -> StoreResult<CreatePost>;
 
-    /// Deletes the post and commits `events` with it. Returns the deleted post, or `None`
-    /// (and commits nothing) if there was no such post.
-    async fn delete_post(&self, id: PostId, events: Vec<Record>) -> StoreResult<Option<(PostRecord, Vec<u64>)>>;
+    /// Deletes the post with every reblog of it and its favourites, committing
+    /// `events(post)` for each post removed. `None` (and nothing committed) if there was
+    /// no such post. Deleting a reblog is an unreblog.
+    async fn delete_post(&self, id: PostId, events: &EventsFor) -> StoreResult<Option<Deleted>>;
+
+    /// Stores `reblog` (a post whose `reblog_of` is set) and its events, unless its author
+    /// already reblogged that status.
+    async fn reblog(&self, reblog: &PostRecord, events: Vec<Record>) -> StoreResult<Reblogged>;
+
+    /// `user`'s reblog of `original`, if any.
+    async fn reblog_by(&self, original: PostId, user: UserId) -> StoreResult<Option<PostId>>;
+
+    /// The reblogs of `original` within the window (by reblog id), with their rebloggers.
+    async fn reblogs(&self, original: PostId, window: Window<PostId>) -> StoreResult<Vec<(PostId, UserId)>>;
+
+    /// Favourites (`on`) or unfavourites `status` for `user`. `Some(changed)`, or `None`
+    /// if there is no such status (or it is a reblog, which cannot be favourited).
+    async fn set_favourite(&self, status: PostId, user: UserId, on: bool) -> StoreResult<Option<bool>>;
+
+    /// Who favourited `status`, ascending by id, strictly after `after`.
+    async fn favourited_by(&self, status: PostId, after: Option<UserId>, limit: usize) -> StoreResult<Vec<UserId>>;
+
+    /// Same length and order as `ids`: each status's counts and what `viewer` did to it
+    /// (all zero for unknown posts).
+    async fn interactions(&self, ids: &[PostId], viewer: Option<UserId>) -> StoreResult<Vec<Interactions>>;
+
+    /// The replies to `parent`, oldest first.
+    async fn replies(&self, parent: PostId, limit: usize) -> StoreResult<Vec<PostId>>;
 
     /// Same length and order as `ids`; `None` for unknown or deleted posts.
     async fn get_posts(&self, ids: &[PostId]) -> StoreResult<Vec<Option<PostRecord>>>;
@@ -178,6 +242,16 @@ pub trait GraphStore: Outbox {
     /// Whom `user` follows, ascending by id, strictly after `after`.
     async fn following(&self, user: UserId, after: Option<UserId>, limit: usize) -> StoreResult<Vec<UserId>>;
     async fn counts(&self, user: UserId) -> StoreResult<Counts>;
+
+    /// `muter` stops seeing `muted`'s posts and reblogs at home, still following them.
+    /// [`EdgeChange::Unchanged`] if already muted.
+    async fn mute(&self, muter: UserId, muted: UserId, events: Vec<Record>) -> StoreResult<EdgeChange>;
+    async fn unmute(&self, muter: UserId, muted: UserId, events: Vec<Record>) -> StoreResult<EdgeChange>;
+    async fn mutes(&self, muter: UserId, muted: UserId) -> StoreResult<bool>;
+    /// Whom `user` mutes, ascending by id, strictly after `after`.
+    async fn muted(&self, user: UserId, after: Option<UserId>, limit: usize) -> StoreResult<Vec<UserId>>;
+    /// Who mutes `user`, ascending by id, strictly after `after`: the followers a push skips.
+    async fn muters(&self, user: UserId, after: Option<UserId>, limit: usize) -> StoreResult<Vec<UserId>>;
 
     /// Ordinary unless set otherwise.
     async fn author_class(&self, user: UserId) -> StoreResult<AuthorClass>;

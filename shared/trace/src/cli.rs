@@ -95,6 +95,18 @@ pub struct ActivityArgs {
     pub blocks_per_s: f64,
     #[arg(long, default_value_t = ActivityConfig::default().unblocks_per_s)]
     pub unblocks_per_s: f64,
+    #[arg(long, default_value_t = ActivityConfig::default().reblogs_per_s)]
+    pub reblogs_per_s: f64,
+    #[arg(long, default_value_t = ActivityConfig::default().unreblogs_per_s)]
+    pub unreblogs_per_s: f64,
+    #[arg(long, default_value_t = ActivityConfig::default().favourites_per_s)]
+    pub favourites_per_s: f64,
+    #[arg(long, default_value_t = ActivityConfig::default().unfavourites_per_s)]
+    pub unfavourites_per_s: f64,
+    #[arg(long, default_value_t = ActivityConfig::default().mutes_per_s)]
+    pub mutes_per_s: f64,
+    #[arg(long, default_value_t = ActivityConfig::default().unmutes_per_s)]
+    pub unmutes_per_s: f64,
     /// Seed of the activity (default: the command's --seed).
     #[arg(long)]
     pub activity_seed: Option<u64>,
@@ -119,6 +131,12 @@ impl ActivityArgs {
             delete_delay_s: self.delete_delay_s,
             blocks_per_s: self.blocks_per_s,
             unblocks_per_s: self.unblocks_per_s,
+            reblogs_per_s: self.reblogs_per_s,
+            unreblogs_per_s: self.unreblogs_per_s,
+            favourites_per_s: self.favourites_per_s,
+            unfavourites_per_s: self.unfavourites_per_s,
+            mutes_per_s: self.mutes_per_s,
+            unmutes_per_s: self.unmutes_per_s,
             seed: self.activity_seed.unwrap_or(default_seed),
         }
     }

@@ -38,7 +38,11 @@
 //!   never decreases from one event to the next. The ops are
 //!   * `post <user> <key>`: `key` is a trace-local post key, unique in the trace;
 //!   * `delete <user> <key>`: deletes the post with that key, an earlier post by the same user;
-//!   * `follow`, `unfollow`, `block`, `unblock <user> <target>`: `target` is a user;
+//!   * `follow`, `unfollow`, `block`, `unblock`, `mute`, `unmute <user> <target>`: `target` is
+//!     a user;
+//!   * `reblog`, `unreblog`, `favourite`, `unfavourite <user> <key>`: acts on the post with
+//!     that key (an earlier post by anyone). A user reblogs a post at most once: a second
+//!     reblog changes nothing, and an unreblog of what the user did not reblog is fine;
 //!   * `read <user>`: a read of the user's home timeline (no argument).
 //!
 //! Users, post keys and times are unsigned 64-bit decimal integers (digits only, no sign).
@@ -101,20 +105,57 @@ pub enum Op {
     Unblock {
         target: TraceUser,
     },
+    /// Reblogs (shares) an earlier post by anyone.
+    Reblog {
+        key: PostKey,
+    },
+    Unreblog {
+        key: PostKey,
+    },
+    Favourite {
+        key: PostKey,
+    },
+    Unfavourite {
+        key: PostKey,
+    },
+    /// Hides the target's posts and reblogs from the user's home timeline, keeping the follow.
+    Mute {
+        target: TraceUser,
+    },
+    Unmute {
+        target: TraceUser,
+    },
     /// Reads the user's home timeline.
     Read,
 }
 
 impl Op {
+    /// How many ops there are.
+    pub const COUNT: usize = 13;
+
     /// Every op name, in the order of [`Op::index`]; the names are the ones used in the file.
-    pub const NAMES: [&'static str; 7] = ["post", "delete", "follow", "unfollow", "block", "unblock", "read"];
+    pub const NAMES: [&'static str; Op::COUNT] = [
+        "post",
+        "delete",
+        "follow",
+        "unfollow",
+        "block",
+        "unblock",
+        "read",
+        "reblog",
+        "unreblog",
+        "favourite",
+        "unfavourite",
+        "mute",
+        "unmute",
+    ];
 
     /// The op's name as written in a trace file.
     pub fn name(&self) -> &'static str {
         Self::NAMES[self.index()]
     }
 
-    /// A dense index (0..7) in the order of [`Op::NAMES`], for per-op counters.
+    /// A dense index (0..[`Op::COUNT`]) in the order of [`Op::NAMES`], for per-op counters.
     pub fn index(&self) -> usize {
         match self {
             Op::Post { .. } => 0,
@@ -124,16 +165,30 @@ impl Op {
             Op::Block { .. } => 4,
             Op::Unblock { .. } => 5,
             Op::Read => 6,
+            Op::Reblog { .. } => 7,
+            Op::Unreblog { .. } => 8,
+            Op::Favourite { .. } => 9,
+            Op::Unfavourite { .. } => 10,
+            Op::Mute { .. } => 11,
+            Op::Unmute { .. } => 12,
         }
     }
 
     /// The op's argument (post key or target user), `None` for `read`.
     pub fn arg(&self) -> Option<u64> {
         match *self {
-            Op::Post { key } | Op::Delete { key } => Some(key),
-            Op::Follow { target } | Op::Unfollow { target } | Op::Block { target } | Op::Unblock { target } => {
-                Some(target)
-            }
+            Op::Post { key }
+            | Op::Delete { key }
+            | Op::Reblog { key }
+            | Op::Unreblog { key }
+            | Op::Favourite { key }
+            | Op::Unfavourite { key } => Some(key),
+            Op::Follow { target }
+            | Op::Unfollow { target }
+            | Op::Block { target }
+            | Op::Unblock { target }
+            | Op::Mute { target }
+            | Op::Unmute { target } => Some(target),
             Op::Read => None,
         }
     }
@@ -147,6 +202,12 @@ impl Op {
             ("unfollow", Some(target)) => Op::Unfollow { target },
             ("block", Some(target)) => Op::Block { target },
             ("unblock", Some(target)) => Op::Unblock { target },
+            ("reblog", Some(key)) => Op::Reblog { key },
+            ("unreblog", Some(key)) => Op::Unreblog { key },
+            ("favourite", Some(key)) => Op::Favourite { key },
+            ("unfavourite", Some(key)) => Op::Unfavourite { key },
+            ("mute", Some(target)) => Op::Mute { target },
+            ("unmute", Some(target)) => Op::Unmute { target },
             ("read", None) => Op::Read,
             _ => return None,
         })

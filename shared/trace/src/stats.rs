@@ -121,7 +121,7 @@ pub fn summarize_with<R: BufRead>(reader: TraceReader<R>, opts: &StatsOptions) -
     let mut users: HashMap<TraceUser, PerUser> = HashMap::new();
     let mut per_second: HashMap<u64, u64> = HashMap::new();
     let (mut edges, mut events) = (0u64, 0u64);
-    let mut per_op = [0u64; 7];
+    let mut per_op = [0u64; Op::COUNT];
     let (mut first, mut last) = (None, 0u64);
     for record in reader {
         match record? {
@@ -140,10 +140,19 @@ pub fn summarize_with<R: BufRead>(reader: TraceReader<R>, opts: &StatsOptions) -
                 match e.op {
                     Op::Post { .. } => u.posts += 1,
                     Op::Read => u.reads += 1,
-                    Op::Follow { target } | Op::Unfollow { target } | Op::Block { target } | Op::Unblock { target } => {
+                    Op::Follow { target }
+                    | Op::Unfollow { target }
+                    | Op::Block { target }
+                    | Op::Unblock { target }
+                    | Op::Mute { target }
+                    | Op::Unmute { target } => {
                         users.entry(target).or_default();
                     }
-                    Op::Delete { .. } => {}
+                    Op::Delete { .. }
+                    | Op::Reblog { .. }
+                    | Op::Unreblog { .. }
+                    | Op::Favourite { .. }
+                    | Op::Unfavourite { .. } => {}
                 }
             }
         }

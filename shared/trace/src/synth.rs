@@ -31,7 +31,8 @@
 //!
 //! One merged Poisson process over the trace's duration whose rate is the sum of the per-op rates,
 //! multiplied by the burst's multiplier inside the burst window (thinning handles the step). Each
-//! arrival is a post, read, follow, unfollow, block or unblock in proportion to its rate:
+//! arrival is a post, read, follow, unfollow, block, unblock, reblog, unreblog, favourite,
+//! unfavourite, mute or unmute in proportion to its rate:
 //!
 //! * posters are drawn from a Zipf law of exponent `post_zipf` over a random permutation of the
 //!   users, readers from an independent Zipf (`read_zipf`) over another permutation, so heavy
@@ -47,6 +48,11 @@
 //!   when full), so memory stays bounded however long the trace. Initial-graph edges are never
 //!   unfollowed: knowing them would take O(edges) memory.
 //!
+//! * a reblog or favourite is made by a reader-Zipf user on one of the last `RECENT_POSTS` posts
+//!   (it may have been deleted since: the replayer judges the refusal), never twice by one user
+//!   while in force; an unreblog or unfavourite undoes a random one still in force;
+//! * a mute is made by a reader-Zipf user of a poster-Zipf user, an unmute undoes a random one.
+//!
 //! Follows may repeat an initial-graph edge (the generator does not remember the graph); a replayer
 //! must treat "already following" as a no-op.
 
@@ -58,6 +64,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::{Event, Op, TraceError, TraceUser, TraceWriter};
+
+/// How many of the newest posts reblogs and favourites pick from.
+const RECENT_POSTS: usize = 1_024;
 
 /// Bound on the trace-made follows (and blocks) remembered so that unfollows (unblocks) can undo
 /// them.
@@ -124,6 +133,12 @@ pub struct ActivityConfig {
     pub delete_delay_s: f64,
     pub blocks_per_s: f64,
     pub unblocks_per_s: f64,
+    pub reblogs_per_s: f64,
+    pub unreblogs_per_s: f64,
+    pub favourites_per_s: f64,
+    pub unfavourites_per_s: f64,
+    pub mutes_per_s: f64,
+    pub unmutes_per_s: f64,
     pub seed: u64,
 }
 
@@ -142,6 +157,12 @@ impl Default for ActivityConfig {
             delete_delay_s: 10.0,
             blocks_per_s: 0.5,
             unblocks_per_s: 0.1,
+            reblogs_per_s: 5.0,
+            unreblogs_per_s: 0.5,
+            favourites_per_s: 10.0,
+            unfavourites_per_s: 1.0,
+            mutes_per_s: 0.2,
+            unmutes_per_s: 0.05,
             seed: 1,
         }
     }
@@ -168,7 +189,7 @@ pub struct Summary {
     pub edges: u64,
     pub events: u64,
     /// Events per op, indexed like [`Op::NAMES`].
-    pub per_op: [u64; 7],
+    pub per_op: [u64; Op::COUNT],
 }
 
 impl SynthConfig {
@@ -222,6 +243,12 @@ impl ActivityConfig {
             ("delete_delay_s", self.delete_delay_s),
             ("blocks_per_s", self.blocks_per_s),
             ("unblocks_per_s", self.unblocks_per_s),
+            ("reblogs_per_s", self.reblogs_per_s),
+            ("unreblogs_per_s", self.unreblogs_per_s),
+            ("favourites_per_s", self.favourites_per_s),
+            ("unfavourites_per_s", self.unfavourites_per_s),
+            ("mutes_per_s", self.mutes_per_s),
+            ("unmutes_per_s", self.unmutes_per_s),
         ];
         for (name, v) in rates {
             if !(v >= 0.0 && v.is_finite()) {
@@ -258,7 +285,13 @@ impl ActivityConfig {
         out.meta("activity.deletes_per_post", &f(self.deletes_per_post))?;
         out.meta("activity.delete_delay_s", &f(self.delete_delay_s))?;
         out.meta("activity.blocks_per_s", &f(self.blocks_per_s))?;
-        out.meta("activity.unblocks_per_s", &f(self.unblocks_per_s))
+        out.meta("activity.unblocks_per_s", &f(self.unblocks_per_s))?;
+        out.meta("activity.reblogs_per_s", &f(self.reblogs_per_s))?;
+        out.meta("activity.unreblogs_per_s", &f(self.unreblogs_per_s))?;
+        out.meta("activity.favourites_per_s", &f(self.favourites_per_s))?;
+        out.meta("activity.unfavourites_per_s", &f(self.unfavourites_per_s))?;
+        out.meta("activity.mutes_per_s", &f(self.mutes_per_s))?;
+        out.meta("activity.unmutes_per_s", &f(self.unmutes_per_s))
     }
 }
 
@@ -536,6 +569,12 @@ fn activity_with<W: Write>(
         cfg.unfollows_per_s,
         cfg.blocks_per_s,
         cfg.unblocks_per_s,
+        cfg.reblogs_per_s,
+        cfg.unreblogs_per_s,
+        cfg.favourites_per_s,
+        cfg.unfavourites_per_s,
+        cfg.mutes_per_s,
+        cfg.unmutes_per_s,
     ];
     let base: f64 = rates.iter().sum();
     if base == 0.0 || cfg.duration_s == 0.0 {
@@ -557,6 +596,10 @@ fn activity_with<W: Write>(
     let end_ms = (cfg.duration_s * 1000.0) as u64;
     let mut follows = PairPool::new();
     let mut blocks = PairPool::new();
+    // (user, post key) in force, and (muter, muted).
+    let (mut reblogs, mut favourites, mut mutes) = (PairPool::new(), PairPool::new(), PairPool::new());
+    // The newest post keys, as a ring: what reblogs and favourites pick from.
+    let mut recent: Vec<u64> = Vec::with_capacity(RECENT_POSTS);
     // Scheduled deletes: (at_ms, key, user), earliest first; keys are unique so ties are ordered.
     let mut deletes: BinaryHeap<Reverse<(u64, u64, TraceUser)>> = BinaryHeap::new();
     let mut next_key = 1u64;
@@ -609,6 +652,11 @@ fn activity_with<W: Write>(
                         deletes.push(Reverse((due, key, user)));
                     }
                 }
+                if recent.len() < RECENT_POSTS {
+                    recent.push(key);
+                } else {
+                    recent[(key % RECENT_POSTS as u64) as usize] = key;
+                }
                 Some(Event { at_ms, user, op: Op::Post { key } })
             }
             1 => Some(Event { at_ms, user: readers.sample(&mut rng), op: Op::Read }),
@@ -640,7 +688,27 @@ fn activity_with<W: Write>(
                 }
                 made
             }
-            _ => blocks.take_random(&mut rng).map(|(b, g)| Event { at_ms, user: b, op: Op::Unblock { target: g } }),
+            5 => blocks.take_random(&mut rng).map(|(b, g)| Event { at_ms, user: b, op: Op::Unblock { target: g } }),
+            6 | 8 => {
+                let pool = if kind == 6 { &mut reblogs } else { &mut favourites };
+                let user = readers.sample(&mut rng);
+                let key = (!recent.is_empty()).then(|| recent[below(&mut rng, recent.len() as u64) as usize]);
+                key.filter(|&key| !pool.contains((user, key))).map(|key| {
+                    pool.insert(&mut rng, (user, key));
+                    let op = if kind == 6 { Op::Reblog { key } } else { Op::Favourite { key } };
+                    Event { at_ms, user, op }
+                })
+            }
+            7 => reblogs.take_random(&mut rng).map(|(user, key)| Event { at_ms, user, op: Op::Unreblog { key } }),
+            9 => favourites.take_random(&mut rng).map(|(user, key)| Event { at_ms, user, op: Op::Unfavourite { key } }),
+            10 => {
+                let (m, target) = (readers.sample(&mut rng), posters.sample(&mut rng));
+                (m != target && !mutes.contains((m, target))).then(|| {
+                    mutes.insert(&mut rng, (m, target));
+                    Event { at_ms, user: m, op: Op::Mute { target } }
+                })
+            }
+            _ => mutes.take_random(&mut rng).map(|(m, g)| Event { at_ms, user: m, op: Op::Unmute { target: g } }),
         };
         if let Some(e) = event {
             emit(out, e, &mut summary)?;

@@ -195,6 +195,12 @@ fn activity_is_consistent_over_time() {
             unfollows_per_s: 30.0,
             blocks_per_s: 10.0,
             unblocks_per_s: 5.0,
+            reblogs_per_s: 20.0,
+            unreblogs_per_s: 5.0,
+            favourites_per_s: 20.0,
+            unfavourites_per_s: 5.0,
+            mutes_per_s: 5.0,
+            unmutes_per_s: 2.0,
             ..Default::default()
         },
         ..small()
@@ -203,9 +209,11 @@ fn activity_is_consistent_over_time() {
     let mut following: HashSet<(u64, u64)> = HashSet::new();
     let mut authors: HashMap<u64, u64> = HashMap::new();
     let mut deleted: HashSet<u64> = HashSet::new();
+    let mut acted: HashSet<(usize, u64, u64)> = HashSet::new();
+    let mut muted: HashSet<(u64, u64)> = HashSet::new();
     let mut blocked: HashSet<(u64, u64)> = HashSet::new();
     let mut last = 0;
-    let mut per_op = [0u64; 7];
+    let mut per_op = [0u64; Op::COUNT];
     for r in &recs {
         match *r {
             Record::Edge { follower, followee } => {
@@ -236,6 +244,19 @@ fn activity_is_consistent_over_time() {
                         following.remove(&(target, e.user));
                     }
                     Op::Unblock { target } => assert!(blocked.remove(&(e.user, target)), "unblock without block"),
+                    Op::Reblog { key } | Op::Favourite { key } => {
+                        assert!(authors.contains_key(&key), "{} of post {key} before it", e.op);
+                        assert!(acted.insert((e.op.index(), e.user, key)), "{} twice in force", e.op);
+                    }
+                    Op::Unreblog { key } | Op::Unfavourite { key } => {
+                        let done = e.op.index() - 1;
+                        assert!(acted.remove(&(done, e.user, key)), "{} of nothing in force", e.op);
+                    }
+                    Op::Mute { target } => {
+                        assert_ne!(e.user, target);
+                        assert!(muted.insert((e.user, target)), "mute twice");
+                    }
+                    Op::Unmute { target } => assert!(muted.remove(&(e.user, target)), "unmute without mute"),
                     Op::Read => {}
                 }
             }

@@ -77,7 +77,14 @@ pub async fn store() -> PathBuf {
         for i in 0..USERS {
             let author = user(i);
             let text = format!("post {round} from user {author}");
-            let post = PostRecord { id: ids.next_post(), author, author_handle: handle(author), text, reply_to: None };
+            let post = PostRecord {
+                id: ids.next_post(),
+                author,
+                author_handle: handle(author),
+                text,
+                reply_to: None,
+                reblog_of: None,
+            };
             posts.create_post(&post, None, Vec::new()).await.unwrap();
         }
         let written = (round + 1) * USERS;

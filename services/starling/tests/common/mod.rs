@@ -174,7 +174,10 @@ impl Api {
         let bare = path.split('?').next().unwrap_or(path);
         if bare.starts_with("/api/v1/timelines") || bare.starts_with("/admin/") {
             &r.timeline
-        } else if bare.starts_with("/api/v1/posts") || (bare.starts_with("/api/v1/users/") && bare.ends_with("/posts"))
+        } else if bare.starts_with("/api/v1/posts")
+            || bare.starts_with("/api/v1/statuses")
+            || (bare.starts_with("/api/v1/users/") && bare.ends_with("/posts"))
+            || (bare.starts_with("/api/v1/accounts/") && bare.ends_with("/statuses"))
         {
             &r.posts
         } else {

@@ -1,5 +1,6 @@
 //! The trace driver shared by the end-to-end oracle tests: a seeded random trace
-//! (posts, deletes, follows, unfollows, blocks, unblocks, reads; popular "stars" pushed
+//! (posts, deletes, follows, unfollows, blocks, unblocks, reblogs, unreblogs, favourites,
+//! mutes, unmutes, reads; popular "stars" pushed
 //! across the celebrity threshold and back; hot readers who read often and cold ones
 //! who go idle) applied to a running deployment and to [`Oracle`] side by side, with the
 //! status of every call checked against the oracle's prediction.
@@ -117,7 +118,7 @@ impl Driver {
     pub async fn step(&mut self) {
         let u = self.rng.random_range(0..USERS);
         let me = self.id(u);
-        match self.rng.random_range(0..100) {
+        match self.rng.random_range(0..120) {
             0..=34 => self.post(u).await,
             35..=39 => {
                 let mine = self.oracle.posts_of(me);
@@ -190,6 +191,51 @@ impl Driver {
                 self.expect("unblock", r.status, self.oracle.check_unblock(me, them));
                 let _ = self.oracle.unblock(me, them);
             }
+            100..=107 => self.reblog(u).await,
+            108..=110 => {
+                // Mostly a status this user reblogged, sometimes any: unreblogging what one
+                // never reblogged is fine.
+                let Some(target) = self.some_status(u) else { return };
+                let r = self.status_action(u, target, "unreblog").await;
+                self.expect("unreblog", r.status, self.oracle.check_reblog(target));
+                let _ = self.oracle.unreblog(target, me);
+            }
+            111..=113 => {
+                let Some(target) = self.some_status(u) else { return };
+                let on = self.rng.random_bool(0.7);
+                let r = self.status_action(u, target, if on { "favourite" } else { "unfavourite" }).await;
+                self.expect("favourite", r.status, self.oracle.check_reblog(target));
+                if self.oracle.favourite(target, me, on).is_ok() {
+                    let original = self.oracle.original_of(target).expect("a live status");
+                    let (reblogs, favourites) = self.oracle.counts(original);
+                    assert_eq!(r.body["id"], json!(original.to_string()), "favourite answers the original");
+                    assert_eq!(r.body["favourited"], json!(on), "favourited: {}", r.body);
+                    assert_eq!(r.body["favourites_count"], json!(favourites), "favourites_count: {}", r.body);
+                    assert_eq!(r.body["reblogs_count"], json!(reblogs), "reblogs_count: {}", r.body);
+                }
+            }
+            114..=116 => {
+                // Mostly someone this user follows (so the mute shows), sometimes itself.
+                let followed: Vec<UserId> = self.oracle.following_of(me).collect();
+                let them = match followed.choose(&mut self.rng) {
+                    Some(&t) if self.rng.random_bool(0.9) => t,
+                    _ => {
+                        let t = self.pick_target(u);
+                        self.id(t)
+                    }
+                };
+                let on = !self.oracle.mutes(me, them) || self.rng.random_bool(0.2);
+                let verb = if on { "mute" } else { "unmute" };
+                let r = self
+                    .api
+                    .call(Method::POST, &format!("/api/v1/accounts/{them}/{verb}"), Some(self.token(u)), None)
+                    .await;
+                self.expect(verb, r.status, self.oracle.check_mute(me, them));
+                if self.oracle.mute(me, them, on).is_ok() {
+                    assert_eq!(r.body["muting"], json!(on), "{verb}: {}", r.body);
+                    assert_eq!(r.body["following"], json!(self.oracle.follows(me, them)), "{verb}: {}", r.body);
+                }
+            }
             _ => {
                 // A read before quiet: may lag, but is always well formed. Mostly hot readers.
                 let u = if self.rng.random_bool(0.9) { self.rng.random_range(0..HOT) } else { u };
@@ -197,6 +243,48 @@ impl Driver {
                 self.read(u, limit).await;
             }
         }
+    }
+
+    /// A status `u` might act on: mostly one in its home timeline (reblogs there included,
+    /// which act on their originals), sometimes any live post, sometimes a deleted one.
+    fn some_status(&mut self, u: usize) -> Option<PostId> {
+        let home = self.oracle.home(self.id(u));
+        if !home.is_empty() && self.rng.random_bool(0.7) {
+            return home.choose(&mut self.rng).copied();
+        }
+        let other = self.rng.random_range(0..USERS);
+        let theirs = self.oracle.posts_of(self.id(other));
+        match theirs.choose(&mut self.rng) {
+            Some(&p) if self.rng.random_bool(0.95) => Some(p),
+            // Never a live id: a post id is at least its timestamp, far above this.
+            _ => Some(PostId(self.rng.random_range(1..1_000_000))),
+        }
+    }
+
+    /// `POST /api/v1/statuses/{id}/{action}` as `u`.
+    async fn status_action(&self, u: usize, id: PostId, action: &str) -> super::Reply {
+        self.api.call(Method::POST, &format!("/api/v1/statuses/{id}/{action}"), Some(self.token(u)), None).await
+    }
+
+    /// `u` reblogs a status: the answer is the reblog, wrapping the original; a second
+    /// reblog of the same status answers the first.
+    pub async fn reblog(&mut self, u: usize) {
+        let Some(target) = self.some_status(u) else { return };
+        let me = self.id(u);
+        let before = self.oracle.reblog_by(target, me);
+        let r = self.status_action(u, target, "reblog").await;
+        self.expect("reblog", r.status, self.oracle.check_reblog(target));
+        if r.status != StatusCode::OK {
+            return;
+        }
+        let original = self.oracle.original_of(target).expect("a live status");
+        let reblog = PostId(r.body["id"].as_str().unwrap().parse().unwrap());
+        assert_eq!(r.body["reblog"]["id"], json!(original.to_string()), "reblog wraps the original: {}", r.body);
+        assert_eq!(r.body["reblogged"], json!(true), "reblog: {}", r.body);
+        if let Some(first) = before {
+            assert_eq!(reblog, first, "a second reblog answers the first");
+        }
+        self.oracle.reblog(target, me, reblog).unwrap();
     }
 
     /// Reads `u`'s first page; returns its post ids. Before quiet it may lag, but it is

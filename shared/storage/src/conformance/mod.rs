@@ -26,7 +26,9 @@ use crate::{
 };
 
 mod auth;
+mod interactions;
 pub use auth::*;
+pub use interactions::*;
 
 /// How many pending entries a check reads when looking for its own.
 pub const SCAN: usize = 100_000;
@@ -46,6 +48,7 @@ pub async fn run_post_store<S: PostStore>(store: &S) {
     delete_post(store).await;
     posts_by_author_windows(store).await;
     post_outbox_order_and_ack(store).await;
+    run_interactions(store).await;
 }
 
 /// Runs every graph-store check on `store`.
@@ -56,6 +59,7 @@ pub async fn run_graph_store<S: GraphStore>(store: &S) {
     followers_and_following_pages(store).await;
     author_class(store).await;
     graph_outbox_order_and_ack(store).await;
+    mute_and_unmute(store).await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -114,7 +118,24 @@ fn post(ids: &mut Ids, author: UserId, text: &str) -> PostRecord {
         author_handle: format!("Author{}", author.get()),
         text: text.to_owned(),
         reply_to: None,
+        reblog_of: None,
     }
+}
+
+/// The events of a delete that commits none.
+pub(crate) fn no_events(_: &PostRecord) -> Vec<Record> {
+    Vec::new()
+}
+
+/// A delete's events: `records` for each post it removes.
+pub(crate) fn events_of(records: &[Record]) -> impl Fn(&PostRecord) -> Vec<Record> + Send + Sync + use<> {
+    let records = records.to_vec();
+    move |_| records.clone()
+}
+
+/// The outbox sequence numbers of a delete that must have found its post.
+pub(crate) fn deleted(result: StoreResult<Option<crate::Deleted>>) -> Vec<u64> {
+    result.expect("delete").expect("the post exists").outbox
 }
 
 async fn pending_all<S: Outbox + ?Sized>(store: &S) -> Vec<OutboxEntry> {
@@ -215,7 +236,7 @@ pub async fn idempotency_key_replay<S: PostStore>(store: &S) {
     let unkeyed_again = post(&mut ids, alice, "no key");
     acks.extend(create(store, &unkeyed_again, None, Vec::new()).await);
 
-    let (_, seqs) = store.delete_post(original.id, Vec::new()).await.expect("delete").expect("original exists");
+    let seqs = deleted(store.delete_post(original.id, &no_events).await);
     acks.extend(seqs);
     let after_delete = store.create_post(&retry, Some(&key), retry_events.clone()).await.expect("replay after delete");
     assert_eq!(after_delete, CreatePost::Replayed(None), "replay of a deleted post");
@@ -242,8 +263,11 @@ pub async fn delete_post<S: PostStore>(store: &S) {
     acks.extend(create(store, &doomed, None, Vec::new()).await);
 
     let events = vec![marker(Topic::Posts, &mut ids, "delete a"), marker(Topic::Posts, &mut ids, "delete b")];
-    let (deleted, seqs) = store.delete_post(doomed.id, events.clone()).await.expect("delete").expect("post exists");
-    assert_eq!(deleted, doomed, "delete returns the deleted post");
+    let given = events.clone();
+    let removed = store.delete_post(doomed.id, &move |_| given.clone()).await.expect("delete").expect("post exists");
+    assert_eq!(removed.events, events, "delete returns the events it committed");
+    let (deleted, seqs) = (removed.posts, removed.outbox);
+    assert_eq!(deleted, vec![doomed.clone()], "delete returns the deleted post");
     assert_eq!(seqs.len(), 2, "one seq per event");
     assert_pending(store, &seqs, &events, "delete events").await;
     acks.extend(seqs);
@@ -252,11 +276,11 @@ pub async fn delete_post<S: PostStore>(store: &S) {
     assert_eq!(store.posts_by_author(author, Window::newest(10)).await.expect("posts_by_author"), vec![keep.clone()]);
 
     let again = vec![marker(Topic::Posts, &mut ids, "delete again")];
-    assert_eq!(store.delete_post(doomed.id, again.clone()).await.expect("second delete"), None);
+    assert_eq!(store.delete_post(doomed.id, &events_of(&again)).await.expect("second delete"), None);
     assert_not_committed(store, &again, "second delete").await;
 
     let unknown = vec![marker(Topic::Posts, &mut ids, "delete unknown")];
-    assert_eq!(store.delete_post(ids.post(), unknown.clone()).await.expect("delete unknown"), None);
+    assert_eq!(store.delete_post(ids.post(), &events_of(&unknown)).await.expect("delete unknown"), None);
     assert_not_committed(store, &unknown, "delete of an unknown post").await;
 
     store.ack(&acks).await.expect("ack");
@@ -332,7 +356,7 @@ pub async fn posts_by_author_windows<S: PostStore>(store: &S) {
     assert_eq!(query(Window::before(between, 2)).await, newest_first(&[5, 4]), "foreign before bound");
 
     for n in [9, 5] {
-        let (_, seqs) = store.delete_post(id(n), Vec::new()).await.expect("delete").expect("exists");
+        let seqs = deleted(store.delete_post(id(n), &no_events).await);
         acks.extend(seqs);
     }
     assert_eq!(query(Window::newest(3)).await, newest_first(&[8, 7, 6]), "deleted newest left out");

@@ -9,12 +9,19 @@
 //! | `posts`           | post                    | encoded [`PostRecord`]        |
 //! | `posts_by_author` | author ‖ !post          | empty                         |
 //! | `idempotency`     | author ‖ key bytes      | post                          |
+//! | `reblogs`         | original ‖ reblog       | reblogger                     |
+//! | `reblogs_by_user` | original ‖ reblogger    | reblog                        |
+//! | `favourites`      | status ‖ user           | empty                         |
+//! | `replies`         | parent ‖ reply          | empty                         |
+//! | `post_stats`      | status                  | reblogs ‖ favourites ‖ replies |
 //! | `posts_outbox`    | seq                     | encoded [`Record`]            |
 //! | `users`           | user                    | encoded [`UserRecord`]        |
 //! | `handles`         | lower-cased handle      | user                          |
 //! | `following`       | follower ‖ followee     | empty                         |
 //! | `followers`       | followee ‖ follower     | empty                         |
 //! | `blocks`          | blocker ‖ blocked       | empty                         |
+//! | `mutes`           | muter ‖ muted           | empty                         |
+//! | `muted_by`        | muted ‖ muter           | empty                         |
 //! | `counts`          | user                    | followers ‖ following         |
 //! | `celebrities`     | user                    | empty (absent = ordinary)     |
 //! | `graph_outbox`    | seq                     | encoded [`Record`]            |
@@ -43,6 +50,9 @@
 //! [`Durability::SyncData`] each write waits for an fdatasync, which is the price of that mode.
 
 mod auth;
+mod posts;
+
+pub use posts::EmbeddedPostStore;
 
 use std::ops::Bound;
 use std::path::Path;
@@ -51,15 +61,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode, Readable};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode};
 use parking_lot::{Mutex, MutexGuard};
 use starling_events::{Record, Topic};
-use starling_ids::{PostId, UserId};
+use starling_ids::UserId;
 
-use crate::{
-    AuthorClass, Counts, CreatePost, EdgeChange, GraphStore, Order, Outbox, OutboxEntry, PostRecord, PostStore,
-    StoreError, StoreResult, UserRecord, Window,
-};
+use crate::{AuthorClass, Counts, EdgeChange, GraphStore, Outbox, OutboxEntry, StoreError, StoreResult, UserRecord};
 
 /// How far a write has gone when the call returns.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -109,6 +116,11 @@ impl EmbeddedStore {
             posts: ks("posts")?,
             by_author: ks("posts_by_author")?,
             idempotency: ks("idempotency")?,
+            reblogs: ks("reblogs")?,
+            reblogs_by_user: ks("reblogs_by_user")?,
+            favourites: ks("favourites")?,
+            replies: ks("replies")?,
+            stats: ks("post_stats")?,
             outbox: OutboxLog::open(ks("posts_outbox")?)?,
             locks: Stripes::new(),
             shared: shared.clone(),
@@ -119,6 +131,8 @@ impl EmbeddedStore {
             following: ks("following")?,
             followers: ks("followers")?,
             blocks: ks("blocks")?,
+            mutes: ks("mutes")?,
+            muted_by: ks("muted_by")?,
             counts: ks("counts")?,
             celebrities: ks("celebrities")?,
             outbox: OutboxLog::open(ks("graph_outbox")?)?,
@@ -306,156 +320,6 @@ impl Stripes {
 }
 
 // ---------------------------------------------------------------------------------------
-// Posts
-// ---------------------------------------------------------------------------------------
-
-/// The post-service's store. Obtain it from [`EmbeddedStore::posts`].
-pub struct EmbeddedPostStore {
-    posts: Keyspace,
-    by_author: Keyspace,
-    idempotency: Keyspace,
-    outbox: OutboxLog,
-    /// Create locks the author (idempotency check then write); delete locks the post (read
-    /// then remove, so two deletes cannot both commit events).
-    locks: Stripes,
-    shared: Shared,
-}
-
-impl EmbeddedPostStore {
-    fn create_post_sync(
-        &self,
-        post: &PostRecord,
-        idempotency_key: Option<&str>,
-        events: Vec<Record>,
-    ) -> StoreResult<CreatePost> {
-        let idempotency = idempotency_key.map(|k| pair_key(post.author.get(), k.as_bytes())).transpose()?;
-        let _guard = idempotency.as_ref().map(|_| self.locks.one(post.author.get()));
-
-        if let Some(key) = &idempotency
-            && let Some(original) = self.idempotency.get(key)?
-        {
-            let original = PostId(decode_u64(&original, "idempotency entry")?);
-            return Ok(CreatePost::Replayed(self.load_post(original)?));
-        }
-
-        let mut batch = self.shared.batch();
-        batch.insert(&self.posts, post.id.to_be_bytes(), encode_post(post));
-        batch.insert(&self.by_author, id_pair(post.author.get(), !post.id.get()), EMPTY);
-        if let Some(key) = idempotency {
-            batch.insert(&self.idempotency, key, post.id.to_be_bytes());
-        }
-        let outbox = self.outbox.commit(batch, events)?;
-        Ok(CreatePost::Created { outbox })
-    }
-
-    fn delete_post_sync(&self, id: PostId, events: Vec<Record>) -> StoreResult<Option<(PostRecord, Vec<u64>)>> {
-        let _guard = self.locks.one(id.get());
-        let Some(post) = self.load_post(id)? else {
-            return Ok(None);
-        };
-        // The idempotency entry stays, so a replay of the creating request answers
-        // "created, since deleted" instead of creating the post again.
-        let mut batch = self.shared.batch();
-        batch.remove(&self.posts, id.to_be_bytes());
-        batch.remove(&self.by_author, id_pair(post.author.get(), !id.get()));
-        let outbox = self.outbox.commit(batch, events)?;
-        Ok(Some((post, outbox)))
-    }
-
-    fn load_post(&self, id: PostId) -> StoreResult<Option<PostRecord>> {
-        self.posts.get(id.to_be_bytes())?.map(|v| decode_post(id, &v)).transpose()
-    }
-
-    /// Ids of one author's posts in the window, read from the index only.
-    fn ids_by_author(
-        &self,
-        snapshot: &fjall::Snapshot,
-        author: UserId,
-        window: Window<PostId>,
-    ) -> StoreResult<Vec<PostId>> {
-        if window.limit == 0 {
-            return Ok(Vec::new());
-        }
-        if let (Some(after), Some(before)) = (window.after, window.before)
-            && after >= before
-        {
-            return Ok(Vec::new());
-        }
-        // Keys hold !post: "before" bounds the scan from below, "after" from above.
-        let a = author.get();
-        let lower = match window.before {
-            Some(before) => Bound::Excluded(id_pair(a, !before.get())),
-            None => Bound::Included(id_pair(a, 0)),
-        };
-        let upper = match window.after {
-            Some(after) => Bound::Excluded(id_pair(a, !after.get())),
-            None => Bound::Included(id_pair(a, u64::MAX)),
-        };
-        let range = snapshot.range(&self.by_author, (lower, upper));
-        let keys: Box<dyn Iterator<Item = fjall::Guard>> = match window.order {
-            Order::NewestFirst => Box::new(range),
-            Order::OldestFirst => Box::new(range.rev()),
-        };
-        let mut ids = Vec::with_capacity(window.limit.min(256));
-        for guard in keys.take(window.limit) {
-            let key = guard.key()?;
-            ids.push(PostId(!decode_u64(key.get(8..).unwrap_or_default(), "posts_by_author key")?));
-        }
-        Ok(ids)
-    }
-
-    fn posts_by_author_sync(&self, author: UserId, window: Window<PostId>) -> StoreResult<Vec<PostRecord>> {
-        // One snapshot for the index scan and the lookups: a post deleted meanwhile is
-        // either in both or in neither.
-        let snapshot = self.shared.db.snapshot();
-        let ids = self.ids_by_author(&snapshot, author, window)?;
-        let mut posts = Vec::with_capacity(ids.len());
-        for id in ids {
-            match snapshot.get(&self.posts, id.to_be_bytes())? {
-                Some(value) => posts.push(decode_post(id, &value)?),
-                None => tracing::warn!(post = id.get(), "posts_by_author entry without a post"),
-            }
-        }
-        Ok(posts)
-    }
-}
-
-#[async_trait]
-impl PostStore for EmbeddedPostStore {
-    #[tracing::instrument(level = "debug", skip_all, fields(post = post.id.get(), author = post.author.get()))]
-    async fn create_post(
-        &self,
-        post: &PostRecord,
-        idempotency_key: Option<&str>,
-        events: Vec<Record>,
-    ) -> StoreResult<CreatePost> {
-        self.create_post_sync(post, idempotency_key, events)
-    }
-
-    #[tracing::instrument(level = "debug", skip_all, fields(post = id.get()))]
-    async fn delete_post(&self, id: PostId, events: Vec<Record>) -> StoreResult<Option<(PostRecord, Vec<u64>)>> {
-        self.delete_post_sync(id, events)
-    }
-
-    #[tracing::instrument(level = "debug", skip_all, fields(count = ids.len()))]
-    async fn get_posts(&self, ids: &[PostId]) -> StoreResult<Vec<Option<PostRecord>>> {
-        let snapshot = self.shared.db.snapshot();
-        ids.iter()
-            .map(|&id| snapshot.get(&self.posts, id.to_be_bytes())?.map(|v| decode_post(id, &v)).transpose())
-            .collect()
-    }
-
-    #[tracing::instrument(level = "debug", skip_all, fields(author = author.get(), limit = window.limit))]
-    async fn posts_by_author(&self, author: UserId, window: Window<PostId>) -> StoreResult<Vec<PostRecord>> {
-        self.posts_by_author_sync(author, window)
-    }
-
-    async fn post_ids_by_author(&self, author: UserId, window: Window<PostId>) -> StoreResult<Vec<PostId>> {
-        self.ids_by_author(&self.shared.db.snapshot(), author, window)
-    }
-}
-
-// ---------------------------------------------------------------------------------------
 // Graph
 // ---------------------------------------------------------------------------------------
 
@@ -466,6 +330,8 @@ pub struct EmbeddedGraphStore {
     following: Keyspace,
     followers: Keyspace,
     blocks: Keyspace,
+    mutes: Keyspace,
+    muted_by: Keyspace,
     counts: Keyspace,
     /// Only celebrities are stored, so listing them is a scan of a small keyspace.
     celebrities: Keyspace,
@@ -648,6 +514,24 @@ impl EmbeddedGraphStore {
         })
     }
 
+    /// Mutes or unmutes; locked like an edge, so two concurrent mutes commit one event.
+    fn set_mute(&self, muter: UserId, muted: UserId, on: bool, events: Vec<Record>) -> StoreResult<EdgeChange> {
+        let _guards = self.locks.two(muter.get(), muted.get());
+        if self.mutes.contains_key(id_pair(muter.get(), muted.get()))? == on {
+            return Ok(EdgeChange::Unchanged);
+        }
+        let mut batch = self.shared.batch();
+        if on {
+            batch.insert(&self.mutes, id_pair(muter.get(), muted.get()), EMPTY);
+            batch.insert(&self.muted_by, id_pair(muted.get(), muter.get()), EMPTY);
+        } else {
+            batch.remove(&self.mutes, id_pair(muter.get(), muted.get()));
+            batch.remove(&self.muted_by, id_pair(muted.get(), muter.get()));
+        }
+        let outbox = self.outbox.commit(batch, events)?;
+        Ok(EdgeChange::Changed { outbox })
+    }
+
     /// Second halves of the `owner ‖ other` keys in `ks`, ascending, strictly after `after`.
     fn list(&self, ks: &Keyspace, owner: UserId, after: Option<UserId>, limit: usize) -> StoreResult<Vec<UserId>> {
         if limit == 0 {
@@ -728,6 +612,26 @@ impl GraphStore for EmbeddedGraphStore {
     #[tracing::instrument(level = "debug", skip_all, fields(user = user.get(), limit))]
     async fn following(&self, user: UserId, after: Option<UserId>, limit: usize) -> StoreResult<Vec<UserId>> {
         self.list(&self.following, user, after, limit)
+    }
+
+    async fn mute(&self, muter: UserId, muted: UserId, events: Vec<Record>) -> StoreResult<EdgeChange> {
+        self.set_mute(muter, muted, true, events)
+    }
+
+    async fn unmute(&self, muter: UserId, muted: UserId, events: Vec<Record>) -> StoreResult<EdgeChange> {
+        self.set_mute(muter, muted, false, events)
+    }
+
+    async fn mutes(&self, muter: UserId, muted: UserId) -> StoreResult<bool> {
+        Ok(self.mutes.contains_key(id_pair(muter.get(), muted.get()))?)
+    }
+
+    async fn muted(&self, user: UserId, after: Option<UserId>, limit: usize) -> StoreResult<Vec<UserId>> {
+        self.list(&self.mutes, user, after, limit)
+    }
+
+    async fn muters(&self, user: UserId, after: Option<UserId>, limit: usize) -> StoreResult<Vec<UserId>> {
+        self.list(&self.muted_by, user, after, limit)
     }
 
     async fn counts(&self, user: UserId) -> StoreResult<Counts> {
@@ -867,35 +771,6 @@ impl<'a> Decoder<'a> {
     }
 }
 
-fn encode_post(post: &PostRecord) -> Vec<u8> {
-    let mut e = Encoder::new();
-    e.u64(post.author.get());
-    match post.reply_to {
-        Some(parent) => {
-            e.u8(1);
-            e.u64(parent.get());
-        }
-        None => e.u8(0),
-    }
-    e.bytes(post.author_handle.as_bytes());
-    e.bytes(post.text.as_bytes());
-    e.finish()
-}
-
-fn decode_post(id: PostId, value: &[u8]) -> StoreResult<PostRecord> {
-    let mut d = Decoder::new(value, "post")?;
-    let author = UserId(d.u64()?);
-    let reply_to = match d.u8()? {
-        0 => None,
-        1 => Some(PostId(d.u64()?)),
-        other => return Err(StoreError::Corrupt(format!("post {id}: bad reply_to tag {other}"))),
-    };
-    let author_handle = d.string()?;
-    let text = d.string()?;
-    d.finish()?;
-    Ok(PostRecord { id, author, author_handle, text, reply_to })
-}
-
 fn encode_record(record: &Record) -> Vec<u8> {
     let mut e = Encoder::new();
     e.u8(record.topic.tag());
@@ -930,6 +805,8 @@ fn decode_record(value: &[u8]) -> StoreResult<Record> {
 mod tests {
     use super::*;
     use crate::conformance;
+    use crate::{CreatePost, PostRecord, PostStore, Window};
+    use starling_ids::PostId;
 
     fn open(dir: &Path) -> EmbeddedStore {
         EmbeddedStore::open(dir, Durability::Buffer).expect("open embedded store")
@@ -956,12 +833,17 @@ mod tests {
         posts::delete_post,
         posts::posts_by_author_windows,
         posts::post_outbox_order_and_ack,
+        posts::reblog_and_unreblog,
+        posts::deleting_a_status_takes_its_reblogs,
+        posts::favourite_and_unfavourite,
+        posts::replies_are_counted_and_listed,
         graph::users_and_handles,
         graph::follow_and_unfollow,
         graph::block_and_unblock,
         graph::followers_and_following_pages,
         graph::author_class,
         graph::graph_outbox_order_and_ack,
+        graph::mute_and_unmute,
         auth::apps_round_trip,
         auth::create_account_and_credentials,
         auth::create_account_refuses_a_taken_handle,
@@ -1006,6 +888,7 @@ mod tests {
             author_handle: "Alice".to_owned(),
             text: "hello".to_owned(),
             reply_to: Some(PostId(41)),
+            reblog_of: None,
         };
         let (post_seqs, graph_seqs) = {
             let store = open(dir.path());

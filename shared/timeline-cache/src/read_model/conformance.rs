@@ -26,6 +26,7 @@ fn record(n: u64) -> PostRecord {
         author_handle: format!("author{}", n % 5),
         text: format!("post {n} — ünïcode"),
         reply_to: n.is_multiple_of(2).then(|| post(n / 2)),
+        reblog_of: (n % 6 == 3).then(|| post(n / 3)),
     }
 }
 

@@ -313,6 +313,7 @@ mod tests {
             author_handle: "a".into(),
             text: "t".into(),
             reply_to: None,
+            reblog_of: None,
         };
         m.add_posts(&[post(1), post(2), post(3)]).await.unwrap();
         let got = m.posts(&[PostId(1), PostId(2), PostId(3)]).await.unwrap();

@@ -184,8 +184,9 @@ pub(crate) fn merge_recent(list: &mut Recent, new: &[PostId]) {
 }
 
 /// The compact encoding of a cached post (Redis values; sizes in the crate docs):
-/// `1 ‖ id ‖ author ‖ reply_to (0 = none) ‖ handle length (1 byte) ‖ handle ‖ text`,
-/// ids big-endian; a tombstone is the single byte `0`.
+/// `kind ‖ id ‖ author ‖ target ‖ handle length (1 byte) ‖ handle ‖ text`, ids big-endian,
+/// where kind `1` is a post and `target` the post it replies to (0 = none), and kind `2` a
+/// reblog and `target` its original; a tombstone is the single byte `0`.
 pub mod codec {
     use super::*;
 
@@ -195,10 +196,14 @@ pub mod codec {
         let handle = p.author_handle.as_bytes();
         let handle = &handle[..handle.len().min(255)];
         let mut out = Vec::with_capacity(26 + handle.len() + p.text.len());
-        out.push(1);
+        let (kind, target) = match p.reblog_of {
+            Some(original) => (2, Some(original)),
+            None => (1, p.reply_to),
+        };
+        out.push(kind);
         out.extend_from_slice(&p.id.0.to_be_bytes());
         out.extend_from_slice(&p.author.0.to_be_bytes());
-        out.extend_from_slice(&p.reply_to.map_or(0, |r| r.0).to_be_bytes());
+        out.extend_from_slice(&target.map_or(0, |r| r.0).to_be_bytes());
         out.push(handle.len() as u8);
         out.extend_from_slice(handle);
         out.extend_from_slice(p.text.as_bytes());
@@ -207,11 +212,12 @@ pub mod codec {
 
     pub fn decode(b: &[u8]) -> CacheResult<CachedPost> {
         let corrupt = || CacheError::Backend("corrupt cached post".into());
-        match b.first() {
+        let reblog = match b.first() {
             Some(0) if b.len() == 1 => return Ok(CachedPost::Deleted),
-            Some(1) if b.len() >= 26 => {}
+            Some(1) if b.len() >= 26 => false,
+            Some(2) if b.len() >= 26 => true,
             _ => return Err(corrupt()),
-        }
+        };
         let u64_at = |i: usize| u64::from_be_bytes(b[i..i + 8].try_into().expect("8 bytes"));
         let handle_len = b[25] as usize;
         let text_at = 26 + handle_len;
@@ -219,11 +225,13 @@ pub mod codec {
             return Err(corrupt());
         }
         let text = |r: &[u8]| String::from_utf8(r.to_vec()).map_err(|_| corrupt());
-        let reply = u64_at(17);
+        let target = u64_at(17);
+        let target = (target != 0).then_some(PostId(target));
         Ok(CachedPost::Live(PostRecord {
             id: PostId(u64_at(1)),
             author: UserId(u64_at(9)),
-            reply_to: (reply != 0).then_some(PostId(reply)),
+            reply_to: if reblog { None } else { target },
+            reblog_of: if reblog { target } else { None },
             author_handle: text(&b[26..text_at])?,
             text: text(&b[text_at..])?,
         }))
@@ -242,8 +250,11 @@ mod tests {
             author_handle: "zoë".into(),
             text: "héllo <b>".into(),
             reply_to: Some(PostId(7)),
+            reblog_of: None,
         };
         assert_eq!(codec::decode(&codec::encode(&p)).unwrap(), CachedPost::Live(p.clone()));
+        let reblog = PostRecord { reply_to: None, reblog_of: Some(PostId(9)), text: String::new(), ..p.clone() };
+        assert_eq!(codec::decode(&codec::encode(&reblog)).unwrap(), CachedPost::Live(reblog));
         let plain = PostRecord { reply_to: None, text: String::new(), ..p };
         assert_eq!(codec::decode(&codec::encode(&plain)).unwrap(), CachedPost::Live(plain));
         assert_eq!(codec::decode(codec::TOMBSTONE).unwrap(), CachedPost::Deleted);

@@ -409,6 +409,7 @@ async fn read_model_bytes_are_compact(url: Target) {
         author_handle: "someone".into(),
         text: "x".repeat(100),
         reply_to: None,
+        reblog_of: None,
     };
     m.add_posts(std::slice::from_ref(&post)).await.unwrap();
     let post_key = format!("{}p:{}", c.prefix, post.id.0);
