@@ -5,8 +5,9 @@
 //
 // Registers an app, takes an app token, signs a person up, logs in with the password
 // grant, reads the account, follows a second account (relationships), and with
-// --statuses posts, reads and deletes a status and pages the home timeline; then revokes the token and checks it no
-// longer works. Shapes are asserted, not just status codes. Exits non-zero on the first
+// --statuses posts, reads and deletes a status, pages the home timeline, and checks
+// reblogs (one entry per original), favourites and mutes against the timeline the
+// contract expects; then revokes the token and checks it no longer works. Shapes are asserted, not just status codes. Exits non-zero on the first
 // failure.
 
 import assert from "node:assert/strict";
@@ -85,8 +86,85 @@ if (flag === "--statuses") {
     assert.ok(page.every((s) => s.account.username === name));
   }
   assert.deepEqual(seen, [reply.id, status.id]);
+  await interactions([reply, status]);
   const deleted = await me.v1.statuses.$select(status.id).remove();
   assert.equal(deleted.text, "hello from <masto.js>");
+}
+
+// The whole home timeline as [status id, reblogged status id or null, account name].
+async function homeEntries() {
+  const out = [];
+  for await (const page of me.v1.timelines.home.list({ limit: 2 })) {
+    for (const s of page) {
+      assert.ok(!Number.isNaN(Date.parse(s.createdAt)));
+      out.push([s.id, s.reblog ? s.reblog.id : null, s.account.username]);
+    }
+  }
+  return out;
+}
+
+// Polls the home timeline until it is `expected`: the fan-out is asynchronous.
+async function eventually(expected, what) {
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    const got = await homeEntries();
+    try {
+      assert.deepEqual(got, expected);
+      return;
+    } catch (e) {
+      if (Date.now() > deadline) throw new Error(`${what}: ${e.message}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function loggedIn(username) {
+  await rest(appToken.accessToken).v1.accounts.create({
+    username,
+    email: `${username}@example.com`,
+    password,
+    agreement: true,
+    locale: "en",
+  });
+  const t = await oauth.token.create({ ...credentials, grantType: "password", username, password, scope });
+  return rest(t.accessToken);
+}
+
+// `own` are the reader's statuses, newest first. The reader follows `other` here.
+async function interactions(own) {
+  const friend = await loggedIn(otherName + "x");
+  const friendAccount = await friend.v1.accounts.verifyCredentials();
+  await me.v1.accounts.$select(friendAccount.id).follow();
+  const stranger = await loggedIn(name + "s");
+  const theirs = await friend.v1.statuses.create({ status: "a friend's post" });
+  const far = await stranger.v1.statuses.create({ status: "a stranger's post" });
+  const mine = own.map((s) => [s.id, null, name]);
+  let home = [[theirs.id, null, friendAccount.username], ...mine];
+  await eventually(home, "after a followee posted");
+
+  const fav = await me.v1.statuses.$select(theirs.id).favourite();
+  assert.equal(fav.favourited, true);
+  assert.equal(fav.favouritesCount, 1);
+
+  const shared = await friend.v1.statuses.$select(far.id).reblog();
+  assert.equal(shared.reblog.id, far.id);
+  home = [[shared.id, far.id, friendAccount.username], ...home];
+  await eventually(home, "after a followee's reblog");
+  const mineToo = await me.v1.statuses.$select(far.id).reblog();
+  assert.equal(mineToo.reblog.id, far.id);
+  assert.equal((await me.v1.statuses.$select(far.id).fetch()).reblogsCount, 2);
+  await eventually(home, "after the reader's own reblog of the same status");
+  const undone = await me.v1.statuses.$select(far.id).unreblog();
+  assert.equal(undone.reblogged, false);
+
+  const muted = await me.v1.accounts.$select(friendAccount.id).mute();
+  assert.equal(muted.muting, true);
+  assert.equal(muted.following, true);
+  await eventually(mine, "after muting the followee");
+  await me.v1.accounts.$select(friendAccount.id).unmute();
+  await eventually(home, "after unmuting the followee");
+  await stranger.v1.statuses.$select(far.id).remove();
+  await eventually(home.filter((e) => e[1] !== far.id), "after the reblogged status was deleted");
 }
 
 await oauth.revoke({ ...credentials, token: token.accessToken });

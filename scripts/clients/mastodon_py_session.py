@@ -6,17 +6,106 @@ Registers an app, signs a person up with the app's token, logs in with the passw
 grant, reads the account, follows a second account found by `acct` (relationships,
 followers, counts), unfollows it, reads the instance, revokes the token and checks it no longer
 works. With --statuses (a base that also serves the post-service's and the
-timeline-service's routes) it also posts, replies to, reads and deletes statuses, and
-pages the home timeline to its end. Mastodon.py parses leniently, so shapes are asserted here, not just
+timeline-service's routes) it also posts, replies to, reads and deletes statuses, pages
+the home timeline to its end, and checks reblogs (one entry per original however many
+reblog it), favourites, mutes and a thread's context against the timeline the contract
+expects. Mastodon.py parses leniently, so shapes are asserted here, not just
 status codes. Exits non-zero on the first failure.
 """
 
 import sys
+import time
 import uuid
 from datetime import datetime
 
 from mastodon import Mastodon
 from mastodon.errors import MastodonUnauthorizedError
+
+
+def home_entries(user):
+    """The whole home timeline as (status id, reblogged status id or None, account name)."""
+    page = user.timeline_home(limit=3)
+    out = []
+    while page:
+        for s in page:
+            assert isinstance(s["created_at"], datetime), s["created_at"]
+            inner = s["reblog"]
+            out.append((s["id"], inner["id"] if inner else None, s["account"]["username"]))
+        page = user.fetch_next(page)
+    return out
+
+
+def eventually(user, expected, what):
+    """Polls the home timeline until it equals `expected` (the fan-out is asynchronous)."""
+    deadline = time.monotonic() + 5
+    while True:
+        got = home_entries(user)
+        if got == expected:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: home timeline {got} != expected {expected}")
+        time.sleep(0.05)
+
+
+def logged_in(base, client_id, client_secret, app, name, password):
+    app.create_account(name, password, f"{name}@example.com", agreement=True)
+    m = Mastodon(client_id=client_id, client_secret=client_secret, api_base_url=base, ratelimit_method="throw")
+    m.log_in(f"{name}@example.com", password, scopes=["read", "write", "follow"], allow_http=True)
+    return m, m.account_verify_credentials()
+
+
+def interactions(base, client_id, client_secret, app, user, password, name, own):
+    """Reblogs, favourites and mutes, with the home timeline checked after each."""
+    friend, friend_acct = logged_in(base, client_id, client_secret, app, name + "f", password)
+    stranger, _ = logged_in(base, client_id, client_secret, app, name + "s", password)
+    fname = friend_acct["username"]
+    user.account_follow(friend_acct["id"])
+    theirs = friend.status_post("a friend's post")
+    far = stranger.status_post("a stranger's post")
+    mine = [(s["id"], None, name) for s in own]
+    home = [(theirs["id"], None, fname)] + mine
+    eventually(user, home, "after a followee posted")
+
+    fav = user.status_favourite(theirs["id"])
+    assert fav["favourited"] is True and fav["favourites_count"] == 1, fav
+    assert [a["username"] for a in user.status_favourited_by(theirs["id"])] == [name]
+
+    # A followee's reblog of a stranger's post reaches the home timeline as a reblog...
+    shared = friend.status_reblog(far["id"])
+    assert shared["reblog"]["id"] == far["id"] and shared["account"]["username"] == fname, shared
+    assert shared["reblogged"] is True, shared
+    home = [(shared["id"], far["id"], fname)] + home
+    eventually(user, home, "after a followee's reblog")
+    # ...and once only: the reader's own later reblog of it is not a second entry.
+    own_reblog = user.status_reblog(far["id"])
+    assert own_reblog["reblog"]["id"] == far["id"], own_reblog
+    assert user.status_reblog(far["id"])["id"] == own_reblog["id"], "a second reblog is the first"
+    assert user.status(far["id"])["reblogs_count"] == 2
+    assert [a["username"] for a in user.status_reblogged_by(far["id"])] == [name, fname]
+    time.sleep(0.3)
+    eventually(user, home, "after the reader's own reblog of the same status")
+    user.status_unreblog(far["id"])
+    assert user.status(far["id"])["reblogged"] is False
+
+    # Muting the followee hides its posts and reblogs; the follow stays.
+    user.account_mute(friend_acct["id"])
+    (rel,) = user.account_relationships([friend_acct["id"]])
+    assert rel["muting"] is True and rel["following"] is True, rel
+    assert [a["username"] for a in user.mutes()] == [fname]
+    eventually(user, mine, "after muting the followee")
+    user.account_unmute(friend_acct["id"])
+    eventually(user, home, "after unmuting the followee")
+
+    # Deleting the original takes the reblog along.
+    stranger.status_delete(far["id"])
+    home = [e for e in home if e[1] != far["id"]]
+    eventually(user, home, "after the reblogged status was deleted")
+
+    # The thread around the reader's reply: its parent above, a friend's answer below.
+    answer = friend.status_post("a reply to you", in_reply_to_id=own[0]["id"])
+    context = user.status_context(own[0]["id"])
+    assert [s["id"] for s in context["ancestors"]] == [own[1]["id"]], context
+    assert [s["id"] for s in context["descendants"]] == [answer["id"]], context
 
 
 def main(base: str, statuses: bool) -> None:
@@ -81,6 +170,7 @@ def main(base: str, statuses: bool) -> None:
             assert home[0]["account"]["username"] == name, home[0]["account"]
             home = user.fetch_next(home)
         assert seen == [reply["id"], posted["id"]], seen
+        interactions(base, client_id, client_secret, app, user, password, name, [reply, posted])
         deleted = user.status_delete(posted["id"])
         assert deleted["text"] == "hello from <mastodon.py> & friends", deleted
 
