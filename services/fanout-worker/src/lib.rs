@@ -10,6 +10,9 @@
 //! | follow / unfollow / block / mute / unmute | *reconcile* the edge (a block: both directions): set it in the reader's cached follow list as the graph has it now (a muted follow does not count); if the follow counts, backfill the author's recent posts; if not, remove the author's entries |
 //! | author class changed | set the author in the cached celebrity list as the graph has it now, forget its recent list; if the author is ordinary now, backfill its recent posts to its followers (posts made while it was a celebrity were never pushed) |
 //!
+//! Once applied, each post, delete and reader whose follows changed is announced on the
+//! timeline bus ([`starling_timeline_cache::bus`]), which feeds the streaming API.
+//!
 //! Graph events are applied by looking at the graph's *current* state rather than
 //! trusting the event, so redelivery, duplicates and reordering across topics all
 //! converge on the same timeline. A post pushed after its reader unfollowed the author is
@@ -83,6 +86,7 @@ use starling_events::trace::TraceContext;
 use starling_events::{Consumer, Delivery, EventLog, LogError, Record, Topic, pb};
 use starling_ids::{PostId, UserId};
 use starling_storage::{AuthorClass, Window};
+use starling_timeline_cache::bus::{Bus, Change};
 use starling_timeline_cache::read_model::{Collection, ReadModel};
 use starling_timeline_cache::{CacheError, Entry, Push, TimelineCache};
 use tokio_util::sync::CancellationToken;
@@ -160,6 +164,8 @@ pub struct Fanout {
     pub max_entries: usize,
     pub settings: FanoutSettings,
     pub stats: Arc<FanoutStats>,
+    /// Where applied changes are announced to the open streams.
+    pub bus: Arc<dyn Bus>,
 }
 
 /// One push of a run, with the span and trace context of the event that asked for it.
@@ -359,6 +365,20 @@ impl Fanout {
         }
         self.until_applied(&span, "applying posts", || self.apply_run(run, log)).await;
         self.stats.events.add(run.len() as u64);
+        // Once per post (its slices are the same post again), after its pushes.
+        let posted: Vec<Change> = run
+            .iter()
+            .filter(|p| p.push.slice.is_none())
+            .map(|p| Change::Posted { post: p.push.post, author: p.push.author })
+            .collect();
+        self.announce(&posted).await;
+    }
+
+    /// Tells the open streams (best effort: a stream that misses it catches up by reading).
+    async fn announce(&self, changes: &[Change]) {
+        if let Err(e) = self.bus.publish(changes).await {
+            tracing::warn!(error = %e, changes = changes.len(), "could not announce changes to the streams");
+        }
     }
 
     async fn apply_edges_with_retry(&self, run: &[PendingEdges]) {
@@ -369,6 +389,10 @@ impl Fanout {
         let edges: Vec<(UserId, UserId)> = run.iter().flat_map(|e| e.pairs.iter().copied()).collect();
         self.until_applied(&span, "reconciling edges", || self.reconcile_all(&edges)).await;
         self.stats.events.add(run.len() as u64);
+        let mut readers: Vec<UserId> = edges.iter().map(|e| e.0).collect();
+        readers.sort_unstable();
+        readers.dedup();
+        self.announce(&readers.into_iter().map(|reader| Change::Follows { reader }).collect::<Vec<_>>()).await;
     }
 
     /// Like [`Fanout::until_applied`]; a poison event is retried until it is
@@ -396,6 +420,9 @@ impl Fanout {
             match result {
                 Ok(()) => {
                     self.stats.events.inc();
+                    if let Event::Deleted { post, author } = &event {
+                        self.announce(&[Change::Deleted { post: *post, author: *author }]).await;
+                    }
                     return;
                 }
                 Err(e) => {

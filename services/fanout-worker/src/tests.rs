@@ -72,6 +72,7 @@ impl Fixture {
             max_entries: 800,
             settings,
             stats: stats.clone(),
+            bus: Arc::new(starling_timeline_cache::bus::LocalBus::new()),
         });
         (fanout, stats)
     }

@@ -67,10 +67,11 @@ use starling_outbox::Publisher;
 use starling_storage::embedded::{Durability, EmbeddedStore};
 use starling_storage::{CreatePost, EdgeChange, GraphStore, PostRecord, PostStore, UserRecord};
 use starling_timeline_cache::TimelineCache;
+use starling_timeline_cache::bus::{Bus, LocalBus};
 use starling_timeline_cache::memory::{MemoryCache, MemoryCacheOptions};
 use starling_timeline_cache::read_model::memory::{MemoryReadModel, MemoryReadModelOptions};
 use starling_timeline_cache::redis::deadpool_redis::{self, redis};
-use starling_timeline_cache::redis::{RedisCache, RedisCacheOptions};
+use starling_timeline_cache::redis::{RedisBus, RedisCache, RedisCacheOptions};
 use tokio_util::sync::CancellationToken;
 
 /// Active readers in the distributed workload (at least the follower count).
@@ -113,7 +114,12 @@ fn env_usize(name: &str) -> Option<usize> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
-fn worker(store: &EmbeddedStore, cache: Arc<dyn TimelineCache>, stats: Arc<FanoutStats>) -> Arc<Fanout> {
+fn worker(
+    store: &EmbeddedStore,
+    cache: Arc<dyn TimelineCache>,
+    bus: Arc<dyn Bus>,
+    stats: Arc<FanoutStats>,
+) -> Arc<Fanout> {
     let mut settings = FanoutSettings::default();
     if let Some(n) = env_usize("FANOUT_CONSUMERS") {
         settings.consumers = n;
@@ -130,6 +136,7 @@ fn worker(store: &EmbeddedStore, cache: Arc<dyn TimelineCache>, stats: Arc<Fanou
         max_entries: 800,
         settings,
         stats,
+        bus,
     })
 }
 
@@ -176,8 +183,14 @@ async fn standalone(followers: usize, posts_n: usize) {
     let publisher = Publisher::new(posts.clone(), log.clone());
     for n in 0..posts_n {
         let author = authors[n % authors.len()];
-        let post =
-            PostRecord { id: ids.next_post(), author, author_handle: "a".into(), text: "x".into(), reply_to: None };
+        let post = PostRecord {
+            id: ids.next_post(),
+            author,
+            author_handle: "a".into(),
+            text: "x".into(),
+            reply_to: None,
+            reblog_of: None,
+        };
         let records = vec![Record::post(author.get(), &post_event(post.id.get(), author))];
         let CreatePost::Created { outbox } = posts.create_post(&post, None, records.clone()).await.unwrap() else {
             unreachable!()
@@ -188,7 +201,8 @@ async fn standalone(followers: usize, posts_n: usize) {
     let stats = Arc::new(FanoutStats::default());
     let stop = CancellationToken::new();
     let start = Instant::now();
-    let task = tokio::spawn(worker(&store, cache.clone(), stats.clone()).run(log, stop.clone()));
+    let bus = Arc::new(LocalBus::new());
+    let task = tokio::spawn(worker(&store, cache.clone(), bus, stats.clone()).run(log, stop.clone()));
     while !stats.applied_all(posts_n as u64) {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -484,7 +498,9 @@ async fn distributed_case(
     let stats = Arc::new(FanoutStats::default());
     let stop = CancellationToken::new();
     let launched = Instant::now();
-    let task = tokio::spawn(worker(&store, cache.clone(), stats.clone()).run(log.clone(), stop.clone()));
+    // Announcing each post costs a PUBLISH in production: so here too.
+    let bus = RedisBus::new(redis_url, &format!("{case_id}:")).unwrap();
+    let task = tokio::spawn(worker(&store, cache.clone(), bus, stats.clone()).run(log.clone(), stop.clone()));
     let warm_up: Vec<Record> = (0..WARM_UP_POSTS)
         .map(|_| {
             let author = ids.next_user();

@@ -42,10 +42,11 @@ use starling_scylla_store::{ScyllaOptions, ScyllaStore};
 use starling_storage::embedded::{Durability, EmbeddedStore};
 use starling_storage::{AuthStore, GraphStore, Outbox, PostStore};
 use starling_timeline_cache::TimelineCache;
+use starling_timeline_cache::bus::{Bus, LocalBus};
 use starling_timeline_cache::memory::{MemoryCache, MemoryCacheOptions};
 use starling_timeline_cache::read_model::ReadModel;
 use starling_timeline_cache::read_model::memory::{MemoryReadModel, MemoryReadModelOptions};
-use starling_timeline_cache::redis::{RedisCache, RedisCacheOptions, RedisReadModelOptions};
+use starling_timeline_cache::redis::{RedisBus, RedisCache, RedisCacheOptions, RedisReadModelOptions};
 use timeline_service::{ReadSettings, TimelineService};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -158,6 +159,8 @@ struct Backends {
     model: Option<Arc<dyn ReadModel>>,
     /// Set when the cache is the in-memory one, which needs a sweeper.
     memory: Option<Arc<MemoryCache>>,
+    /// From the fan-out to the open streams; `None` for processes that have neither.
+    bus: Option<Arc<dyn Bus>>,
 }
 
 impl Backends {
@@ -210,6 +213,15 @@ impl Backends {
                 RedisCache::connect_cluster(&nodes, redis_options()).await.context("connecting to Redis Cluster")?,
             ),
         };
+        let bus: Option<Arc<dyn Bus>> = match b.cache() {
+            _ if !reads => None,
+            CacheBackend::Memory => Some(Arc::new(LocalBus::new())),
+            CacheBackend::Redis { url } => Some(RedisBus::new(&url, &b.redis_prefix)?),
+            // A PUBLISH to any node of a cluster reaches the subscribers of every node.
+            CacheBackend::RedisCluster { nodes } => {
+                Some(RedisBus::new(nodes.first().context("no Redis Cluster node")?, &b.redis_prefix)?)
+            }
+        };
         let (cache, model, memory): (Option<Arc<dyn TimelineCache>>, Option<Arc<dyn ReadModel>>, _) = match redis {
             Some(redis) => {
                 let model = Arc::new(redis.read_model(RedisReadModelOptions {
@@ -237,7 +249,7 @@ impl Backends {
                  set backends.redis_url or backends.redis_cluster_urls"
             ),
         };
-        Ok(Backends { store, log, cache, model, memory })
+        Ok(Backends { store, log, cache, model, memory, bus })
     }
 }
 
@@ -311,20 +323,21 @@ impl Node {
             }
             _ => None,
         };
-        let timeline = match (&backends.cache, &backends.model) {
-            (Some(cache), Some(model)) if has(Role::Timeline) => Some(Arc::new(TimelineService::new(
+        let timeline = match (&backends.cache, &backends.model, &backends.bus) {
+            (Some(cache), Some(model), Some(bus)) if has(Role::Timeline) => Some(Arc::new(TimelineService::new(
                 cache.clone(),
                 model.clone(),
                 graph_client.clone(),
                 post_client.clone(),
                 ReadSettings { max_entries: settings.timeline.max_entries },
+                bus.clone(),
             ))),
             _ => None,
         };
 
         let fanout_stop = CancellationToken::new();
-        let (fanout_stats, fanout_task) = match (&backends.cache, &backends.model) {
-            (Some(cache), Some(model)) if has(Role::Fanout) => {
+        let (fanout_stats, fanout_task) = match (&backends.cache, &backends.model, &backends.bus) {
+            (Some(cache), Some(model), Some(bus)) if has(Role::Fanout) => {
                 let stats = Arc::new(FanoutStats::default());
                 let fanout = Arc::new(Fanout {
                     graph: graph_client.clone(),
@@ -334,6 +347,7 @@ impl Node {
                     max_entries: settings.timeline.max_entries,
                     settings: settings.fanout.clone(),
                     stats: stats.clone(),
+                    bus: bus.clone(),
                 });
                 let (log, stop) = (log.clone(), fanout_stop.clone());
                 let task = tokio::spawn(async move {

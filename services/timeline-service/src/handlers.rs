@@ -13,6 +13,7 @@ use crate::{Direction, Query, TimelineService};
 
 pub(crate) fn configure(svc: &Arc<TimelineService>, cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::Data::from(svc.clone())).route("/api/v1/timelines/home", web::get().to(home));
+    crate::streaming::routes(cfg);
 }
 
 async fn home(svc: web::Data<TimelineService>, me: AuthUser, req: HttpRequest) -> Result<HttpResponse, ApiError> {

@@ -60,6 +60,7 @@
 mod handlers;
 mod stats;
 mod statuses;
+mod streaming;
 
 pub use stats::ReadStats;
 
@@ -74,6 +75,7 @@ use parking_lot::RwLock;
 use starling_clients::{ClientError, GraphClient, PostClient};
 use starling_ids::{PostId, UserId};
 use starling_storage::{Order, PostRecord, Window};
+use starling_timeline_cache::bus::Bus;
 use starling_timeline_cache::read_model::{CachedPost, Collection, Fill, RECENT_DEPTH, ReadModel, Recent};
 use starling_timeline_cache::{CacheError, Entry, Range, Slice, TimelineCache};
 
@@ -132,6 +134,8 @@ pub struct TimelineService {
     pub graph: Arc<dyn GraphClient>,
     pub posts: Arc<dyn PostClient>,
     pub settings: ReadSettings,
+    /// What the fan-out announces: feeds the open streams.
+    pub bus: Arc<dyn Bus>,
     celebrities: RwLock<CelebrityView>,
     pub stats: ReadStats,
 }
@@ -177,6 +181,7 @@ impl TimelineService {
         graph: Arc<dyn GraphClient>,
         posts: Arc<dyn PostClient>,
         settings: ReadSettings,
+        bus: Arc<dyn Bus>,
     ) -> Self {
         TimelineService {
             cache,
@@ -184,6 +189,7 @@ impl TimelineService {
             graph,
             posts,
             settings,
+            bus,
             // No version matches this one until the first read replaces it.
             celebrities: RwLock::new(CelebrityView { version: u64::MAX, celebrities: None, recent: HashMap::new() }),
             stats: ReadStats::default(),

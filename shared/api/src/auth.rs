@@ -141,14 +141,7 @@ impl FromRequest for AuthUser {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let req = req.clone();
-        Box::pin(async move {
-            match authenticate(&req).await? {
-                Caller::User(user) => Ok(user),
-                Caller::App(_) => {
-                    Err(ApiError::new(ErrorCode::Forbidden, "this token acts for an app; this needs a user's token"))
-                }
-            }
-        })
+        Box::pin(async move { user_of(&req, required_bearer(&req)?).await })
     }
 }
 
@@ -220,8 +213,26 @@ pub fn bearer(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
 }
 
 async fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
-    let token =
-        bearer(req)?.ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "missing Authorization: Bearer token"))?;
+    caller_of(req, required_bearer(req)?).await
+}
+
+fn required_bearer(req: &HttpRequest) -> Result<&str, ApiError> {
+    bearer(req)?.ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "missing Authorization: Bearer token"))
+}
+
+/// The user `token` acts for, checked with the keys and grants `req`'s app holds: for a
+/// token that does not come in an `Authorization` header (streaming takes it from the
+/// query string or the WebSocket protocol, as browsers cannot set headers there).
+pub async fn user_of(req: &HttpRequest, token: &str) -> Result<AuthUser, ApiError> {
+    match caller_of(req, token).await? {
+        Caller::User(user) => Ok(user),
+        Caller::App(_) => {
+            Err(ApiError::new(ErrorCode::Forbidden, "this token acts for an app; this needs a user's token"))
+        }
+    }
+}
+
+async fn caller_of(req: &HttpRequest, token: &str) -> Result<Caller, ApiError> {
     // A JWT has three dot-separated parts; an OAuth token is one base64url string.
     if token.contains('.') {
         let keys = req

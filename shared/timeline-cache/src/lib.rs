@@ -16,6 +16,7 @@
 //! storage read land in the (not yet readable) timeline, then
 //! [`TimelineCache::finish_rebuild`] merges the pulled entries in.
 
+pub mod bus;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod memory;

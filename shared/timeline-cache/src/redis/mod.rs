@@ -74,9 +74,11 @@
 
 #![cfg(feature = "redis")]
 
+mod bus;
 mod conn;
 mod read_model;
 
+pub use bus::RedisBus;
 pub use read_model::{RedisReadModel, RedisReadModelOptions};
 
 use std::fmt::Write as _;

@@ -1,0 +1,148 @@
+//! The timeline bus: what the fan-out tells the processes holding open streams.
+//!
+//! A client's stream (`/api/v1/streaming`) lives in whichever timeline-service process it
+//! connected to, while the events that change its timeline are applied by whichever
+//! fan-out worker owns their partition. After applying them, the worker announces each
+//! change once on the bus ([`Bus::publish`]): a post or reblog made, a post deleted, a
+//! reader's follows changed. Every subscribed process hears every announcement and
+//! decides locally which of its streams it concerns, so an announcement costs the same
+//! whatever the author's follower count, and a celebrity's post (merged at read, never
+//! pushed) reaches its followers' streams like any other.
+//!
+//! The bus is best effort, as Mastodon's streaming is: an announcement made while a
+//! process was not subscribed (reconnecting) is not replayed, and a client catches up by
+//! reading its timeline, which is exact. In one process the bus is a
+//! [`tokio::sync::broadcast`] channel ([`LocalBus`]); across processes it is a Redis
+//! pub/sub channel.
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use starling_ids::{PostId, UserId};
+
+use crate::CacheResult;
+
+/// One announcement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// `author` made `post` (a reblog is a post of the reblogger's), and it is in the
+    /// timelines it was pushed to.
+    Posted { post: PostId, author: UserId },
+    /// `author`'s `post` was deleted.
+    Deleted { post: PostId, author: UserId },
+    /// Whose posts reach `reader`'s home changed (a follow, unfollow, block or mute).
+    Follows { reader: UserId },
+}
+
+impl Change {
+    /// 17 bytes: a tag, then two big-endian ids (the second 0 for `Follows`).
+    pub fn encode(&self) -> [u8; 17] {
+        let (tag, a, b) = match *self {
+            Change::Posted { post, author } => (1, post.0, author.0),
+            Change::Deleted { post, author } => (2, post.0, author.0),
+            Change::Follows { reader } => (3, reader.0, 0),
+        };
+        let mut out = [0u8; 17];
+        out[0] = tag;
+        out[1..9].copy_from_slice(&a.to_be_bytes());
+        out[9..].copy_from_slice(&b.to_be_bytes());
+        out
+    }
+
+    /// `None` for anything [`Change::encode`] did not make (a newer producer's kind).
+    pub fn decode(bytes: &[u8]) -> Option<Change> {
+        let bytes: &[u8; 17] = bytes.try_into().ok()?;
+        let id = |r: std::ops::Range<usize>| u64::from_be_bytes(bytes[r].try_into().expect("8 bytes"));
+        let (a, b) = (id(1..9), id(9..17));
+        match bytes[0] {
+            1 => Some(Change::Posted { post: PostId(a), author: UserId(b) }),
+            2 => Some(Change::Deleted { post: PostId(a), author: UserId(b) }),
+            3 => Some(Change::Follows { reader: UserId(a) }),
+            _ => None,
+        }
+    }
+}
+
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Announces `changes` to every subscriber (best effort; see the module docs).
+    async fn publish(&self, changes: &[Change]) -> CacheResult<()>;
+
+    /// Every announcement from now on. The stream ends only if the bus is dropped; across
+    /// processes it reconnects by itself (announcements in between are lost).
+    fn subscribe(&self) -> BoxStream<'static, Change>;
+}
+
+/// The bus within one process.
+pub struct LocalBus(tokio::sync::broadcast::Sender<Change>);
+
+impl LocalBus {
+    /// A subscriber that falls this far behind loses the oldest announcements.
+    const BACKLOG: usize = 4_096;
+
+    pub fn new() -> LocalBus {
+        LocalBus(tokio::sync::broadcast::channel(Self::BACKLOG).0)
+    }
+}
+
+impl Default for LocalBus {
+    fn default() -> Self {
+        LocalBus::new()
+    }
+}
+
+#[async_trait]
+impl Bus for LocalBus {
+    async fn publish(&self, changes: &[Change]) -> CacheResult<()> {
+        for c in changes {
+            // No subscriber is not an error: nobody is streaming.
+            let _ = self.0.send(*c);
+        }
+        Ok(())
+    }
+
+    fn subscribe(&self) -> BoxStream<'static, Change> {
+        use futures::StreamExt as _;
+        let rx = self.0.subscribe();
+        futures::stream::unfold(rx, |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(c) => return Some((c, rx)),
+                    // Lagged: the oldest were dropped; go on with what is left.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt as _;
+
+    #[test]
+    fn changes_round_trip_and_unknown_kinds_are_none() {
+        for c in [
+            Change::Posted { post: PostId(u64::MAX), author: UserId(1) },
+            Change::Deleted { post: PostId(7), author: UserId(1 << 60) },
+            Change::Follows { reader: UserId(42) },
+        ] {
+            assert_eq!(Change::decode(&c.encode()), Some(c));
+        }
+        assert_eq!(Change::decode(&[9; 17]), None);
+        assert_eq!(Change::decode(&[1; 3]), None);
+    }
+
+    #[tokio::test]
+    async fn every_subscriber_hears_every_change_after_it_subscribed() {
+        let bus = LocalBus::new();
+        bus.publish(&[Change::Follows { reader: UserId(1) }]).await.unwrap();
+        let (mut a, mut b) = (bus.subscribe(), bus.subscribe());
+        let c = Change::Posted { post: PostId(5), author: UserId(2) };
+        bus.publish(&[c]).await.unwrap();
+        assert_eq!(a.next().await, Some(c));
+        assert_eq!(b.next().await, Some(c));
+    }
+}
