@@ -7,7 +7,7 @@
 // grant, reads the account, follows a second account (relationships), and with
 // --statuses posts, reads and deletes a status, pages the home timeline, and checks
 // reblogs (one entry per original), favourites and mutes against the timeline the
-// contract expects; then revokes the token and checks it no longer works. Shapes are asserted, not just status codes. Exits non-zero on the first
+// contract expects, with the WebSocket user stream receiving a followee's post and reblog; then revokes the token and checks it no longer works. Shapes are asserted, not just status codes. Exits non-zero on the first
 // failure.
 
 import assert from "node:assert/strict";
@@ -19,7 +19,7 @@ if (!base || (flag !== undefined && flag !== "--statuses") || !process.env.MASTO
   console.error("usage: MASTO_JS=<masto dist/esm/index.js> node masto_js_session.mjs BASE_URL [--statuses]");
   process.exit(2);
 }
-const { createOAuthAPIClient, createRestAPIClient, MastoHttpError } = await import(
+const { createOAuthAPIClient, createRestAPIClient, createStreamingAPIClient, MastoHttpError } = await import(
   pathToFileURL(process.env.MASTO_JS).href
 );
 
@@ -136,7 +136,30 @@ async function interactions(own) {
   const friendAccount = await friend.v1.accounts.verifyCredentials();
   await me.v1.accounts.$select(friendAccount.id).follow();
   const stranger = await loggedIn(name + "s");
+  // The user stream over a WebSocket, at the URL the instance names.
+  const instance = await me.v1.instance.fetch();
+  const streaming = createStreamingAPIClient({
+    streamingApiUrl: instance.urls.streamingApi,
+    accessToken: token.accessToken,
+    retry: false,
+  });
+  const streamed = [];
+  const subscription = streaming.user.subscribe();
+  const reading = (async () => {
+    for await (const event of subscription) streamed.push(event);
+  })();
+  const arrives = async (test, what) => {
+    const deadline = Date.now() + 2000;
+    while (!streamed.some(test)) {
+      if (Date.now() > deadline) throw new Error(`the stream did not deliver ${what} within 2 s`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+  // masto.js 7 waits one backoff step (1 s) before it first connects, then sends its
+  // subscribe message, which the protocol does not answer: give it that long.
+  await new Promise((r) => setTimeout(r, 1500));
   const theirs = await friend.v1.statuses.create({ status: "a friend's post" });
+  await arrives((e) => e.event === "update" && e.payload.id === theirs.id, "a followee's post");
   const far = await stranger.v1.statuses.create({ status: "a stranger's post" });
   const mine = own.map((s) => [s.id, null, name]);
   let home = [[theirs.id, null, friendAccount.username], ...mine];
@@ -150,6 +173,10 @@ async function interactions(own) {
   assert.equal(shared.reblog.id, far.id);
   home = [[shared.id, far.id, friendAccount.username], ...home];
   await eventually(home, "after a followee's reblog");
+  await arrives((e) => e.event === "update" && e.payload.reblog?.id === far.id, "a followee's reblog");
+  subscription.unsubscribe();
+  streaming.close();
+  await Promise.race([reading.catch(() => {}), new Promise((r) => setTimeout(r, 500))]);
   const mineToo = await me.v1.statuses.$select(far.id).reblog();
   assert.equal(mineToo.reblog.id, far.id);
   assert.equal((await me.v1.statuses.$select(far.id).fetch()).reblogsCount, 2);

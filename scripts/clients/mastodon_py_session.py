@@ -9,16 +9,18 @@ works. With --statuses (a base that also serves the post-service's and the
 timeline-service's routes) it also posts, replies to, reads and deletes statuses, pages
 the home timeline to its end, and checks reblogs (one entry per original however many
 reblog it), favourites, mutes and a thread's context against the timeline the contract
-expects. Mastodon.py parses leniently, so shapes are asserted here, not just
+expects, with `stream_user` (server-sent events) receiving a followee's post, reblog and
+delete as they happen. Mastodon.py parses leniently, so shapes are asserted here, not just
 status codes. Exits non-zero on the first failure.
 """
 
 import sys
+import threading
 import time
 import uuid
 from datetime import datetime
 
-from mastodon import Mastodon
+from mastodon import Mastodon, StreamListener
 from mastodon.errors import MastodonUnauthorizedError
 
 
@@ -47,6 +49,33 @@ def eventually(user, expected, what):
         time.sleep(0.05)
 
 
+class Listener(StreamListener):
+    """Collects what `stream_user` delivers; `open` is set by the first heartbeat."""
+
+    def __init__(self):
+        super().__init__()
+        self.updates, self.deletes = [], []
+        self.open = threading.Event()
+
+    def handle_heartbeat(self):
+        self.open.set()
+
+    def on_update(self, status):
+        self.updates.append(status)
+
+    def on_delete(self, status_id):
+        self.deletes.append(str(status_id))
+
+
+def streamed(found, what, within=2.0):
+    """Waits up to `within` seconds for `found()` to hold."""
+    deadline = time.monotonic() + within
+    while not found():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the stream did not deliver {what} within {within} s")
+        time.sleep(0.02)
+
+
 def logged_in(base, client_id, client_secret, app, name, password):
     app.create_account(name, password, f"{name}@example.com", agreement=True)
     m = Mastodon(client_id=client_id, client_secret=client_secret, api_base_url=base, ratelimit_method="throw")
@@ -60,7 +89,13 @@ def interactions(base, client_id, client_secret, app, user, password, name, own)
     stranger, _ = logged_in(base, client_id, client_secret, app, name + "s", password)
     fname = friend_acct["username"]
     user.account_follow(friend_acct["id"])
+    listener = Listener()
+    stream = user.stream_user(listener, run_async=True)
+    assert listener.open.wait(5), "the user stream did not open"
     theirs = friend.status_post("a friend's post")
+    streamed(lambda: any(u["id"] == theirs["id"] for u in listener.updates), "a followee's post")
+    update = next(u for u in listener.updates if u["id"] == theirs["id"])
+    assert update["account"]["username"] == fname and isinstance(update["created_at"], datetime), update
     far = stranger.status_post("a stranger's post")
     mine = [(s["id"], None, name) for s in own]
     home = [(theirs["id"], None, fname)] + mine
@@ -76,6 +111,12 @@ def interactions(base, client_id, client_secret, app, user, password, name, own)
     assert shared["reblogged"] is True, shared
     home = [(shared["id"], far["id"], fname)] + home
     eventually(user, home, "after a followee's reblog")
+    streamed(
+        lambda: any(u["id"] == shared["id"] and u["reblog"]["id"] == far["id"] for u in listener.updates),
+        "a followee's reblog",
+    )
+    assert not any(u["id"] == far["id"] for u in listener.updates), "a stranger's post was streamed"
+
     # ...and once only: the reader's own later reblog of it is not a second entry.
     own_reblog = user.status_reblog(far["id"])
     assert own_reblog["reblog"]["id"] == far["id"], own_reblog
@@ -100,6 +141,9 @@ def interactions(base, client_id, client_secret, app, user, password, name, own)
     stranger.status_delete(far["id"])
     home = [e for e in home if e[1] != far["id"]]
     eventually(user, home, "after the reblogged status was deleted")
+    streamed(lambda: str(shared["id"]) in listener.deletes, "the delete of a reblog whose original went")
+    # Closing waits for the blocked read to return, at the next heartbeat (15 s): not here.
+    threading.Thread(target=stream.close, daemon=True).start()
 
     # The thread around the reader's reply: its parent above, a friend's answer below.
     answer = friend.status_post("a reply to you", in_reply_to_id=own[0]["id"])
