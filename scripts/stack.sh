@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts or stops Starling as separate processes on this machine, the way it runs in
-# production: a Kafka-protocol broker, Redis, graph-service, post-service,
-# timeline-service and two fan-out workers. Everything listens on loopback only.
+# production: a Kafka-protocol broker, Redis, graph-service, post-service, two
+# timeline-service replicas, two fan-out workers, and nginx in front routing as the
+# Kubernetes Ingress does. Everything listens on loopback only.
 #
 #   scripts/stack.sh up   [DIR]   build, start everything, print the URLs
 #   scripts/stack.sh down [DIR]   stop everything started in DIR (SIGTERM, graceful)
@@ -14,10 +15,9 @@
 # WRITES_PER_SECOND sets the per-user write rate limit of `up` (default: the services'
 # default, 10/s with bursts of 100; 0 disables).
 #
-# DIR (default ./stack-data) holds data, logs and pid files. Ports: broker 19092,
-# Redis 16379, graph 8081, posts 8082, timeline 8083, fan-out 8084 and 8085 (health and
-# metrics). Clients use graph for /api/v1/users..., posts for /api/v1/posts and
-# /api/v1/users/{id}/posts, timeline for /api/v1/timelines/home.
+# DIR (default ./stack-data) holds data, logs and pid files. Ports: the public API (nginx)
+# 8080, broker 19092, Redis 16379, graph 8081, posts 8082, timeline 8083 and 8086, fan-out
+# 8084 and 8085 (health and metrics). Clients use http://127.0.0.1:8080 for everything.
 #
 # Storage: each of graph- and post-service keeps an embedded store in its own directory,
 # unless SCYLLA_URI (host:port,...) names a ScyllaDB cluster you run; then both use it,
@@ -26,6 +26,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 source "$root/scripts/lib/kafka.sh"
 source "$root/scripts/lib/redis.sh"
+source "$root/scripts/lib/nginx.sh"
 
 cmd="${1:-}"
 if [ "$cmd" = replay ]; then
@@ -42,7 +43,7 @@ if [ "$cmd" = replay ]; then
     fi
     WRITES_PER_SECOND=0 "$0" up "$replay_dir"
     metrics=()
-    for port in 8081 8082 8083 8084 8085; do metrics+=(--metrics-url "http://127.0.0.1:$port"); done
+    for port in 8081 8082 8083 8086 8084 8085; do metrics+=(--metrics-url "http://127.0.0.1:$port"); done
     "$root/target/release/starling" trace replay "$trace" --target http://127.0.0.1:8081 \
         --posts-url http://127.0.0.1:8082 --timeline-url http://127.0.0.1:8083 "${metrics[@]}" \
         --out "$report" "$@"
@@ -102,19 +103,24 @@ up)
     start_service graph-service 8081 1
     start_service post-service 8082 2
     start_service timeline-service 8083 3
+    start_service timeline-service 8086 6
     start_service fanout-worker 8084 4
     start_service fanout-worker 8085 5
+    nginx_start 8080 "$dir/nginx" http://127.0.0.1:8081 http://127.0.0.1:8082 \
+        http://127.0.0.1:8083,http://127.0.0.1:8086
     cat <<MSG
 Starling is up (data and logs in $dir):
+  public API        http://127.0.0.1:8080   everything (nginx, routing as k8s/base/ingress.yaml)
   graph-service     http://127.0.0.1:8081   /api/v1/users...
   post-service      http://127.0.0.1:8082   /api/v1/posts, /api/v1/users/{id}/posts
-  timeline-service  http://127.0.0.1:8083   /api/v1/timelines/home
+  timeline-service  http://127.0.0.1:8083, :8086   /api/v1/timelines, /api/v1/streaming
   fanout-worker     http://127.0.0.1:8084, :8085   /metrics
 Stop with: scripts/stack.sh down $dir
 MSG
     ;;
 down)
-    # Services first (they drain into the broker and Redis), then the backends.
+    # The proxy, then the services (they drain into the broker and Redis), then the backends.
+    nginx_stop "$dir/nginx" || true
     for pidfile in "$dir"/*-service-*.pid "$dir"/fanout-worker-*.pid; do
         [ -f "$pidfile" ] || continue
         pid=$(cat "$pidfile")

@@ -3,9 +3,10 @@
 # and real Redis and a real Kafka-protocol broker started here), and the end-to-end
 # oracle tests against the real binaries, standalone and as separate processes.
 #
-# Installs what a fresh machine lacks (build packages for librdkafka, redis-server, the
-# noida-db broker and Mastodon.py in cached venvs, masto.js with npm), starts Redis and the broker on free loopback ports
-# for the duration of the run and stops them afterwards.
+# Installs what a fresh machine lacks (build packages for librdkafka, redis-server, nginx,
+# the noida-db broker and Mastodon.py in cached venvs, masto.js with npm), starts Redis and
+# the broker on free loopback ports for the duration of the run and stops them afterwards
+# (the tests start their own nginx in front of the distributed stack).
 #
 # Usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
@@ -19,6 +20,8 @@ command -v pkg-config >/dev/null || need_packages+=(pkg-config)
 [ -f /usr/include/zlib.h ] || need_packages+=(zlib1g-dev)
 command -v redis-server >/dev/null || need_packages+=(redis-server)
 command -v node >/dev/null || need_packages+=(nodejs npm)
+# The reverse proxy in front of the distributed stack (scripts/lib/nginx.sh).
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_packages+=(nginx)
 if [ ${#need_packages[@]} -gt 0 ]; then
     step "installing ${need_packages[*]}"
     if [ "$(id -u)" = 0 ]; then

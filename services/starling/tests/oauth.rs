@@ -366,10 +366,12 @@ async fn oauth_across_processes() {
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    let stack = Stack::start(&env, 1);
+    let stack = Stack::start_proxied(&env, 1);
     exercise(&Client::new(&stack.graph.base, &stack.timeline.base)).await;
-    // The graph-service's routes only: statuses are another process's, and a client
-    // needs one base URL for both (a reverse proxy, not here yet).
-    client_session("MASTODON_PY", &stack.graph.base, false);
-    client_session("MASTO_JS", &stack.graph.base, false);
+    // Whole sessions, statuses and streams included, through one base URL: nginx routing
+    // as the Ingress does, two timeline-service replicas behind it (a stream and the
+    // reads around it may land on different ones).
+    let proxy = &stack.proxy.as_ref().expect("a proxied stack").base;
+    client_session("MASTODON_PY", proxy, true);
+    client_session("MASTO_JS", proxy, true);
 }

@@ -1,6 +1,8 @@
 //! The services as separate processes: graph-service, post-service, timeline-service and
 //! fan-out workers, each a `starling serve <role>` on a temporary data directory, wired to
-//! each other's internal APIs.
+//! each other's internal APIs; optionally a second timeline-service replica and a real
+//! nginx in front of them all (`scripts/lib/nginx.sh`, routing as the Kubernetes Ingress
+//! does), so clients need one base URL.
 
 use super::{Api, Routes, Server};
 
@@ -9,7 +11,44 @@ pub struct Stack {
     pub posts: Server,
     pub timeline: Server,
     pub fanout: Vec<Server>,
+    /// Stopped before the data directories go.
+    pub proxy: Option<Proxy>,
+    /// More timeline-service replicas, behind the proxy with `timeline`.
+    pub replicas: Vec<Server>,
     _dirs: Vec<tempfile::TempDir>,
+}
+
+/// A private nginx in front of a stack.
+pub struct Proxy {
+    pub base: String,
+    dir: tempfile::TempDir,
+}
+
+fn nginx_sh(script: &str) -> std::process::Output {
+    let lib = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/lib/nginx.sh");
+    std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("source {lib} && {script}"))
+        .output()
+        .expect("running bash")
+}
+
+impl Proxy {
+    /// nginx on a free loopback port, routing to these services (`timelines` round robin).
+    pub fn start(graph: &str, posts: &str, timelines: &[&str]) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let out =
+            nginx_sh(&format!("nginx_start {port} {} {graph} {posts} {}", dir.path().display(), timelines.join(",")));
+        assert!(out.status.success(), "nginx did not start: {}", String::from_utf8_lossy(&out.stderr));
+        Proxy { base: format!("http://127.0.0.1:{port}"), dir }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        nginx_sh(&format!("nginx_stop {}", self.dir.path().display()));
+    }
 }
 
 impl Stack {
@@ -46,7 +85,24 @@ impl Stack {
                 serve("fanout-worker", &dirs[3 + i], &extra)
             })
             .collect();
-        Stack { graph, posts, timeline, fanout, _dirs: dirs }
+        Stack { graph, posts, timeline, fanout, proxy: None, replicas: Vec::new(), _dirs: dirs }
+    }
+
+    /// [`Stack::start`] with a second timeline-service replica and nginx in front.
+    pub fn start_proxied(env: &[(String, String)], fanout_workers: usize) -> Stack {
+        let mut stack = Stack::start(env, fanout_workers);
+        let dir = tempfile::tempdir().unwrap();
+        let mut all: Vec<(String, String)> = env.to_vec();
+        all.push(("STARLING__PEERS__GRAPH_URL".into(), stack.graph.base.clone()));
+        all.push(("STARLING__PEERS__POST_URL".into(), stack.posts.base.clone()));
+        let all: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        stack.replicas.push(Server::serve("timeline-service", dir.path(), &all));
+        stack._dirs.push(dir);
+        let timelines: Vec<&str> = std::iter::once(stack.timeline.base.as_str())
+            .chain(stack.replicas.iter().map(|r| r.base.as_str()))
+            .collect();
+        stack.proxy = Some(Proxy::start(&stack.graph.base, &stack.posts.base, &timelines));
+        stack
     }
 
     /// A client that routes by path as an ingress does, and sums metrics over every process.
