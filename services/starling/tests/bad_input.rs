@@ -136,6 +136,7 @@ impl Rig {
             }
             let home = "/api/v1/timelines/home?limit=100".to_owned();
             gets.push((format!("home timeline of {}", u.handle), home, Some(&u.token)));
+            gets.push((format!("mutes of {}", u.handle), "/api/v1/mutes?limit=80".to_owned(), Some(&u.token)));
         }
         let replies =
             join_all(gets.iter().map(|(_, path, token)| self.api.call(Method::GET, path, *token, None))).await;
@@ -147,7 +148,9 @@ impl Rig {
             .collect();
         post_ids.sort();
         post_ids.dedup();
-        let post_paths: Vec<String> = post_ids.iter().map(|id| format!("/api/v1/posts/{id}")).collect();
+        // Each post as a Status too: its reblog and favourite counts.
+        let post_paths: Vec<String> =
+            post_ids.iter().flat_map(|id| [format!("/api/v1/posts/{id}"), format!("/api/v1/statuses/{id}")]).collect();
         let by_id = join_all(post_paths.iter().map(|path| self.api.call(Method::GET, path, None, None))).await;
         let mut state: Vec<(String, StatusCode, Value)> = gets
             .into_iter()
@@ -763,6 +766,12 @@ async fn bad_credentials_are_401_and_change_nothing() {
         (Method::DELETE, follow, None),
         (Method::POST, block.clone(), None),
         (Method::DELETE, block, None),
+        (Method::POST, format!("/api/v1/statuses/{mine}/reblog"), None),
+        (Method::POST, format!("/api/v1/statuses/{mine}/unreblog"), None),
+        (Method::POST, format!("/api/v1/statuses/{mine}/favourite"), None),
+        (Method::POST, format!("/api/v1/statuses/{mine}/unfavourite"), None),
+        (Method::POST, format!("/api/v1/accounts/{}/mute", them.id), None),
+        (Method::POST, format!("/api/v1/accounts/{}/unmute", them.id), None),
     ];
     for (what, auth) in &refused {
         for (method, path, body) in &endpoints {
@@ -775,11 +784,13 @@ async fn bad_credentials_are_401_and_change_nothing() {
             }
             w.refused(req, UNAUTHORIZED, "unauthorized").await;
         }
-        let mut req = rig.req(Method::GET, "/api/v1/timelines/home").what(what);
-        if let Some(auth) = auth {
-            req = req.header("Authorization", auth);
+        for path in ["/api/v1/timelines/home", "/api/v1/mutes", "/api/v1/streaming/user"] {
+            let mut req = rig.req(Method::GET, path).what(what);
+            if let Some(auth) = auth {
+                req = req.header("Authorization", auth);
+            }
+            req.send().await.error(UNAUTHORIZED, "unauthorized");
         }
-        req.send().await.error(UNAUTHORIZED, "unauthorized");
     }
     // The scheme is case-insensitive.
     let home = rig.req(Method::GET, "/api/v1/timelines/home").header("Authorization", format!("bearer {}", me.token));
@@ -829,12 +840,25 @@ async fn unknown_ids_and_relationship_rules() {
                 w.refused(req, NOT_FOUND, "not_found").await;
             }
         }
+        for action in ["mute", "unmute"] {
+            let req = rig.req(Method::POST, format!("/api/v1/accounts/{id}/{action}")).token(&alice.token);
+            w.refused(req, NOT_FOUND, "not_found").await;
+        }
     }
     for id in post_ids {
         rig.req(Method::GET, format!("/api/v1/posts/{id}")).send().await.error(NOT_FOUND, "not_found");
         let req = rig.req(Method::DELETE, format!("/api/v1/posts/{id}")).token(&dave.token);
         w.refused(req, NOT_FOUND, "not_found").await;
+        for action in ["reblog", "unreblog", "favourite", "unfavourite"] {
+            let req = rig.req(Method::POST, format!("/api/v1/statuses/{id}/{action}")).token(&alice.token);
+            w.refused(req, NOT_FOUND, "not_found").await;
+        }
+        for list in ["reblogged_by", "favourited_by", "context"] {
+            rig.req(Method::GET, format!("/api/v1/statuses/{id}/{list}")).send().await.error(NOT_FOUND, "not_found");
+        }
     }
+    let req = rig.req(Method::POST, format!("/api/v1/accounts/{}/mute", alice.id)).token(&alice.token);
+    w.refused(req.what("muting oneself"), UNPROCESSABLE, "validation_failed").await;
 
     // Relationship rules.
     let edge = |who: &User, method: Method, what: &str, whom: &User| {

@@ -225,3 +225,135 @@ async fn mastodon_statuses() {
     assert_eq!(c.get(&format!("/api/v1/statuses/{first}"), None).await.status, StatusCode::NOT_FOUND);
     assert_eq!(del(erin_token, first).await.status(), StatusCode::NOT_FOUND);
 }
+
+/// A token for `name` (signed up by [`account`]) with only `scope`, by the password grant.
+async fn scoped(c: &Client, name: &str, scope: &str) -> String {
+    let (id, secret) = common::mastodon::new_app(c, &format!("{name}'s {scope} app")).await;
+    let email = format!("{name}@example.com");
+    let form = [
+        ("grant_type", "password"),
+        ("client_id", id.as_str()),
+        ("client_secret", secret.as_str()),
+        ("username", email.as_str()),
+        ("password", "a long password"),
+        ("scope", scope),
+    ];
+    let r = common::mastodon::token(c, &form).await;
+    assert_eq!(r.status, StatusCode::OK, "{scope} token: {}", r.text);
+    s(&r.body["access_token"]).to_owned()
+}
+
+/// What a status and the caller's view of it look like now: counts and flags.
+async fn state(c: &Client, status: &str, token: &str) -> Value {
+    let r = c.get(&format!("/api/v1/statuses/{status}"), Some(token)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    json!([r.body["reblogs_count"], r.body["favourites_count"], r.body["reblogged"], r.body["favourited"]])
+}
+
+#[tokio::test]
+async fn reblogs_favourites_mutes_and_their_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let c = Client::new(&server.base, &server.base);
+    let (bob, bob_token) = account(&c, "bob").await;
+    let (_, fay_token) = account(&c, "fay").await;
+    let r = c.post("/api/v1/statuses", Some(&bob_token), Body::Form(&[("status", "bob's")])).await;
+    let status = s(&r.body["id"]).to_owned();
+
+    // Reblog: the answer is the reblog wrapping the original; twice is the same reblog.
+    let r = post(&c, &format!("/api/v1/statuses/{status}/reblog"), &fay_token).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let reblog = s(&r.body["id"]).to_owned();
+    assert_eq!(
+        (s(&r.body["reblog"]["id"]), &r.body["reblogged"], s(&r.body["content"])),
+        (status.as_str(), &json!(true), "")
+    );
+    assert_eq!(r.body["reblog"]["reblogs_count"], 1, "{}", r.body);
+    let r = post(&c, &format!("/api/v1/statuses/{reblog}/reblog"), &fay_token).await;
+    assert_eq!(s(&r.body["id"]), reblog, "reblogging the reblog is reblogging the original again: {}", r.body);
+    let r = post(&c, &format!("/api/v1/statuses/{reblog}/favourite"), &fay_token).await;
+    assert_eq!((s(&r.body["id"]), &r.body["favourited"]), (status.as_str(), &json!(true)), "{}", r.body);
+    let seen = state(&c, &status, &fay_token).await;
+    assert_eq!(seen, json!([1, 1, true, true]));
+    assert_eq!(state(&c, &status, &bob_token).await, json!([1, 1, false, false]), "flags are the viewer's");
+    let r = c.get(&format!("/api/v1/statuses/{status}/reblogged_by"), None).await;
+    assert_eq!(
+        r.body.as_array().map(|a| a.iter().map(|a| s(&a["username"]).to_owned()).collect::<Vec<_>>()),
+        Some(vec!["fay".to_owned()])
+    );
+    let r = c.get(&format!("/api/v1/statuses/{status}/favourited_by"), None).await;
+    assert_eq!(r.body[0]["username"], "fay", "{}", r.body);
+
+    // Tokens without the scope are refused, and change nothing.
+    let read_only = scoped(&c, "fay", "read").await;
+    let favourites_only = scoped(&c, "fay", "write:favourites").await;
+    for (token, path, scope) in [
+        (&read_only, format!("/api/v1/statuses/{status}/unreblog"), "write:statuses"),
+        (&read_only, format!("/api/v1/statuses/{status}/unfavourite"), "write:favourites"),
+        (&favourites_only, format!("/api/v1/statuses/{status}/unreblog"), "write:statuses"),
+        (&read_only, format!("/api/v1/accounts/{bob}/mute"), "write:mutes"),
+    ] {
+        let r = post(&c, &path, token).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{path} without {scope}: {}", r.text);
+        assert!(s(&r.body["error"]["message"]).contains(scope), "{}", r.body);
+    }
+    let r = c.get("/api/v1/mutes", Some(&favourites_only)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "listing mutes needs read:mutes: {}", r.text);
+    assert_eq!(state(&c, &status, &fay_token).await, json!([1, 1, true, true]), "refusals changed nothing");
+    let r = post(&c, &format!("/api/v1/statuses/{status}/unfavourite"), &favourites_only).await;
+    assert_eq!((r.status, &r.body["favourited"]), (StatusCode::OK, &json!(false)), "{}", r.text);
+
+    // Someone else's reblog is theirs: bob can neither delete it nor unreblog it for fay.
+    let r =
+        c.send(Method::DELETE, format!("{}/api/v1/statuses/{reblog}", server.base), Some(&bob_token), Body::None).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    let r = post(&c, &format!("/api/v1/statuses/{status}/unreblog"), &bob_token).await;
+    assert_eq!((r.status, &r.body["reblogs_count"]), (StatusCode::OK, &json!(1)), "{}", r.text);
+
+    // Unknown or deleted statuses and accounts: 404, for every action.
+    let r = c.post("/api/v1/statuses", Some(&bob_token), Body::Form(&[("status", "gone soon")])).await;
+    let gone = s(&r.body["id"]).to_owned();
+    let r =
+        c.send(Method::DELETE, format!("{}/api/v1/statuses/{gone}", server.base), Some(&bob_token), Body::None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    for id in [gone.as_str(), "123456789", "not-an-id", "-1"] {
+        for action in ["reblog", "unreblog", "favourite", "unfavourite"] {
+            let r = post(&c, &format!("/api/v1/statuses/{id}/{action}"), &fay_token).await;
+            assert_eq!(r.status, StatusCode::NOT_FOUND, "{action} of {id}: {}", r.text);
+        }
+        for list in ["reblogged_by", "favourited_by", "context"] {
+            let r = c.get(&format!("/api/v1/statuses/{id}/{list}"), None).await;
+            assert_eq!(r.status, StatusCode::NOT_FOUND, "{list} of {id}: {}", r.text);
+        }
+        let r = post(&c, &format!("/api/v1/accounts/{id}/mute"), &fay_token).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "mute {id}: {}", r.text);
+    }
+    let r = post(&c, &format!("/api/v1/statuses/{status}/reblog"), "forged-token").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+
+    // Mutes: the Relationship says so, the follow stays, twice is fine, oneself is refused.
+    post(&c, &format!("/api/v1/accounts/{bob}/follow"), &fay_token).await;
+    for _ in 0..2 {
+        let r = post(&c, &format!("/api/v1/accounts/{bob}/mute"), &fay_token).await;
+        assert_eq!(
+            (r.status, &r.body["muting"], &r.body["following"]),
+            (StatusCode::OK, &json!(true), &json!(true)),
+            "{}",
+            r.text
+        );
+    }
+    let r = c.get("/api/v1/mutes", Some(&read_only)).await;
+    assert_eq!(r.body.as_array().map(Vec::len), Some(1), "{}", r.body);
+    let r = c.get(&format!("/api/v1/accounts/verify_credentials"), Some(&fay_token)).await;
+    let fay = s(&r.body["id"]).to_owned();
+    let r = post(&c, &format!("/api/v1/accounts/{fay}/mute"), &fay_token).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "muting oneself: {}", r.text);
+    let r = post(&c, &format!("/api/v1/accounts/{bob}/unmute"), &fay_token).await;
+    assert_eq!(r.body["muting"], false, "{}", r.body);
+
+    // Deleting the original takes its reblog along.
+    let r =
+        c.send(Method::DELETE, format!("{}/api/v1/statuses/{status}", server.base), Some(&bob_token), Body::None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(c.get(&format!("/api/v1/statuses/{reblog}"), None).await.status, StatusCode::NOT_FOUND);
+}
