@@ -168,6 +168,9 @@ async function interactions(own) {
   const fav = await me.v1.statuses.$select(theirs.id).favourite();
   assert.equal(fav.favourited, true);
   assert.equal(fav.favouritesCount, 1);
+  const page = await me.v1.timelines.home.list({ limit: 20 });
+  const seen = page.find((s) => s.id === theirs.id);
+  assert.ok(seen.favourited && seen.favouritesCount === 1, "the home timeline shows one's favourite");
 
   const shared = await friend.v1.statuses.$select(far.id).reblog();
   assert.equal(shared.reblog.id, far.id);

@@ -104,6 +104,8 @@ def interactions(base, client_id, client_secret, app, user, password, name, own)
     fav = user.status_favourite(theirs["id"])
     assert fav["favourited"] is True and fav["favourites_count"] == 1, fav
     assert [a["username"] for a in user.status_favourited_by(theirs["id"])] == [name]
+    (seen,) = [s for s in user.timeline_home() if s["id"] == theirs["id"]]
+    assert seen["favourited"] is True and seen["favourites_count"] == 1, "the home timeline shows one's favourite"
 
     # A followee's reblog of a stranger's post reaches the home timeline as a reblog...
     shared = friend.status_reblog(far["id"])
@@ -122,6 +124,8 @@ def interactions(base, client_id, client_secret, app, user, password, name, own)
     assert own_reblog["reblog"]["id"] == far["id"], own_reblog
     assert user.status_reblog(far["id"])["id"] == own_reblog["id"], "a second reblog is the first"
     assert user.status(far["id"])["reblogs_count"] == 2
+    (entry,) = [s for s in user.timeline_home() if s["id"] == shared["id"]]
+    assert entry["reblogged"] is True and entry["reblog"]["reblogs_count"] == 2, entry
     assert [a["username"] for a in user.status_reblogged_by(far["id"])] == [name, fname]
     time.sleep(0.3)
     eventually(user, home, "after the reader's own reblog of the same status")

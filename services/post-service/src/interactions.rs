@@ -64,6 +64,7 @@ impl PostService {
         match self.store.reblog(&reblog, events.clone()).await.map_err(ApiError::unavailable)? {
             Reblogged::Created { outbox } => {
                 self.cache_post(&reblog).await;
+                self.cache_interactions(me.id, &[original.id]).await;
                 self.publisher.publish(events, &outbox).await.map_err(ApiError::unavailable)?;
                 Ok(reblog)
             }
@@ -124,6 +125,7 @@ async fn set_favourite(
     if svc.store.set_favourite(original.id, me.id, on).await.map_err(ApiError::unavailable)?.is_none() {
         return Err(ApiError::not_found("status"));
     }
+    svc.cache_interactions(me.id, &[original.id]).await;
     Ok(HttpResponse::Ok().json(svc.status(&req, &original, Some(me.id)).await?))
 }
 

@@ -20,9 +20,9 @@ use starling_api::{ApiError, ErrorCode, JsonObject};
 use starling_clients::GraphClient;
 use starling_events::trace::{TRACEPARENT, TraceContext};
 use starling_events::{Record, event_id, now_ms, pb};
-use starling_ids::{IdGenerator, PostId};
+use starling_ids::{IdGenerator, PostId, UserId};
 use starling_outbox::Publisher;
-use starling_storage::{CreatePost, Order, PostRecord, PostStore, Window};
+use starling_storage::{CreatePost, Interactions, Order, PostRecord, PostStore, Window};
 use starling_timeline_cache::read_model::ReadModel;
 
 pub use starling_api::MAX_POST_CHARS;
@@ -47,6 +47,20 @@ impl PostService {
             && let Err(e) = m.add_posts(std::slice::from_ref(post)).await
         {
             tracing::warn!(post = post.id.get(), error = %e, "could not cache a new post");
+        }
+    }
+
+    /// After `viewer` changed these statuses (a reblog, a favourite, a reply): their counts
+    /// and `viewer`'s flags, written through so that the viewer's next page shows them.
+    pub(crate) async fn cache_interactions(&self, viewer: UserId, ids: &[PostId]) {
+        let Some(m) = &self.model else { return };
+        let result = async {
+            let now = self.store.interactions(ids, Some(viewer)).await.map_err(|e| e.to_string())?;
+            let changed: Vec<(PostId, Interactions)> = ids.iter().copied().zip(now).collect();
+            m.set_interactions(viewer, &changed).await.map_err(|e| e.to_string())
+        };
+        if let Err(e) = result.await {
+            tracing::warn!(viewer = viewer.get(), error = %e, "could not cache interactions");
         }
     }
 
@@ -189,6 +203,9 @@ impl PostService {
             CreatePost::Created { outbox } => {
                 // Cached before the event goes out, so the first reads of the pushed entry hit.
                 self.cache_post(&post).await;
+                if let Some(parent) = post.reply_to {
+                    self.cache_interactions(post.author, &[parent]).await;
+                }
                 self.publisher.publish(events, &outbox).await.map_err(ApiError::unavailable)?;
                 Ok((post, false))
             }
@@ -246,6 +263,12 @@ impl PostService {
         };
         for p in &deleted.posts {
             self.cache_tombstone(p.id).await;
+        }
+        // What the delete changed the counts of: a reply's parent, a reblog's original.
+        if let Some(first) = deleted.posts.first()
+            && let Some(other) = first.reply_to.or(first.reblog_of)
+        {
+            self.cache_interactions(first.author, &[other]).await;
         }
         self.publisher.publish(deleted.events, &deleted.outbox).await.map_err(ApiError::unavailable)?;
         Ok(Some(deleted.posts))

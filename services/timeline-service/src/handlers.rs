@@ -30,7 +30,7 @@ async fn home(svc: web::Data<TimelineService>, me: AuthUser, req: HttpRequest) -
     let ids: Vec<_> = home.posts.iter().map(|p| p.id).collect();
     let (prev_min_id, next_max_id) = page.cursors(&ids);
     let base = PublicBase::of(&req);
-    let statuses = svc.statuses(&base, home).await.map_err(ApiError::unavailable)?;
+    let statuses = svc.statuses(&base, home, me.id).await.map_err(ApiError::unavailable)?;
     let mut res = HttpResponse::Ok();
     if let Some(link) = page.link_header(&format!("{}{}", base.0, req.path()), prev_min_id, next_max_id) {
         res.insert_header(("Link", link));

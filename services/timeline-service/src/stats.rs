@@ -21,9 +21,10 @@ pub enum Lookups {
     Recent = 2,
     Celebrities = 3,
     Counts = 4,
+    Interactions = 5,
 }
 
-const COLLECTIONS: [&str; 5] = ["posts", "following", "recent", "celebrities", "counts"];
+const COLLECTIONS: [&str; 6] = ["posts", "following", "recent", "celebrities", "counts", "interactions"];
 
 #[derive(Debug, Default)]
 pub struct ReadStats {
@@ -36,8 +37,8 @@ pub struct ReadStats {
     /// Calls to another service, by [`Peer`].
     calls: [AtomicU64; 2],
     /// Read-model hits and misses, by [`Lookups`].
-    hits: [AtomicU64; 5],
-    misses: [AtomicU64; 5],
+    hits: [AtomicU64; COLLECTIONS.len()],
+    misses: [AtomicU64; COLLECTIONS.len()],
 }
 
 impl ReadStats {

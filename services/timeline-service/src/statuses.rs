@@ -2,9 +2,10 @@
 //! author's counts and each reply's parent author, from the read model (storage on a miss).
 //! A reblog wraps its original (which the page read fetched).
 //!
-//! Starling's home statuses carry no reblog, favourite or reply counts and no viewer flags
-//! yet (0 and false): those live in the post-service, and a page reads nothing from it in
-//! the common case. A single status (`GET /api/v1/statuses/{id}`) has them all.
+//! Each status's reblog, favourite and reply counts and the reader's own flags on it
+//! (`reblogged`, `favourited`) come from the read model too, in one multi-get: the
+//! post-service writes them through when they change, so a reader's own favourite shows at
+//! once; others' changes show within a minute.
 
 use std::collections::HashMap;
 
@@ -12,18 +13,45 @@ use futures::future::try_join_all;
 
 use starling_api::mastodon::{Account, PublicBase, RawAccount, Status};
 use starling_ids::{PostId, UserId};
-use starling_storage::{Counts, PostRecord, UserRecord};
+use starling_storage::{Counts, Interactions, PostRecord, UserRecord};
 use starling_timeline_cache::read_model::CachedPost;
 
 use crate::stats::{Lookups, Peer};
 use crate::{HomePage, ReadError, TimelineService};
 
 impl TimelineService {
+    /// Each status's interactions as `viewer` sees them: from the read model, the misses
+    /// from the post-service in one call (and cached).
+    async fn interactions(&self, viewer: UserId, ids: &[PostId]) -> Result<HashMap<PostId, Interactions>, ReadError> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let cached = self.model.interactions(viewer, ids).await?;
+        let missing: Vec<PostId> = ids.iter().zip(&cached).filter(|(_, c)| c.is_none()).map(|(&id, _)| id).collect();
+        self.stats.lookups(Lookups::Interactions, ids.len() - missing.len(), missing.len());
+        let mut all: HashMap<PostId, Interactions> =
+            ids.iter().zip(cached).filter_map(|(&id, c)| c.map(|c| (id, c))).collect();
+        if !missing.is_empty() {
+            self.stats.call(Peer::Posts);
+            let found: Vec<(PostId, Interactions)> =
+                missing.iter().copied().zip(self.posts.interactions(&missing, Some(viewer)).await?).collect();
+            if let Err(e) = self.model.fill_interactions(viewer, &found).await {
+                tracing::warn!(error = %e, "could not cache interactions");
+            }
+            all.extend(found);
+        }
+        Ok(all)
+    }
+
     /// `posts` as Mastodon Statuses: each author's account with its counts (from the read
     /// model, a minute old at most; from the graph on a miss) and, for a reply, the
     /// parent's author (from the post cache; from the post-service on a miss).
-    pub async fn statuses(&self, base: &PublicBase, page: HomePage) -> Result<Vec<Status>, ReadError> {
+    pub async fn statuses(&self, base: &PublicBase, page: HomePage, viewer: UserId) -> Result<Vec<Status>, ReadError> {
         let HomePage { posts, originals } = page;
+        // The statuses shown in full: plain posts and reblogged originals.
+        let shown: Vec<PostId> =
+            posts.iter().filter(|p| p.reblog_of.is_none()).map(|p| p.id).chain(originals.keys().copied()).collect();
+        let interactions = self.interactions(viewer, &shown).await?;
         let mut authors: Vec<UserId> = posts.iter().chain(originals.values()).map(|p| p.author).collect();
         authors.sort_unstable();
         authors.dedup();
@@ -83,13 +111,17 @@ impl TimelineService {
             raw.clone()
         };
         let parent = |p: &PostRecord| p.reply_to.and_then(|r| parent_authors.get(&r).copied());
+        let counted = |p: &PostRecord, account: &RawAccount| {
+            let i = interactions.get(&p.id).copied().unwrap_or_default();
+            Status::new(base, p, account, parent(p)).counted(&i)
+        };
         Ok(posts
             .iter()
             .filter_map(|p| match p.reblog_of {
-                None => Some(Status::new(base, p, &account(p), parent(p))),
+                None => Some(counted(p, &account(p))),
                 Some(o) => {
                     let o = originals.get(&o)?;
-                    let original = Status::new(base, o, &account(o), parent(o));
+                    let original = counted(o, &account(o));
                     Some(Status::reblog(base, p, &account(p), original))
                 }
             })

@@ -90,7 +90,7 @@ impl TimelineService {
                     Ctx { reader: watch.reader, authors: &[], celebs: &[], allowed: Some(&watch.authors), version: 0 };
                 let mut originals = HashMap::new();
                 let posts = self.without_repeats(&ctx, posts, &mut originals).await?;
-                let statuses = self.statuses(base, HomePage { posts, originals }).await?;
+                let statuses = self.statuses(base, HomePage { posts, originals }, watch.reader).await?;
                 Ok(statuses.first().and_then(|s| serde_json::to_string(s).ok()).map(Event::Update))
             }
             _ => Ok(None),

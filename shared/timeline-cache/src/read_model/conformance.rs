@@ -40,7 +40,35 @@ pub async fn run(m: &dyn ReadModel) {
     the_celebrity_version_moves_on_celebrity_changes(m).await;
     grants_fill_once_and_revocations_win(m).await;
     counts_fill_and_replace(m).await;
+    interactions_fill_once_and_changes_win(m).await;
     clear_forgets_everything(m).await;
+}
+
+async fn interactions_fill_once_and_changes_win(m: &dyn ReadModel) {
+    use starling_storage::Interactions;
+    let (ann, bob) = (user(500), user(501));
+    let (s1, s2) = (post(500), post(501));
+    let counted = |reblogs, favourites, favourited| Interactions {
+        reblogs,
+        favourites,
+        replies: u64::MAX,
+        reblogged: reblogs > 0,
+        favourited,
+    };
+    assert_eq!(m.interactions(ann, &[s1, s2]).await.unwrap(), vec![None, None]);
+    m.fill_interactions(ann, &[(s1, counted(0, 1, false))]).await.unwrap();
+    assert_eq!(m.interactions(ann, &[s2, s1]).await.unwrap(), vec![None, Some(counted(0, 1, false))]);
+    // Another viewer shares the counts, not the flags.
+    assert_eq!(m.interactions(bob, &[s1]).await.unwrap(), vec![None], "bob's flags are not cached");
+    // A fill never replaces what is cached; a change does.
+    m.fill_interactions(ann, &[(s1, counted(5, 5, true))]).await.unwrap();
+    assert_eq!(m.interactions(ann, &[s1]).await.unwrap(), vec![Some(counted(0, 1, false))]);
+    m.set_interactions(ann, &[(s1, counted(1, 2, true))]).await.unwrap();
+    assert_eq!(m.interactions(ann, &[s1]).await.unwrap(), vec![Some(counted(1, 2, true))]);
+    m.fill_interactions(bob, &[(s1, counted(0, 0, false))]).await.unwrap();
+    let bobs = Interactions { reblogged: false, favourited: false, ..counted(1, 2, true) };
+    assert_eq!(m.interactions(bob, &[s1]).await.unwrap(), vec![Some(bobs)], "counts stay, bob's flags are his");
+    assert_eq!(m.interactions(ann, &[]).await.unwrap(), vec![]);
 }
 
 async fn counts_fill_and_replace(m: &dyn ReadModel) {
@@ -239,4 +267,5 @@ async fn clear_forgets_everything(m: &dyn ReadModel) {
     assert_eq!(m.celebrities().await.unwrap(), None);
     assert_eq!(m.recent(&[user(300)]).await.unwrap(), vec![None]);
     assert_eq!(m.grant(&[1u8; 32]).await.unwrap(), None, "grants are wiped too");
+    assert_eq!(m.interactions(user(500), &[post(500)]).await.unwrap(), vec![None], "and interactions");
 }

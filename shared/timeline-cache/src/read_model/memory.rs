@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
 use starling_ids::{PostId, UserId};
-use starling_storage::{Counts, PostRecord};
+use starling_storage::{Counts, Interactions, PostRecord};
 
 use super::{CachedPost, Collection, Fill, FillToken, ReadModel, Recent, check_fill, merge_recent};
 use crate::CacheResult;
@@ -66,6 +66,9 @@ pub struct MemoryReadModel {
     grants: RwLock<Bounded<[u8; 32], Option<Vec<u8>>>>,
     counts: RwLock<Bounded<UserId, (Counts, std::time::Instant)>>,
     counts_for: std::time::Duration,
+    /// Each status's (reblogs, favourites, replies), and each viewer's flags on it.
+    status_counts: RwLock<Bounded<PostId, ([u64; 3], std::time::Instant)>>,
+    flags: RwLock<Bounded<(UserId, PostId), ((bool, bool), std::time::Instant)>>,
     sets: RwLock<Sets>,
     fills: Mutex<Fills>,
     version: AtomicU64,
@@ -91,6 +94,8 @@ impl MemoryReadModel {
             grants: RwLock::new(Bounded::new(options.max_readers)),
             counts: RwLock::new(Bounded::new(options.max_readers)),
             counts_for: options.counts_for,
+            status_counts: RwLock::new(Bounded::new(options.max_posts)),
+            flags: RwLock::new(Bounded::new(options.max_posts)),
             sets: RwLock::new(Sets {
                 following: Bounded::new(options.max_readers),
                 recent: HashMap::new(),
@@ -98,6 +103,21 @@ impl MemoryReadModel {
             }),
             fills: Mutex::new(Fills::default()),
             version: AtomicU64::new(0),
+        }
+    }
+
+    /// Caches interactions: over what is cached (`replace`), else only where nothing fresh is.
+    fn store_interactions(&self, viewer: UserId, entries: &[(PostId, Interactions)], replace: bool) {
+        let (mut counts, mut flags) = (self.status_counts.write(), self.flags.write());
+        let now = std::time::Instant::now();
+        let stale = |at: Option<&std::time::Instant>| at.is_none_or(|at| at.elapsed() >= self.counts_for);
+        for &(id, i) in entries {
+            if replace || stale(counts.map.get(&id).map(|e| &e.1)) {
+                counts.insert(id, ([i.reblogs, i.favourites, i.replies], now));
+            }
+            if replace || stale(flags.map.get(&(viewer, id)).map(|e| &e.1)) {
+                flags.insert((viewer, id), ((i.reblogged, i.favourited), now));
+            }
         }
     }
 
@@ -256,6 +276,29 @@ impl ReadModel for MemoryReadModel {
         Ok(())
     }
 
+    async fn interactions(&self, viewer: UserId, ids: &[PostId]) -> CacheResult<Vec<Option<Interactions>>> {
+        let (counts, flags) = (self.status_counts.read(), self.flags.read());
+        let fresh = |at: &std::time::Instant| at.elapsed() < self.counts_for;
+        Ok(ids
+            .iter()
+            .map(|id| {
+                let [reblogs, favourites, replies] = counts.map.get(id).filter(|(_, at)| fresh(at))?.0;
+                let (reblogged, favourited) = flags.map.get(&(viewer, *id)).filter(|(_, at)| fresh(at))?.0;
+                Some(Interactions { reblogs, favourites, replies, reblogged, favourited })
+            })
+            .collect())
+    }
+
+    async fn fill_interactions(&self, viewer: UserId, found: &[(PostId, Interactions)]) -> CacheResult<()> {
+        self.store_interactions(viewer, found, false);
+        Ok(())
+    }
+
+    async fn set_interactions(&self, viewer: UserId, changed: &[(PostId, Interactions)]) -> CacheResult<()> {
+        self.store_interactions(viewer, changed, true);
+        Ok(())
+    }
+
     async fn grant(&self, hash: &[u8; 32]) -> CacheResult<Option<Option<Vec<u8>>>> {
         Ok(self.grants.read().map.get(hash).cloned())
     }
@@ -282,6 +325,10 @@ impl ReadModel for MemoryReadModel {
         *self.grants.write() = Bounded::new(cap);
         let cap = self.counts.read().cap;
         *self.counts.write() = Bounded::new(cap);
+        let cap = self.status_counts.read().cap;
+        *self.status_counts.write() = Bounded::new(cap);
+        let cap = self.flags.read().cap;
+        *self.flags.write() = Bounded::new(cap);
         let mut sets = self.sets.write();
         sets.following = Bounded::new(sets.following.cap);
         sets.recent.clear();

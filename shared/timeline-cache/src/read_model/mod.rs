@@ -8,6 +8,7 @@
 //! | recent | each celebrity's newest post ids | the fan-out on each celebrity post; forgotten on a class change | post-service (`post_ids_by_author`) |
 //! | celebrities | who is a celebrity now | the fan-out on `AuthorClassChanged` | graph-service (`celebrities`) |
 //! | counts | each author's follower and following counts, as statuses show them | nothing: they expire (a minute in Redis), so they may be that old | graph-service (`counts`) |
+//! | interactions | each status's reblog, favourite and reply counts, and each viewer's flags (reblogged, favourited) on it | the post-service on each change (write-through: the changed status's counts and the actor's flags); otherwise they expire (a minute in Redis) | post-service (`interactions`) |
 //! | grants | what each OAuth access token stands for (opaque bytes), or a tombstone | graph-service on issue (write-through) and revoke (tombstone, before it answers) | graph-service (`/internal/v1/grants`) |
 //!
 //! # Fills race events; events win
@@ -23,7 +24,10 @@
 //!
 //! Grants need no token either: a fill only ever writes where nothing is cached
 //! ([`ReadModel::fill_grant`]), and a revocation overwrites, so a revocation racing a fill
-//! stays revoked.
+//! stays revoked. Interactions work the same way ([`ReadModel::fill_interactions`] against
+//! [`ReadModel::set_interactions`]): a viewer's own favourite shows at once on its next
+//! page; two people's changes to one status racing each other may leave its counts a
+//! minute old.
 //!
 //! Posts need no token: a post never changes, so a fill can only add what storage has, and
 //! adds never replace a tombstone ([`ReadModel::add_posts`]), so a delete racing a fill
@@ -53,7 +57,7 @@ pub mod memory;
 
 use async_trait::async_trait;
 use starling_ids::{PostId, UserId};
-use starling_storage::{Counts, PostRecord};
+use starling_storage::{Counts, Interactions, PostRecord};
 
 use crate::{CacheError, CacheResult};
 
@@ -146,6 +150,17 @@ pub trait ReadModel: Send + Sync + 'static {
 
     /// Caches counts read from the graph, replacing what is cached.
     async fn fill_counts(&self, counts: &[(UserId, Counts)]) -> CacheResult<()>;
+
+    /// Same length and order as `ids`: each status's interactions as `viewer` sees them,
+    /// `None` where its counts or the viewer's flags are not cached (or expired).
+    async fn interactions(&self, viewer: UserId, ids: &[PostId]) -> CacheResult<Vec<Option<Interactions>>>;
+
+    /// Caches interactions read from the post-service, where nothing is cached yet.
+    async fn fill_interactions(&self, viewer: UserId, found: &[(PostId, Interactions)]) -> CacheResult<()>;
+
+    /// `viewer` changed these statuses (write-through): their counts and `viewer`'s flags
+    /// on them, replacing what is cached.
+    async fn set_interactions(&self, viewer: UserId, changed: &[(PostId, Interactions)]) -> CacheResult<()>;
 
     /// The cached grant of the token whose SHA-256 is `hash`: `Some(Some(bytes))` live,
     /// `Some(None)` revoked or unknown, `None` not cached.

@@ -35,7 +35,7 @@ use async_trait::async_trait;
 use deadpool_redis::redis::{self, Cmd, Value};
 use futures::StreamExt as _;
 use starling_ids::{PostId, UserId};
-use starling_storage::{Counts, PostRecord};
+use starling_storage::{Counts, Interactions, PostRecord};
 
 use super::conn::{Connections, LuaScript, Request, glob_escape};
 use super::millis;
@@ -129,6 +129,38 @@ impl RedisReadModel {
         format!("{}{{{}}}:n", self.prefix, user.0)
     }
 
+    /// A status's counts: reblogs ‖ favourites ‖ replies, big-endian.
+    fn status_counts_key(&self, id: PostId) -> String {
+        format!("{}s:{}", self.prefix, id.0)
+    }
+
+    /// A viewer's flags on a status: one byte, bit 0 reblogged, bit 1 favourited.
+    fn flags_key(&self, viewer: UserId, id: PostId) -> String {
+        format!("{}v:{}:{}", self.prefix, viewer.0, id.0)
+    }
+
+    /// SETs of both keys of each entry; `NX` only where nothing is cached.
+    fn interaction_sets(&self, viewer: UserId, entries: &[(PostId, Interactions)], nx: bool) -> Vec<Cmd> {
+        let set = |key: String, value: Vec<u8>| {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(key).arg(value).arg("PX").arg(self.counts_ms);
+            if nx {
+                cmd.arg("NX");
+            }
+            cmd
+        };
+        entries
+            .iter()
+            .flat_map(|&(id, i)| {
+                let flags = u8::from(i.reblogged) | (u8::from(i.favourited) << 1);
+                [
+                    set(self.status_counts_key(id), ids_to_bytes([i.reblogs, i.favourites, i.replies])),
+                    set(self.flags_key(viewer, id), vec![flags]),
+                ]
+            })
+            .collect()
+    }
+
     fn grant_key(&self, hash: &[u8; 32]) -> String {
         let mut k = String::with_capacity(self.prefix.len() + 66);
         k.push_str(&self.prefix);
@@ -213,9 +245,9 @@ impl RedisReadModel {
         self.query(what, redis::cmd("MGET").arg(&keys)).await
     }
 
-    fn patterns(&self) -> [String; 3] {
+    fn patterns(&self) -> [String; 5] {
         let escaped = glob_escape(&self.prefix);
-        [format!("{escaped}p:*"), format!("{escaped}{{*}}:*"), format!("{escaped}g:*")]
+        ["p:*", "{*}:*", "g:*", "s:*", "v:*"].map(|p| format!("{escaped}{p}"))
     }
 }
 
@@ -402,6 +434,39 @@ impl ReadModel for RedisReadModel {
             })
             .collect();
         self.each::<Value>("fill counts", cmds).await?;
+        Ok(())
+    }
+
+    async fn interactions(&self, viewer: UserId, ids: &[PostId]) -> CacheResult<Vec<Option<Interactions>>> {
+        // One multi-get: every status's counts, then the viewer's flags on each.
+        let keys =
+            ids.iter().map(|&id| self.status_counts_key(id)).chain(ids.iter().map(|&id| self.flags_key(viewer, id)));
+        let values = self.get_many("interactions", keys.collect()).await?;
+        let (counts, flags) = values.split_at(ids.len());
+        counts
+            .iter()
+            .zip(flags)
+            .map(|(c, f)| match (c.as_deref().map(bytes_to_ids).transpose()?, f.as_deref()) {
+                (Some(c), Some(&[f])) if c.len() == 3 => Ok(Some(Interactions {
+                    reblogs: c[0],
+                    favourites: c[1],
+                    replies: c[2],
+                    reblogged: f & 1 != 0,
+                    favourited: f & 2 != 0,
+                })),
+                (Some(_), Some(_)) => Err(CacheError::Backend("corrupt cached interactions".into())),
+                _ => Ok(None),
+            })
+            .collect()
+    }
+
+    async fn fill_interactions(&self, viewer: UserId, found: &[(PostId, Interactions)]) -> CacheResult<()> {
+        self.each::<Value>("fill interactions", self.interaction_sets(viewer, found, true)).await?;
+        Ok(())
+    }
+
+    async fn set_interactions(&self, viewer: UserId, changed: &[(PostId, Interactions)]) -> CacheResult<()> {
+        self.each::<Value>("set interactions", self.interaction_sets(viewer, changed, false)).await?;
         Ok(())
     }
 
