@@ -20,6 +20,59 @@ use crate::stats::{Lookups, Peer};
 use crate::{HomePage, ReadError, TimelineService};
 
 impl TimelineService {
+    /// Each author's follower and following counts: from the read model, the misses from
+    /// the graph (asked for at once: after a wipe, or as counts expire) and cached.
+    async fn author_counts(&self, authors: &[UserId]) -> Result<HashMap<UserId, Counts>, ReadError> {
+        let cached = self.model.counts(authors).await?;
+        let mut counts: HashMap<UserId, Counts> = HashMap::with_capacity(authors.len());
+        let mut missing = Vec::new();
+        for (&author, c) in authors.iter().zip(cached) {
+            match c {
+                Some(c) => drop(counts.insert(author, c)),
+                None => missing.push(author),
+            }
+        }
+        let fetched = try_join_all(missing.iter().map(|&author| {
+            self.stats.call(Peer::Graph);
+            self.graph.counts(author)
+        }))
+        .await?;
+        let filled: Vec<(UserId, Counts)> = missing.into_iter().zip(fetched).collect();
+        counts.extend(filled.iter().copied());
+        self.stats.lookups(Lookups::Counts, authors.len() - filled.len(), filled.len());
+        if !filled.is_empty()
+            && let Err(e) = self.model.fill_counts(&filled).await
+        {
+            tracing::warn!(error = %e, "could not cache counts");
+        }
+        Ok(counts)
+    }
+
+    /// The author of each of `parents` that still exists: from the post cache, the misses
+    /// from the post-service.
+    async fn parent_authors(&self, parents: &[PostId]) -> Result<HashMap<PostId, UserId>, ReadError> {
+        let mut authors: HashMap<PostId, UserId> = HashMap::new();
+        if parents.is_empty() {
+            return Ok(authors);
+        }
+        let cached = self.model.posts(parents).await?;
+        let mut missing = Vec::new();
+        for (&id, c) in parents.iter().zip(cached) {
+            match c {
+                Some(CachedPost::Live(p)) => drop(authors.insert(id, p.author)),
+                Some(CachedPost::Deleted) => {}
+                None => missing.push(id),
+            }
+        }
+        if !missing.is_empty() {
+            self.stats.call(Peer::Posts);
+            for p in self.posts.get_posts(&missing).await?.into_iter().flatten() {
+                authors.insert(p.id, p.author);
+            }
+        }
+        Ok(authors)
+    }
+
     /// Each status's interactions as `viewer` sees them: from the read model, the misses
     /// from the post-service in one call (and cached).
     async fn interactions(&self, viewer: UserId, ids: &[PostId]) -> Result<HashMap<PostId, Interactions>, ReadError> {
@@ -43,63 +96,26 @@ impl TimelineService {
         Ok(all)
     }
 
-    /// `posts` as Mastodon Statuses: each author's account with its counts (from the read
-    /// model, a minute old at most; from the graph on a miss) and, for a reply, the
-    /// parent's author (from the post cache; from the post-service on a miss).
+    /// `posts` as Mastodon Statuses, as `viewer` sees them: each author's account with its
+    /// counts (from the read model, a minute old at most; from the graph on a miss), each
+    /// status's interactions, and for a reply the parent's author (from the post cache; from
+    /// the post-service on a miss). The three lookups go out together: one round trip.
     pub async fn statuses(&self, base: &PublicBase, page: HomePage, viewer: UserId) -> Result<Vec<Status>, ReadError> {
         let HomePage { posts, originals } = page;
         // The statuses shown in full: plain posts and reblogged originals.
         let shown: Vec<PostId> =
             posts.iter().filter(|p| p.reblog_of.is_none()).map(|p| p.id).chain(originals.keys().copied()).collect();
-        let interactions = self.interactions(viewer, &shown).await?;
         let mut authors: Vec<UserId> = posts.iter().chain(originals.values()).map(|p| p.author).collect();
         authors.sort_unstable();
         authors.dedup();
-        let cached = self.model.counts(&authors).await?;
-        let mut counts: HashMap<UserId, Counts> = HashMap::with_capacity(authors.len());
-        let mut missing = Vec::new();
-        for (&author, c) in authors.iter().zip(cached) {
-            match c {
-                Some(c) => drop(counts.insert(author, c)),
-                None => missing.push(author),
-            }
-        }
-        // The misses of a page (after a wipe, or as counts expire) asked for at once.
-        let fetched = try_join_all(missing.iter().map(|&author| {
-            self.stats.call(Peer::Graph);
-            self.graph.counts(author)
-        }))
-        .await?;
-        let filled: Vec<(UserId, Counts)> = missing.into_iter().zip(fetched).collect();
-        counts.extend(filled.iter().copied());
-        self.stats.lookups(Lookups::Counts, authors.len() - filled.len(), filled.len());
-        if !filled.is_empty()
-            && let Err(e) = self.model.fill_counts(&filled).await
-        {
-            tracing::warn!(error = %e, "could not cache counts");
-        }
-
         let mut parents: Vec<PostId> = posts.iter().chain(originals.values()).filter_map(|p| p.reply_to).collect();
         parents.sort_unstable();
         parents.dedup();
-        let mut parent_authors: HashMap<PostId, UserId> = HashMap::new();
-        if !parents.is_empty() {
-            let cached = self.model.posts(&parents).await?;
-            let mut missing = Vec::new();
-            for (&id, c) in parents.iter().zip(cached) {
-                match c {
-                    Some(CachedPost::Live(p)) => drop(parent_authors.insert(id, p.author)),
-                    Some(CachedPost::Deleted) => {}
-                    None => missing.push(id),
-                }
-            }
-            if !missing.is_empty() {
-                self.stats.call(Peer::Posts);
-                for p in self.posts.get_posts(&missing).await?.into_iter().flatten() {
-                    parent_authors.insert(p.id, p.author);
-                }
-            }
-        }
+        let (counts, interactions, parent_authors) = futures::try_join!(
+            self.author_counts(&authors),
+            self.interactions(viewer, &shown),
+            self.parent_authors(&parents),
+        )?;
         let mut accounts: HashMap<UserId, RawAccount> = HashMap::with_capacity(authors.len());
         let mut account = |p: &PostRecord| {
             let raw = accounts.entry(p.author).or_insert_with(|| {
