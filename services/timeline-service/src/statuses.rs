@@ -20,10 +20,13 @@ use crate::stats::{Lookups, Peer};
 use crate::{HomePage, ReadError, TimelineService};
 
 impl TimelineService {
-    /// Each author's follower and following counts: from the read model, the misses from
-    /// the graph (asked for at once: after a wipe, or as counts expire) and cached.
-    async fn author_counts(&self, authors: &[UserId]) -> Result<HashMap<UserId, Counts>, ReadError> {
-        let cached = self.model.counts(authors).await?;
+    /// Each author's follower and following counts: `cached` (from the read model), the
+    /// misses from the graph (asked for at once: after a wipe, or as counts expire) and cached.
+    async fn author_counts(
+        &self,
+        authors: &[UserId],
+        cached: Vec<Option<Counts>>,
+    ) -> Result<HashMap<UserId, Counts>, ReadError> {
         let mut counts: HashMap<UserId, Counts> = HashMap::with_capacity(authors.len());
         let mut missing = Vec::new();
         for (&author, c) in authors.iter().zip(cached) {
@@ -73,13 +76,17 @@ impl TimelineService {
         Ok(authors)
     }
 
-    /// Each status's interactions as `viewer` sees them: from the read model, the misses
-    /// from the post-service in one call (and cached).
-    async fn interactions(&self, viewer: UserId, ids: &[PostId]) -> Result<HashMap<PostId, Interactions>, ReadError> {
+    /// Each status's interactions as `viewer` sees them: `cached` (from the read model), the
+    /// misses from the post-service in one call (and cached).
+    async fn interactions(
+        &self,
+        viewer: UserId,
+        ids: &[PostId],
+        cached: Vec<Option<Interactions>>,
+    ) -> Result<HashMap<PostId, Interactions>, ReadError> {
         if ids.is_empty() {
             return Ok(HashMap::new());
         }
-        let cached = self.model.interactions(viewer, ids).await?;
         let missing: Vec<PostId> = ids.iter().zip(&cached).filter(|(_, c)| c.is_none()).map(|(&id, _)| id).collect();
         self.stats.lookups(Lookups::Interactions, ids.len() - missing.len(), missing.len());
         let mut all: HashMap<PostId, Interactions> =
@@ -99,7 +106,7 @@ impl TimelineService {
     /// `posts` as Mastodon Statuses, as `viewer` sees them: each author's account with its
     /// counts (from the read model, a minute old at most; from the graph on a miss), each
     /// status's interactions, and for a reply the parent's author (from the post cache; from
-    /// the post-service on a miss). The three lookups go out together: one round trip.
+    /// the post-service on a miss). The lookups go out together: one round trip.
     pub async fn statuses(&self, base: &PublicBase, page: HomePage, viewer: UserId) -> Result<Vec<Status>, ReadError> {
         let HomePage { posts, originals } = page;
         // The statuses shown in full: plain posts and reblogged originals.
@@ -111,10 +118,13 @@ impl TimelineService {
         let mut parents: Vec<PostId> = posts.iter().chain(originals.values()).filter_map(|p| p.reply_to).collect();
         parents.sort_unstable();
         parents.dedup();
-        let (counts, interactions, parent_authors) = futures::try_join!(
-            self.author_counts(&authors),
-            self.interactions(viewer, &shown),
-            self.parent_authors(&parents),
+        let ((cached_counts, cached_interactions), parent_authors) = futures::try_join!(
+            async { Ok(self.model.page_counts(&authors, &shown, viewer).await?) },
+            self.parent_authors(&parents)
+        )?;
+        let (counts, interactions) = futures::try_join!(
+            self.author_counts(&authors, cached_counts),
+            self.interactions(viewer, &shown, cached_interactions),
         )?;
         let mut accounts: HashMap<UserId, RawAccount> = HashMap::with_capacity(authors.len());
         let mut account = |p: &PostRecord| {

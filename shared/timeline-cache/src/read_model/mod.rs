@@ -155,6 +155,17 @@ pub trait ReadModel: Send + Sync + 'static {
     /// `None` where its counts or the viewer's flags are not cached (or expired).
     async fn interactions(&self, viewer: UserId, ids: &[PostId]) -> CacheResult<Vec<Option<Interactions>>>;
 
+    /// [`ReadModel::counts`] of `authors` and [`ReadModel::interactions`] of `statuses`, as
+    /// one page needs them: in one round trip where the backend can.
+    async fn page_counts(
+        &self,
+        authors: &[UserId],
+        statuses: &[PostId],
+        viewer: UserId,
+    ) -> CacheResult<(Vec<Option<Counts>>, Vec<Option<Interactions>>)> {
+        futures::try_join!(self.counts(authors), self.interactions(viewer, statuses))
+    }
+
     /// Caches interactions read from the post-service, where nothing is cached yet.
     async fn fill_interactions(&self, viewer: UserId, found: &[(PostId, Interactions)]) -> CacheResult<()>;
 

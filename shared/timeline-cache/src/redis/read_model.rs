@@ -6,7 +6,9 @@
 //!
 //! | key | value | TTL |
 //! |---|---|---|
-//! | `Pp:<post id>` | a post: `1 ‖ id ‖ author ‖ reply_to ‖ handle length ‖ handle ‖ text` (26 bytes + handle + text), or the tombstone `0` | `post_ttl` |
+//! | `Pp:<post id>` | a post: `kind ‖ id ‖ author ‖ reply_to or reblog_of ‖ handle length ‖ handle ‖ text` (26 bytes + handle + text), or the tombstone `0` | `post_ttl` |
+//! | `Ps:<post id>` | a status's reblog, favourite and reply counts, 8 bytes each | `counts_ttl` |
+//! | `Pv:<viewer>` | a hash: status id → the viewer's flags on it (1 byte: bit 0 reblogged, bit 1 favourited) | `counts_ttl` from its creation |
 //! | `P{<reader>}:f` | followees, 8 bytes each, unordered | `following_ttl` |
 //! | `P{<author>}:r` | `C`/`T` (complete / cut) ‖ newest post ids, 8 bytes each, at most 128 | `recent_ttl` |
 //! | `P{celebrities}:c` | celebrities, 8 bytes each | `recent_ttl` |
@@ -134,31 +136,35 @@ impl RedisReadModel {
         format!("{}s:{}", self.prefix, id.0)
     }
 
-    /// A viewer's flags on a status: one byte, bit 0 reblogged, bit 1 favourited.
-    fn flags_key(&self, viewer: UserId, id: PostId) -> String {
-        format!("{}v:{}:{}", self.prefix, viewer.0, id.0)
+    /// A viewer's flags: a hash of status id → one byte (bit 0 reblogged, bit 1
+    /// favourited), so a page's flags are one `HMGET` of one key. It expires as a whole a
+    /// TTL after it was created (`PEXPIRE … NX`), which bounds how much it gathers.
+    fn flags_key(&self, viewer: UserId) -> String {
+        format!("{}v:{}", self.prefix, viewer.0)
     }
 
-    /// SETs of both keys of each entry; `NX` only where nothing is cached.
+    /// The commands caching each entry's counts and `viewer`'s flags; `nx`: only where
+    /// nothing is cached.
     fn interaction_sets(&self, viewer: UserId, entries: &[(PostId, Interactions)], nx: bool) -> Vec<Cmd> {
-        let set = |key: String, value: Vec<u8>| {
-            let mut cmd = redis::cmd("SET");
-            cmd.arg(key).arg(value).arg("PX").arg(self.counts_ms);
+        let flags_key = self.flags_key(viewer);
+        let mut cmds = Vec::with_capacity(entries.len() * 2 + 1);
+        for &(id, i) in entries {
+            let mut set = redis::cmd("SET");
+            set.arg(self.status_counts_key(id)).arg(ids_to_bytes([i.reblogs, i.favourites, i.replies]));
+            set.arg("PX").arg(self.counts_ms);
             if nx {
-                cmd.arg("NX");
+                set.arg("NX");
             }
-            cmd
-        };
-        entries
-            .iter()
-            .flat_map(|&(id, i)| {
-                let flags = u8::from(i.reblogged) | (u8::from(i.favourited) << 1);
-                [
-                    set(self.status_counts_key(id), ids_to_bytes([i.reblogs, i.favourites, i.replies])),
-                    set(self.flags_key(viewer, id), vec![flags]),
-                ]
-            })
-            .collect()
+            cmds.push(set);
+            let flags = u8::from(i.reblogged) | (u8::from(i.favourited) << 1);
+            let mut hset = redis::cmd(if nx { "HSETNX" } else { "HSET" });
+            hset.arg(&flags_key).arg(id.0).arg(&[flags][..]);
+            cmds.push(hset);
+        }
+        if !entries.is_empty() {
+            cmds.push(redis::cmd("PEXPIRE").arg(&flags_key).arg(self.counts_ms).arg("NX").clone());
+        }
+        cmds
     }
 
     fn grant_key(&self, hash: &[u8; 32]) -> String {
@@ -415,14 +421,7 @@ impl ReadModel for RedisReadModel {
 
     async fn counts(&self, users: &[UserId]) -> CacheResult<Vec<Option<Counts>>> {
         let values = self.get_many("counts", users.iter().map(|&u| self.counts_key(u)).collect()).await?;
-        values
-            .into_iter()
-            .map(|v| match v.as_deref().map(bytes_to_ids).transpose()? {
-                None => Ok(None),
-                Some(ids) if ids.len() == 2 => Ok(Some(Counts { followers: ids[0], following: ids[1] })),
-                Some(_) => Err(CacheError::Backend("corrupt cached counts".into())),
-            })
-            .collect()
+        values.into_iter().map(decode_counts).collect()
     }
 
     async fn fill_counts(&self, counts: &[(UserId, Counts)]) -> CacheResult<()> {
@@ -438,26 +437,39 @@ impl ReadModel for RedisReadModel {
     }
 
     async fn interactions(&self, viewer: UserId, ids: &[PostId]) -> CacheResult<Vec<Option<Interactions>>> {
-        // One multi-get: every status's counts, then the viewer's flags on each.
-        let keys =
-            ids.iter().map(|&id| self.status_counts_key(id)).chain(ids.iter().map(|&id| self.flags_key(viewer, id)));
-        let values = self.get_many("interactions", keys.collect()).await?;
-        let (counts, flags) = values.split_at(ids.len());
-        counts
-            .iter()
-            .zip(flags)
-            .map(|(c, f)| match (c.as_deref().map(bytes_to_ids).transpose()?, f.as_deref()) {
-                (Some(c), Some(&[f])) if c.len() == 3 => Ok(Some(Interactions {
-                    reblogs: c[0],
-                    favourites: c[1],
-                    replies: c[2],
-                    reblogged: f & 1 != 0,
-                    favourited: f & 2 != 0,
-                })),
-                (Some(_), Some(_)) => Err(CacheError::Backend("corrupt cached interactions".into())),
-                _ => Ok(None),
-            })
-            .collect()
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Every status's counts, and the viewer's flags on each from its one hash, together.
+        let keys = ids.iter().map(|&id| self.status_counts_key(id)).collect();
+        let mut hmget = redis::cmd("HMGET");
+        hmget.arg(self.flags_key(viewer));
+        for id in ids {
+            hmget.arg(id.0);
+        }
+        let (counts, flags): (Vec<Option<Vec<u8>>>, Vec<Option<Vec<u8>>>) =
+            futures::try_join!(self.get_many("interactions", keys), self.query("interaction flags", &hmget))?;
+        decode_interactions(&counts, &flags)
+    }
+
+    async fn page_counts(
+        &self,
+        authors: &[UserId],
+        statuses: &[PostId],
+        viewer: UserId,
+    ) -> CacheResult<(Vec<Option<Counts>>, Vec<Option<Interactions>>)> {
+        if self.conns.cluster().is_some() || authors.is_empty() || statuses.is_empty() {
+            return futures::try_join!(self.counts(authors), self.interactions(viewer, statuses));
+        }
+        // One pipeline on one node: the authors' counts, the statuses' counts, the flags.
+        let mut pipe = redis::pipe();
+        pipe.cmd("MGET").arg(authors.iter().map(|&u| self.counts_key(u)).collect::<Vec<_>>());
+        pipe.cmd("MGET").arg(statuses.iter().map(|&id| self.status_counts_key(id)).collect::<Vec<_>>());
+        pipe.cmd("HMGET").arg(self.flags_key(viewer)).arg(statuses.iter().map(|id| id.0).collect::<Vec<_>>());
+        let (author_counts, status_counts, flags): (Vec<Option<Vec<u8>>>, Vec<Option<Vec<u8>>>, Vec<Option<Vec<u8>>>) =
+            self.conns.run("page counts", Request::Pipe(&pipe), &[]).await?;
+        let counts = author_counts.into_iter().map(decode_counts).collect::<CacheResult<Vec<_>>>()?;
+        Ok((counts, decode_interactions(&status_counts, &flags)?))
     }
 
     async fn fill_interactions(&self, viewer: UserId, found: &[(PostId, Interactions)]) -> CacheResult<()> {
@@ -505,6 +517,36 @@ impl ReadModel for RedisReadModel {
         }
         self.bump().await
     }
+}
+
+fn decode_counts(value: Option<Vec<u8>>) -> CacheResult<Option<Counts>> {
+    match value.as_deref().map(bytes_to_ids).transpose()? {
+        None => Ok(None),
+        Some(ids) if ids.len() == 2 => Ok(Some(Counts { followers: ids[0], following: ids[1] })),
+        Some(_) => Err(CacheError::Backend("corrupt cached counts".into())),
+    }
+}
+
+/// Statuses' counts and a viewer's flags on them, as cached, into interactions.
+fn decode_interactions(
+    counts: &[Option<Vec<u8>>],
+    flags: &[Option<Vec<u8>>],
+) -> CacheResult<Vec<Option<Interactions>>> {
+    counts
+        .iter()
+        .zip(flags)
+        .map(|(c, f)| match (c.as_deref().map(bytes_to_ids).transpose()?, f.as_deref()) {
+            (Some(c), Some(&[f])) if c.len() == 3 => Ok(Some(Interactions {
+                reblogs: c[0],
+                favourites: c[1],
+                replies: c[2],
+                reblogged: f & 1 != 0,
+                favourited: f & 2 != 0,
+            })),
+            (Some(_), Some(_)) => Err(CacheError::Backend("corrupt cached interactions".into())),
+            _ => Ok(None),
+        })
+        .collect()
 }
 
 /// A fill token: unique enough that two fills of one key never share one.
