@@ -51,7 +51,8 @@
 //! (`FanoutSettings::consumers`), `FANOUT_SPLIT_ABOVE` (`FanoutSettings::split_above`:
 //! followers above which a post is pushed in slices through `fanout.v1`; 0 never splits),
 //! `FANOUT_RDKAFKA=key=value,...` (extra consumer settings, `KafkaOptions::consumer_config`),
-//! `FANOUT_PARK_AFTER_MS` (`KafkaOptions::park_after`; 0 never parks).
+//! `FANOUT_PARK_AFTER_MS` (`KafkaOptions::park_after`; 0 never parks), `FANOUT_BUS=local`
+//! (announce to an in-process bus instead of Redis pub/sub: what announcing costs).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -498,8 +499,12 @@ async fn distributed_case(
     let stats = Arc::new(FanoutStats::default());
     let stop = CancellationToken::new();
     let launched = Instant::now();
-    // Announcing each post costs a PUBLISH in production: so here too.
-    let bus = RedisBus::new(redis_url, &format!("{case_id}:")).unwrap();
+    // Announcing each post costs a PUBLISH in production: so here too, unless
+    // `FANOUT_BUS=local` (to measure what announcing costs).
+    let bus: Arc<dyn Bus> = match std::env::var("FANOUT_BUS").as_deref() {
+        Ok("local") => Arc::new(LocalBus::new()),
+        _ => RedisBus::new(redis_url, &format!("{case_id}:")).unwrap(),
+    };
     let task = tokio::spawn(worker(&store, cache.clone(), bus, stats.clone()).run(log.clone(), stop.clone()));
     let warm_up: Vec<Record> = (0..WARM_UP_POSTS)
         .map(|_| {
