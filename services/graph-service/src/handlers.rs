@@ -201,18 +201,19 @@ pub(crate) async fn change_edge(
             }
             // Unblocking restores no follows, so no timeline changes: there is no event.
             EdgeOp::Unblock => store.unblock(me.id, them, Vec::new()).await.map_err(ApiError::unavailable)?,
-            EdgeOp::Mute => {
+            EdgeOp::Mute | EdgeOp::Unmute => {
                 let (muter_id, muted_id) = (me.id.get(), them.get());
-                let event = graph_event(pb::graph_event::Kind::Muted(pb::Muted { muter_id, muted_id }));
-                let events = vec![Record::graph(muter_id, &event)];
-                let change = store.mute(me.id, them, events.clone()).await.map_err(ApiError::unavailable)?;
-                svc.finish(change, events, &[]).await?
-            }
-            EdgeOp::Unmute => {
-                let (muter_id, muted_id) = (me.id.get(), them.get());
-                let event = graph_event(pb::graph_event::Kind::Unmuted(pb::Unmuted { muter_id, muted_id }));
-                let events = vec![Record::graph(muter_id, &event)];
-                let change = store.unmute(me.id, them, events.clone()).await.map_err(ApiError::unavailable)?;
+                let kind = match op {
+                    EdgeOp::Mute => pb::graph_event::Kind::Muted(pb::Muted { muter_id, muted_id }),
+                    _ => pb::graph_event::Kind::Unmuted(pb::Unmuted { muter_id, muted_id }),
+                };
+                let events = vec![Record::graph(muter_id, &graph_event(kind))];
+                let change = match op {
+                    EdgeOp::Mute => store.mute(me.id, them, events.clone()).await,
+                    _ => store.unmute(me.id, them, events.clone()).await,
+                }
+                .map_err(ApiError::unavailable)?;
+                // A mute changes no follower count: no author to reclassify.
                 svc.finish(change, events, &[]).await?
             }
         };

@@ -258,14 +258,7 @@ impl ScyllaGraphStore {
     where
         T: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
     {
-        self.session
-            .execute_unpaged(statement, values)
-            .await
-            .map_err(backend)?
-            .into_rows_result()
-            .map_err(backend)?
-            .maybe_first_row::<T>()
-            .map_err(backend)
+        crate::first_row(&self.session, statement, values).await
     }
 
     pub(crate) async fn conditional(

@@ -157,6 +157,25 @@ pub(crate) fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
+/// The first row `statement` answers, if any: what both stores' point reads do.
+pub(crate) async fn first_row<T>(
+    session: &Session,
+    statement: &scylla::statement::prepared::PreparedStatement,
+    values: impl scylla::serialize::row::SerializeRow,
+) -> starling_storage::StoreResult<Option<T>>
+where
+    T: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
+{
+    session
+        .execute_unpaged(statement, values)
+        .await
+        .map_err(backend)?
+        .into_rows_result()
+        .map_err(backend)?
+        .maybe_first_row::<T>()
+        .map_err(backend)
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScyllaOptions {
     /// `host[:port][,host[:port]...]`, optionally prefixed `scylla://`.
