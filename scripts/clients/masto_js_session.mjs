@@ -195,6 +195,12 @@ async function interactions(own) {
   await eventually(home, "after unmuting the followee");
   await stranger.v1.statuses.$select(far.id).remove();
   await eventually(home.filter((e) => e[1] !== far.id), "after the reblogged status was deleted");
+
+  // Notifications: the friend was followed and favourited by the reader.
+  const notes = await friend.v1.notifications.list();
+  const got = new Set(notes.map((n) => `${n.type} ${n.account.username}`));
+  assert.ok(got.has(`follow ${name}`) && got.has(`favourite ${name}`), [...got].join(", "));
+  assert.equal(notes.find((n) => n.type === "favourite").status.id, theirs.id);
 }
 
 await oauth.revoke({ ...credentials, token: token.accessToken });

@@ -155,6 +155,13 @@ def interactions(base, client_id, client_secret, app, user, password, name, own)
     assert [s["id"] for s in context["ancestors"]] == [own[1]["id"]], context
     assert [s["id"] for s in context["descendants"]] == [answer["id"]], context
 
+    # Notifications: the friend was followed and favourited by us; we were replied to.
+    got = {(n["type"], n["account"]["username"]) for n in friend.notifications()}
+    assert ("follow", name) in got and ("favourite", name) in got, got
+    mentions = user.notifications(types=["mention"])
+    assert [n["status"]["id"] for n in mentions] == [answer["id"]], mentions
+    assert isinstance(mentions[0]["created_at"], datetime), mentions[0]
+
 
 def main(base: str, statuses: bool) -> None:
     client_id, client_secret = Mastodon.create_app(

@@ -171,6 +171,13 @@ impl GraphClient for CountingGraph {
     async fn muters(&self, user: UserId) -> starling_clients::ClientResult<Vec<UserId>> {
         self.inner.muters(user).await
     }
+    async fn notifications(
+        &self,
+        user: UserId,
+        window: starling_storage::Window<u64>,
+    ) -> starling_clients::ClientResult<Vec<starling_storage::NotificationRecord>> {
+        self.inner.notifications(user, window).await
+    }
     async fn author_class(&self, user: UserId) -> starling_clients::ClientResult<AuthorClass> {
         self.inner.author_class(user).await
     }

@@ -184,7 +184,11 @@ pub(crate) async fn change_edge(
                 let event = graph_event(pb::graph_event::Kind::Followed(pb::Followed { follower_id, followee_id }));
                 let events = vec![Record::graph(follower_id, &event)];
                 let change = store.follow(me.id, them, events.clone()).await.map_err(ApiError::unavailable)?;
-                svc.finish(change, events, &[them]).await?
+                let change = svc.finish(change, events, &[them]).await?;
+                if matches!(change, EdgeChange::Changed { .. }) {
+                    svc.notify_follow(me.id, them).await;
+                }
+                change
             }
             EdgeOp::Unfollow => {
                 let event = graph_event(pb::graph_event::Kind::Unfollowed(pb::Unfollowed { follower_id, followee_id }));

@@ -10,11 +10,11 @@ use futures::{StreamExt as _, TryStreamExt as _, stream};
 use starling_clients::EdgeState;
 use starling_clients::local::{FOLLOWING_PAGE, all_pages, delivers, home_following};
 use starling_clients::wire::{
-    AfterQuery, Class, EdgeStates, Edges, Follows, MAX_INTERNAL_PAGE, STORE_CALLS_IN_FLIGHT, UserIds, WireCounts,
-    WireUser,
+    AfterQuery, Class, EdgeStates, Edges, Follows, MAX_INTERNAL_PAGE, STORE_CALLS_IN_FLIGHT, UserIds, WindowQuery,
+    WireCounts, WireNotifications, WireUser,
 };
-use starling_ids::UserId;
-use starling_storage::AuthorClass;
+use starling_ids::{PostId, UserId};
+use starling_storage::{AuthorClass, Window};
 
 use crate::GraphService;
 
@@ -25,6 +25,7 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
         .route("/internal/v1/users/{id}/followers", web::get().to(followers))
         .route("/internal/v1/users/{id}/following", web::get().to(following))
         .route("/internal/v1/users/{id}/muters", web::get().to(muters))
+        .route("/internal/v1/users/{id}/notifications", web::get().to(notifications))
         .route("/internal/v1/users/{id}/follows/{other}", web::get().to(follows))
         .route("/internal/v1/users/{id}/class", web::get().to(class))
         .route("/internal/v1/users/{id}/counts", web::get().to(counts))
@@ -63,6 +64,24 @@ async fn muters(svc: Svc, path: web::Path<String>) -> Result<HttpResponse, ApiEr
     let user = id(&path)?;
     let ids = all_pages(|after| svc.store.muters(user, after, FOLLOWING_PAGE)).await.map_err(ApiError::unavailable)?;
     Ok(HttpResponse::Ok().json(UserIds { ids }))
+}
+
+/// The notifications this store keeps for the user (its follows), in a window of ids.
+async fn notifications(
+    svc: Svc,
+    path: web::Path<String>,
+    q: web::Query<WindowQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let mut window = Window::from(q.into_inner());
+    window.limit = window.limit.min(MAX_INTERNAL_PAGE);
+    let window = Window {
+        before: window.before.map(PostId::get),
+        after: window.after.map(PostId::get),
+        limit: window.limit,
+        order: window.order,
+    };
+    let found = svc.store.notifications(id(&path)?, window).await.map_err(ApiError::unavailable)?;
+    Ok(HttpResponse::Ok().json(WireNotifications::from_store(&found)))
 }
 
 async fn follows(svc: Svc, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {

@@ -28,7 +28,7 @@ use starling_api::rate_limit::RateLimiter;
 use starling_events::{Record, event_id, now_ms, pb};
 use starling_ids::{IdGenerator, UserId};
 use starling_outbox::Publisher;
-use starling_storage::{AuthStore, AuthorClass, EdgeChange, GraphStore};
+use starling_storage::{AuthStore, AuthorClass, EdgeChange, GraphStore, NotificationKind, NotificationRecord};
 use starling_timeline_cache::read_model::ReadModel;
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -117,6 +117,21 @@ impl GraphService {
             }
         }
         Ok(change)
+    }
+
+    /// Tells `followee` that `follower` followed it. Best effort, after the follow (see
+    /// `NotificationStore`): the follow stands whatever happens here.
+    pub(crate) async fn notify_follow(&self, follower: UserId, followee: UserId) {
+        let n = NotificationRecord {
+            id: self.ids.next_post().get(),
+            recipient: followee,
+            kind: NotificationKind::Follow,
+            account: follower,
+            status: None,
+        };
+        if let Err(e) = self.store.add_notification(&n).await {
+            tracing::warn!(follower = follower.get(), followee = followee.get(), error = %e, "could not store a follow notification");
+        }
     }
 
     /// Brings `author`'s class in line with its follower count.

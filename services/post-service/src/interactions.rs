@@ -17,7 +17,7 @@ use starling_api::auth::{AuthUser, Viewer};
 use starling_api::mastodon::{Account, PublicBase, Status};
 use starling_api::pagination::{ListPage, Page};
 use starling_ids::{PostId, UserId};
-use starling_storage::{Order, PostRecord, Reblogged, Window};
+use starling_storage::{NotificationKind, Order, PostRecord, Reblogged, Window};
 
 use crate::{PostService, created_event, post_id};
 
@@ -65,6 +65,7 @@ impl PostService {
             Reblogged::Created { outbox } => {
                 self.cache_post(&reblog).await;
                 self.cache_interactions(me.id, &[original.id]).await;
+                self.notify(NotificationKind::Reblog, original.author, me.id, original.id, reblog.id.get()).await;
                 self.publisher.publish(events, &outbox).await.map_err(ApiError::unavailable)?;
                 Ok(reblog)
             }
@@ -89,6 +90,7 @@ async fn unreblog(svc: Svc, me: AuthUser, req: HttpRequest, path: web::Path<Stri
     if let Some(reblog) = svc.store.reblog_by(original.id, me.id).await.map_err(ApiError::unavailable)? {
         svc.limiter.check(me.id)?;
         svc.remove_post(&req, reblog).await?;
+        svc.unnotify(NotificationKind::Reblog, original.author, me.id, original.id).await;
     }
     Ok(HttpResponse::Ok().json(svc.status(&req, &original, Some(me.id)).await?))
 }
@@ -122,10 +124,18 @@ async fn set_favourite(
     me.require("write:favourites")?;
     let original = svc.original(&path).await?;
     svc.limiter.check(me.id)?;
-    if svc.store.set_favourite(original.id, me.id, on).await.map_err(ApiError::unavailable)?.is_none() {
+    let Some(changed) = svc.store.set_favourite(original.id, me.id, on).await.map_err(ApiError::unavailable)? else {
         return Err(ApiError::not_found("status"));
-    }
+    };
     svc.cache_interactions(me.id, &[original.id]).await;
+    match (changed, on) {
+        (true, true) => {
+            let id = svc.ids.next_post().get();
+            svc.notify(NotificationKind::Favourite, original.author, me.id, original.id, id).await;
+        }
+        (true, false) => svc.unnotify(NotificationKind::Favourite, original.author, me.id, original.id).await,
+        (false, _) => {}
+    }
     Ok(HttpResponse::Ok().json(svc.status(&req, &original, Some(me.id)).await?))
 }
 

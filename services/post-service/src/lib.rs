@@ -6,6 +6,7 @@
 
 mod interactions;
 mod internal;
+mod notifications;
 mod statuses;
 
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use starling_events::trace::{TRACEPARENT, TraceContext};
 use starling_events::{Record, event_id, now_ms, pb};
 use starling_ids::{IdGenerator, PostId, UserId};
 use starling_outbox::Publisher;
-use starling_storage::{CreatePost, Interactions, Order, PostRecord, PostStore, Window};
+use starling_storage::{CreatePost, Interactions, NotificationKind, Order, PostRecord, PostStore, Window};
 use starling_timeline_cache::read_model::ReadModel;
 
 pub use starling_api::MAX_POST_CHARS;
@@ -80,6 +81,7 @@ impl PostService {
             .route("/api/v1/users/{id}/posts", web::get().to(user_posts));
         statuses::routes(cfg);
         interactions::routes(cfg);
+        notifications::routes(cfg);
     }
 
     /// Registers the internal routes under `/internal/v1` (separate processes only).
@@ -182,12 +184,13 @@ impl PostService {
         me.require("write:statuses")?;
         let key = idempotency_key(req)?;
         let text = PostText::parse(text)?;
-        if let Some(parent) = reply_to {
-            let found = self.store.get_posts(&[parent]).await.map_err(ApiError::unavailable)?;
-            if found.first().is_none_or(Option::is_none) {
-                return Err(ApiError::validation("reply_to names no existing post"));
+        let parent = match reply_to {
+            Some(parent) => {
+                let found = self.store.get_posts(&[parent]).await.map_err(ApiError::unavailable)?.pop().flatten();
+                Some(found.ok_or_else(|| ApiError::validation("reply_to names no existing post"))?)
             }
-        }
+            None => None,
+        };
         self.limiter.check(me.id)?;
 
         let post = PostRecord {
@@ -203,8 +206,10 @@ impl PostService {
             CreatePost::Created { outbox } => {
                 // Cached before the event goes out, so the first reads of the pushed entry hit.
                 self.cache_post(&post).await;
-                if let Some(parent) = post.reply_to {
-                    self.cache_interactions(post.author, &[parent]).await;
+                if let Some(parent) = &parent {
+                    self.cache_interactions(post.author, &[parent.id]).await;
+                    // A reply mentions the author replied to.
+                    self.notify(NotificationKind::Mention, parent.author, post.author, post.id, post.id.get()).await;
                 }
                 self.publisher.publish(events, &outbox).await.map_err(ApiError::unavailable)?;
                 Ok((post, false))

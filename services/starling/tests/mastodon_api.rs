@@ -357,3 +357,62 @@ async fn reblogs_favourites_mutes_and_their_refusals() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(c.get(&format!("/api/v1/statuses/{reblog}"), None).await.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn notifications_of_follows_replies_reblogs_and_favourites() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let c = Client::new(&server.base, &server.base);
+    let (gil, gil_token) = account(&c, "gil").await;
+    let (_, hal_token) = account(&c, "hal").await;
+    let r = c.post("/api/v1/statuses", Some(&gil_token), Body::Form(&[("status", "gil's")])).await;
+    let status = s(&r.body["id"]).to_owned();
+
+    post(&c, &format!("/api/v1/accounts/{gil}/follow"), &hal_token).await;
+    let form = [("status", "hal's reply"), ("in_reply_to_id", status.as_str())];
+    let reply = c.post("/api/v1/statuses", Some(&hal_token), Body::Form(&form)).await;
+    post(&c, &format!("/api/v1/statuses/{status}/reblog"), &hal_token).await;
+    post(&c, &format!("/api/v1/statuses/{status}/favourite"), &hal_token).await;
+    // One's own actions on one's own status notify nobody.
+    post(&c, &format!("/api/v1/statuses/{status}/favourite"), &gil_token).await;
+
+    let kinds = |r: &common::mastodon::Reply| -> Vec<String> {
+        r.body.as_array().expect("an array").iter().map(|n| s(&n["type"]).to_owned()).collect()
+    };
+    let r = c.get("/api/v1/notifications", Some(&gil_token)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(kinds(&r), ["favourite", "reblog", "mention", "follow"], "newest first: {}", r.body);
+    let all = r.body.as_array().unwrap().clone();
+    assert!(all.iter().all(|n| n["account"]["username"] == "hal" && !s(&n["created_at"]).is_empty()));
+    assert_eq!(all[2]["status"]["id"], reply.body["id"], "a mention carries the reply");
+    assert_eq!(all[0]["status"]["id"], json!(status), "a favourite carries the status");
+    assert!(all[3]["status"].is_null(), "a follow carries none");
+
+    // Paging by the Link header, filters, one by id.
+    let r = c.get("/api/v1/notifications?limit=2", Some(&gil_token)).await;
+    assert_eq!(kinds(&r), ["favourite", "reblog"]);
+    let r = c.get(&format!("/api/v1/notifications?max_id={}", s(&all[1]["id"])), Some(&gil_token)).await;
+    assert_eq!(kinds(&r), ["mention", "follow"]);
+    let r = c.get("/api/v1/notifications?types[]=follow&types[]=mention", Some(&gil_token)).await;
+    assert_eq!(kinds(&r), ["mention", "follow"]);
+    let r = c.get("/api/v1/notifications?exclude_types[]=favourite&limit=1", Some(&gil_token)).await;
+    assert_eq!(kinds(&r), ["reblog"], "a filtered page is still full");
+    let r = c.get("/api/v1/notifications?types[]=poll", Some(&gil_token)).await;
+    assert_eq!(kinds(&r), Vec::<String>::new(), "a type Starling never makes selects nothing");
+    let r = c.get("/api/v1/notifications?types[]=bogus", Some(&gil_token)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    let r = c.get(&format!("/api/v1/notifications/{}", s(&all[3]["id"])), Some(&gil_token)).await;
+    assert_eq!((r.status, &r.body["type"]), (StatusCode::OK, &json!("follow")), "{}", r.text);
+    let r = c.get(&format!("/api/v1/notifications/{}", s(&all[3]["id"])), Some(&hal_token)).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "another's notification: {}", r.text);
+
+    // Undone, gone; the scope is required.
+    post(&c, &format!("/api/v1/statuses/{status}/unfavourite"), &hal_token).await;
+    post(&c, &format!("/api/v1/statuses/{status}/unreblog"), &hal_token).await;
+    let r = c.get("/api/v1/notifications", Some(&gil_token)).await;
+    assert_eq!(kinds(&r), ["mention", "follow"], "{}", r.body);
+    let write_only = scoped(&c, "gil", "write").await;
+    let r = c.get("/api/v1/notifications", Some(&write_only)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    assert_eq!(c.get("/api/v1/notifications", None).await.status, StatusCode::UNAUTHORIZED);
+}

@@ -308,7 +308,7 @@ pub fn escape_html(s: &str) -> String {
 }
 
 /// A Mastodon Datetime (RFC 3339, milliseconds, `Z`).
-fn datetime(unix_ms: u64) -> String {
+pub fn datetime(unix_ms: u64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_ms) * 1_000_000)
         .ok()
         .and_then(|t| {

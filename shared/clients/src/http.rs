@@ -5,11 +5,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use starling_ids::{PostId, UserId};
-use starling_storage::{AuthorClass, Counts, Interactions, PostRecord, UserRecord, Window};
+use starling_storage::{AuthorClass, Counts, Interactions, NotificationRecord, PostRecord, UserRecord, Window};
 
 use crate::wire::{
     Class, EdgeStates, Edges, Follows, IdsByAuthors, IdsByAuthorsQuery, InteractionsQuery, MAX_INTERNAL_PAGE, PostIds,
-    Posts, Reblogs, UserIds, WindowQuery, WireCounts, WireGrant, WireInteractions, WireUser,
+    Posts, Reblogs, UserIds, WindowQuery, WireCounts, WireGrant, WireInteractions, WireNotifications, WireUser,
 };
 use crate::{ClientError, ClientResult, EdgeState, GraphClient, PostClient};
 
@@ -117,6 +117,19 @@ impl GraphClient for HttpGraph {
 
     async fn muters(&self, user: UserId) -> ClientResult<Vec<UserId>> {
         Ok(self.0.get_some::<UserIds>(&format!("/internal/v1/users/{user}/muters"), &[]).await?.ids)
+    }
+
+    async fn notifications(&self, user: UserId, window: Window<u64>) -> ClientResult<Vec<NotificationRecord>> {
+        let as_posts = Window {
+            before: window.before.map(PostId),
+            after: window.after.map(PostId),
+            limit: window.limit,
+            order: window.order,
+        };
+        let q = WindowQuery::from(as_posts).to_query();
+        let answer: WireNotifications =
+            self.0.get_some(&format!("/internal/v1/users/{user}/notifications"), &q).await?;
+        answer.into_store(user).ok_or_else(|| ClientError::Remote("a notification of an unknown kind".into()))
     }
 
     async fn author_class(&self, user: UserId) -> ClientResult<AuthorClass> {

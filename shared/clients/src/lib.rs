@@ -12,7 +12,9 @@ pub mod wire;
 
 use async_trait::async_trait;
 use starling_ids::{PostId, UserId};
-use starling_storage::{AuthorClass, Counts, Interactions, PostRecord, StoreError, UserRecord, Window};
+use starling_storage::{
+    AuthorClass, Counts, Interactions, NotificationRecord, PostRecord, StoreError, UserRecord, Window,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -38,6 +40,8 @@ pub trait GraphClient: Send + Sync + 'static {
     async fn follows(&self, follower: UserId, followee: UserId) -> ClientResult<bool>;
     /// Everyone who mutes `user`: the followers its posts are not pushed to.
     async fn muters(&self, user: UserId) -> ClientResult<Vec<UserId>>;
+    /// The notifications the graph keeps for `user` (follows), ids in the window.
+    async fn notifications(&self, user: UserId, window: Window<u64>) -> ClientResult<Vec<NotificationRecord>>;
     async fn author_class(&self, user: UserId) -> ClientResult<AuthorClass>;
     /// Follower and following counts (an unknown user has none).
     async fn counts(&self, user: UserId) -> ClientResult<Counts>;

@@ -8,7 +8,8 @@ use starling_ids::{PostId, UserId};
 use std::collections::HashSet;
 
 use starling_storage::{
-    AuthorClass, Counts, GraphStore, Interactions, PostRecord, PostStore, StoreResult, UserRecord, Window,
+    AuthorClass, Counts, GraphStore, Interactions, NotificationRecord, PostRecord, PostStore, StoreResult, UserRecord,
+    Window,
 };
 
 use crate::{ClientResult, GraphClient, PostClient};
@@ -76,6 +77,10 @@ impl GraphClient for LocalGraph {
 
     async fn muters(&self, user: UserId) -> ClientResult<Vec<UserId>> {
         Ok(all_pages(|after| self.0.muters(user, after, FOLLOWING_PAGE)).await?)
+    }
+
+    async fn notifications(&self, user: UserId, window: Window<u64>) -> ClientResult<Vec<NotificationRecord>> {
+        Ok(self.0.notifications(user, window).await?)
     }
 
     async fn author_class(&self, user: UserId) -> ClientResult<AuthorClass> {

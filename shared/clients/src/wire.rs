@@ -220,3 +220,33 @@ pub const MAX_AUTHORS_PER_CALL: usize = 100;
 /// Store calls an internal batch endpoint keeps in flight (a store across the network
 /// answers many at once).
 pub const STORE_CALLS_IN_FLIGHT: usize = 32;
+
+/// Notifications on the wire: (id, kind tag, account, status or 0).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WireNotifications {
+    pub notifications: Vec<(u64, u8, UserId, u64)>,
+}
+
+impl WireNotifications {
+    pub fn from_store(all: &[starling_storage::NotificationRecord]) -> Self {
+        let notifications =
+            all.iter().map(|n| (n.id, n.kind.tag(), n.account, n.status.map_or(0, PostId::get))).collect();
+        WireNotifications { notifications }
+    }
+
+    /// For `recipient`; `None` if a kind is unknown (a newer peer).
+    pub fn into_store(self, recipient: UserId) -> Option<Vec<starling_storage::NotificationRecord>> {
+        self.notifications
+            .into_iter()
+            .map(|(id, tag, account, status)| {
+                Some(starling_storage::NotificationRecord {
+                    id,
+                    recipient,
+                    kind: starling_storage::NotificationKind::from_tag(tag)?,
+                    account,
+                    status: (status != 0).then_some(PostId(status)),
+                })
+            })
+            .collect()
+    }
+}

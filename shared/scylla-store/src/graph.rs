@@ -65,6 +65,7 @@ pub struct ScyllaGraphStore {
     last_recovery: Mutex<Option<Instant>>,
     pub(crate) s: Statements,
     pub(crate) auth: crate::auth::Statements,
+    pub(crate) notifications: crate::notifications::Notifications,
 }
 
 pub(crate) struct Statements {
@@ -243,6 +244,7 @@ impl ScyllaGraphStore {
         Ok(ScyllaGraphStore {
             s: Statements::prepare(&session).await?,
             auth: crate::auth::Statements::prepare(&session).await?,
+            notifications: crate::notifications::Notifications::prepare(session.clone()).await?,
             outbox: OutboxQueue::prepare(session.clone(), Stream::Graph, seqs.clone()).await?,
             intents: OutboxQueue::prepare(session.clone(), Stream::GraphIntents, seqs).await?,
             last_recovery: Mutex::new(None),

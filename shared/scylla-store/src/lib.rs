@@ -1,5 +1,5 @@
 //! The ScyllaDB backend of Starling's storage seams ([`PostStore`], [`GraphStore`],
-//! [`AuthStore`]), for deployments that outgrow the embedded fjall store.
+//! [`AuthStore`], [`NotificationStore`]), for deployments that outgrow the embedded fjall store.
 //!
 //! - [`ScyllaStore::connect`] opens a session, creates the keyspace if needed and applies the
 //!   CQL migrations in `migrations/` ([`migrations`]); it then prepares every statement the
@@ -7,7 +7,7 @@
 //! - [`posts::ScyllaPostStore`] and [`graph::ScyllaGraphStore`] implement the traits (the
 //!   post store's reblogs, favourites, replies and counts in [`interactions`], the graph
 //!   store's [`AuthStore`] in [`auth`]); [`outbox::OutboxQueue`] is the outbox both of them
-//!   commit to.
+//!   commit to. Both implement [`NotificationStore`] over the same tables ([`notifications`]).
 //! - [`model`] holds the pure parts (bucket arithmetic, row conversions), unit-tested.
 //!
 //! # Partitioning
@@ -18,6 +18,9 @@
 //! buckets that hold rows, so a page skips empty ranges. Follow pages are in ascending id
 //! order and resume from any id: the bucket of `after`, then the buckets after it.
 //! The outbox is bucketed by commit time (~4 s). See `migrations/0001_init.cql`.
+//! A recipient's notifications are bucketed by the id clock like an author's posts, but
+//! narrower (~18.6 h), because others' activity fills them; each notification key is a
+//! partition of its own. See `migrations/0004_notifications.cql`.
 //!
 //! # Atomicity and the outbox
 //!
@@ -69,6 +72,13 @@
 //!   LWT; a taken email undoes the other two. Not isolated: the user is visible for the
 //!   moment before its undo, and a crash before the claim leaves a user without a login.
 //! - **take_grant**: a serial read, then `DELETE ... IF EXISTS`; only one take applies.
+//! - **add_notification / remove_notification**: the key is claimed with `INSERT ... IF NOT
+//!   EXISTS` (only one of concurrent adds applies), then its list row is written; a remove
+//!   deletes the row (stamped above the claim's planned write), then the key with `DELETE
+//!   ... IF id = ?` (only one remove applies). Notifications are not part of the change they
+//!   report (the trait allows losing one to a crash): a crash after the claim loses the
+//!   notification and blocks its key for a minute, after which the next add takes the claim
+//!   over. See [`notifications`].
 //!
 //! Outbox sequence numbers are Snowflake ids drawn from the process's worker id: unique
 //! across processes sharing a keyspace and increasing in commit order within one process
@@ -97,6 +107,7 @@ pub mod graph;
 pub mod interactions;
 pub mod migrations;
 pub mod model;
+pub mod notifications;
 pub mod outbox;
 mod pairs;
 pub mod posts;

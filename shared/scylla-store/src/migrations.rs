@@ -22,6 +22,7 @@ const FILES: &[(&str, &str)] = &[
     ("0001_init.cql", include_str!("../migrations/0001_init.cql")),
     ("0002_auth.cql", include_str!("../migrations/0002_auth.cql")),
     ("0003_interactions.cql", include_str!("../migrations/0003_interactions.cql")),
+    ("0004_notifications.cql", include_str!("../migrations/0004_notifications.cql")),
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -407,7 +408,13 @@ mod tests {
             .collect();
         let expected = ["posts", "posts_by_author", "pairs", "following", "followers", "outbox", "outbox_floor"];
         let interactions = ["reblogs", "reblogs_by_user", "favourites", "replies", "post_stats", "mutes", "muted_by"];
-        for t in expected.into_iter().chain(["apps", "credentials", "emails", "grants"]).chain(interactions) {
+        let notifications = ["notification_keys", "notifications", "notification_buckets"];
+        for t in expected
+            .into_iter()
+            .chain(["apps", "credentials", "emails", "grants"])
+            .chain(interactions)
+            .chain(notifications)
+        {
             assert!(tables.contains(&t), "{t} missing from {tables:?}");
         }
         let added: Vec<(String, String)> = ms

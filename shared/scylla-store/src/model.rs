@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use starling_events::{Record, Topic};
 use starling_ids::{PostId, UserId};
-use starling_storage::{Order, PostRecord, StoreError, StoreResult, Window};
+use starling_storage::{NotificationKind, NotificationRecord, Order, PostRecord, StoreError, StoreResult, Window};
 
 use crate::ScyllaError;
 
@@ -28,6 +28,14 @@ pub const EDGE_BUCKET_SHIFT: u32 = CLOCK_SHIFT + 31;
 /// entries reads every tombstone left by acknowledged entries in the buckets it visits.
 pub const OUTBOX_BUCKET_SHIFT: u32 = CLOCK_SHIFT + 12;
 
+/// `notifications` bucket width: 2^26 ms ≈ 18.6 hours of the id clock. Narrower than an
+/// author's posts, because what fills it is not one user's own rate but everyone else's:
+/// a recipient notified 100 times a second for a whole bucket (a celebrity's post going
+/// viral) stays near 6.7M small rows, as bounded as `posts_by_author`; a typical user's
+/// page is still one or a few partition reads. Part of the schema: changing it means
+/// rewriting `notifications`.
+pub const NOTIFICATION_BUCKET_SHIFT: u32 = CLOCK_SHIFT + 26;
+
 /// An id as a CQL bigint. Starling ids are below 2^63; anything larger cannot be stored.
 pub fn to_cql(id: u64) -> StoreResult<i64> {
     i64::try_from(id).map_err(|_| StoreError::Backend(format!("id {id} does not fit a CQL bigint")))
@@ -47,6 +55,11 @@ pub fn edge_bucket(id: i64) -> i32 {
     (id >> EDGE_BUCKET_SHIFT) as i32
 }
 
+pub fn notification_bucket(id: i64) -> i32 {
+    // 63 - 48 = 15 bits: always fits.
+    (id >> NOTIFICATION_BUCKET_SHIFT) as i32
+}
+
 pub fn outbox_bucket(seq: i64) -> i64 {
     seq >> OUTBOX_BUCKET_SHIFT
 }
@@ -60,16 +73,21 @@ pub fn outbox_bucket_at(unix_ms: u64) -> i64 {
 /// A [`Window`] as an inclusive range of stored ids `[lo, hi]`, or `None` if it is empty.
 /// The trait's bounds are exclusive and may be any u64; stored ids are 0..=i64::MAX.
 pub fn window_range(window: &Window<PostId>) -> Option<(i64, i64)> {
-    if window.limit == 0 {
+    id_range(window.before.map(PostId::get), window.after.map(PostId::get), window.limit)
+}
+
+/// [`window_range`] for windows over plain ids (notifications).
+pub fn id_range(before: Option<u64>, after: Option<u64>, limit: usize) -> Option<(i64, i64)> {
+    if limit == 0 {
         return None;
     }
-    let hi = match window.before {
-        Some(before) => before.get().checked_sub(1)?.min(i64::MAX as u64) as i64,
+    let hi = match before {
+        Some(before) => before.checked_sub(1)?.min(i64::MAX as u64) as i64,
         None => i64::MAX,
     };
-    let lo = match window.after {
+    let lo = match after {
         Some(after) => {
-            let lo = after.get().checked_add(1)?;
+            let lo = after.checked_add(1)?;
             if lo > i64::MAX as u64 {
                 return None;
             }
@@ -82,7 +100,12 @@ pub fn window_range(window: &Window<PostId>) -> Option<(i64, i64)> {
 
 /// The `posts_by_author` buckets a window spans, in the order the window reads them.
 pub fn window_buckets(range: (i64, i64), order: Order) -> (i32, i32) {
-    let (lo, hi) = (post_bucket(range.0), post_bucket(range.1));
+    bucket_span(range, order, post_bucket)
+}
+
+/// The buckets (by `bucket`) that the ids `range` span, first the one `order` reads first.
+pub fn bucket_span(range: (i64, i64), order: Order, bucket: fn(i64) -> i32) -> (i32, i32) {
+    let (lo, hi) = (bucket(range.0), bucket(range.1));
     match order {
         Order::NewestFirst => (hi, lo),
         Order::OldestFirst => (lo, hi),
@@ -125,6 +148,48 @@ pub fn post_to_row(post: &PostRecord) -> StoreResult<(i64, PostColumns)> {
             post.reblog_of.map(|r| to_cql(r.get())).transpose()?,
         ),
     ))
+}
+
+/// A notification's key as the primary key of `notification_keys`: recipient, kind tag,
+/// account, status (0 for none, as in the embedded store: a key column cannot be null).
+pub type NotificationKey = (i64, i8, i64, i64);
+
+pub fn notification_key(
+    recipient: UserId,
+    kind: NotificationKind,
+    account: UserId,
+    status: Option<PostId>,
+) -> StoreResult<NotificationKey> {
+    Ok((
+        to_cql(recipient.get())?,
+        notification_kind_to_cql(kind),
+        to_cql(account.get())?,
+        status.map_or(Ok(0), |s| to_cql(s.get()))?,
+    ))
+}
+
+/// The tag as a CQL tinyint (tags are small, so the cast is exact both ways).
+pub fn notification_kind_to_cql(kind: NotificationKind) -> i8 {
+    kind.tag() as i8
+}
+
+/// A `notifications` row as read: id, kind tag, account, status.
+pub type NotificationRow = (i64, i8, i64, Option<i64>);
+
+pub fn notification_from_row(
+    recipient: UserId,
+    (id, kind, account, status): NotificationRow,
+) -> StoreResult<NotificationRecord> {
+    let id = from_cql(id, "notification id")?;
+    let kind = NotificationKind::from_tag(kind as u8)
+        .ok_or_else(|| StoreError::Corrupt(format!("notification {id}: unknown kind {kind}")))?;
+    Ok(NotificationRecord {
+        id,
+        recipient,
+        kind,
+        account: UserId(from_cql(account, "notification account")?),
+        status: status.map(|s| from_cql(s, "notification status")).transpose()?.map(PostId),
+    })
 }
 
 /// The write timestamp (µs) of a delete of rows last written at `written` (µs, as stored
@@ -222,6 +287,36 @@ mod tests {
     }
 
     #[test]
+    fn plain_id_windows_match_post_windows() {
+        for (before, after, limit) in
+            [(None, None, 10), (Some(10), Some(5), 3), (Some(6), Some(5), 1), (Some(0), None, 1), (None, None, 0)]
+        {
+            assert_eq!(id_range(before, after, limit), window_range(&w(before, after, limit)));
+        }
+        assert_eq!(id_range(None, Some(u64::MAX), 1), None);
+    }
+
+    #[test]
+    fn notifications_round_trip_through_keys_and_rows() {
+        let (me, fan) = (UserId(7), UserId(8));
+        assert_eq!(
+            notification_key(me, NotificationKind::Follow, fan, None).unwrap(),
+            (7, NotificationKind::Follow.tag() as i8, 8, 0)
+        );
+        assert_eq!(notification_key(me, NotificationKind::Reblog, fan, Some(PostId(9))).unwrap().3, 9);
+        assert!(notification_key(UserId(1 << 63), NotificationKind::Follow, fan, None).is_err());
+        for kind in NotificationKind::ALL {
+            for status in [None, Some(PostId(42))] {
+                let n = NotificationRecord { id: 99, recipient: me, kind, account: fan, status };
+                let row = (99, notification_kind_to_cql(kind), 8, status.map(|s| s.get() as i64));
+                assert_eq!(notification_from_row(me, row).unwrap(), n);
+            }
+        }
+        assert!(matches!(notification_from_row(me, (1, 0, 8, None)), Err(StoreError::Corrupt(_))), "unknown kind");
+        assert!(matches!(notification_from_row(me, (-1, 1, 8, None)), Err(StoreError::Corrupt(_))));
+    }
+
+    #[test]
     fn buckets_follow_the_id_clock() {
         let day_ms: i64 = 24 * 3600 * 1000;
         let id_at = |ms: i64| ms << CLOCK_SHIFT;
@@ -232,6 +327,10 @@ mod tests {
         assert_eq!(edge_bucket(id_at(1 << 31)), 1);
         assert_eq!(edge_bucket(i64::MAX), (1 << 10) - 1, "bucket numbers fit easily in an int");
         assert_eq!(post_bucket(i64::MAX), (1 << 12) - 1);
+        assert_eq!(notification_bucket(id_at((1 << 26) - 1)), 0);
+        assert_eq!(notification_bucket(id_at(1 << 26)), 1);
+        assert!((18..19).contains(&((1i64 << 26) / 3_600_000)), "a notification bucket is about 18 hours");
+        assert_eq!(notification_bucket(i64::MAX), (1 << 15) - 1);
         assert_eq!(outbox_bucket(id_at(4096)), 1);
         assert_eq!(outbox_bucket_at(starling_ids::EPOCH_MS + 4096), 1);
         assert_eq!(outbox_bucket_at(0), 0, "before the epoch clamps to 0");
@@ -242,6 +341,8 @@ mod tests {
         let range = (1i64 << POST_BUCKET_SHIFT, (3i64 << POST_BUCKET_SHIFT) + 5);
         assert_eq!(window_buckets(range, Order::NewestFirst), (3, 1));
         assert_eq!(window_buckets(range, Order::OldestFirst), (1, 3));
+        let range = (1i64 << NOTIFICATION_BUCKET_SHIFT, (2i64 << NOTIFICATION_BUCKET_SHIFT) + 5);
+        assert_eq!(bucket_span(range, Order::NewestFirst, notification_bucket), (2, 1));
     }
 
     #[test]

@@ -46,6 +46,7 @@ pub struct ScyllaPostStore {
     pub(crate) session: Arc<Session>,
     pub(crate) outbox: OutboxQueue,
     pub(crate) ix: crate::interactions::Statements,
+    pub(crate) notifications: crate::notifications::Notifications,
     insert_post: PreparedStatement,
     insert_by_author: PreparedStatement,
     insert_bucket: PreparedStatement,
@@ -95,6 +96,7 @@ impl ScyllaPostStore {
         Ok(ScyllaPostStore {
             outbox: OutboxQueue::prepare(session.clone(), Stream::Posts, seqs).await?,
             ix: crate::interactions::Statements::prepare(s).await?,
+            notifications: crate::notifications::Notifications::prepare(session.clone()).await?,
             insert_post: prepare_idempotent(
                 s,
                 &format!("INSERT INTO posts ({POST_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"),

@@ -134,6 +134,83 @@ impl<T> Window<T> {
     }
 }
 
+/// What a notification tells its recipient.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NotificationKind {
+    /// `account` followed the recipient.
+    Follow,
+    /// `account` replied to the recipient's `status` (the reply).
+    Mention,
+    /// `account` reblogged the recipient's `status`.
+    Reblog,
+    /// `account` favourited the recipient's `status`.
+    Favourite,
+}
+
+impl NotificationKind {
+    pub const ALL: [NotificationKind; 4] =
+        [NotificationKind::Follow, NotificationKind::Mention, NotificationKind::Reblog, NotificationKind::Favourite];
+
+    /// Mastodon's name of the type.
+    pub fn name(self) -> &'static str {
+        match self {
+            NotificationKind::Follow => "follow",
+            NotificationKind::Mention => "mention",
+            NotificationKind::Reblog => "reblog",
+            NotificationKind::Favourite => "favourite",
+        }
+    }
+
+    /// A stable one-byte tag for storage keys.
+    pub fn tag(self) -> u8 {
+        match self {
+            NotificationKind::Follow => 1,
+            NotificationKind::Mention => 2,
+            NotificationKind::Reblog => 3,
+            NotificationKind::Favourite => 4,
+        }
+    }
+
+    pub fn from_tag(tag: u8) -> Option<NotificationKind> {
+        NotificationKind::ALL.into_iter().find(|k| k.tag() == tag)
+    }
+}
+
+/// One notification. Its key is `(recipient, kind, account, status)`: one per key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NotificationRecord {
+    /// Time-ordered (a Snowflake id, like posts'): the page cursor.
+    pub id: u64,
+    pub recipient: UserId,
+    pub kind: NotificationKind,
+    /// Who followed, replied, reblogged or favourited.
+    pub account: UserId,
+    /// The reply (mention), or the status reblogged or favourited; `None` for a follow.
+    pub status: Option<PostId>,
+}
+
+/// Notifications, kept by the store of the service whose change they report (follows by
+/// the graph's, the rest by the posts'). They are written after that change, not with it:
+/// a crash in between loses the notification, never the change.
+#[async_trait]
+pub trait NotificationStore: Send + Sync + 'static {
+    /// Stores `n` unless one with its key exists (then nothing changes). Returns whether it did.
+    async fn add_notification(&self, n: &NotificationRecord) -> StoreResult<bool>;
+
+    /// Removes the notification with this key (an unfavourite, an unreblog). Returns
+    /// whether there was one.
+    async fn remove_notification(
+        &self,
+        recipient: UserId,
+        kind: NotificationKind,
+        account: UserId,
+        status: Option<PostId>,
+    ) -> StoreResult<bool>;
+
+    /// `recipient`'s notifications with ids in the window.
+    async fn notifications(&self, recipient: UserId, window: Window<u64>) -> StoreResult<Vec<NotificationRecord>>;
+}
+
 /// Events committed with a change, published afterwards (see the crate docs).
 #[async_trait]
 pub trait Outbox: Send + Sync + 'static {
@@ -153,7 +230,7 @@ pub enum CreatePost {
 }
 
 #[async_trait]
-pub trait PostStore: Outbox {
+pub trait PostStore: Outbox + NotificationStore {
     /// Stores `post` and its events. With an idempotency key, a second call by the same
     /// author with the same key stores nothing and returns [`CreatePost::Replayed`].
     async fn create_post(
@@ -221,7 +298,7 @@ pub struct Counts {
 }
 
 #[async_trait]
-pub trait GraphStore: Outbox {
+pub trait GraphStore: Outbox + NotificationStore {
     /// Returns `false` (and stores nothing) if the handle is taken, ignoring case.
     async fn create_user(&self, user: &UserRecord) -> StoreResult<bool>;
     async fn user(&self, id: UserId) -> StoreResult<Option<UserRecord>>;

@@ -176,6 +176,7 @@ impl Api {
             &r.timeline
         } else if bare.starts_with("/api/v1/posts")
             || bare.starts_with("/api/v1/statuses")
+            || bare.starts_with("/api/v1/notifications")
             || (bare.starts_with("/api/v1/users/") && bare.ends_with("/posts"))
             || (bare.starts_with("/api/v1/accounts/") && bare.ends_with("/statuses"))
         {

@@ -13,6 +13,7 @@ pub async fn run_interactions<S: PostStore>(store: &S) {
     deleting_a_status_takes_its_reblogs(store).await;
     favourite_and_unfavourite(store).await;
     replies_are_counted_and_listed(store).await;
+    notifications_add_remove_and_list(store).await;
 }
 
 fn reblog_of(ids: &mut Ids, reblogger: starling_ids::UserId, original: PostId) -> PostRecord {
@@ -220,4 +221,47 @@ pub async fn mute_and_unmute<S: GraphStore>(store: &S) {
     assert!(!store.mutes(ann, bob).await.expect("mutes"));
     assert_eq!(store.muters(bob, None, 10).await.expect("muters"), vec![cat]);
     store.ack(&acks).await.expect("ack");
+}
+
+/// Notifications: one per key, listed by id in windows, removed by key, apart per recipient.
+pub async fn notifications_add_remove_and_list<S: crate::NotificationStore + ?Sized>(store: &S) {
+    use crate::{NotificationKind, NotificationRecord};
+    let mut ids = Ids::new();
+    let (me, other, fan) = (ids.user(), ids.user(), ids.user());
+    let status = ids_post(&mut ids);
+    let mut made = Vec::new();
+    for (kind, status) in [
+        (NotificationKind::Follow, None),
+        (NotificationKind::Favourite, Some(status)),
+        (NotificationKind::Reblog, Some(status)),
+        (NotificationKind::Mention, Some(ids_post(&mut ids))),
+    ] {
+        let n = NotificationRecord { id: ids.next(), recipient: me, kind, account: fan, status };
+        assert!(store.add_notification(&n).await.expect("add"), "{kind:?} is new");
+        made.push(n);
+    }
+    // The same key again stores nothing, whatever its id.
+    let again = NotificationRecord { id: ids.next(), ..made[1] };
+    assert!(!store.add_notification(&again).await.expect("add again"), "one per key");
+    let theirs = NotificationRecord { id: ids.next(), recipient: other, ..made[0] };
+    assert!(store.add_notification(&theirs).await.expect("add"));
+
+    let newest: Vec<NotificationRecord> = made.iter().rev().copied().collect();
+    let all = Window { before: None, after: None, limit: 10, order: Order::NewestFirst };
+    assert_eq!(store.notifications(me, all).await.expect("list"), newest, "newest first, only mine");
+    let page = Window { before: Some(made[3].id), after: Some(made[0].id), limit: 10, order: Order::NewestFirst };
+    assert_eq!(store.notifications(me, page).await.expect("list"), vec![made[2], made[1]], "exclusive bounds");
+    let oldest = Window { limit: 2, order: Order::OldestFirst, ..all };
+    assert_eq!(store.notifications(me, oldest).await.expect("list"), vec![made[0], made[1]]);
+    assert_eq!(store.notifications(me, Window { limit: 0, ..all }).await.expect("list"), vec![]);
+
+    assert!(store.remove_notification(me, NotificationKind::Favourite, fan, Some(status)).await.expect("remove"));
+    assert!(!store.remove_notification(me, NotificationKind::Favourite, fan, Some(status)).await.expect("again"));
+    assert!(!store.remove_notification(me, NotificationKind::Favourite, other, Some(status)).await.expect("other key"));
+    let left: Vec<NotificationRecord> = vec![made[3], made[2], made[0]];
+    assert_eq!(store.notifications(me, all).await.expect("list"), left);
+    // Removed, the key is free again.
+    let back = NotificationRecord { id: ids.next(), ..made[1] };
+    assert!(store.add_notification(&back).await.expect("add back"));
+    assert_eq!(store.notifications(other, all).await.expect("list"), vec![theirs]);
 }

@@ -60,6 +60,7 @@ pub async fn run_graph_store<S: GraphStore>(store: &S) {
     author_class(store).await;
     graph_outbox_order_and_ack(store).await;
     mute_and_unmute(store).await;
+    notifications_add_remove_and_list(store).await;
 }
 
 // ---------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@
 //! | `credentials`     | user                    | encoded [`CredentialRecord`]  |
 //! | `emails`          | lower-cased email       | user                          |
 //! | `grants`          | secret hash             | encoded [`GrantRecord`]       |
+//! | `notifications`, `notification_keys` | see `notifications.rs` (shared by both stores) | |
 //!
 //! [`AppRecord`]: crate::AppRecord
 //! [`CredentialRecord`]: crate::CredentialRecord
@@ -50,6 +51,7 @@
 //! [`Durability::SyncData`] each write waits for an fdatasync, which is the price of that mode.
 
 mod auth;
+mod notifications;
 mod posts;
 
 pub use posts::EmbeddedPostStore;
@@ -63,6 +65,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode};
 use parking_lot::{Mutex, MutexGuard};
+
+use notifications::Notifications;
 use starling_events::{Record, Topic};
 use starling_ids::UserId;
 
@@ -112,7 +116,17 @@ impl EmbeddedStore {
         let shared = Shared { db: db.clone(), persist: durability.persist_mode() };
         let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
 
+        // Both stores keep notifications in the same keyspaces (see `notifications`).
+        let notifications = || -> StoreResult<Notifications> {
+            Ok(Notifications {
+                list: ks("notifications")?,
+                keys: ks("notification_keys")?,
+                locks: Stripes::new(),
+                shared: shared.clone(),
+            })
+        };
         let posts = EmbeddedPostStore {
+            notifications: notifications()?,
             posts: ks("posts")?,
             by_author: ks("posts_by_author")?,
             idempotency: ks("idempotency")?,
@@ -126,6 +140,7 @@ impl EmbeddedStore {
             shared: shared.clone(),
         };
         let graph = EmbeddedGraphStore {
+            notifications: notifications()?,
             users: ks("users")?,
             handles: ks("handles")?,
             following: ks("following")?,
@@ -340,6 +355,7 @@ pub struct EmbeddedGraphStore {
     credentials: Keyspace,
     emails: Keyspace,
     grants: Keyspace,
+    notifications: Notifications,
     /// Per-user stripes: every mutation locks each user whose edges, blocks, counts or
     /// class it reads and rewrites, so read-modify-write sequences do not interleave.
     locks: Stripes,
@@ -837,6 +853,7 @@ mod tests {
         posts::deleting_a_status_takes_its_reblogs,
         posts::favourite_and_unfavourite,
         posts::replies_are_counted_and_listed,
+        posts::notifications_add_remove_and_list,
         graph::users_and_handles,
         graph::follow_and_unfollow,
         graph::block_and_unblock,
@@ -861,6 +878,12 @@ mod tests {
         conformance::run_post_store(&*store.posts()).await;
         conformance::run_graph_store(&*store.graph()).await;
         conformance::run_auth_store(&*store.graph()).await;
+    }
+
+    #[tokio::test]
+    async fn graph_store_notifications() {
+        let dir = tempfile::tempdir().unwrap();
+        conformance::notifications_add_remove_and_list(&*open(dir.path()).graph()).await;
     }
 
     #[tokio::test]

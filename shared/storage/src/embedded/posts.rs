@@ -34,6 +34,7 @@ pub struct EmbeddedPostStore {
     /// status → reblogs ‖ favourites ‖ replies.
     pub(super) stats: Keyspace,
     pub(super) outbox: OutboxLog,
+    pub(super) notifications: super::notifications::Notifications,
     /// Create locks the author (idempotency check then write) and a reply's parent; delete
     /// locks the post (read then remove, so two deletes cannot both commit events) and
     /// what its counts live on; see the module docs.
