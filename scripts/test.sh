@@ -65,12 +65,14 @@ export REDIS_CLUSTER_URLS="redis://127.0.0.1:$redis_cluster_port,redis://127.0.0
 export KAFKA_BROKERS="127.0.0.1:$kafka_port"
 echo "Redis at $REDIS_URL, Redis Cluster at $REDIS_CLUSTER_URLS, broker at $KAFKA_BROKERS"
 
-step "Mastodon client libraries"
+step "Mastodon client libraries and schemathesis"
 source scripts/lib/clients.sh
 MASTODON_PY=$(clients_python)
 MASTO_JS=$(clients_masto_js)
-export MASTODON_PY MASTO_JS
+SCHEMATHESIS=$(clients_schemathesis)
+export MASTODON_PY MASTO_JS SCHEMATHESIS
 echo "Mastodon.py $MASTODON_PY_VERSION at $MASTODON_PY, masto.js $MASTO_JS_VERSION at $MASTO_JS"
+echo "schemathesis $SCHEMATHESIS_VERSION at $SCHEMATHESIS"
 
 step "tests"
 # End-to-end tests start real servers; two at a time keeps them inside 2 cores.

@@ -40,3 +40,23 @@ clients_masto_js() {
     fi
     echo "$entry"
 }
+
+# schemathesis, which fuzzes the API from its OpenAPI document (tests/openapi.rs).
+SCHEMATHESIS_VERSION=4.32.5
+
+clients_schemathesis() {
+    local tools="${STARLING_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/starling-tools}"
+    local venv="$tools/schemathesis-venv"
+    local bin="$venv/bin/schemathesis"
+    local want="schemathesis==$SCHEMATHESIS_VERSION"
+    local have
+    have=$("$venv/bin/python" -c 'import importlib.metadata as m; print("schemathesis==" + m.version("schemathesis"))' 2>/dev/null || true)
+    if [ "$have" != "$want" ]; then
+        echo "installing $want into $venv" >&2
+        mkdir -p "$tools"
+        [ -x "$venv/bin/python" ] || python3 -m venv "$venv" >&2 || { echo "clients: cannot create venv $venv" >&2; return 1; }
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$want" >&2 \
+            || { echo "clients: pip install $want failed" >&2; return 1; }
+    fi
+    echo "$bin"
+}

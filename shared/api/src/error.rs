@@ -21,6 +21,8 @@ pub enum ErrorCode {
     /// Authenticated but not allowed (deleting someone else's post, blocked).
     Forbidden,
     NotFound,
+    /// The path exists, not with this method.
+    MethodNotAllowed,
     /// The request conflicts with current state (duplicate follow, handle taken).
     Conflict,
     PayloadTooLarge,
@@ -39,6 +41,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::Conflict => StatusCode::CONFLICT,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,

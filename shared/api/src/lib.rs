@@ -106,8 +106,46 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for JsonObject<T> {
 }
 
 /// The JSON 404 for paths no route matches.
-pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
-    Err(ApiError::new(ErrorCode::NotFound, "no such endpoint"))
+pub async fn not_found(req: actix_web::HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    let allowed = documented_methods(req.path());
+    if allowed.is_empty() {
+        return Err(ApiError::new(ErrorCode::NotFound, "no such endpoint"));
+    }
+    // A documented path with another method: 405, saying which methods it takes.
+    let allow = allowed.join(", ");
+    let body = serde_json::json!({ "error": {
+        "code": "method_not_allowed",
+        "message": format!("{} {} is not an endpoint; this path takes {allow}", req.method(), req.path()),
+    }});
+    Ok(actix_web::HttpResponse::MethodNotAllowed().insert_header(("Allow", allow)).json(body))
+}
+
+/// The methods `/openapi.json` documents for the path template `path` matches (a `{…}`
+/// segment matches any non-empty segment), upper case.
+fn documented_methods(path: &str) -> Vec<String> {
+    static PATHS: std::sync::LazyLock<Vec<(Vec<String>, Vec<String>)>> = std::sync::LazyLock::new(|| {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI_JSON).unwrap_or_default();
+        let paths = doc["paths"].as_object().cloned().unwrap_or_default();
+        paths
+            .into_iter()
+            .map(|(template, ops)| {
+                let segments = template.split('/').map(str::to_owned).collect();
+                let methods =
+                    ops.as_object().map(|o| o.keys().map(|m| m.to_ascii_uppercase()).collect()).unwrap_or_default();
+                (segments, methods)
+            })
+            .collect()
+    });
+    let segments: Vec<&str> = path.split('/').collect();
+    let matches = |template: &[String]| {
+        template.len() == segments.len()
+            && template.iter().zip(&segments).all(|(t, s)| if t.starts_with('{') { !s.is_empty() } else { t == s })
+    };
+    let mut methods: Vec<String> =
+        PATHS.iter().filter(|(t, _)| matches(t)).flat_map(|(_, m)| m.iter().cloned()).collect();
+    methods.sort_unstable();
+    methods.dedup();
+    methods
 }
 
 /// `GET /healthz`: the process is alive.
