@@ -4,26 +4,32 @@
 #   source scripts/lib/clients.sh
 #   MASTODON_PY=$(clients_python)     # a python that imports Mastodon.py at the pinned version
 #   MASTO_JS=$(clients_masto_js)      # masto.js's ES module entry, at the pinned version
+#   SCHEMATHESIS=$(clients_schemathesis)  # the schemathesis command, at the pinned version
 
 MASTODON_PY_VERSION=2.3.3
 # 8.x needs Node 22; these machines have Node 20.
 MASTO_JS_VERSION=7.12.0
 
-clients_python() {
+# _clients_venv <name> <distribution> <version>: the cached venv <name> with that
+# distribution at that version (installed if missing); prints the venv's directory.
+_clients_venv() {
     local tools="${STARLING_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/starling-tools}"
-    local venv="$tools/clients-venv"
-    local python="$venv/bin/python"
-    local want="Mastodon.py==$MASTODON_PY_VERSION"
-    local have
-    have=$("$python" -c 'import importlib.metadata as m; print("Mastodon.py==" + m.version("Mastodon.py"))' 2>/dev/null || true)
+    local venv="$tools/$1" want="$2==$3" have
+    have=$("$venv/bin/python" -c "import importlib.metadata as m; print('$2==' + m.version('$2'))" 2>/dev/null || true)
     if [ "$have" != "$want" ]; then
         echo "installing $want into $venv" >&2
         mkdir -p "$tools"
-        [ -x "$python" ] || python3 -m venv "$venv" >&2 || { echo "clients: cannot create venv $venv" >&2; return 1; }
-        "$python" -m pip install --quiet --disable-pip-version-check "$want" >&2 \
+        [ -x "$venv/bin/python" ] || python3 -m venv "$venv" >&2 || { echo "clients: cannot create venv $venv" >&2; return 1; }
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$want" >&2 \
             || { echo "clients: pip install $want failed" >&2; return 1; }
     fi
-    echo "$python"
+    echo "$venv"
+}
+
+clients_python() {
+    local venv
+    venv=$(_clients_venv clients-venv Mastodon.py "$MASTODON_PY_VERSION") || return 1
+    echo "$venv/bin/python"
 }
 
 clients_masto_js() {
@@ -45,18 +51,7 @@ clients_masto_js() {
 SCHEMATHESIS_VERSION=4.32.5
 
 clients_schemathesis() {
-    local tools="${STARLING_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/starling-tools}"
-    local venv="$tools/schemathesis-venv"
-    local bin="$venv/bin/schemathesis"
-    local want="schemathesis==$SCHEMATHESIS_VERSION"
-    local have
-    have=$("$venv/bin/python" -c 'import importlib.metadata as m; print("schemathesis==" + m.version("schemathesis"))' 2>/dev/null || true)
-    if [ "$have" != "$want" ]; then
-        echo "installing $want into $venv" >&2
-        mkdir -p "$tools"
-        [ -x "$venv/bin/python" ] || python3 -m venv "$venv" >&2 || { echo "clients: cannot create venv $venv" >&2; return 1; }
-        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$want" >&2 \
-            || { echo "clients: pip install $want failed" >&2; return 1; }
-    fi
-    echo "$bin"
+    local venv
+    venv=$(_clients_venv schemathesis-venv schemathesis "$SCHEMATHESIS_VERSION") || return 1
+    echo "$venv/bin/schemathesis"
 }
