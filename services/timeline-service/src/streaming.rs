@@ -16,8 +16,9 @@
 //! A stream shows what the home timeline would: a post or reblog by one of the reader's
 //! home authors (or the reader), a reblog only where the timeline would show it (see the
 //! crate docs on reblogs). Whom the reader follows is read when the stream opens and again
-//! whenever the bus says it changed. Starling has no notifications yet, so a
-//! `user:notification` subscription is accepted and stays silent.
+//! whenever the bus says it changed. Notifications are not streamed yet: a WebSocket
+//! `user:notification` subscription is accepted and stays silent; any other stream is
+//! refused (an `error` message, or 404).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -159,11 +160,13 @@ async fn caller(req: &HttpRequest, protocol: Option<&str>) -> Result<AuthUser, A
     Ok(user)
 }
 
-/// The stream a request names: `user` and `user:notification` are what exists.
-fn named_stream(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+/// Whether the request's query names the `user` stream (`false` if it names none); any
+/// other stream is 404.
+fn names_user_stream(req: &HttpRequest) -> Result<bool, ApiError> {
     let stream = query_pairs(req.query_string())?.into_iter().find(|(k, _)| k == "stream").map(|(_, v)| v);
     match stream.as_deref() {
-        None | Some("user" | "user:notification") => Ok(stream),
+        None => Ok(false),
+        Some("user") => Ok(true),
         Some(other) => Err(ApiError::new(ErrorCode::NotFound, format!("no stream {other:?} here (user only)"))),
     }
 }
@@ -201,11 +204,11 @@ async fn streaming(
     req: HttpRequest,
     body: web::Payload,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let named = named_stream(&req)?;
+    let named = names_user_stream(&req)?;
     let upgrade =
         req.headers().get("upgrade").and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     if !upgrade {
-        if named.is_none() {
+        if !named {
             return Err(ApiError::parameter("name a stream (stream=user) or open a WebSocket").into());
         }
         let me = caller(&req, None).await?;
@@ -226,7 +229,7 @@ async fn streaming(
     let watch = svc.watch(me.id).await.map_err(ApiError::unavailable)?;
     let (tx, rx) = mpsc::channel(64);
     svc.run_stream(PublicBase::of(&req), watch, tx);
-    actix_web::rt::spawn(websocket(session, messages, rx, named.is_some()));
+    actix_web::rt::spawn(websocket(session, messages, rx, named));
     Ok(res)
 }
 
@@ -243,7 +246,14 @@ async fn websocket(
             msg = messages.next() => match msg {
                 Some(Ok(actix_ws::Message::Text(text))) => match serde_json::from_str::<Subscription>(&text) {
                     Ok(s) if s.stream == "user" => subscribed = s.kind == "subscribe",
-                    Ok(_) => {}
+                    // Not streamed yet: accepted, and silent.
+                    Ok(s) if s.stream == "user:notification" => {}
+                    Ok(s) => {
+                        let error = serde_json::json!({ "error": format!("no stream {:?} here (user only)", s.stream) });
+                        if session.text(error.to_string()).await.is_err() {
+                            return;
+                        }
+                    }
                     Err(_) => {
                         let error = serde_json::json!({ "error": "expected {\"type\":\"subscribe\",\"stream\":\"user\"}" });
                         if session.text(error.to_string()).await.is_err() {
