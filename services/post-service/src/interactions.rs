@@ -141,7 +141,7 @@ async fn set_favourite(
 
 impl PostService {
     /// The accounts of `users`, in order; users that no longer exist are left out.
-    async fn accounts(&self, base: &PublicBase, users: &[UserId]) -> Result<Vec<Account>, ApiError> {
+    pub(crate) async fn accounts(&self, base: &PublicBase, users: &[UserId]) -> Result<Vec<Account>, ApiError> {
         let found = try_join_all(users.iter().map(|&u| async move {
             match self.graph.user(u).await.map_err(ApiError::unavailable)? {
                 Some(user) => self.account(base, user.id, &user.handle).await.map(Some),

@@ -8,7 +8,7 @@
 //! store's notifications with the graph's (one call), newest first; a notification whose
 //! status is gone is left out, as Mastodon does.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
@@ -93,23 +93,28 @@ impl PostService {
         let posts: Vec<PostRecord> =
             self.store.get_posts(&ids).await.map_err(ApiError::unavailable)?.into_iter().flatten().collect();
         let statuses = self.statuses(&base, &posts, Some(me)).await?;
-        let by_id: std::collections::HashMap<&str, &Status> = statuses.iter().map(|s| (s.id.as_str(), s)).collect();
+        let by_id: HashMap<String, Status> = statuses.into_iter().map(|s| (s.id.clone(), s)).collect();
+        // Each actor's account once, fetched together.
+        let mut actors: Vec<UserId> = found.iter().map(|n| n.account).collect();
+        actors.sort_unstable();
+        actors.dedup();
+        let accounts: HashMap<String, Account> =
+            self.accounts(&base, &actors).await?.into_iter().map(|a| (a.id.clone(), a)).collect();
         let mut out = Vec::with_capacity(found.len());
         for n in found {
             let status = match n.status {
-                Some(id) => match by_id.get(id.to_string().as_str()) {
-                    Some(s) => Some((*s).clone()),
+                Some(id) => match by_id.get(&id.to_string()) {
+                    Some(s) => Some(s.clone()),
                     None => continue,
                 },
                 None => None,
             };
-            let Some(user) = self.graph.user(n.account).await.map_err(ApiError::unavailable)? else { continue };
-            let account = self.account(&base, user.id, &user.handle).await?;
+            let Some(account) = accounts.get(&n.account.to_string()) else { continue };
             out.push(Notification {
                 id: n.id.to_string(),
                 kind: n.kind.name(),
                 created_at: starling_api::mastodon::datetime(PostId(n.id).unix_millis()),
-                account,
+                account: account.clone(),
                 status,
             });
         }

@@ -401,8 +401,12 @@ impl TimelineService {
             let mut rest = &items[..];
             while out.len() < query.limit && !rest.is_empty() {
                 let take = (query.limit - out.len()).min(rest.len());
-                let posts = self.hydrate(&rest[..take]).await?;
-                out.extend(self.without_repeats(ctx, posts, &mut originals).await?);
+                let ids: Vec<PostId> = rest[..take].iter().map(|i| i.post).collect();
+                let posts = self.hydrate(&ids).await?;
+                out.extend(match ctx.allowed {
+                    Some(home) => self.without_repeats(home, posts, &mut originals).await?,
+                    None => posts,
+                });
                 rest = &rest[take..];
             }
             match next {
@@ -581,27 +585,24 @@ impl TimelineService {
         }
     }
 
-    /// `posts` without the reblogs the timeline shows elsewhere (see the crate docs on
-    /// reblogs); the originals of those kept are added to `originals`.
+    /// `posts` without the reblogs a timeline whose authors are `home` (the reader
+    /// included) shows elsewhere (see the crate docs on reblogs); the originals of those
+    /// kept are added to `originals`.
     async fn without_repeats(
         &self,
-        ctx: &Ctx<'_>,
+        home: &HashSet<UserId>,
         posts: Vec<PostRecord>,
         originals: &mut HashMap<PostId, PostRecord>,
     ) -> Result<Vec<PostRecord>, ReadError> {
-        let wanted: Vec<Item> = posts
-            .iter()
-            .filter_map(|p| p.reblog_of)
-            .filter(|o| !originals.contains_key(o))
-            .map(|post| Item { post, author: UserId(0) })
-            .collect();
-        if wanted.is_empty() && posts.iter().all(|p| p.reblog_of.is_none()) {
+        if posts.iter().all(|p| p.reblog_of.is_none()) {
             return Ok(posts);
         }
+        let wanted: Vec<PostId> =
+            posts.iter().filter_map(|p| p.reblog_of).filter(|o| !originals.contains_key(o)).collect();
         for o in self.hydrate(&wanted).await? {
             originals.insert(o.id, o);
         }
-        let at_home = |u: UserId| u == ctx.reader || ctx.allowed.is_some_and(|a| a.contains(&u));
+        let at_home = |u: UserId| home.contains(&u);
         let mut kept = Vec::with_capacity(posts.len());
         for p in posts {
             let Some(o) = p.reblog_of else {
@@ -640,12 +641,11 @@ impl TimelineService {
         }
     }
 
-    /// Looks the items up; drops deleted ones. Keeps order.
-    async fn hydrate(&self, items: &[Item]) -> Result<Vec<PostRecord>, ReadError> {
-        if items.is_empty() {
+    /// Looks the posts up; drops deleted ones. Keeps order.
+    async fn hydrate(&self, ids: &[PostId]) -> Result<Vec<PostRecord>, ReadError> {
+        if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<PostId> = items.iter().map(|i| i.post).collect();
         let cached = self.model.posts(&ids).await?;
         let missing: Vec<PostId> = ids.iter().zip(&cached).filter(|(_, c)| c.is_none()).map(|(&id, _)| id).collect();
         self.stats.lookups(Lookups::Posts, ids.len() - missing.len(), missing.len());

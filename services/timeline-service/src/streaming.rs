@@ -36,7 +36,7 @@ use starling_ids::{PostId, UserId};
 use starling_timeline_cache::bus::Change;
 use tokio::sync::mpsc;
 
-use crate::{Ctx, HomePage, Item, ReadError, TimelineService};
+use crate::{HomePage, ReadError, TimelineService};
 
 /// How often an idle stream says it is alive (Mastodon's streaming server: 15 s).
 const HEARTBEAT: Duration = Duration::from_secs(15);
@@ -86,11 +86,9 @@ impl TimelineService {
             }
             Change::Deleted { post, author } if watch.authors.contains(&author) => Ok(Some(Event::Delete(post))),
             Change::Posted { post, author } if watch.authors.contains(&author) => {
-                let posts = self.hydrate(&[Item { post, author }]).await?;
-                let ctx =
-                    Ctx { reader: watch.reader, authors: &[], celebs: &[], allowed: Some(&watch.authors), version: 0 };
+                let posts = self.hydrate(&[post]).await?;
                 let mut originals = HashMap::new();
-                let posts = self.without_repeats(&ctx, posts, &mut originals).await?;
+                let posts = self.without_repeats(&watch.authors, posts, &mut originals).await?;
                 let statuses = self.statuses(base, HomePage { posts, originals }, watch.reader).await?;
                 Ok(statuses.first().and_then(|s| serde_json::to_string(s).ok()).map(Event::Update))
             }

@@ -163,7 +163,7 @@ pub trait ReadModel: Send + Sync + 'static {
         statuses: &[PostId],
         viewer: UserId,
     ) -> CacheResult<(Vec<Option<Counts>>, Vec<Option<Interactions>>)> {
-        futures::try_join!(self.counts(authors), self.interactions(viewer, statuses))
+        page_counts_apart(self, authors, statuses, viewer).await
     }
 
     /// Caches interactions read from the post-service, where nothing is cached yet.
@@ -186,6 +186,17 @@ pub trait ReadModel: Send + Sync + 'static {
 
     /// Drops everything (operations; tests of the fill paths).
     async fn clear(&self) -> CacheResult<()>;
+}
+
+/// [`ReadModel::page_counts`] as two lookups in flight together: the default, and what
+/// backends fall back to where they cannot do better.
+pub async fn page_counts_apart<M: ReadModel + ?Sized>(
+    model: &M,
+    authors: &[UserId],
+    statuses: &[PostId],
+    viewer: UserId,
+) -> CacheResult<(Vec<Option<Counts>>, Vec<Option<Interactions>>)> {
+    futures::try_join!(model.counts(authors), model.interactions(viewer, statuses))
 }
 
 /// Checks a fill's value against its collection.

@@ -459,7 +459,7 @@ impl ReadModel for RedisReadModel {
         viewer: UserId,
     ) -> CacheResult<(Vec<Option<Counts>>, Vec<Option<Interactions>>)> {
         if self.conns.cluster().is_some() || authors.is_empty() || statuses.is_empty() {
-            return futures::try_join!(self.counts(authors), self.interactions(viewer, statuses));
+            return crate::read_model::page_counts_apart(self, authors, statuses, viewer).await;
         }
         // One pipeline on one node: the authors' counts, the statuses' counts, the flags.
         let mut pipe = redis::pipe();
