@@ -23,7 +23,8 @@ port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); 
 
 # A celebrity line the example's five celebrities (about 1,000 followers each) cross, and
 # no write rate limit: a trace's heavy posters post faster than a person would.
-STARLING__RATE_LIMIT__WRITES_PER_SECOND=0 \
+admin_token="example-$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+STARLING__ADMIN__TOKEN="$admin_token" STARLING__RATE_LIMIT__WRITES_PER_SECOND=0 \
 STARLING__CELEBRITY__THRESHOLD=500 STARLING__CELEBRITY__DEMOTE_BELOW=400 \
 RUST_LOG=warn "$bin" up --data-dir "$work/data" --bind "127.0.0.1:$port" >"$work/server.out" 2>"$work/server.log" &
 server=$!
@@ -35,4 +36,4 @@ grep -q "listening on" "$work/server.out" || { cat "$work/server.log" >&2; exit 
 
 "$bin" trace generate --users 5000 --mean-following 40 --celebrities 5 --seed 1 --out "$work/example.trace"
 "$bin" trace stats "$work/example.trace"
-"$bin" trace replay "$work/example.trace" --target "http://127.0.0.1:$port" --out "$out" --run-id ex1 --seed 1
+STARLING_ADMIN_TOKEN="$admin_token" "$bin" trace replay "$work/example.trace" --target "http://127.0.0.1:$port" --out "$out" --run-id ex1 --seed 1

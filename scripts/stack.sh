@@ -44,7 +44,8 @@ if [ "$cmd" = replay ]; then
     WRITES_PER_SECOND=0 "$0" up "$replay_dir"
     metrics=()
     for port in 8081 8082 8083 8086 8084 8085; do metrics+=(--metrics-url "http://127.0.0.1:$port"); done
-    "$root/target/release/starling" trace replay "$trace" --target http://127.0.0.1:8081 \
+    STARLING_ADMIN_TOKEN="$(cat "$replay_dir/admin-token")" \
+        "$root/target/release/starling" trace replay "$trace" --target http://127.0.0.1:8081 \
         --posts-url http://127.0.0.1:8082 --timeline-url http://127.0.0.1:8083 "${metrics[@]}" \
         --out "$report" "$@"
     echo "report in $report/report.md; the stack is still up: $0 down $replay_dir"
@@ -95,6 +96,12 @@ up)
     fi
     STARLING__AUTH__JWT_SECRET="$(cat "$dir/jwt-secret")"
     export STARLING__AUTH__JWT_SECRET
+    # The operator's token for /admin/v1 (bulk accounts, cache wipe): random per stack.
+    if [ ! -f "$dir/admin-token" ]; then
+        head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$dir/admin-token"
+    fi
+    STARLING__ADMIN__TOKEN="$(cat "$dir/admin-token")"
+    export STARLING__ADMIN__TOKEN
     if [ -n "${WRITES_PER_SECOND:-}" ]; then
         export STARLING__RATE_LIMIT__WRITES_PER_SECOND="$WRITES_PER_SECOND"
         echo "write rate limit: ${WRITES_PER_SECOND}/s per user (0: off)"
@@ -111,10 +118,11 @@ up)
     cat <<MSG
 Starling is up (data and logs in $dir):
   public API        http://127.0.0.1:8080   everything (nginx, routing as k8s/base/ingress.yaml)
-  graph-service     http://127.0.0.1:8081   /api/v1/users...
-  post-service      http://127.0.0.1:8082   /api/v1/posts, /api/v1/users/{id}/posts
+  graph-service     http://127.0.0.1:8081   /oauth, /api/v1/apps, /api/v1/accounts..., /admin/v1/accounts
+  post-service      http://127.0.0.1:8082   /api/v1/statuses, /api/v1/accounts/{id}/statuses, /api/v1/notifications
   timeline-service  http://127.0.0.1:8083, :8086   /api/v1/timelines, /api/v1/streaming
   fanout-worker     http://127.0.0.1:8084, :8085   /metrics
+The operator's token for /admin/v1 is in $dir/admin-token.
 Stop with: scripts/stack.sh down $dir
 MSG
     ;;

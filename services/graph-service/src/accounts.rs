@@ -16,12 +16,12 @@ use serde_json::json;
 use starling_api::auth::{AuthUser, Caller};
 use starling_api::form::FormOrJson;
 use starling_api::mastodon::{Account, CredentialAccount, PublicBase};
-use starling_api::pagination::query_pairs;
+use starling_api::pagination::{clamped_limit, query_pairs};
 use starling_api::{ApiError, ErrorCode};
 use starling_ids::UserId;
 use starling_storage::{AccountCreated, CredentialRecord, EdgeChange, UserRecord};
 
-use crate::handlers::{EdgeOp, Handle, change_edge, existing};
+use crate::edges::{EdgeOp, Handle, change_edge, existing};
 use crate::{GraphService, oauth, passwords};
 
 type Svc = web::Data<GraphService>;
@@ -96,7 +96,7 @@ async fn sign_up(svc: Svc, caller: Caller, body: FormOrJson<SignUp>) -> Result<H
     let handle = Handle::parse(body.username.as_deref().unwrap_or(""))?;
     let email = email(body.email)?;
     let password = body.password.unwrap_or_default();
-    if password.chars().count() < passwords::MIN_LEN || password.len() > passwords::MAX_LEN {
+    if !(passwords::MIN_LEN..=passwords::MAX_LEN).contains(&password.chars().count()) {
         return Err(ApiError::validation(format!(
             "password must be {} to {} characters",
             passwords::MIN_LEN,
@@ -111,8 +111,9 @@ async fn sign_up(svc: Svc, caller: Caller, body: FormOrJson<SignUp>) -> Result<H
     let login = CredentialRecord { user: user.id, email, password_hash };
     match svc.auth.create_account(&user, &login).await.map_err(ApiError::unavailable)? {
         AccountCreated::Created => {}
-        AccountCreated::HandleTaken => return Err(ApiError::validation("username is already taken")),
-        AccountCreated::EmailTaken => return Err(ApiError::validation("email is already taken")),
+        // Mastodon answers 422; a conflict with what exists is 409 everywhere in Starling.
+        AccountCreated::HandleTaken => return Err(ApiError::new(ErrorCode::Conflict, "username is already taken")),
+        AccountCreated::EmailTaken => return Err(ApiError::new(ErrorCode::Conflict, "email is already taken")),
     }
     let token = oauth::issue(&svc, &app.client_id, Some(user.id), &app.scopes).await?;
     Ok(HttpResponse::Ok().json(token))
@@ -185,12 +186,8 @@ async fn list(svc: &GraphService, req: &HttpRequest, raw: &str, which: List) -> 
         match name.as_str() {
             "max_id" => after = Some(value.parse::<UserId>().map_err(|_| ApiError::parameter("max_id is not an id"))?),
             "limit" => {
-                limit = value
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|l| *l > 0)
+                limit = clamped_limit(&value, LIST_MAX)
                     .ok_or_else(|| ApiError::parameter("limit must be a positive integer"))?
-                    .min(LIST_MAX)
             }
             _ => {}
         }

@@ -1,6 +1,6 @@
 //! graph-service: who is who and who follows whom.
 //!
-//! Owns users (handles, tokens), follow edges, blocks, follower counts and the author
+//! Owns accounts (handles, logins, OAuth apps and tokens), follow edges, blocks, follower counts and the author
 //! class (ordinary or celebrity). Every change commits its event to the store's outbox
 //! and is answered only after the event is in the log (see `starling-outbox`).
 //!
@@ -9,8 +9,9 @@
 //! around the line does not flip the fan-out strategy on every follow.
 
 mod accounts;
+mod admin;
+mod edges;
 mod grants;
-mod handlers;
 mod instance;
 mod internal;
 mod oauth;
@@ -23,7 +24,6 @@ use std::sync::Arc;
 use actix_web::web;
 use serde::Deserialize;
 use starling_api::ApiError;
-use starling_api::auth::TokenKeys;
 use starling_api::rate_limit::RateLimiter;
 use starling_events::{Record, event_id, now_ms, pb};
 use starling_ids::{IdGenerator, UserId};
@@ -71,7 +71,6 @@ pub struct GraphService {
     pub auth: Arc<dyn AuthStore>,
     pub publisher: Publisher,
     pub ids: Arc<IdGenerator>,
-    pub tokens: TokenKeys,
     pub limiter: RateLimiter,
     /// Sign-in attempts per account (password guessing).
     pub logins: RateLimiter,
@@ -79,14 +78,16 @@ pub struct GraphService {
     /// when no other process shares one with this one.
     pub model: Option<Arc<dyn ReadModel>>,
     pub celebrity: CelebritySettings,
+    /// The operator's token for `/admin/v1` (empty: that API is off).
+    pub admin_token: String,
 }
 
 impl GraphService {
-    /// Registers the public routes under `/api/v1`.
+    /// Registers the public routes (`/api/v1`, `/oauth`) and the operator's (`/admin/v1`).
     pub fn configure(self: &Arc<Self>, cfg: &mut web::ServiceConfig) {
         cfg.app_data(web::Data::from(self.clone()));
-        handlers::routes(cfg);
         accounts::routes(cfg);
+        admin::routes(cfg);
         oauth::routes(cfg);
         instance::routes(cfg);
     }

@@ -216,10 +216,12 @@ async fn check_request(svc: &GraphService, q: AuthorizeQuery) -> Result<Request,
     }
     let client_id = q.client_id.ok_or_else(|| ApiError::parameter("client_id is required"))?;
     let app = svc.auth.app(&client_id).await.map_err(ApiError::unavailable)?;
-    let app = app.ok_or_else(|| ApiError::parameter("unknown client_id"))?;
+    // RFC 6749's invalid_client: the client is not authenticated.
+    let app = app.ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "unknown client_id"))?;
     let redirect_uri = q.redirect_uri.ok_or_else(|| ApiError::parameter("redirect_uri is required"))?;
     if !app.redirect_uris.contains(&redirect_uri) {
-        return Err(ApiError::parameter("redirect_uri is not one this app registered"));
+        // Never redirected to (RFC 6749 4.1.2.1): this app may not send codes there.
+        return Err(ApiError::new(ErrorCode::Forbidden, "redirect_uri is not one this app registered"));
     }
     let scopes = Scopes::parse(q.scope.as_deref().unwrap_or(""))?;
     if !app_scopes(&app).covers(&scopes) {

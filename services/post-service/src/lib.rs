@@ -11,13 +11,11 @@ mod statuses;
 
 use std::sync::Arc;
 
-use actix_web::{HttpRequest, HttpResponse, web};
-use serde::Deserialize;
+use actix_web::{HttpRequest, web};
 use starling_api::auth::AuthUser;
 use starling_api::pagination::Page;
 use starling_api::rate_limit::RateLimiter;
-use starling_api::views::{PostPage, PostView};
-use starling_api::{ApiError, ErrorCode, JsonObject};
+use starling_api::{ApiError, ErrorCode};
 use starling_clients::GraphClient;
 use starling_events::trace::{TRACEPARENT, TraceContext};
 use starling_events::{Record, event_id, now_ms, pb};
@@ -74,11 +72,7 @@ impl PostService {
     }
 
     pub fn configure(self: &Arc<Self>, cfg: &mut web::ServiceConfig) {
-        cfg.app_data(web::Data::from(self.clone()))
-            .route("/api/v1/posts", web::post().to(create))
-            .route("/api/v1/posts/{id}", web::get().to(get))
-            .route("/api/v1/posts/{id}", web::delete().to(delete))
-            .route("/api/v1/users/{id}/posts", web::get().to(user_posts));
+        cfg.app_data(web::Data::from(self.clone()));
         statuses::routes(cfg);
         interactions::routes(cfg);
         notifications::routes(cfg);
@@ -110,14 +104,6 @@ impl PostText {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewPost {
-    text: String,
-    #[serde(default)]
-    reply_to: Option<PostId>,
-}
-
 fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     let Some(value) = req.headers().get("Idempotency-Key") else { return Ok(None) };
     match value.to_str() {
@@ -133,23 +119,6 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
 /// The trace a request's events join: its `traceparent` header's, or a new one.
 fn request_trace(req: &HttpRequest) -> TraceContext {
     TraceContext::continue_or_start(req.headers().get(TRACEPARENT).map(|v| v.as_bytes()))
-}
-
-type Svc = web::Data<PostService>;
-
-async fn create(
-    svc: Svc,
-    me: AuthUser,
-    req: HttpRequest,
-    body: web::Json<JsonObject<NewPost>>,
-) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner().into_inner();
-    let (post, replayed) = svc.create_post(me, &req, body.text, body.reply_to).await?;
-    let mut res = HttpResponse::Created();
-    if replayed {
-        res.insert_header(("Idempotent-Replayed", "true"));
-    }
-    Ok(res.json(PostView::from(post)))
 }
 
 impl PostService {
@@ -187,7 +156,7 @@ impl PostService {
         let parent = match reply_to {
             Some(parent) => {
                 let found = self.store.get_posts(&[parent]).await.map_err(ApiError::unavailable)?.pop().flatten();
-                Some(found.ok_or_else(|| ApiError::validation("reply_to names no existing post"))?)
+                Some(found.ok_or_else(|| ApiError::not_found("the status replied to"))?)
             }
             None => None,
         };
@@ -297,29 +266,4 @@ fn created_event(post: &PostRecord, req: &HttpRequest) -> Record {
 
 pub(crate) fn post_id(raw: &str) -> Result<PostId, ApiError> {
     raw.parse().map_err(|_| ApiError::not_found("post"))
-}
-
-async fn get(svc: Svc, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let id = post_id(&path)?;
-    let post = svc.store.get_posts(&[id]).await.map_err(ApiError::unavailable)?.pop().flatten();
-    let post = post.ok_or_else(|| ApiError::not_found("post"))?;
-    Ok(HttpResponse::Ok().json(PostView::from(post)))
-}
-
-async fn delete(svc: Svc, me: AuthUser, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    svc.delete_post(&me, &req, post_id(&path)?).await?;
-    Ok(HttpResponse::NoContent().finish())
-}
-
-async fn user_posts(svc: Svc, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let page = Page::from_request(&req)?;
-    let posts = svc.author_page(&path, &page).await?;
-    let ids: Vec<PostId> = posts.iter().map(|p| p.id).collect();
-    let (prev_min_id, next_max_id) = page.cursors(&ids);
-    let body = PostPage { next_max_id, prev_min_id, posts: posts.into_iter().map(PostView::from).collect() };
-    let mut res = HttpResponse::Ok();
-    if let Some(link) = page.link_header(req.path(), body.prev_min_id, body.next_max_id) {
-        res.insert_header(("Link", link));
-    }
-    Ok(res.json(body))
 }

@@ -42,7 +42,10 @@ struct NewStatus {
     in_reply_to_id: Option<String>,
     visibility: Option<String>,
     spoiler_text: Option<String>,
-    /// Other fields clients send by default (`sensitive`, `language`) are ignored.
+    /// Taken and not used (statuses have no language yet); declared so that it must be a
+    /// string. Other fields clients send by default (`sensitive`) are ignored.
+    #[allow(dead_code)]
+    language: Option<String>,
     #[serde(rename = "media_ids[]", alias = "media_ids")]
     media_ids: Option<serde_json::Value>,
 }
@@ -141,14 +144,23 @@ async fn create(
         return Err(ApiError::validation("media attachments are not supported"));
     }
     let reply_to = match body.in_reply_to_id.as_deref().filter(|s| !s.is_empty()) {
-        Some(raw) => {
-            Some(raw.parse::<PostId>().map_err(|_| ApiError::validation("in_reply_to_id is not a status id"))?)
-        }
+        Some(raw) => match raw.parse::<PostId>() {
+            Ok(id) => Some(id),
+            // Digits beyond the id range name no status, like any id of none.
+            Err(_) if raw.bytes().all(|b| b.is_ascii_digit()) && !raw.starts_with('0') => {
+                return Err(ApiError::not_found("the status replied to"));
+            }
+            Err(_) => return Err(ApiError::validation("in_reply_to_id is not a status id")),
+        },
         None => None,
     };
     let viewer = Some(me.id);
-    let (post, _replayed) = svc.create_post(me, &req, body.status.unwrap_or_default(), reply_to).await?;
-    Ok(HttpResponse::Ok().json(svc.status(&req, &post, viewer).await?))
+    let (post, replayed) = svc.create_post(me, &req, body.status.unwrap_or_default(), reply_to).await?;
+    let mut res = HttpResponse::Ok();
+    if replayed {
+        res.insert_header(("Idempotent-Replayed", "true"));
+    }
+    Ok(res.json(svc.status(&req, &post, viewer).await?))
 }
 
 async fn get(svc: Svc, viewer: Viewer, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {

@@ -140,18 +140,16 @@ fn parse_args() -> Result<(bool, Scale), String> {
 /// The small population, made through the public API; returns each reader's id and token.
 async fn small_population(api: &Api, label: &str) -> Vec<(String, String)> {
     eprintln!("{label}: setting up {READERS} readers, {ORDINARY} ordinary authors, {CELEBRITIES} celebrities...");
-    let mut authors = Vec::new();
-    for i in 0..ORDINARY + CELEBRITIES {
-        authors.push(api.register(&format!("author{i}")).await);
-    }
+    let names: Vec<String> = (0..ORDINARY + CELEBRITIES).map(|i| format!("author{i}")).collect();
+    let authors = api.register_all(&names.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let names: Vec<String> = (0..READERS).map(|i| format!("reader{i}")).collect();
     let mut readers = Vec::new();
-    for i in 0..READERS {
-        let (id, token) = api.register(&format!("reader{i}")).await;
+    for (i, (id, token)) in api.register_all(&names.iter().map(String::as_str).collect::<Vec<_>>()).await.into_iter().enumerate() {
         // Each reader follows its own half of the ordinary authors and every celebrity.
         let mut follow: Vec<usize> = (0..ORDINARY).filter(|a| (a + i) % 2 == 0).collect();
         follow.extend(ORDINARY..ORDINARY + CELEBRITIES);
         for a in follow {
-            let r = api.call(Method::POST, &format!("/api/v1/users/{}/follow", authors[a].0), Some(&token), None).await;
+            let r = api.call(Method::POST, &format!("/api/v1/accounts/{}/follow", authors[a].0), Some(&token), None).await;
             assert!(r.status.is_success(), "follow: {}", r.status);
         }
         // A first read materialises the timeline (an active reader).
@@ -160,9 +158,9 @@ async fn small_population(api: &Api, label: &str) -> Vec<(String, String)> {
     }
     for (n, (_, token)) in authors.iter().enumerate() {
         for p in 0..POSTS_PER_AUTHOR {
-            let body = json!({ "text": format!("post {p} from author {n}") });
-            let r = api.call(Method::POST, "/api/v1/posts", Some(token), Some(body)).await;
-            assert_eq!(r.status, StatusCode::CREATED);
+            let body = json!({ "status": format!("post {p} from author {n}") });
+            let r = api.call(Method::POST, "/api/v1/statuses", Some(token), Some(body)).await;
+            assert_eq!(r.status, StatusCode::OK);
         }
     }
     api.wait_quiet().await;
@@ -289,6 +287,7 @@ async fn standalone(dir: &std::path::Path, store: Option<&std::path::Path>) -> (
     settings.server.bind = "127.0.0.1:0".parse().unwrap();
     settings.auth.jwt_secret = SECRET.to_owned();
     settings.rate_limit.writes_per_second = 0.0;
+    settings.admin.token = common::ADMIN_TOKEN.to_owned();
     if let Some(store) = store {
         large::copy_into(store, dir);
     } else {

@@ -296,13 +296,13 @@ impl Node {
                     auth: s.auth.clone(),
                     publisher,
                     ids: ids.clone(),
-                    tokens: tokens.clone(),
                     limiter: RateLimiter::new(limit),
                     logins: RateLimiter::new(LOGIN_LIMIT),
                     // The grant cache is for other processes: in one process every
                     // token is checked against the store itself.
                     model: backends.model.clone().filter(|_| internal),
                     celebrity: settings.celebrity.clone(),
+                    admin_token: settings.admin.token.clone(),
                 }))
             }
             _ => None,
@@ -531,14 +531,10 @@ async fn openapi() -> HttpResponse {
 /// Drops every materialised timeline and the read model; the next reads rebuild and fill
 /// them from storage.
 async fn clear_cache(ops: web::Data<Ops>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let expected = format!("Bearer {}", ops.admin_token);
-    let given = req.headers().get("Authorization").and_then(|v| v.to_str().ok());
-    let Some(cache) = ops.cache.as_ref().filter(|_| !ops.admin_token.is_empty()) else {
-        return Err(ApiError::new(ErrorCode::NotFound, "the admin API is disabled"));
+    starling_api::admin::require(&req, &ops.admin_token)?;
+    let Some(cache) = ops.cache.as_ref() else {
+        return Err(ApiError::new(ErrorCode::NotFound, "this process holds no timeline cache"));
     };
-    if given != Some(expected.as_str()) {
-        return Err(ApiError::new(ErrorCode::Unauthorized, "admin token required"));
-    }
     cache.clear().await.map_err(ApiError::unavailable)?;
     if let Some(model) = &ops.model {
         model.clear().await.map_err(ApiError::unavailable)?;

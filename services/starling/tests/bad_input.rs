@@ -58,7 +58,7 @@ const BAD_IDS: &[&str] = &[
 #[derive(Clone, Debug)]
 struct User {
     id: u64,
-    handle: String,
+    username: String,
     token: String,
 }
 
@@ -87,70 +87,79 @@ impl Rig {
         Req { rig: self, what: format!("{method} {path}"), method, path, headers: HeaderMap::new(), body: None }
     }
 
-    async fn user(&self, handle: &str) -> User {
-        let (id, token) = self.api.register(handle).await;
-        User { id, handle: handle.to_owned(), token }
+    /// A new account, made by the operator's bulk sign-up.
+    async fn user(&self, username: &str) -> User {
+        let (id, token) = self.api.register(username).await;
+        User { id, username: username.to_owned(), token }
     }
 
+    /// `POST /api/v1/statuses` as `user`, the body still to be given.
+    fn compose(&self, user: &User) -> Req<'_> {
+        self.req(Method::POST, "/api/v1/statuses").token(&user.token)
+    }
+
+    /// `who` does `action` (follow, unfollow, block, unblock, mute, unmute) to `whom`.
+    fn edge(&self, who: &User, action: &str, whom: &User) -> Req<'_> {
+        self.req(Method::POST, format!("/api/v1/accounts/{}/{action}", whom.id)).token(&who.token)
+    }
+
+    /// A new status of `user`'s; its id.
     async fn post(&self, user: &User, text: &str) -> String {
-        let r = self.api.call(Method::POST, "/api/v1/posts", Some(&user.token), Some(json!({ "text": text }))).await;
-        assert_eq!(r.status, StatusCode::CREATED, "post {text:?}: {}", r.body);
-        r.body["id"].as_str().expect("post id").to_owned()
-    }
-
-    async fn write(&self, method: Method, path: &str, user: &User, expected: StatusCode) {
-        let r = self.api.call(method.clone(), path, Some(&user.token), None).await;
-        assert_eq!(r.status, expected, "{method} {path}: {}", r.body);
+        let sent = self.compose(user).json(&json!({ "status": text })).what(format!("post {text:?}")).send().await;
+        sent.ok(StatusCode::OK)["id"].as_str().expect("status id").to_owned()
     }
 
     async fn follow(&self, who: &User, whom: &User) {
-        self.write(Method::POST, &format!("/api/v1/users/{}/follow", whom.id), who, StatusCode::OK).await;
+        self.edge(who, "follow", whom).send().await.ok(StatusCode::OK);
     }
 
     async fn block(&self, who: &User, whom: &User) {
-        self.write(Method::POST, &format!("/api/v1/users/{}/block", whom.id), who, StatusCode::OK).await;
+        self.edge(who, "block", whom).send().await.ok(StatusCode::OK);
     }
 
-    async fn delete(&self, who: &User, post: &str) {
-        self.write(Method::DELETE, &format!("/api/v1/posts/{post}"), who, StatusCode::NO_CONTENT).await;
+    /// Deletes `who`'s status `post`; the deleted Status.
+    async fn delete(&self, who: &User, post: &str) -> Value {
+        let sent = self.req(Method::DELETE, format!("/api/v1/statuses/{post}")).token(&who.token).send().await;
+        sent.ok(StatusCode::OK).clone()
     }
 
     async fn profile(&self, id: u64) -> Value {
-        let r = self.api.call(Method::GET, &format!("/api/v1/users/{id}"), None, None).await;
-        assert_eq!(r.status, StatusCode::OK, "user {id}: {}", r.body);
+        let r = self.api.call(Method::GET, &format!("/api/v1/accounts/{id}"), None, None).await;
+        assert_eq!(r.status, StatusCode::OK, "account {id}: {}", r.body);
         r.body
     }
 
-    async fn assert_no_user(&self, handle: &str) {
-        let r = self.api.call(Method::GET, &format!("/api/v1/users/lookup?handle={handle}"), None, None).await;
-        assert_eq!(r.status, NOT_FOUND, "a refused registration created {handle}: {}", r.body);
+    async fn assert_no_user(&self, username: &str) {
+        let r = self.api.call(Method::GET, &format!("/api/v1/accounts/lookup?acct={username}"), None, None).await;
+        assert_eq!(r.status, NOT_FOUND, "a refused sign-up created {username}: {}", r.body);
     }
 
     /// Everything a client can observe about `users`, to compare before and after.
     async fn snapshot(&self, users: &[User]) -> Vec<(String, StatusCode, Value)> {
         let mut gets: Vec<(String, String, Option<&str>)> = Vec::new();
         for u in users {
-            for tail in ["", "/posts?limit=100", "/followers?limit=100", "/following?limit=100"] {
-                let path = format!("/api/v1/users/{}{tail}", u.id);
+            for tail in ["", "/statuses?limit=100", "/followers?limit=80", "/following?limit=80"] {
+                let path = format!("/api/v1/accounts/{}{tail}", u.id);
                 gets.push((path.clone(), path, None));
             }
             let home = "/api/v1/timelines/home?limit=100".to_owned();
-            gets.push((format!("home timeline of {}", u.handle), home, Some(&u.token)));
-            gets.push((format!("mutes of {}", u.handle), "/api/v1/mutes?limit=80".to_owned(), Some(&u.token)));
+            gets.push((format!("home timeline of {}", u.username), home, Some(&u.token)));
+            gets.push((format!("mutes of {}", u.username), "/api/v1/mutes?limit=80".to_owned(), Some(&u.token)));
         }
         let replies =
             join_all(gets.iter().map(|(_, path, token)| self.api.call(Method::GET, path, *token, None))).await;
-        let mut post_ids: Vec<String> = replies
+        // Each status an account lists, by id too: its reblog, favourite and reply counts.
+        let mut post_ids: Vec<String> = gets
             .iter()
-            .filter_map(|r| r.body["posts"].as_array())
+            .zip(&replies)
+            .filter(|((_, path, _), _)| path.contains("/statuses?"))
+            .filter_map(|(_, r)| r.body.as_array())
             .flatten()
             .filter_map(|p| p["id"].as_str().map(str::to_owned))
             .collect();
         post_ids.sort();
         post_ids.dedup();
-        // Each post as a Status too: its reblog and favourite counts.
-        let post_paths: Vec<String> =
-            post_ids.iter().flat_map(|id| [format!("/api/v1/posts/{id}"), format!("/api/v1/statuses/{id}")]).collect();
+        let post_paths: Vec<String> = post_ids.iter().map(|id| format!("/api/v1/statuses/{id}")).collect();
         let by_id = join_all(post_paths.iter().map(|path| self.api.call(Method::GET, path, None, None))).await;
         let mut state: Vec<(String, StatusCode, Value)> = gets
             .into_iter()
@@ -203,7 +212,7 @@ impl Rig {
 }
 
 /// The OpenAPI path template that `path` matches, preferring the most literal one
-/// (`/api/v1/users/lookup` over `/api/v1/users/{id}`).
+/// (`/api/v1/accounts/lookup` over `/api/v1/accounts/{id}`).
 fn template_of<'a>(templates: impl Iterator<Item = &'a String>, path: &str) -> Option<&'a str> {
     let segments: Vec<&str> = path.split('/').collect();
     templates
@@ -246,10 +255,20 @@ impl Watch<'_> {
     }
 
     /// Sends a write that must be refused with `status`/`code`, then checks nothing changed.
-    async fn refused(&self, req: Req<'_>, status: StatusCode, code: &str) {
+    async fn refused<'r>(&self, req: Req<'r>, status: StatusCode, code: &str) -> Sent<'r> {
         let sent = req.send().await;
         sent.error(status, code);
         self.unchanged(&sent.what).await;
+        sent
+    }
+
+    /// Sends a write of what is already so (Mastodon's are idempotent): 200, and nothing
+    /// changes. The answer's body.
+    async fn idempotent(&self, req: Req<'_>) -> Value {
+        let sent = req.send().await;
+        let body = sent.ok(StatusCode::OK).clone();
+        self.unchanged(&sent.what).await;
+        body
     }
 }
 
@@ -491,10 +510,20 @@ fn gzip(head: &[u8], run: usize, tail: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A `{"text": ...}` body of exactly `len` bytes.
-fn post_body_of_len(len: usize) -> String {
-    let frame = r#"{"text":""}"#.len();
-    format!(r#"{{"text":"{}"}}"#, "a".repeat(len - frame))
+/// A `{"status": ...}` body of exactly `len` bytes.
+fn status_body_of_len(len: usize) -> String {
+    let frame = r#"{"status":""}"#.len();
+    format!(r#"{{"status":"{}"}}"#, "a".repeat(len - frame))
+}
+
+/// The operator's sign-up body for one account per name.
+fn accounts(usernames: &[&str]) -> Value {
+    json!({ "accounts": usernames.iter().map(|u| json!({ "username": u })).collect::<Vec<_>>() })
+}
+
+/// A `multipart/form-data` body of one part with `disposition`, broken as `end` says.
+fn multipart(disposition: &str, end: &str) -> String {
+    format!("--b\r\nContent-Disposition: form-data; {disposition}\r\n\r\nhi\r\n{end}")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -505,24 +534,24 @@ async fn malformed_post_and_register_bodies_change_nothing() {
     rig.follow(&reader, &author).await;
     let first = rig.post(&author, "first post").await;
     let w = rig.watch(&[&author, &reader]).await;
-    let create = || rig.req(Method::POST, "/api/v1/posts").token(&author.token);
-    let fine = json!({ "text": "hi" }).to_string();
+    let create = || rig.compose(&author);
+    let fine = json!({ "status": "hi" }).to_string();
 
     // Not JSON, or not JSON of the expected shape and types: 400 invalid_json.
-    let deep = format!(r#"{{"text":{}{}}}"#, "[".repeat(4000), "]".repeat(4000));
+    let deep = format!(r#"{{"status":{}{}}}"#, "[".repeat(4000), "]".repeat(4000));
     let not_json: Vec<(&str, Vec<u8>)> = vec![
         ("unclosed object", b"{".to_vec()),
-        ("unclosed string", br#"{"text": "hi"#.to_vec()),
+        ("unclosed string", br#"{"status": "hi"#.to_vec()),
         ("plain words", b"not json".to_vec()),
-        ("trailing garbage", br#"{"text":"hi"} trailing"#.to_vec()),
-        ("two documents", br#"{"text":"hi"}{"text":"hi"}"#.to_vec()),
-        ("trailing comma", br#"{"text":"hi",}"#.to_vec()),
-        ("single quotes", b"{'text':'hi'}".to_vec()),
+        ("trailing garbage", br#"{"status":"hi"} trailing"#.to_vec()),
+        ("two documents", br#"{"status":"hi"}{"status":"hi"}"#.to_vec()),
+        ("trailing comma", br#"{"status":"hi",}"#.to_vec()),
+        ("single quotes", b"{'status':'hi'}".to_vec()),
         ("empty body", Vec::new()),
         ("whitespace body", b"  \n ".to_vec()),
-        ("duplicate field", br#"{"text":"a","text":"b"}"#.to_vec()),
-        ("lone surrogate", br#"{"text":"\ud800"}"#.to_vec()),
-        ("invalid UTF-8", b"{\"text\":\"\xff\xfe\"}".to_vec()),
+        ("duplicate field", br#"{"status":"a","status":"b"}"#.to_vec()),
+        ("lone surrogate", br#"{"status":"\ud800"}"#.to_vec()),
+        ("invalid UTF-8", b"{\"status\":\"\xff\xfe\"}".to_vec()),
         ("deeply nested", deep.into_bytes()),
     ];
     for (what, body) in not_json {
@@ -535,43 +564,55 @@ async fn malformed_post_and_register_bodies_change_nothing() {
         json!(["hi", null]),
         json!("hi"),
         json!(42),
-        json!({}),
-        json!({ "reply_to": first }),
-        json!({ "text": 42 }),
-        json!({ "text": 1.5 }),
-        json!({ "text": null }),
-        json!({ "text": true }),
-        json!({ "text": ["hi"] }),
-        json!({ "text": { "hi": 1 } }),
-        json!({ "text": "hi", "reply_to": 123 }),
-        json!({ "text": "hi", "reply_to": first.parse::<u64>().expect("numeric id") }),
-        json!({ "text": "hi", "reply_to": [first] }),
-        json!({ "text": "hi", "reply_to": "abc" }),
-        json!({ "text": "hi", "reply_to": "" }),
-        json!({ "text": "hi", "reply_to": "0" }),
-        json!({ "text": "hi", "reply_to": "-1" }),
-        json!({ "text": "hi", "reply_to": " 1" }),
-        json!({ "text": "hi", "reply_to": "9223372036854775808" }),
-        json!({ "text": "hi", "extra": 1 }),
-        json!({ "text": "hi", "Text": "hi" }),
-        json!({ "text": "hi", "author": { "id": "1" } }),
+        json!({ "status": 42 }),
+        json!({ "status": 1.5 }),
+        json!({ "status": true }),
+        json!({ "status": ["hi"] }),
+        json!({ "status": { "hi": 1 } }),
+        json!({ "status": "hi", "in_reply_to_id": 123 }),
+        json!({ "status": "hi", "in_reply_to_id": first.parse::<u64>().expect("numeric id") }),
+        json!({ "status": "hi", "in_reply_to_id": [first] }),
+        json!({ "status": "hi", "visibility": 1 }),
+        json!({ "status": "hi", "spoiler_text": false }),
     ];
     for body in &wrong_shape {
         w.refused(create().json(body).what(body), BAD_REQUEST, "invalid_json").await;
     }
-    // A fine body that does not say it is JSON.
-    for ct in [
-        None,
-        Some("text/plain"),
-        Some("application/x-www-form-urlencoded"),
-        Some("application/jsonx"),
-        Some("nonsense"),
-    ] {
-        w.refused(create().raw(ct, fine.clone()).what(format!("Content-Type {ct:?}")), BAD_REQUEST, "invalid_json")
-            .await;
+    // Broken multipart forms, and files (nothing takes uploads): 400 invalid_parameter.
+    let name = r#"name="status""#;
+    let broken_forms = [
+        ("multipart/form-data", multipart(name, "--b--\r\n")),
+        ("multipart/form-data; boundary=b", multipart(name, "")),
+        ("multipart/form-data; boundary=b", multipart(r#"name="status"; filename="a.png""#, "--b--\r\n")),
+    ];
+    for (ct, body) in broken_forms {
+        w.refused(create().raw(Some(ct), body).what("broken multipart"), BAD_REQUEST, "invalid_parameter").await;
     }
 
     // Well-formed but against the rules: 422 validation_failed.
+    let refused_bodies = [
+        json!({}),
+        json!({ "status": null }),
+        json!({ "in_reply_to_id": first }),
+        // The legacy field is not read (unknown fields are ignored): no status at all.
+        json!({ "text": "hi" }),
+        json!({ "status": "hi", "in_reply_to_id": "abc" }),
+        json!({ "status": "hi", "in_reply_to_id": "0" }),
+        json!({ "status": "hi", "in_reply_to_id": "-1" }),
+        json!({ "status": "hi", "in_reply_to_id": " 1" }),
+        json!({ "status": "hi", "visibility": "private" }),
+        json!({ "status": "hi", "visibility": "direct" }),
+        json!({ "status": "hi", "spoiler_text": "cw" }),
+        json!({ "status": "hi", "media_ids": ["1"] }),
+    ];
+    for body in &refused_bodies {
+        w.refused(create().json(body).what(body), UNPROCESSABLE, "validation_failed").await;
+    }
+    // A reply to a status that does not exist: 404, as for any id of none.
+    for parent in ["1", I64_MAX, "9223372036854775808", "99999999999999999999"] {
+        let body = json!({ "status": "hi", "in_reply_to_id": parent });
+        w.refused(create().json(&body).what(&body), NOT_FOUND, "not_found").await;
+    }
     let refused_texts = [
         String::new(),
         " ".into(),
@@ -587,29 +628,43 @@ async fn malformed_post_and_register_bodies_change_nothing() {
         "next line \u{85}".into(),
     ];
     for text in &refused_texts {
-        let what = format!("text of {} chars {:?}", text.chars().count(), text.get(..12).unwrap_or(text));
-        w.refused(create().json(&json!({ "text": text })).what(what), UNPROCESSABLE, "validation_failed").await;
+        let what = format!("status of {} chars {:?}", text.chars().count(), text.get(..12).unwrap_or(text));
+        w.refused(create().json(&json!({ "status": text })).what(what), UNPROCESSABLE, "validation_failed").await;
     }
-    for parent in ["1", I64_MAX] {
-        let body = json!({ "text": "a reply", "reply_to": parent });
-        w.refused(create().json(&body).what("reply to an unknown post"), UNPROCESSABLE, "validation_failed").await;
+    // A form says the same (Mastodon takes both); a JSON body not declared as JSON is read
+    // as a form, which has no `status` field.
+    let form = "application/x-www-form-urlencoded";
+    let forms = [
+        (Some(form), "status="),
+        (Some(form), "status=%00"),
+        (Some(form), "status=hi&in_reply_to_id=abc"),
+        (Some(form), "status=hi&visibility=direct"),
+        (Some(form), "status=hi&media_ids%5B%5D=1"),
+        (None, fine.as_str()),
+        (Some("text/plain"), fine.as_str()),
+        (Some(form), fine.as_str()),
+        (Some("nonsense"), fine.as_str()),
+    ];
+    for (ct, body) in forms {
+        let req = create().raw(ct, body).what(format!("Content-Type {ct:?}"));
+        w.refused(req, UNPROCESSABLE, "validation_failed").await;
     }
     // Exactly the size limit is read (and refused for its text, not its size).
-    let at_limit = post_body_of_len(MAX_BODY);
+    let at_limit = status_body_of_len(MAX_BODY);
     w.refused(create().raw(Some(JSON), at_limit).what("body of exactly 16 KiB"), UNPROCESSABLE, "validation_failed")
         .await;
 
     // Too big: 413 payload_too_large, whether the size is announced or discovered.
     for len in [MAX_BODY + 1, 64 * 1024, 1024 * 1024] {
         let what = format!("body of {len} bytes");
-        w.refused(create().raw(Some(JSON), post_body_of_len(len)).what(what), TOO_LARGE, "payload_too_large").await;
+        w.refused(create().raw(Some(JSON), status_body_of_len(len)).what(what), TOO_LARGE, "payload_too_large").await;
     }
-    let body = post_body_of_len(17 * 1024);
-    let chunked = post_chunked(&rig.server.base, "/api/v1/posts", &author.token, body.as_bytes()).await;
+    let body = status_body_of_len(17 * 1024);
+    let chunked = post_chunked(&rig.server.base, "/api/v1/statuses", &author.token, body.as_bytes()).await;
     assert_error("chunked body of 17 KiB", &chunked, TOO_LARGE, "payload_too_large");
     w.unchanged("chunked body of 17 KiB").await;
     // Compressed bodies count at their inflated size: 7 KB that inflate to 1 MB are too large.
-    let bomb = gzip(br#"{"text":"hi" "#, 258 * 4000, b"}");
+    let bomb = gzip(br#"{"status":"hi" "#, 258 * 4000, b"}");
     assert!(bomb.len() < MAX_BODY / 2, "the bomb itself is small");
     let req = create().header("Content-Encoding", "gzip").raw(Some(JSON), bomb).what("gzip bomb");
     w.refused(req, TOO_LARGE, "payload_too_large").await;
@@ -621,94 +676,169 @@ async fn malformed_post_and_register_bodies_change_nothing() {
     let bad_keys: [&[u8]; 5] = [long_key.as_bytes(), b"", b"has space", b"tab\tkey", "café".as_bytes()];
     for key in bad_keys {
         let what = format!("Idempotency-Key {:?}", String::from_utf8_lossy(key));
-        let req = create().header("Idempotency-Key", key).json(&json!({ "text": "keyed" })).what(what);
+        let req = create().header("Idempotency-Key", key).json(&json!({ "status": "keyed" })).what(what);
         w.refused(req, BAD_REQUEST, "invalid_parameter").await;
     }
 
-    // Registration.
-    let register = || rig.req(Method::POST, "/api/v1/users");
-    for (what, body) in [("unclosed", "{"), ("empty", ""), ("trailing", r#"{"handle":"newbie"} x"#)] {
+    // The operator's bulk sign-up checks the whole batch before it creates anything.
+    let sign_up = || rig.req(Method::POST, "/admin/v1/accounts");
+    let register = || sign_up().token(ADMIN_TOKEN);
+    let not_json = [
+        ("unclosed", r#"{"#),
+        ("empty", ""),
+        ("trailing", r#"{"accounts":[{"username":"newbie"}]} x"#),
+        ("duplicate field", r#"{"accounts":[{"username":"newbie","username":"other"}]}"#),
+    ];
+    for (what, body) in not_json {
         w.refused(register().raw(Some(JSON), body).what(what), BAD_REQUEST, "invalid_json").await;
     }
     let wrong_shape = [
         json!({}),
-        json!(["newbie"]),
-        json!({ "handle": null }),
-        json!({ "handle": 7 }),
-        json!({ "handle": ["newbie"] }),
-        json!({ "handle": { "name": "newbie" } }),
-        json!({ "handle": "newbie", "admin": true }),
-        json!({ "handle": "newbie", "id": "1" }),
+        json!([]),
+        json!([{ "username": "newbie" }]),
+        json!({ "handle": "newbie" }),
+        json!({ "accounts": null }),
+        json!({ "accounts": "newbie" }),
+        json!({ "accounts": ["newbie"] }),
+        json!({ "accounts": { "username": "newbie" } }),
+        json!({ "accounts": [{}] }),
+        json!({ "accounts": [{ "username": null }] }),
+        json!({ "accounts": [{ "username": 7 }] }),
+        json!({ "accounts": [{ "username": ["newbie"] }] }),
+        json!({ "accounts": [{ "handle": "newbie" }] }),
+        json!({ "accounts": [{ "username": "newbie", "admin": true }] }),
+        json!({ "accounts": [{ "username": "newbie" }], "id": "1" }),
     ];
     for body in &wrong_shape {
         w.refused(register().json(body).what(body), BAD_REQUEST, "invalid_json").await;
     }
-    let fine = json!({ "handle": "newbie" }).to_string();
-    for ct in [None, Some("text/plain")] {
+    let fine = accounts(&["newbie"]).to_string();
+    for ct in [None, Some("text/plain"), Some(form)] {
         w.refused(register().raw(ct, fine.clone()).what(format!("Content-Type {ct:?}")), BAD_REQUEST, "invalid_json")
             .await;
     }
-    let padded = format!(r#"{{"handle":"newbie"{}}}"#, " ".repeat(MAX_BODY));
-    w.refused(register().raw(Some(JSON), padded).what("17 KiB"), TOO_LARGE, "payload_too_large").await;
-    rig.assert_no_user("newbie").await;
-    for handle in ["", " ", "has space", "a-b", "émile", "x\u{0}", &"h".repeat(31)] {
-        let req = register().json(&json!({ "handle": handle })).what(format!("handle {handle:?}"));
+    // The bulk route takes up to 64 KiB (a thousand 30-character names), no more.
+    let padded = format!(r#"{{"accounts":[{{"username":"newbie"}}]{}}}"#, " ".repeat(64 * 1024));
+    w.refused(register().raw(Some(JSON), padded).what("65 KiB"), TOO_LARGE, "payload_too_large").await;
+    // Only with the operator's token.
+    let auths = [
+        ("a user's token", format!("Bearer {}", author.token)),
+        ("wrong token", "Bearer wrong".to_owned()),
+        ("no scheme", ADMIN_TOKEN.to_owned()),
+        ("Basic", format!("Basic {ADMIN_TOKEN}")),
+        ("token plus a character", format!("Bearer {ADMIN_TOKEN}x")),
+    ];
+    w.refused(sign_up().json(&accounts(&["newbie"])).what("no token"), UNAUTHORIZED, "unauthorized").await;
+    for (what, auth) in auths {
+        let req = sign_up().header("Authorization", auth).json(&accounts(&["newbie"])).what(what);
+        w.refused(req, UNAUTHORIZED, "unauthorized").await;
+    }
+    for username in ["", " ", "has space", "a-b", "émile", "x\u{0}", "@newbie", &"h".repeat(31)] {
+        let req = register().json(&accounts(&[username])).what(format!("username {username:?}"));
         w.refused(req, UNPROCESSABLE, "validation_failed").await;
     }
-    w.refused(register().json(&json!({ "handle": "author" })).what("taken handle"), CONFLICT, "conflict").await;
-    let r = rig.api.call(Method::GET, "/api/v1/users/lookup?handle=author", None, None).await;
-    assert_eq!(r.body["id"], json!(author.id.to_string()), "the taken handle still names its owner");
-
-    // What must be accepted, at the edges of what was refused above.
-    let accepted = [
-        "a".repeat(500),
-        "é".repeat(500),
-        "😀".repeat(500),
-        "line one\nline two\r\n\ttabbed".into(),
-        "  padded, not empty  ".into(),
+    let bad_batches = [
+        ("no accounts", accounts(&[])),
+        ("a bad name after a good one", accounts(&["newbie", "bad name"])),
+        ("a name twice", accounts(&["newbie", "newbie"])),
+        ("a name twice, cased differently", accounts(&["newbie", "NewBie"])),
     ];
-    for text in &accepted {
-        let body = create().json(&json!({ "text": text })).what("accepted text").send().await;
-        let id = body.ok(StatusCode::CREATED)["id"].as_str().expect("id").to_owned();
-        let r = rig.api.call(Method::GET, &format!("/api/v1/posts/{id}"), None, None).await;
-        assert_eq!(r.body["text"], json!(text), "the text round-trips");
+    for (what, body) in bad_batches {
+        w.refused(register().json(&body).what(what), UNPROCESSABLE, "validation_failed").await;
     }
-    let sent = create().raw(Some("application/json; charset=utf-8"), r#"{"text":"charset"}"#).send().await;
-    sent.ok(StatusCode::CREATED);
-    create().json(&json!({ "text": "null parent", "reply_to": null })).send().await.ok(StatusCode::CREATED);
-    let small = gzip(br#"{"text":"zipped"#, 258, br#""}"#);
-    let sent = create().header("Content-Encoding", "gzip").raw(Some(JSON), small).send().await;
-    assert_eq!(sent.ok(StatusCode::CREATED)["text"].as_str().map(str::len), Some(6 + 258), "gzip bodies are read");
-    let sent = create().json(&json!({ "text": "a reply", "reply_to": first })).send().await;
-    assert_eq!(sent.ok(StatusCode::CREATED)["reply_to"], json!(first), "reply_to is echoed as a string");
-    register().json(&json!({ "handle": "h".repeat(30) })).send().await.ok(StatusCode::CREATED);
+    let names: Vec<String> = (0..1001).map(|i| format!("many_{i}")).collect();
+    let too_many = register().json(&accounts(&names.iter().map(String::as_str).collect::<Vec<_>>()));
+    let too_many = too_many.what("1001 accounts");
+    let sent = w.refused(too_many, UNPROCESSABLE, "validation_failed").await;
+    let message = sent.reply.body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("1000"), "1001 accounts refused for another reason: {message}");
+    for (what, body) in [
+        ("a taken name", accounts(&["author"])),
+        ("a taken name, cased differently", accounts(&["AUTHOR"])),
+        ("a new name and a taken one", accounts(&["newbie", "reader"])),
+    ] {
+        w.refused(register().json(&body).what(what), CONFLICT, "conflict").await;
+    }
+    rig.assert_no_user("newbie").await;
+    let r = rig.api.call(Method::GET, "/api/v1/accounts/lookup?acct=author", None, None).await;
+    assert_eq!(r.body["id"], json!(author.id.to_string()), "the taken name still names its owner");
 
-    // Idempotency: the same key twice is one post, replayed; keys are per author.
+    // What must be accepted, at the edges of what was refused above: the text comes back
+    // as its HTML content, and as plain text from a delete (for "delete and redraft").
+    let accepted = [
+        ("a".repeat(500), format!("<p>{}</p>", "a".repeat(500))),
+        ("é".repeat(500), format!("<p>{}</p>", "é".repeat(500))),
+        ("😀".repeat(500), format!("<p>{}</p>", "😀".repeat(500))),
+        ("line one\nline two\r\n\ttabbed".into(), "<p>line one<br>line two<br>\ttabbed</p>".into()),
+        ("  padded, not empty  ".into(), "<p>  padded, not empty  </p>".into()),
+    ];
+    for (text, html) in &accepted {
+        let sent = create().json(&json!({ "status": text })).what("accepted text").send().await;
+        let id = sent.ok(StatusCode::OK)["id"].as_str().expect("id").to_owned();
+        let r = rig.api.call(Method::GET, &format!("/api/v1/statuses/{id}"), None, None).await;
+        assert_eq!(r.body["content"], json!(html), "the text is the status's content");
+        assert_eq!(rig.delete(&author, &id).await["text"], json!(text), "the text round-trips");
+    }
+    let sent = create().raw(Some("application/json; charset=utf-8"), r#"{"status":"charset"}"#).send().await;
+    sent.ok(StatusCode::OK);
+    create().json(&json!({ "status": "null parent", "in_reply_to_id": null })).send().await.ok(StatusCode::OK);
+    // Forms send empty fields: an empty in_reply_to_id is no parent.
+    let sent = create().json(&json!({ "status": "empty parent", "in_reply_to_id": "" })).send().await;
+    assert_eq!(sent.ok(StatusCode::OK)["in_reply_to_id"], Value::Null);
+    // What Mastodon clients send besides the text is ignored, or allowed at its default.
+    let extras = json!({
+        "status": "extras",
+        "visibility": "public",
+        "spoiler_text": "",
+        "media_ids": [],
+        "sensitive": false,
+        "language": "en",
+        "poll": null,
+        "scheduled_at": null,
+    });
+    create().json(&extras).send().await.ok(StatusCode::OK);
+    let sent = create().raw(Some(form), "status=form+encoded%21").send().await;
+    assert_eq!(sent.ok(StatusCode::OK)["content"], "<p>form encoded!</p>");
+    let small = gzip(br#"{"status":"zipped"#, 258, br#""}"#);
+    let sent = create().header("Content-Encoding", "gzip").raw(Some(JSON), small).send().await;
+    let zipped = format!("<p>zipped{}</p>", "d".repeat(258));
+    assert_eq!(sent.ok(StatusCode::OK)["content"], json!(zipped), "gzip bodies are read");
+    let sent = create().json(&json!({ "status": "a reply", "in_reply_to_id": first })).send().await;
+    let reply = sent.ok(StatusCode::OK);
+    assert_eq!(reply["in_reply_to_id"], json!(first), "in_reply_to_id is echoed as a string");
+    assert_eq!(reply["in_reply_to_account_id"], json!(author.id.to_string()));
+    let long = "h".repeat(30);
+    let sent = register().json(&accounts(&[long.as_str(), "a_1", "newbie"])).send().await;
+    let created = sent.ok(StatusCode::OK)["accounts"].as_array().expect("accounts").clone();
+    let names: Vec<&str> = created.iter().filter_map(|a| a["username"].as_str()).collect();
+    assert_eq!(names, [long.as_str(), "a_1", "newbie"], "{created:?}");
+    for a in &created {
+        assert!(a["id"].as_str().is_some_and(|id| id.parse::<u64>().is_ok()), "{a}");
+        assert!(a["access_token"].as_str().is_some_and(|t| !t.is_empty()), "{a}");
+    }
+
+    // Idempotency: the same key twice is one status, replayed; keys are per author.
     let keyed = rig.user("keyed").await;
     let other = rig.user("other").await;
     let key = format!("retry-{}", "x".repeat(122));
     let keyed_post = |user: &User, text: &str| {
-        rig.req(Method::POST, "/api/v1/posts")
-            .token(&user.token)
-            .header("Idempotency-Key", &key)
-            .json(&json!({ "text": text }))
-            .send()
+        rig.compose(user).header("Idempotency-Key", &key).json(&json!({ "status": text })).send()
     };
     let first_try = keyed_post(&keyed, "once").await;
-    let id = first_try.ok(StatusCode::CREATED)["id"].clone();
+    let id = first_try.ok(StatusCode::OK)["id"].clone();
     assert!(first_try.reply.headers.get("Idempotent-Replayed").is_none(), "a first attempt is no replay");
     let retry = keyed_post(&keyed, "once").await;
-    assert_eq!(retry.ok(StatusCode::CREATED)["id"], id, "a retry answers the same post");
+    assert_eq!(retry.ok(StatusCode::OK)["id"], id, "a retry answers the same status");
     let replayed = retry.reply.headers.get("Idempotent-Replayed").and_then(|v| v.to_str().ok());
     assert_eq!(replayed, Some("true"));
     let changed_retry = keyed_post(&keyed, "twice?").await;
     assert!(!changed_retry.reply.status.is_server_error(), "{}", changed_retry.reply.body);
     let theirs = keyed_post(&other, "mine").await;
-    assert_ne!(theirs.ok(StatusCode::CREATED)["id"], id, "another author's key is another post");
+    assert_ne!(theirs.ok(StatusCode::OK)["id"], id, "another author's key is another status");
     assert!(theirs.reply.headers.get("Idempotent-Replayed").is_none());
-    let posts = rig.api.call(Method::GET, &format!("/api/v1/users/{}/posts", keyed.id), None, None).await;
-    let posts = posts.body["posts"].as_array().expect("posts").clone();
-    assert_eq!(posts.len(), 1, "one key, one post: {posts:?}");
+    let posts = rig.api.call(Method::GET, &format!("/api/v1/accounts/{}/statuses", keyed.id), None, None).await;
+    let posts = posts.body.as_array().expect("statuses").clone();
+    assert_eq!(posts.len(), 1, "one key, one status: {posts:?}");
     assert_eq!(posts[0]["id"], id);
 
     rig.check_documented().await;
@@ -724,11 +854,14 @@ async fn bad_credentials_are_401_and_change_nothing() {
     rig.post(&them, "theirs").await;
     let w = rig.watch(&[&me, &them]).await;
 
+    // Access tokens are opaque OAuth tokens; service tokens (JWTs signed with the configured
+    // secret) are taken too, so forged and broken ones are tried as well.
     let now = unix_now();
-    let claims = |sub: &str, exp: u64| json!({ "sub": sub, "handle": me.handle, "iat": now, "exp": exp });
+    let claims = |sub: &str, exp: u64| json!({ "sub": sub, "handle": me.username, "iat": now, "exp": exp });
     let my_id = me.id.to_string();
+    let service_token = jwt(SECRET, Algorithm::HS256, &claims(&my_id, now + 3600));
     let (header, _, signature) = {
-        let mut parts = me.token.split('.');
+        let mut parts = service_token.split('.');
         (parts.next().expect("header"), parts.next(), parts.next().expect("signature"))
     };
     let as_them = b64url(claims(&them.id.to_string(), now + 3600).to_string().as_bytes());
@@ -744,8 +877,10 @@ async fn bad_credentials_are_401_and_change_nothing() {
         ("Bearer and blanks", Some("Bearer    ".into())),
         ("garbage", Some(bearer("garbage"))),
         ("not ASCII", Some(bearer("tökén"))),
-        ("three garbage parts", Some(bearer("a.b.c"))),
+        ("token plus a character", Some(bearer(&format!("{}x", me.token)))),
+        ("token cut short", Some(bearer(&me.token[..me.token.len() - 1]))),
         ("token and more", Some(format!("Bearer {} extra", me.token))),
+        ("three garbage parts", Some(bearer("a.b.c"))),
         ("other secret", Some(bearer(&jwt("another-secret", Algorithm::HS256, &claims(&my_id, now + 3600))))),
         ("expired", Some(bearer(&jwt(SECRET, Algorithm::HS256, &claims(&my_id, now - 60))))),
         ("sub not a number", Some(bearer(&jwt(SECRET, Algorithm::HS256, &claims("abc", now + 3600))))),
@@ -757,22 +892,16 @@ async fn bad_credentials_are_401_and_change_nothing() {
         ("alg none", Some(bearer(&format!("{unsigned_header}.{unsigned_claims}.")))),
         ("claims swapped", Some(bearer(&format!("{header}.{as_them}.{signature}")))),
     ];
-    let follow = format!("/api/v1/users/{}/follow", them.id);
-    let block = format!("/api/v1/users/{}/block", them.id);
-    let endpoints: Vec<(Method, String, Option<Value>)> = vec![
-        (Method::POST, "/api/v1/posts".into(), Some(json!({ "text": "not me" }))),
-        (Method::DELETE, format!("/api/v1/posts/{mine}"), None),
-        (Method::POST, follow.clone(), None),
-        (Method::DELETE, follow, None),
-        (Method::POST, block.clone(), None),
-        (Method::DELETE, block, None),
-        (Method::POST, format!("/api/v1/statuses/{mine}/reblog"), None),
-        (Method::POST, format!("/api/v1/statuses/{mine}/unreblog"), None),
-        (Method::POST, format!("/api/v1/statuses/{mine}/favourite"), None),
-        (Method::POST, format!("/api/v1/statuses/{mine}/unfavourite"), None),
-        (Method::POST, format!("/api/v1/accounts/{}/mute", them.id), None),
-        (Method::POST, format!("/api/v1/accounts/{}/unmute", them.id), None),
+    let mut endpoints: Vec<(Method, String, Option<Value>)> = vec![
+        (Method::POST, "/api/v1/statuses".into(), Some(json!({ "status": "not me" }))),
+        (Method::DELETE, format!("/api/v1/statuses/{mine}"), None),
     ];
+    for action in ["reblog", "unreblog", "favourite", "unfavourite"] {
+        endpoints.push((Method::POST, format!("/api/v1/statuses/{mine}/{action}"), None));
+    }
+    for action in ["follow", "unfollow", "block", "unblock", "mute", "unmute"] {
+        endpoints.push((Method::POST, format!("/api/v1/accounts/{}/{action}", them.id), None));
+    }
     for (what, auth) in &refused {
         for (method, path, body) in &endpoints {
             let mut req = rig.req(method.clone(), path.as_str()).what(what);
@@ -792,7 +921,9 @@ async fn bad_credentials_are_401_and_change_nothing() {
             req.send().await.error(UNAUTHORIZED, "unauthorized");
         }
     }
-    // The scheme is case-insensitive.
+    // The tokens refused above were refused for what was wrong with them: a well-made
+    // service token passes, and the scheme is case-insensitive.
+    rig.req(Method::GET, "/api/v1/timelines/home").token(&service_token).send().await.ok(StatusCode::OK);
     let home = rig.req(Method::GET, "/api/v1/timelines/home").header("Authorization", format!("bearer {}", me.token));
     home.send().await.ok(StatusCode::OK);
 
@@ -813,13 +944,12 @@ async fn unknown_ids_and_relationship_rules() {
     let gone = rig.post(&dave, "soon gone").await;
     rig.delete(&dave, &gone).await;
     let keyed = rig
-        .req(Method::POST, "/api/v1/posts")
-        .token(&dave.token)
+        .compose(&dave)
         .header("Idempotency-Key", "deleted-later")
-        .json(&json!({ "text": "keyed, soon gone" }))
+        .json(&json!({ "status": "keyed, soon gone" }))
         .send()
         .await;
-    let keyed = keyed.ok(StatusCode::CREATED)["id"].as_str().expect("id").to_owned();
+    let keyed = keyed.ok(StatusCode::OK)["id"].as_str().expect("id").to_owned();
     rig.delete(&dave, &keyed).await;
     let w = rig.watch(&[&alice, &bob, &carol, &dave]).await;
 
@@ -830,24 +960,19 @@ async fn unknown_ids_and_relationship_rules() {
     user_ids.push(&not_a_user);
     let mut post_ids: Vec<&str> = BAD_IDS.to_vec();
     post_ids.extend([not_a_post.as_str(), gone.as_str()]);
+    let actions = ["follow", "unfollow", "block", "unblock", "mute", "unmute"];
     for id in user_ids {
-        for tail in ["", "/followers", "/following", "/posts"] {
-            rig.req(Method::GET, format!("/api/v1/users/{id}{tail}")).send().await.error(NOT_FOUND, "not_found");
+        for tail in ["", "/followers", "/following", "/statuses"] {
+            rig.req(Method::GET, format!("/api/v1/accounts/{id}{tail}")).send().await.error(NOT_FOUND, "not_found");
         }
-        for tail in ["/follow", "/block"] {
-            for method in [Method::POST, Method::DELETE] {
-                let req = rig.req(method, format!("/api/v1/users/{id}{tail}")).token(&alice.token);
-                w.refused(req, NOT_FOUND, "not_found").await;
-            }
-        }
-        for action in ["mute", "unmute"] {
+        for action in actions {
             let req = rig.req(Method::POST, format!("/api/v1/accounts/{id}/{action}")).token(&alice.token);
             w.refused(req, NOT_FOUND, "not_found").await;
         }
     }
     for id in post_ids {
-        rig.req(Method::GET, format!("/api/v1/posts/{id}")).send().await.error(NOT_FOUND, "not_found");
-        let req = rig.req(Method::DELETE, format!("/api/v1/posts/{id}")).token(&dave.token);
+        rig.req(Method::GET, format!("/api/v1/statuses/{id}")).send().await.error(NOT_FOUND, "not_found");
+        let req = rig.req(Method::DELETE, format!("/api/v1/statuses/{id}")).token(&dave.token);
         w.refused(req, NOT_FOUND, "not_found").await;
         for action in ["reblog", "unreblog", "favourite", "unfavourite"] {
             let req = rig.req(Method::POST, format!("/api/v1/statuses/{id}/{action}")).token(&alice.token);
@@ -857,55 +982,69 @@ async fn unknown_ids_and_relationship_rules() {
             rig.req(Method::GET, format!("/api/v1/statuses/{id}/{list}")).send().await.error(NOT_FOUND, "not_found");
         }
     }
-    let req = rig.req(Method::POST, format!("/api/v1/accounts/{}/mute", alice.id)).token(&alice.token);
-    w.refused(req.what("muting oneself"), UNPROCESSABLE, "validation_failed").await;
 
-    // Relationship rules.
-    let edge = |who: &User, method: Method, what: &str, whom: &User| {
-        rig.req(method, format!("/api/v1/users/{}/{what}", whom.id)).token(&who.token)
-    };
-    for what in ["follow", "block"] {
-        for method in [Method::POST, Method::DELETE] {
-            let req = edge(&alice, method, what, &alice).what("yourself");
-            w.refused(req, UNPROCESSABLE, "validation_failed").await;
-        }
+    // Relationship rules. Nothing is done to oneself: 403.
+    for action in actions {
+        w.refused(rig.edge(&alice, action, &alice).what("yourself"), FORBIDDEN, "forbidden").await;
     }
-    w.refused(edge(&alice, Method::POST, "follow", &bob).what("again"), CONFLICT, "conflict").await;
-    w.refused(edge(&alice, Method::DELETE, "follow", &carol).what("not following"), CONFLICT, "conflict").await;
-    w.refused(edge(&bob, Method::DELETE, "follow", &alice).what("not following"), CONFLICT, "conflict").await;
-    w.refused(edge(&alice, Method::POST, "follow", &carol).what("blocked by them"), FORBIDDEN, "forbidden").await;
-    w.refused(edge(&carol, Method::POST, "follow", &alice).what("blocking them"), FORBIDDEN, "forbidden").await;
-    w.refused(edge(&carol, Method::POST, "block", &alice).what("again"), CONFLICT, "conflict").await;
-    w.refused(edge(&alice, Method::DELETE, "block", &carol).what("not blocking"), CONFLICT, "conflict").await;
-    w.refused(edge(&bob, Method::DELETE, "block", &alice).what("not blocking"), CONFLICT, "conflict").await;
+    // Doing what is already so is fine (Mastodon's are idempotent): 200, the Relationship, no change.
+    let again = w.idempotent(rig.edge(&alice, "follow", &bob).what("again")).await;
+    assert_eq!((&again["id"], &again["following"]), (&json!(bob.id.to_string()), &json!(true)), "{again}");
+    let not_following = w.idempotent(rig.edge(&alice, "unfollow", &carol).what("not following")).await;
+    assert_eq!(not_following["following"], false, "{not_following}");
+    let not_following = w.idempotent(rig.edge(&bob, "unfollow", &alice).what("not following")).await;
+    assert_eq!((&not_following["following"], &not_following["followed_by"]), (&json!(false), &json!(true)));
+    let again = w.idempotent(rig.edge(&carol, "block", &alice).what("again")).await;
+    assert_eq!(again["blocking"], true, "{again}");
+    let not_blocking = w.idempotent(rig.edge(&alice, "unblock", &carol).what("not blocking")).await;
+    assert_eq!((&not_blocking["blocking"], &not_blocking["blocked_by"]), (&json!(false), &json!(true)));
+    let not_blocking = w.idempotent(rig.edge(&bob, "unblock", &alice).what("not blocking")).await;
+    assert_eq!(not_blocking["blocking"], false, "{not_blocking}");
+    let not_muting = w.idempotent(rig.edge(&bob, "unmute", &alice).what("not muting")).await;
+    assert_eq!(not_muting["muting"], false, "{not_muting}");
+    // No follow across a block, either way: 403.
+    w.refused(rig.edge(&alice, "follow", &carol).what("blocked by them"), FORBIDDEN, "forbidden").await;
+    w.refused(rig.edge(&carol, "follow", &alice).what("blocking them"), FORBIDDEN, "forbidden").await;
 
-    // Posts.
-    let delete = |who: &User, post: &str| rig.req(Method::DELETE, format!("/api/v1/posts/{post}")).token(&who.token);
+    // Statuses.
+    let delete = |who: &User, post: &str| rig.req(Method::DELETE, format!("/api/v1/statuses/{post}")).token(&who.token);
     w.refused(delete(&alice, &bobs).what("someone else's"), FORBIDDEN, "forbidden").await;
     w.refused(delete(&bob, &alices).what("someone else's"), FORBIDDEN, "forbidden").await;
     w.refused(delete(&dave, &gone).what("twice"), NOT_FOUND, "not_found").await;
     w.refused(delete(&dave, &keyed).what("twice"), NOT_FOUND, "not_found").await;
-    let create = |body: Value| rig.req(Method::POST, "/api/v1/posts").token(&alice.token).json(&body);
-    let req = create(json!({ "text": "re: gone", "reply_to": gone })).what("reply to a deleted post");
+    let create = |body: Value| rig.compose(&alice).json(&body);
+    let req = create(json!({ "status": "re: gone", "in_reply_to_id": gone })).what("reply to a deleted status");
     w.refused(req, UNPROCESSABLE, "validation_failed").await;
-    let req = create(json!({ "text": "re: ?", "reply_to": "1" })).what("reply to an unknown post");
+    let req = create(json!({ "status": "re: ?", "in_reply_to_id": "1" })).what("reply to an unknown status");
     w.refused(req, UNPROCESSABLE, "validation_failed").await;
     let replay = rig
-        .req(Method::POST, "/api/v1/posts")
-        .token(&dave.token)
+        .compose(&dave)
         .header("Idempotency-Key", "deleted-later")
-        .json(&json!({ "text": "keyed, soon gone" }))
-        .what("replay of a deleted post");
+        .json(&json!({ "status": "keyed, soon gone" }))
+        .what("replay of a deleted status");
     w.refused(replay, CONFLICT, "conflict").await;
 
-    // Lookup by handle.
-    rig.req(Method::GET, "/api/v1/users/lookup").send().await.error(BAD_REQUEST, "invalid_parameter");
-    rig.req(Method::GET, "/api/v1/users/lookup?handel=alice").send().await.error(BAD_REQUEST, "invalid_parameter");
-    for q in ["handle=nobody", "handle=", "handle=%00", "handle=alice%20"] {
-        rig.req(Method::GET, format!("/api/v1/users/lookup?{q}")).send().await.error(NOT_FOUND, "not_found");
+    // Lookup by name.
+    rig.req(Method::GET, "/api/v1/accounts/lookup").send().await.error(BAD_REQUEST, "invalid_parameter");
+    for q in ["acc=alice", "handle=alice"] {
+        let sent = rig.req(Method::GET, format!("/api/v1/accounts/lookup?{q}")).send().await;
+        sent.error(BAD_REQUEST, "invalid_parameter");
+    }
+    for q in ["acct=nobody", "acct=", "acct=%00", "acct=alice%20", "acct=alice@elsewhere.example", "acct=@"] {
+        rig.req(Method::GET, format!("/api/v1/accounts/lookup?{q}")).send().await.error(NOT_FOUND, "not_found");
+    }
+    for q in ["acct=alice", "acct=@alice"] {
+        let sent = rig.req(Method::GET, format!("/api/v1/accounts/lookup?{q}")).send().await;
+        assert_eq!(sent.ok(StatusCode::OK)["id"], json!(alice.id.to_string()), "{q}");
     }
 
     rig.check_documented().await;
+}
+
+/// The `rel="next"` target of `sent`'s `Link` header.
+fn next_link(sent: &Sent<'_>) -> Option<String> {
+    let link = sent.reply.headers.get("Link")?.to_str().ok()?;
+    link.split(", ").find(|l| l.ends_with("rel=\"next\"")).map(|l| l.split(['<', '>']).nth(1).unwrap_or("").to_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -917,8 +1056,10 @@ async fn bogus_cursors_and_limits_are_400() {
     for i in 0..3 {
         rig.post(&author, &format!("post {i}")).await;
     }
+    // Delivered to the reader's home timeline before it is paged below.
+    rig.api.wait_quiet().await;
 
-    let post_lists = ["/api/v1/timelines/home".to_owned(), format!("/api/v1/users/{}/posts", author.id)];
+    let post_lists = ["/api/v1/timelines/home".to_owned(), format!("/api/v1/accounts/{}/statuses", author.id)];
     let bad_post_queries = [
         "max_id=abc",
         "max_id=-5",
@@ -933,14 +1074,13 @@ async fn bogus_cursors_and_limits_are_400() {
         "min_id=abc",
         "min_id=0",
         "limit=0",
-        "limit=101",
+        "limit=000",
         "limit=abc",
         "limit=-1",
         "limit=",
         "limit=1.5",
-        "limit=18446744073709551616",
+        "limit=+5",
         "limit=5&limit=abc",
-        "since_id=1&min_id=2",
         "max_id=%zz",
         "max_id=%FF",
     ];
@@ -950,36 +1090,49 @@ async fn bogus_cursors_and_limits_are_400() {
             req.send().await.error(BAD_REQUEST, "invalid_parameter");
         }
         let good = ["limit=1", "limit=100", "max_id=9223372036854775807", "since_id=9223372036854775807", "min_id=1"];
-        for q in good.into_iter().chain(["min_id=9223372036854775807", "unknown=param"]) {
+        // As in Mastodon: a limit above 100 is served as 100, and min_id wins over since_id.
+        let mastodon = ["limit=101", "limit=18446744073709551616", "since_id=1&min_id=2"];
+        for q in good.into_iter().chain(mastodon).chain(["min_id=9223372036854775807", "unknown=param"]) {
             let sent = rig.req(Method::GET, format!("{path}?{q}")).token(&reader.token).send().await;
-            // The home timeline is Mastodon's (an array), a user's posts Starling's.
             let body = sent.ok(StatusCode::OK);
-            assert!(body.is_array() || body["posts"].is_array(), "{body}");
+            assert!(body.is_array(), "{path}?{q}: {body}");
         }
+        // A full page links to the next, with an absolute URL.
+        let sent = rig.req(Method::GET, format!("{path}?limit=2")).token(&reader.token).send().await;
+        assert_eq!(sent.ok(StatusCode::OK).as_array().map(Vec::len), Some(2), "{path}");
+        let next = next_link(&sent).unwrap_or_else(|| panic!("{path}: no next link in {:?}", sent.reply.headers));
+        assert!(next.starts_with(&format!("{}{path}?", rig.server.base)), "{path}: next is {next}");
     }
-    let user_lists =
-        [format!("/api/v1/users/{}/followers", author.id), format!("/api/v1/users/{}/following", reader.id)];
+    let account_lists =
+        [format!("/api/v1/accounts/{}/followers", author.id), format!("/api/v1/accounts/{}/following", reader.id)];
     let bad_list_queries = [
-        "cursor=xyz",
-        "cursor=-1",
-        "cursor=0",
-        "cursor=",
-        "cursor=1.5",
-        "cursor=9223372036854775808",
-        "cursor=%zz",
+        "max_id=xyz",
+        "max_id=-1",
+        "max_id=0",
+        "max_id=",
+        "max_id=1.5",
+        "max_id=9223372036854775808",
+        "max_id=%zz",
         "limit=0",
-        "limit=101",
+        "limit=-1",
         "limit=abc",
         "limit=",
     ];
-    for path in &user_lists {
+    for path in &account_lists {
         for q in bad_list_queries {
             rig.req(Method::GET, format!("{path}?{q}")).send().await.error(BAD_REQUEST, "invalid_parameter");
         }
-        let sent = rig.req(Method::GET, format!("{path}?limit=100")).send().await;
-        assert_eq!(sent.ok(StatusCode::OK)["users"].as_array().map(Vec::len), Some(1));
-        let sent = rig.req(Method::GET, format!("{path}?cursor={I64_MAX}&limit=1")).send().await;
-        assert_eq!(sent.ok(StatusCode::OK)["users"], json!([]));
+        // A limit above 80 is Mastodon's largest page, not an error.
+        for q in ["limit=80", "limit=81", "limit=1000", "unknown=param"] {
+            let sent = rig.req(Method::GET, format!("{path}?{q}")).send().await;
+            assert_eq!(sent.ok(StatusCode::OK).as_array().map(Vec::len), Some(1), "{path}?{q}");
+        }
+        let sent = rig.req(Method::GET, format!("{path}?limit=1")).send().await;
+        assert_eq!(sent.ok(StatusCode::OK).as_array().map(Vec::len), Some(1));
+        let next = next_link(&sent).unwrap_or_else(|| panic!("{path}: no next link in {:?}", sent.reply.headers));
+        assert!(next.starts_with(&format!("{}{path}?", rig.server.base)), "{path}: next is {next}");
+        let sent = rig.req(Method::GET, format!("{path}?max_id={I64_MAX}&limit=1")).send().await;
+        assert_eq!(sent.ok(StatusCode::OK), &json!([]));
     }
 
     rig.check_documented().await;
@@ -994,16 +1147,25 @@ async fn unknown_routes_admin_and_openapi() {
     let post = rig.post(&them, "hello").await;
     let w = rig.watch(&[&me, &them]).await;
 
-    // No such endpoint: the JSON 404, whatever the method.
+    // No such endpoint: the JSON 404, whatever the method. The legacy API is gone.
     let unknown = [
         "/",
         "/api",
         "/api/v1",
         "/api/v2/posts",
         "/api/v1/post",
+        "/api/v1/posts",
         "/api/v1/posts/",
-        "/api/v1/users/1/",
+        "/api/v1/posts/1",
         "/api/v1/posts/1/likes",
+        "/api/v1/users",
+        "/api/v1/users/lookup",
+        "/api/v1/users/1",
+        "/api/v1/users/1/",
+        "/api/v1/users/1/follow",
+        "/api/v1/users/1/posts",
+        "/api/v1/statuses/",
+        "/api/v1/statuses/1/likes",
         "/api/v1/timelines/public",
         "/admin/v1/cache",
         "/healthz/extra",
@@ -1011,26 +1173,30 @@ async fn unknown_routes_admin_and_openapi() {
     ];
     for path in unknown {
         for method in [Method::GET, Method::POST, Method::DELETE] {
-            let sent = rig.req(method, path).token(&me.token).json(&json!({ "text": "lost" })).send().await;
+            let sent = rig.req(method, path).token(&me.token).json(&json!({ "status": "lost" })).send().await;
             assert_error(&sent.what, &sent.reply, NOT_FOUND, "not_found");
         }
     }
     w.unchanged("unknown paths").await;
     // A known path, the wrong method: 405 with the methods it takes, the JSON shape, no change.
     let wrong_method = [
-        (Method::PUT, "/api/v1/posts".to_owned()),
-        (Method::GET, "/api/v1/posts".to_owned()),
-        (Method::PATCH, format!("/api/v1/posts/{post}")),
-        (Method::POST, format!("/api/v1/posts/{post}")),
-        (Method::PUT, format!("/api/v1/users/{}", them.id)),
-        (Method::DELETE, format!("/api/v1/users/{}", them.id)),
-        (Method::GET, format!("/api/v1/users/{}/follow", them.id)),
-        (Method::PUT, format!("/api/v1/users/{}/block", them.id)),
-        (Method::POST, format!("/api/v1/users/{}/followers", them.id)),
-        (Method::DELETE, format!("/api/v1/users/{}/posts", them.id)),
+        (Method::PUT, "/api/v1/statuses".to_owned()),
+        (Method::GET, "/api/v1/statuses".to_owned()),
+        (Method::PATCH, format!("/api/v1/statuses/{post}")),
+        (Method::POST, format!("/api/v1/statuses/{post}")),
+        (Method::GET, format!("/api/v1/statuses/{post}/reblog")),
+        (Method::PUT, format!("/api/v1/accounts/{}", them.id)),
+        (Method::DELETE, format!("/api/v1/accounts/{}", them.id)),
+        (Method::GET, format!("/api/v1/accounts/{}/follow", them.id)),
+        (Method::DELETE, format!("/api/v1/accounts/{}/follow", them.id)),
+        (Method::PUT, format!("/api/v1/accounts/{}/block", them.id)),
+        (Method::DELETE, format!("/api/v1/accounts/{}/block", them.id)),
+        (Method::POST, format!("/api/v1/accounts/{}/followers", them.id)),
+        (Method::DELETE, format!("/api/v1/accounts/{}/statuses", them.id)),
         (Method::POST, "/api/v1/timelines/home".to_owned()),
-        (Method::GET, "/api/v1/users".to_owned()),
-        (Method::DELETE, "/api/v1/users/lookup".to_owned()),
+        (Method::GET, "/api/v1/accounts".to_owned()),
+        (Method::DELETE, "/api/v1/accounts/lookup".to_owned()),
+        (Method::GET, "/admin/v1/accounts".to_owned()),
         (Method::POST, "/healthz".to_owned()),
         (Method::PUT, "/readyz".to_owned()),
         (Method::POST, "/metrics".to_owned()),
@@ -1038,7 +1204,7 @@ async fn unknown_routes_admin_and_openapi() {
         (Method::GET, "/admin/v1/cache/clear".to_owned()),
     ];
     for (method, path) in wrong_method {
-        let body = json!({ "text": "wrong method", "handle": "wrong" });
+        let body = json!({ "status": "wrong method", "accounts": [{ "username": "wrong" }] });
         let sent = rig.req(method, path).token(&me.token).json(&body).send().await;
         assert_error(&sent.what, &sent.reply, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
         let allow = sent.reply.headers.get("allow").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
@@ -1074,21 +1240,23 @@ async fn unknown_routes_admin_and_openapi() {
     assert!(version.starts_with("3."), "openapi version {version:?}");
     let paths = doc["paths"].as_object().expect("paths");
     let exercised = [
-        "/api/v1/users",
-        "/api/v1/users/lookup",
-        "/api/v1/users/{id}",
-        "/api/v1/users/{id}/follow",
-        "/api/v1/users/{id}/block",
-        "/api/v1/users/{id}/followers",
-        "/api/v1/users/{id}/following",
-        "/api/v1/users/{id}/posts",
-        "/api/v1/posts",
-        "/api/v1/posts/{id}",
+        "/api/v1/accounts/lookup",
+        "/api/v1/accounts/{id}",
+        "/api/v1/accounts/{id}/follow",
+        "/api/v1/accounts/{id}/unfollow",
+        "/api/v1/accounts/{id}/block",
+        "/api/v1/accounts/{id}/unblock",
+        "/api/v1/accounts/{id}/followers",
+        "/api/v1/accounts/{id}/following",
+        "/api/v1/accounts/{id}/statuses",
+        "/api/v1/statuses",
+        "/api/v1/statuses/{id}",
         "/api/v1/timelines/home",
         "/healthz",
         "/readyz",
         "/metrics",
         "/openapi.json",
+        "/admin/v1/accounts",
         "/admin/v1/cache/clear",
     ];
     for path in exercised {
@@ -1100,7 +1268,8 @@ async fn unknown_routes_admin_and_openapi() {
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    for code in ["invalid_json", "invalid_parameter", "validation_failed", "unauthorized", "payload_too_large"] {
+    let seen = ["invalid_json", "invalid_parameter", "validation_failed", "unauthorized", "forbidden", "not_found"];
+    for code in seen.into_iter().chain(["method_not_allowed", "conflict", "payload_too_large", "rate_limited"]) {
         assert!(codes.contains(&code), "{code} is not a documented error code");
     }
 
@@ -1119,8 +1288,7 @@ async fn writes_beyond_the_burst_are_429() {
     for i in 0..3 {
         posts.push(rig.post(&hasty, &format!("burst {i}")).await);
     }
-    let create = rig.req(Method::POST, "/api/v1/posts").token(&hasty.token).json(&json!({ "text": "one too many" }));
-    let sent = create.send().await;
+    let sent = rig.compose(&hasty).json(&json!({ "status": "one too many" })).send().await;
     sent.error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
     let retry_after: u64 = sent
         .reply
@@ -1131,12 +1299,11 @@ async fn writes_beyond_the_burst_are_429() {
         .unwrap_or_else(|| panic!("429 without a Retry-After in seconds: {:?}", sent.reply.headers));
     assert!((1..=3).contains(&retry_after), "Retry-After {retry_after}");
     // Deleting is a write too.
-    let sent = rig.req(Method::DELETE, format!("/api/v1/posts/{}", posts[0])).token(&hasty.token).send().await;
+    let sent = rig.req(Method::DELETE, format!("/api/v1/statuses/{}", posts[0])).token(&hasty.token).send().await;
     sent.error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
-    let listed = rig.api.call(Method::GET, &format!("/api/v1/users/{}/posts", hasty.id), None, None).await;
-    let listed: Vec<&str> =
-        listed.body["posts"].as_array().expect("posts").iter().filter_map(|p| p["id"].as_str()).collect();
-    assert_eq!(listed.len(), 3, "the refused post does not exist, the refused delete deleted nothing");
+    let listed = rig.api.call(Method::GET, &format!("/api/v1/accounts/{}/statuses", hasty.id), None, None).await;
+    let listed: Vec<&str> = listed.body.as_array().expect("statuses").iter().filter_map(|p| p["id"].as_str()).collect();
+    assert_eq!(listed.len(), 3, "the refused status does not exist, the refused delete deleted nothing");
     for id in &posts {
         assert!(listed.contains(&id.as_str()));
     }
@@ -1146,7 +1313,7 @@ async fn writes_beyond_the_burst_are_429() {
         rig.follow(&hasty, other).await;
     }
     let last = &others[3];
-    let sent = rig.req(Method::POST, format!("/api/v1/users/{}/follow", last.id)).token(&hasty.token).send().await;
+    let sent = rig.edge(&hasty, "follow", last).send().await;
     sent.error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
     assert!(sent.reply.headers.contains_key("Retry-After"));
     assert_eq!(rig.profile(last.id).await["followers_count"], 0, "the refused follow did not happen");

@@ -202,8 +202,8 @@ async fn mastodon_statuses() {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
     let r = c.post("/api/v1/statuses", Some(&erin_token), Body::Json(json!(["x"]))).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
-    let r = c.get(&format!("/api/v1/users/{erin}/posts"), None).await;
-    assert_eq!(r.body["posts"].as_array().map(Vec::len), Some(3), "no status from the bad input: {}", r.body);
+    let r = c.get(&format!("/api/v1/accounts/{erin}/statuses"), None).await;
+    assert_eq!(r.body.as_array().map(Vec::len), Some(3), "no status from the bad input: {}", r.body);
 
     // Delete: only one's own; the answer carries the source text.
     let del = |token: String, id: String| {

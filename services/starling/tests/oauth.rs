@@ -124,10 +124,10 @@ async fn exercise(c: &Client) {
     let signup_token = s(&r.body["access_token"]).to_owned();
     assert_eq!(r.body["scope"], "read write");
     let r = sign_up("ALICE", "other@example.com", "correct horse").await;
-    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "username taken, ignoring case: {}", r.text);
+    assert_eq!(r.status, StatusCode::CONFLICT, "username taken, ignoring case: {}", r.text);
     let r = sign_up("alice2", "alice@EXAMPLE.com", "correct horse").await;
-    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "email taken, ignoring case: {}", r.text);
-    let r = c.get("/api/v1/users/lookup?handle=alice2", None).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "email taken, ignoring case: {}", r.text);
+    let r = c.get("/api/v1/accounts/lookup?acct=alice2", None).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "a refused sign-up leaves no account: {}", r.text);
 
     // The account as its owner sees it.
@@ -191,7 +191,9 @@ async fn exercise(c: &Client) {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert!(r.text.contains("<form") && r.text.contains("Tester"), "{}", r.text);
     let bad = format!("/oauth/authorize?response_type=code&client_id={id}&redirect_uri=https://evil.example/");
-    assert_eq!(c.get(&bad, None).await.status, StatusCode::BAD_REQUEST, "an unregistered redirect URI");
+    assert_eq!(c.get(&bad, None).await.status, StatusCode::FORBIDDEN, "an unregistered redirect URI");
+    let stranger = format!("/oauth/authorize?response_type=code&client_id=nobody&redirect_uri={}", urlencode(CALLBACK));
+    assert_eq!(c.get(&stranger, None).await.status, StatusCode::UNAUTHORIZED, "an unknown client_id");
     let consent = |redirect: &'static str, password: &'static str| {
         let id = id.clone();
         async move {

@@ -29,7 +29,7 @@ fn config(run_id: &str) -> Config {
 async fn run(trace: &Path, run_id: &str, cfg: Config) -> (Report, Server, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), SETTINGS);
-    let client = Client::new(Targets::single(&server.base), 64);
+    let client = Client::new(Targets::single(&server.base), common::ADMIN_TOKEN, 64);
     let report = replay(trace, client, Config { run_id: run_id.into(), ..cfg }).await.expect("replay ran");
     (report, server, dir)
 }

@@ -14,16 +14,17 @@ pub enum ErrorCode {
     InvalidJson,
     /// A query or header parameter is malformed or out of range.
     InvalidParameter,
-    /// Well-formed input that breaks a rule (empty text, self-follow...).
+    /// Well-formed input that breaks a rule (empty text, a taken username...).
     ValidationFailed,
     /// No token, or a token that is malformed, forged or expired.
     Unauthorized,
-    /// Authenticated but not allowed (deleting someone else's post, blocked).
+    /// Authenticated but not allowed (deleting someone else's post, following oneself,
+    /// following across a block).
     Forbidden,
     NotFound,
     /// The path exists, not with this method.
     MethodNotAllowed,
-    /// The request conflicts with current state (duplicate follow, handle taken).
+    /// The request conflicts with current state (an Idempotency-Key whose post is gone).
     Conflict,
     PayloadTooLarge,
     RateLimited,

@@ -10,6 +10,7 @@
 //! - [`pagination`]: `max_id` / `since_id` / `min_id` / `limit` parsing and `Link` headers.
 //! - [`rate_limit`]: per-user token buckets for writes.
 
+pub mod admin;
 pub mod auth;
 pub mod error;
 pub mod form;
@@ -44,6 +45,12 @@ fn json_config(limit: usize) -> web::JsonConfig {
 /// error shape with [`MAX_INTERNAL_BODY_BYTES`]. Register on each such resource.
 pub fn internal_json() -> web::JsonConfig {
     json_config(MAX_INTERNAL_BODY_BYTES)
+}
+
+/// The JSON configuration of the operator's bulk routes (`/admin/v1/accounts`: a thousand
+/// usernames of up to 30 characters). Register on each such resource.
+pub fn admin_json() -> web::JsonConfig {
+    json_config(64 * 1024)
 }
 
 /// Extractor configuration so malformed input yields our error shape instead of
@@ -152,8 +159,6 @@ fn documented_methods(path: &str) -> Vec<String> {
 pub async fn healthz() -> actix_web::HttpResponse {
     actix_web::HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
-
-pub mod views;
 
 /// The OpenAPI 3.1 document of the public API, served at `/openapi.json`.
 pub const OPENAPI_JSON: &str = include_str!("../openapi.json");

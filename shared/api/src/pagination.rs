@@ -4,10 +4,12 @@
 //! - `since_id`: only items newer than this id, newest first (may leave a gap);
 //! - `min_id`: the items immediately newer than this id (the page just above), still
 //!   returned newest first;
-//! - `limit`: page size, default 20, at most 100.
+//! - `limit`: page size, default 20; a larger one than 100 is served as 100, as Mastodon
+//!   clamps its own (clients follow the `Link` header for the rest).
 //!
-//! Parsing is strict: a malformed value is a 400, never silently ignored, so a client bug
-//! cannot turn into a wrong page.
+//! Given both `min_id` and `since_id`, `min_id` wins, as in Mastodon. Parsing is strict
+//! otherwise: a malformed value is a 400, never silently ignored, so a client bug cannot
+//! turn into a wrong page.
 
 use actix_web::HttpRequest;
 use starling_ids::PostId;
@@ -37,8 +39,8 @@ impl Page {
                 _ => {}
             }
         }
-        if page.since_id.is_some() && page.min_id.is_some() {
-            return Err(ApiError::parameter("since_id and min_id cannot be combined"));
+        if page.min_id.is_some() {
+            page.since_id = None;
         }
         Ok(page)
     }
@@ -136,9 +138,19 @@ fn parse_id(name: &str, value: &str) -> Result<PostId, ApiError> {
 }
 
 fn parse_limit(value: &str) -> Result<usize, ApiError> {
-    match value.parse::<usize>() {
-        Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-        _ => Err(ApiError::parameter(format!("limit must be an integer from 1 to {MAX_LIMIT}"))),
+    clamped_limit(value, MAX_LIMIT).ok_or_else(|| ApiError::parameter("limit must be a positive integer"))
+}
+
+/// A positive decimal integer, served as at most `max` (however many digits it has).
+pub fn clamped_limit(value: &str, max: usize) -> Option<usize> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    match value.parse::<u64>() {
+        Ok(0) => None,
+        Ok(n) => Some(n.min(max as u64) as usize),
+        // More digits than a u64 holds, not all zeros: a very large number.
+        Err(_) => value.bytes().any(|b| b != b'0').then_some(max),
     }
 }
 
@@ -170,7 +182,11 @@ mod tests {
 
     #[test]
     fn rejects_bogus_values() {
-        for q in ["max_id=abc", "max_id=-1", "limit=0", "limit=101", "limit=x", "since_id=1&min_id=2", "max_id=%zz"] {
+        assert_eq!(page("limit=1000").unwrap().limit, MAX_LIMIT, "clamped, as Mastodon does");
+        assert_eq!(page("limit=123456789012345678901234567890").unwrap().limit, MAX_LIMIT);
+        let both = page("since_id=1&min_id=2").unwrap();
+        assert_eq!((both.since_id, both.min_id), (None, Some(PostId(2))), "min_id wins");
+        for q in ["max_id=abc", "max_id=-1", "limit=0", "limit=000", "limit=-3", "limit=x", "limit=", "max_id=%zz"] {
             assert!(page(q).is_err(), "{q} must be rejected");
         }
     }

@@ -142,3 +142,18 @@ mod tests {
         assert!(!app.covers(&Scopes::parse("read push").unwrap()));
     }
 }
+
+#[cfg(test)]
+mod document {
+    use super::KNOWN;
+
+    /// The OpenAPI document spells the scopes out in a pattern (so that fuzzers send only
+    /// known ones): it must name exactly these.
+    #[test]
+    fn the_openapi_scope_pattern_names_every_known_scope() {
+        let doc: serde_json::Value = serde_json::from_str(crate::OPENAPI_JSON).unwrap();
+        let pattern = doc["components"]["schemas"]["ScopeList"]["pattern"].as_str().unwrap();
+        let alternatives = KNOWN.join("|");
+        assert_eq!(pattern, format!("^(({alternatives})( ({alternatives}))*)?$"));
+    }
+}

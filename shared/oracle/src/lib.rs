@@ -16,12 +16,10 @@ use starling_ids::{PostId, UserId};
 /// Why the service must refuse an operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
+    /// Following, blocking or muting oneself.
     SelfTarget,
-    AlreadyFollowing,
-    NotFollowing,
+    /// A follow between two accounts one of which blocks the other.
     Blocked,
-    AlreadyBlocked,
-    NotBlocked,
     UnknownPost,
     NotAuthor,
 }
@@ -30,10 +28,8 @@ impl Refusal {
     /// The HTTP status the API contract answers this refusal with.
     pub fn http_status(self) -> u16 {
         match self {
-            Refusal::SelfTarget => 422,
-            Refusal::Blocked | Refusal::NotAuthor => 403,
+            Refusal::SelfTarget | Refusal::Blocked | Refusal::NotAuthor => 403,
             Refusal::UnknownPost => 404,
-            Refusal::AlreadyFollowing | Refusal::NotFollowing | Refusal::AlreadyBlocked | Refusal::NotBlocked => 409,
         }
     }
 }
@@ -82,14 +78,13 @@ impl Oracle {
         self.followers.get(&user).into_iter().flatten().copied()
     }
 
-    /// What a follow would do, without doing it.
+    /// What a follow would do, without doing it. Following, unfollowing, blocking and
+    /// unblocking are idempotent, as Mastodon's are: doing what is done already is fine.
     pub fn check_follow(&self, follower: UserId, followee: UserId) -> Result<(), Refusal> {
         if follower == followee {
             Err(Refusal::SelfTarget)
         } else if self.blocked_either_way(follower, followee) {
             Err(Refusal::Blocked)
-        } else if self.follows(follower, followee) {
-            Err(Refusal::AlreadyFollowing)
         } else {
             Ok(())
         }
@@ -105,8 +100,6 @@ impl Oracle {
     pub fn check_unfollow(&self, follower: UserId, followee: UserId) -> Result<(), Refusal> {
         if follower == followee {
             Err(Refusal::SelfTarget)
-        } else if !self.follows(follower, followee) {
-            Err(Refusal::NotFollowing)
         } else {
             Ok(())
         }
@@ -130,8 +123,6 @@ impl Oracle {
     pub fn check_block(&self, blocker: UserId, blocked: UserId) -> Result<(), Refusal> {
         if blocker == blocked {
             Err(Refusal::SelfTarget)
-        } else if self.blocks.contains(&(blocker, blocked)) {
-            Err(Refusal::AlreadyBlocked)
         } else {
             Ok(())
         }
@@ -149,8 +140,6 @@ impl Oracle {
     pub fn check_unblock(&self, blocker: UserId, blocked: UserId) -> Result<(), Refusal> {
         if blocker == blocked {
             Err(Refusal::SelfTarget)
-        } else if !self.blocks.contains(&(blocker, blocked)) {
-            Err(Refusal::NotBlocked)
         } else {
             Ok(())
         }
@@ -428,8 +417,9 @@ mod tests {
         let mut o = Oracle::new();
         assert_eq!(o.follow(A, A), Err(Refusal::SelfTarget));
         o.follow(A, B).unwrap();
-        assert_eq!(o.follow(A, B), Err(Refusal::AlreadyFollowing));
-        assert_eq!(o.unfollow(A, C), Err(Refusal::NotFollowing));
+        assert_eq!(o.follow(A, B), Ok(()), "a second follow is fine");
+        assert_eq!(o.unfollow(A, C), Ok(()), "so is unfollowing someone not followed");
+        assert!(o.follows(A, B) && !o.follows(A, C));
         o.post(PostId(5), A);
         assert_eq!(o.delete(PostId(5), B), Err(Refusal::NotAuthor));
         assert_eq!(o.delete(PostId(6), A), Err(Refusal::UnknownPost));

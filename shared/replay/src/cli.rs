@@ -20,6 +20,10 @@ pub struct ReplayArgs {
     pub posts_url: Option<String>,
     #[arg(long)]
     pub timeline_url: Option<String>,
+    /// The deployment's operator token (its `admin.token`), which creates the trace's
+    /// accounts in bulk.
+    #[arg(long, env = "STARLING_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: String,
     /// A process whose Prometheus counters count (its base URL, or its `/metrics` URL);
     /// repeat for every process (default: the API URLs). Each must answer with
     /// Prometheus text at start, or the replay stops there.
@@ -119,7 +123,7 @@ impl ReplayArgs {
     /// Runs the replay and writes the report; fails if the oracle check failed.
     pub async fn run(self) -> anyhow::Result<()> {
         let (targets, cfg) = self.config()?;
-        let client = Client::new(targets, cfg.concurrency + cfg.lag_probes);
+        let client = Client::new(targets, &self.admin_token, cfg.concurrency + cfg.lag_probes);
         client.check_metrics().await?;
         let report = replay(&self.trace, client, cfg).await?;
         report.write(&self.out)?;

@@ -62,16 +62,18 @@ pub struct Reply {
 pub struct Client {
     http: reqwest::Client,
     pub targets: Targets,
+    /// The operator's token, for creating the trace's accounts in bulk.
+    admin_token: String,
 }
 
 impl Client {
-    pub fn new(targets: Targets, connections: usize) -> Client {
+    pub fn new(targets: Targets, admin_token: &str, connections: usize) -> Client {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(connections)
             .build()
             .expect("an HTTP client with default TLS-free settings always builds");
-        Client { http, targets }
+        Client { http, targets, admin_token: admin_token.to_owned() }
     }
 
     /// `Ok` only for a 2xx answer.
@@ -102,30 +104,32 @@ impl Client {
         if status.is_success() { Ok(Reply { status, body }) } else { Err(Failure::Status(status, body)) }
     }
 
-    pub async fn register(&self, handle: &str) -> Result<(UserId, String), Failure> {
-        let r = self
-            .expect_success(
-                &self.targets.graph,
-                Method::POST,
-                "/api/v1/users",
-                None,
-                Some(json!({ "handle": handle })),
-                &[],
-            )
-            .await?;
-        let id = r.body["user"]["id"].as_str().and_then(|s| s.parse().ok());
-        let token = r.body["token"].as_str();
-        match (id, token) {
-            (Some(id), Some(token)) => Ok((UserId(id), token.to_owned())),
+    /// Creates one account per handle (at most 1000) with the operator's bulk sign-up,
+    /// `POST /admin/v1/accounts`; their ids and access tokens, in order.
+    pub async fn register_all(&self, handles: &[String]) -> Result<Vec<(UserId, String)>, Failure> {
+        let accounts: Vec<Value> = handles.iter().map(|h| json!({ "username": h })).collect();
+        let body = Some(json!({ "accounts": accounts }));
+        let admin = Some(self.admin_token.as_str());
+        let r =
+            self.expect_success(&self.targets.graph, Method::POST, "/admin/v1/accounts", admin, body, &[]).await?;
+        let created: Option<Vec<(UserId, String)>> = r.body["accounts"].as_array().and_then(|all| {
+            all.iter()
+                .map(|a| {
+                    let id = a["id"].as_str().and_then(|s| s.parse().ok()).map(UserId)?;
+                    Some((id, a["access_token"].as_str()?.to_owned()))
+                })
+                .collect()
+        });
+        match created {
+            Some(c) if c.len() == handles.len() => Ok(c),
             _ => Err(Failure::Status(r.status, r.body)),
         }
     }
 
     /// Follow, unfollow, block or unblock: `relation` is `follow` or `block`.
     pub async fn relate(&self, token: &str, relation: &str, target: UserId, undo: bool) -> Result<(), Failure> {
-        let method = if undo { Method::DELETE } else { Method::POST };
-        let path = format!("/api/v1/users/{target}/{relation}");
-        self.expect_success(&self.targets.graph, method, &path, Some(token), None, &[]).await.map(drop)
+        let path = format!("/api/v1/accounts/{target}/{}{relation}", if undo { "un" } else { "" });
+        self.expect_success(&self.targets.graph, Method::POST, &path, Some(token), None, &[]).await.map(drop)
     }
 
     pub async fn post(&self, token: &str, text: &str, idempotency_key: &str) -> Result<PostId, Failure> {
@@ -133,9 +137,9 @@ impl Client {
             .expect_success(
                 &self.targets.posts,
                 Method::POST,
-                "/api/v1/posts",
+                "/api/v1/statuses",
                 Some(token),
-                Some(json!({ "text": text })),
+                Some(json!({ "status": text })),
                 &[("Idempotency-Key", idempotency_key)],
             )
             .await?;
@@ -163,7 +167,7 @@ impl Client {
     }
 
     pub async fn delete(&self, token: &str, id: PostId) -> Result<(), Failure> {
-        let path = format!("/api/v1/posts/{id}");
+        let path = format!("/api/v1/statuses/{id}");
         self.expect_success(&self.targets.posts, Method::DELETE, &path, Some(token), None, &[]).await.map(drop)
     }
 

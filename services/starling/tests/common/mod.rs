@@ -172,12 +172,10 @@ impl Api {
     fn base_for(&self, path: &str) -> &str {
         let Some(r) = &self.routes else { return &self.base };
         let bare = path.split('?').next().unwrap_or(path);
-        if bare.starts_with("/api/v1/timelines") || bare.starts_with("/admin/") {
+        if bare.starts_with("/api/v1/timelines") || bare.starts_with("/admin/v1/cache") {
             &r.timeline
-        } else if bare.starts_with("/api/v1/posts")
-            || bare.starts_with("/api/v1/statuses")
+        } else if bare.starts_with("/api/v1/statuses")
             || bare.starts_with("/api/v1/notifications")
-            || (bare.starts_with("/api/v1/users/") && bare.ends_with("/posts"))
             || (bare.starts_with("/api/v1/accounts/") && bare.ends_with("/statuses"))
         {
             &r.posts
@@ -242,11 +240,26 @@ impl Api {
         Ok(Reply { status, body, headers })
     }
 
+    /// A new account named `handle` and its access token (every scope), made by the
+    /// operator's bulk sign-up.
     pub async fn register(&self, handle: &str) -> (u64, String) {
-        let r = self.call(Method::POST, "/api/v1/users", None, Some(json!({ "handle": handle }))).await;
-        assert_eq!(r.status, StatusCode::CREATED, "register {handle}: {}", r.body);
-        let id = r.body["user"]["id"].as_str().expect("id is a string").parse().expect("numeric id");
-        (id, r.body["token"].as_str().expect("token").to_owned())
+        self.register_all(&[handle]).await.pop().expect("one account")
+    }
+
+    /// New accounts, one per handle, in order, with their access tokens.
+    pub async fn register_all(&self, handles: &[&str]) -> Vec<(u64, String)> {
+        let mut out = Vec::with_capacity(handles.len());
+        for chunk in handles.chunks(1000) {
+            let accounts: Vec<Value> = chunk.iter().map(|h| json!({ "username": h })).collect();
+            let body = json!({ "accounts": accounts });
+            let r = self.call(Method::POST, "/admin/v1/accounts", Some(ADMIN_TOKEN), Some(body)).await;
+            assert_eq!(r.status, StatusCode::OK, "register {chunk:?}: {}", r.body);
+            for a in r.body["accounts"].as_array().expect("accounts") {
+                let id = a["id"].as_str().expect("id is a string").parse().expect("numeric id");
+                out.push((id, a["access_token"].as_str().expect("token").to_owned()));
+            }
+        }
+        out
     }
 
     /// Every post id of `token`'s home timeline, page by page.

@@ -47,22 +47,17 @@ pub struct Driver {
 impl Driver {
     /// Registers the users (handles made unique by `seed`) and seeds the trace.
     pub async fn new(api: Api, seed: u64) -> Driver {
-        let mut users = Vec::new();
-        for i in 0..USERS {
-            let (id, token) = api.register(&format!("u{seed}_{i}")).await;
-            users.push((UserId(id), token));
-        }
+        let handles: Vec<String> = (0..USERS).map(|i| format!("u{seed}_{i}")).collect();
+        let handles: Vec<&str> = handles.iter().map(String::as_str).collect();
+        let users = api.register_all(&handles).await.into_iter().map(|(id, token)| (UserId(id), token)).collect();
         Driver { api, oracle: Oracle::new(), users, rng: SmallRng::seed_from_u64(seed), next_key: 0 }
     }
 
-    /// Whether any star is a celebrity right now.
-    pub async fn any_celebrity(&self) -> bool {
-        let mut any = false;
-        for s in 0..STARS {
-            let r = self.api.call(Method::GET, &format!("/api/v1/users/{}", self.id(s)), None, None).await;
-            any |= r.body["celebrity"].as_bool().unwrap_or(false);
-        }
-        any
+    /// Asserts that the trace exercised the hybrid path: some celebrity posted, and its
+    /// posts were merged at read.
+    pub async fn assert_celebrity_posted(&self) {
+        let merged = self.api.metric("starling_fanout_posts_merged_at_read_total").await;
+        assert!(merged > 0, "no celebrity ever posted; the trace does not test the hybrid path");
     }
 
     pub fn token(&self, u: usize) -> &str {
@@ -104,13 +99,13 @@ impl Driver {
             .api
             .call_with(
                 Method::POST,
-                "/api/v1/posts",
+                "/api/v1/statuses",
                 Some(self.token(u)),
-                Some(json!({ "text": text })),
+                Some(json!({ "status": text })),
                 &[("Idempotency-Key", &key)],
             )
             .await;
-        assert_eq!(r.status, StatusCode::CREATED, "post: {}", r.body);
+        assert_eq!(r.status, StatusCode::OK, "post: {}", r.body);
         let id: u64 = r.body["id"].as_str().unwrap().parse().unwrap();
         self.oracle.post(PostId(id), self.id(u));
     }
@@ -123,9 +118,11 @@ impl Driver {
             35..=39 => {
                 let mine = self.oracle.posts_of(me);
                 let Some(&victim) = mine.choose(&mut self.rng) else { return };
-                let r =
-                    self.api.call(Method::DELETE, &format!("/api/v1/posts/{victim}"), Some(self.token(u)), None).await;
-                assert_eq!(r.status, StatusCode::NO_CONTENT, "delete: {}", r.body);
+                let r = self
+                    .api
+                    .call(Method::DELETE, &format!("/api/v1/statuses/{victim}"), Some(self.token(u)), None)
+                    .await;
+                assert_eq!(r.status, StatusCode::OK, "delete: {}", r.body);
                 self.oracle.delete(victim, me).unwrap();
             }
             40..=41 => {
@@ -133,14 +130,12 @@ impl Driver {
                 let other = self.rng.random_range(0..USERS);
                 let theirs = self.oracle.posts_of(self.id(other));
                 let Some(&victim) = theirs.choose(&mut self.rng) else { return };
-                let r =
-                    self.api.call(Method::DELETE, &format!("/api/v1/posts/{victim}"), Some(self.token(u)), None).await;
-                self.expect(
-                    "delete other's post",
-                    if r.status == StatusCode::NO_CONTENT { StatusCode::OK } else { r.status },
-                    self.oracle.check_delete(victim, me),
-                );
-                if r.status == StatusCode::NO_CONTENT {
+                let r = self
+                    .api
+                    .call(Method::DELETE, &format!("/api/v1/statuses/{victim}"), Some(self.token(u)), None)
+                    .await;
+                self.expect("delete other's post", r.status, self.oracle.check_delete(victim, me));
+                if r.status == StatusCode::OK {
                     self.oracle.delete(victim, me).unwrap();
                 }
             }
@@ -149,7 +144,7 @@ impl Driver {
                 let them = self.id(t);
                 let r = self
                     .api
-                    .call(Method::POST, &format!("/api/v1/users/{them}/follow"), Some(self.token(u)), None)
+                    .call(Method::POST, &format!("/api/v1/accounts/{them}/follow"), Some(self.token(u)), None)
                     .await;
                 self.expect("follow", r.status, self.oracle.check_follow(me, them));
                 let _ = self.oracle.follow(me, them);
@@ -166,7 +161,7 @@ impl Driver {
                 };
                 let r = self
                     .api
-                    .call(Method::DELETE, &format!("/api/v1/users/{them}/follow"), Some(self.token(u)), None)
+                    .call(Method::POST, &format!("/api/v1/accounts/{them}/unfollow"), Some(self.token(u)), None)
                     .await;
                 self.expect("unfollow", r.status, self.oracle.check_unfollow(me, them));
                 let _ = self.oracle.unfollow(me, them);
@@ -176,7 +171,7 @@ impl Driver {
                 let them = self.id(t);
                 let r = self
                     .api
-                    .call(Method::POST, &format!("/api/v1/users/{them}/block"), Some(self.token(u)), None)
+                    .call(Method::POST, &format!("/api/v1/accounts/{them}/block"), Some(self.token(u)), None)
                     .await;
                 self.expect("block", r.status, self.oracle.check_block(me, them));
                 let _ = self.oracle.block(me, them);
@@ -186,7 +181,7 @@ impl Driver {
                 let them = self.id(t);
                 let r = self
                     .api
-                    .call(Method::DELETE, &format!("/api/v1/users/{them}/block"), Some(self.token(u)), None)
+                    .call(Method::POST, &format!("/api/v1/accounts/{them}/unblock"), Some(self.token(u)), None)
                     .await;
                 self.expect("unblock", r.status, self.oracle.check_unblock(me, them));
                 let _ = self.oracle.unblock(me, them);
@@ -305,8 +300,8 @@ impl Driver {
         let Some(&victim) = self.oracle.home(self.id(u)).first() else { return false };
         let author = self.oracle.author_of(victim).expect("a known post");
         let a = self.users.iter().position(|(id, _)| *id == author).expect("a known user");
-        let r = self.api.call(Method::DELETE, &format!("/api/v1/posts/{victim}"), Some(self.token(a)), None).await;
-        assert_eq!(r.status, StatusCode::NO_CONTENT, "delete: {}", r.body);
+        let r = self.api.call(Method::DELETE, &format!("/api/v1/statuses/{victim}"), Some(self.token(a)), None).await;
+        assert_eq!(r.status, StatusCode::OK, "delete: {}", r.body);
         self.oracle.delete(victim, author).unwrap();
         true
     }
@@ -317,12 +312,8 @@ impl Driver {
         let me = self.id(u);
         let home = self.oracle.home(me);
         let them = home.iter().filter_map(|p| self.oracle.author_of(*p)).find(|a| *a != me)?;
-        let (method, path) = if block {
-            (Method::POST, format!("/api/v1/users/{them}/block"))
-        } else {
-            (Method::DELETE, format!("/api/v1/users/{them}/follow"))
-        };
-        let r = self.api.call(method, &path, Some(self.token(u)), None).await;
+        let path = format!("/api/v1/accounts/{them}/{}", if block { "block" } else { "unfollow" });
+        let r = self.api.call(Method::POST, &path, Some(self.token(u)), None).await;
         assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.body);
         if block {
             self.oracle.block(me, them).unwrap();
