@@ -3,8 +3,8 @@
 //! endpoints take.
 
 use actix_web::HttpRequest;
-use starling_api::{ApiError, ErrorCode};
 use starling_api::auth::AuthUser;
+use starling_api::{ApiError, ErrorCode};
 use starling_events::trace::{self, TRACEPARENT, TraceContext};
 use starling_events::{Record, pb};
 use starling_ids::UserId;

@@ -144,12 +144,15 @@ async fn small_population(api: &Api, label: &str) -> Vec<(String, String)> {
     let authors = api.register_all(&names.iter().map(String::as_str).collect::<Vec<_>>()).await;
     let names: Vec<String> = (0..READERS).map(|i| format!("reader{i}")).collect();
     let mut readers = Vec::new();
-    for (i, (id, token)) in api.register_all(&names.iter().map(String::as_str).collect::<Vec<_>>()).await.into_iter().enumerate() {
+    for (i, (id, token)) in
+        api.register_all(&names.iter().map(String::as_str).collect::<Vec<_>>()).await.into_iter().enumerate()
+    {
         // Each reader follows its own half of the ordinary authors and every celebrity.
         let mut follow: Vec<usize> = (0..ORDINARY).filter(|a| (a + i) % 2 == 0).collect();
         follow.extend(ORDINARY..ORDINARY + CELEBRITIES);
         for a in follow {
-            let r = api.call(Method::POST, &format!("/api/v1/accounts/{}/follow", authors[a].0), Some(&token), None).await;
+            let r =
+                api.call(Method::POST, &format!("/api/v1/accounts/{}/follow", authors[a].0), Some(&token), None).await;
             assert!(r.status.is_success(), "follow: {}", r.status);
         }
         // A first read materialises the timeline (an active reader).

@@ -98,11 +98,7 @@ impl Oracle {
     }
 
     pub fn check_unfollow(&self, follower: UserId, followee: UserId) -> Result<(), Refusal> {
-        if follower == followee {
-            Err(Refusal::SelfTarget)
-        } else {
-            Ok(())
-        }
+        if follower == followee { Err(Refusal::SelfTarget) } else { Ok(()) }
     }
 
     pub fn unfollow(&mut self, follower: UserId, followee: UserId) -> Result<(), Refusal> {
@@ -121,11 +117,7 @@ impl Oracle {
     }
 
     pub fn check_block(&self, blocker: UserId, blocked: UserId) -> Result<(), Refusal> {
-        if blocker == blocked {
-            Err(Refusal::SelfTarget)
-        } else {
-            Ok(())
-        }
+        if blocker == blocked { Err(Refusal::SelfTarget) } else { Ok(()) }
     }
 
     /// A block removes the follows in both directions.
@@ -138,11 +130,7 @@ impl Oracle {
     }
 
     pub fn check_unblock(&self, blocker: UserId, blocked: UserId) -> Result<(), Refusal> {
-        if blocker == blocked {
-            Err(Refusal::SelfTarget)
-        } else {
-            Ok(())
-        }
+        if blocker == blocked { Err(Refusal::SelfTarget) } else { Ok(()) }
     }
 
     pub fn unblock(&mut self, blocker: UserId, blocked: UserId) -> Result<(), Refusal> {

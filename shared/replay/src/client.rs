@@ -110,8 +110,7 @@ impl Client {
         let accounts: Vec<Value> = handles.iter().map(|h| json!({ "username": h })).collect();
         let body = Some(json!({ "accounts": accounts }));
         let admin = Some(self.admin_token.as_str());
-        let r =
-            self.expect_success(&self.targets.graph, Method::POST, "/admin/v1/accounts", admin, body, &[]).await?;
+        let r = self.expect_success(&self.targets.graph, Method::POST, "/admin/v1/accounts", admin, body, &[]).await?;
         let created: Option<Vec<(UserId, String)>> = r.body["accounts"].as_array().and_then(|all| {
             all.iter()
                 .map(|a| {
