@@ -156,7 +156,7 @@ impl PostService {
         let parent = match reply_to {
             Some(parent) => {
                 let found = self.store.get_posts(&[parent]).await.map_err(ApiError::unavailable)?.pop().flatten();
-                Some(found.ok_or_else(|| ApiError::not_found("the status replied to"))?)
+                Some(found.ok_or_else(|| ApiError::not_found("status replied to"))?)
             }
             None => None,
         };

@@ -148,7 +148,7 @@ async fn create(
             Ok(id) => Some(id),
             // Digits beyond the id range name no status, like any id of none.
             Err(_) if raw.bytes().all(|b| b.is_ascii_digit()) && !raw.starts_with('0') => {
-                return Err(ApiError::not_found("the status replied to"));
+                return Err(ApiError::not_found("status replied to"));
             }
             Err(_) => return Err(ApiError::validation("in_reply_to_id is not a status id")),
         },

@@ -1014,9 +1014,9 @@ async fn unknown_ids_and_relationship_rules() {
     w.refused(delete(&dave, &keyed).what("twice"), NOT_FOUND, "not_found").await;
     let create = |body: Value| rig.compose(&alice).json(&body);
     let req = create(json!({ "status": "re: gone", "in_reply_to_id": gone })).what("reply to a deleted status");
-    w.refused(req, UNPROCESSABLE, "validation_failed").await;
+    w.refused(req, NOT_FOUND, "not_found").await;
     let req = create(json!({ "status": "re: ?", "in_reply_to_id": "1" })).what("reply to an unknown status");
-    w.refused(req, UNPROCESSABLE, "validation_failed").await;
+    w.refused(req, NOT_FOUND, "not_found").await;
     let replay = rig
         .compose(&dave)
         .header("Idempotency-Key", "deleted-later")
