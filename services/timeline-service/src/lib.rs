@@ -74,9 +74,9 @@ use futures::future::try_join_all;
 use parking_lot::RwLock;
 use starling_clients::{ClientError, GraphClient, PostClient};
 use starling_ids::{PostId, UserId};
-use starling_storage::{Order, PostRecord, Window};
+use starling_storage::{Counts, Interactions, Order, PostRecord, Window};
 use starling_timeline_cache::bus::Bus;
-use starling_timeline_cache::read_model::{CachedPost, Collection, Fill, RECENT_DEPTH, ReadModel, Recent};
+use starling_timeline_cache::read_model::{CachedPost, Collection, Fill, PageLookup, RECENT_DEPTH, ReadModel, Recent};
 use starling_timeline_cache::{CacheError, Entry, Range, Slice, TimelineCache};
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +110,16 @@ pub struct Query {
 pub struct HomePage {
     pub posts: Vec<PostRecord>,
     pub originals: HashMap<PostId, PostRecord>,
+    /// What the read model said, with the posts, of their authors' counts and of their
+    /// interactions (`None`: not cached), so that rendering asks only for the rest.
+    pub counted: Counted,
+}
+
+/// Counts and interactions read from the read model, cached or not.
+#[derive(Clone, Debug, Default)]
+pub struct Counted {
+    pub counts: HashMap<UserId, Option<Counts>>,
+    pub interactions: HashMap<PostId, Option<Interactions>>,
 }
 
 /// Tuning of the read path.
@@ -389,6 +399,7 @@ impl TimelineService {
     ) -> Result<HomePage, ReadError> {
         let mut out = Vec::with_capacity(query.limit);
         let mut originals = HashMap::new();
+        let mut counted = Counted::default();
         let mut round = query;
         loop {
             round.limit = query.limit - out.len();
@@ -402,7 +413,17 @@ impl TimelineService {
             while out.len() < query.limit && !rest.is_empty() {
                 let take = (query.limit - out.len()).min(rest.len());
                 let ids: Vec<PostId> = rest[..take].iter().map(|i| i.post).collect();
-                let posts = self.hydrate(&ids).await?;
+                let posts = if counted.interactions.is_empty() && ctx.allowed.is_some() {
+                    // The page's first posts come with their counts: one round trip for both.
+                    let mut authors: Vec<UserId> = rest[..take].iter().map(|i| i.author).collect();
+                    authors.sort_unstable();
+                    authors.dedup();
+                    let (posts, c) = self.hydrate_counted(&ids, &authors, ctx.reader).await?;
+                    counted = c;
+                    posts
+                } else {
+                    self.hydrate(&ids).await?
+                };
                 out.extend(match ctx.allowed {
                     Some(home) => self.without_repeats(home, posts, &mut originals).await?,
                     None => posts,
@@ -411,7 +432,7 @@ impl TimelineService {
             }
             match next {
                 Some(next) if out.len() < query.limit => round = next,
-                _ => return Ok(HomePage { posts: out, originals }),
+                _ => return Ok(HomePage { posts: out, originals, counted }),
             }
         }
     }
@@ -646,7 +667,29 @@ impl TimelineService {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let cached = self.model.posts(&ids).await?;
+        let cached = self.model.posts(ids).await?;
+        self.hydrated(ids, cached).await
+    }
+
+    /// [`Self::hydrate`], reading with the posts their `authors`' counts and their
+    /// interactions as `viewer` sees them.
+    async fn hydrate_counted(
+        &self,
+        ids: &[PostId],
+        authors: &[UserId],
+        viewer: UserId,
+    ) -> Result<(Vec<PostRecord>, Counted), ReadError> {
+        let PageLookup { posts, counts, interactions } = self.model.page(ids, authors, viewer).await?;
+        let counted = Counted {
+            counts: authors.iter().copied().zip(counts).collect(),
+            interactions: ids.iter().copied().zip(interactions).collect(),
+        };
+        Ok((self.hydrated(ids, posts).await?, counted))
+    }
+
+    /// The posts `ids` from what the read model had of them (`cached`), the misses from
+    /// the post-service (and cached); deleted ones dropped, order kept.
+    async fn hydrated(&self, ids: &[PostId], cached: Vec<Option<CachedPost>>) -> Result<Vec<PostRecord>, ReadError> {
         let missing: Vec<PostId> = ids.iter().zip(&cached).filter(|(_, c)| c.is_none()).map(|(&id, _)| id).collect();
         self.stats.lookups(Lookups::Posts, ids.len() - missing.len(), missing.len());
         let mut fetched: HashMap<PostId, PostRecord> = HashMap::new();

@@ -3,9 +3,10 @@
 //! A reblog wraps its original (which the page read fetched).
 //!
 //! Each status's reblog, favourite and reply counts and the reader's own flags on it
-//! (`reblogged`, `favourited`) come from the read model too, in one multi-get: the
-//! post-service writes them through when they change, so a reader's own favourite shows at
-//! once; others' changes show within a minute.
+//! (`reblogged`, `favourited`) come from the read model too. The page read fetched them
+//! with its posts (one round trip, see `ReadModel::page`), so only a reblogged original's
+//! are looked up here. The post-service writes them through when they change, so a
+//! reader's own favourite shows at once; others' changes show within a minute.
 
 use std::collections::HashMap;
 
@@ -108,7 +109,7 @@ impl TimelineService {
     /// status's interactions, and for a reply the parent's author (from the post cache; from
     /// the post-service on a miss). The lookups go out together: one round trip.
     pub async fn statuses(&self, base: &PublicBase, page: HomePage, viewer: UserId) -> Result<Vec<Status>, ReadError> {
-        let HomePage { posts, originals } = page;
+        let HomePage { posts, originals, counted } = page;
         // The statuses shown in full: plain posts and reblogged originals.
         let shown: Vec<PostId> =
             posts.iter().filter(|p| p.reblog_of.is_none()).map(|p| p.id).chain(originals.keys().copied()).collect();
@@ -118,10 +119,25 @@ impl TimelineService {
         let mut parents: Vec<PostId> = posts.iter().chain(originals.values()).filter_map(|p| p.reply_to).collect();
         parents.sort_unstable();
         parents.dedup();
-        let ((cached_counts, cached_interactions), parent_authors) = futures::try_join!(
-            async { Ok(self.model.page_counts(&authors, &shown, viewer).await?) },
+        // What the page read did not bring along (reblogged originals, their authors).
+        let unread_authors: Vec<UserId> = authors.iter().copied().filter(|a| !counted.counts.contains_key(a)).collect();
+        let unread: Vec<PostId> = shown.iter().copied().filter(|id| !counted.interactions.contains_key(id)).collect();
+        let ((more_counts, more_interactions), parent_authors) = futures::try_join!(
+            async {
+                if unread_authors.is_empty() && unread.is_empty() {
+                    return Ok((Vec::new(), Vec::new()));
+                }
+                Ok(self.model.page_counts(&unread_authors, &unread, viewer).await?)
+            },
             self.parent_authors(&parents)
         )?;
+        let mut counted = counted;
+        counted.counts.extend(unread_authors.into_iter().zip(more_counts));
+        counted.interactions.extend(unread.into_iter().zip(more_interactions));
+        let cached_counts: Vec<Option<Counts>> =
+            authors.iter().map(|a| counted.counts.get(a).copied().flatten()).collect();
+        let cached_interactions: Vec<Option<Interactions>> =
+            shown.iter().map(|id| counted.interactions.get(id).copied().flatten()).collect();
         let (counts, interactions) = futures::try_join!(
             self.author_counts(&authors, cached_counts),
             self.interactions(viewer, &shown, cached_interactions),

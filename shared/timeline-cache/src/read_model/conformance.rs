@@ -41,7 +41,30 @@ pub async fn run(m: &dyn ReadModel) {
     grants_fill_once_and_revocations_win(m).await;
     counts_fill_and_replace(m).await;
     interactions_fill_once_and_changes_win(m).await;
+    a_page_lookup_answers_as_its_parts(m).await;
     clear_forgets_everything(m).await;
+}
+
+/// `page` answers what `posts`, `counts` and `interactions` answer, each in its order.
+async fn a_page_lookup_answers_as_its_parts(m: &dyn ReadModel) {
+    use starling_storage::{Counts, Interactions};
+    let (viewer, author, other) = (user(600), user(601), user(602));
+    let (cached, gone, unknown) = (post(600), post(601), post(602));
+    m.add_posts(&[record(600)]).await.unwrap();
+    m.posts_deleted(&[gone]).await.unwrap();
+    let counts = Counts { followers: 7, following: 8 };
+    m.fill_counts(&[(author, counts)]).await.unwrap();
+    let i = Interactions { reblogs: 1, favourites: 2, replies: 3, reblogged: false, favourited: true };
+    m.fill_interactions(viewer, &[(cached, i)]).await.unwrap();
+    let ids = [unknown, cached, gone];
+    let got = m.page(&ids, &[other, author], viewer).await.unwrap();
+    assert_eq!(got.posts, vec![None, Some(CachedPost::Live(record(600))), Some(CachedPost::Deleted)]);
+    assert_eq!(got.counts, vec![None, Some(counts)]);
+    assert_eq!(got.interactions, vec![None, Some(i), None]);
+    assert_eq!(got.posts, m.posts(&ids).await.unwrap());
+    assert_eq!(got.interactions, m.interactions(viewer, &ids).await.unwrap());
+    let empty = m.page(&[], &[], viewer).await.unwrap();
+    assert!(empty.posts.is_empty() && empty.counts.is_empty() && empty.interactions.is_empty());
 }
 
 async fn interactions_fill_once_and_changes_win(m: &dyn ReadModel) {

@@ -73,6 +73,14 @@ pub enum CachedPost {
     Deleted,
 }
 
+/// [`ReadModel::page`]'s answer: each list in the order of what it was asked for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PageLookup {
+    pub posts: Vec<Option<CachedPost>>,
+    pub counts: Vec<Option<Counts>>,
+    pub interactions: Vec<Option<Interactions>>,
+}
+
 /// A celebrity's newest post ids, newest first.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Recent {
@@ -164,6 +172,15 @@ pub trait ReadModel: Send + Sync + 'static {
         viewer: UserId,
     ) -> CacheResult<(Vec<Option<Counts>>, Vec<Option<Interactions>>)> {
         page_counts_apart(self, authors, statuses, viewer).await
+    }
+
+    /// What a page's first hydration reads: the posts `ids`, the counts of `authors`, and
+    /// the interactions of `ids` as `viewer` sees them (each as its own method answers), in
+    /// one round trip where the backend can. A page of plain posts then needs nothing more.
+    async fn page(&self, ids: &[PostId], authors: &[UserId], viewer: UserId) -> CacheResult<PageLookup> {
+        let (posts, (counts, interactions)) =
+            futures::try_join!(self.posts(ids), self.page_counts(authors, ids, viewer))?;
+        Ok(PageLookup { posts, counts, interactions })
     }
 
     /// Caches interactions read from the post-service, where nothing is cached yet.

@@ -42,7 +42,8 @@ use starling_storage::{Counts, Interactions, PostRecord};
 use super::conn::{Connections, LuaScript, Request, glob_escape};
 use super::millis;
 use crate::read_model::{
-    CachedPost, Collection, Fill, FillToken, RECENT_DEPTH, ReadModel, Recent, check_fill, codec, merge_recent,
+    CachedPost, Collection, Fill, FillToken, PageLookup, RECENT_DEPTH, ReadModel, Recent, check_fill, codec,
+    merge_recent,
 };
 use crate::{CacheError, CacheResult};
 
@@ -470,6 +471,28 @@ impl ReadModel for RedisReadModel {
             self.conns.run("page counts", Request::Pipe(&pipe), &[]).await?;
         let counts = author_counts.into_iter().map(decode_counts).collect::<CacheResult<Vec<_>>>()?;
         Ok((counts, decode_interactions(&status_counts, &flags)?))
+    }
+
+    async fn page(&self, ids: &[PostId], authors: &[UserId], viewer: UserId) -> CacheResult<PageLookup> {
+        if self.conns.cluster().is_some() || ids.is_empty() || authors.is_empty() {
+            let (posts, (counts, interactions)) =
+                futures::try_join!(self.posts(ids), self.page_counts(authors, ids, viewer))?;
+            return Ok(PageLookup { posts, counts, interactions });
+        }
+        // One pipeline on one node: the posts, their authors' counts, their counts, the flags.
+        let mut pipe = redis::pipe();
+        pipe.cmd("MGET").arg(ids.iter().map(|&id| self.post_key(id)).collect::<Vec<_>>());
+        pipe.cmd("MGET").arg(authors.iter().map(|&u| self.counts_key(u)).collect::<Vec<_>>());
+        pipe.cmd("MGET").arg(ids.iter().map(|&id| self.status_counts_key(id)).collect::<Vec<_>>());
+        pipe.cmd("HMGET").arg(self.flags_key(viewer)).arg(ids.iter().map(|id| id.0).collect::<Vec<_>>());
+        type Values = Vec<Option<Vec<u8>>>;
+        let (posts, author_counts, status_counts, flags): (Values, Values, Values, Values) =
+            self.conns.run("page", Request::Pipe(&pipe), &[]).await?;
+        Ok(PageLookup {
+            posts: posts.into_iter().map(|v| v.map(|b| codec::decode(&b)).transpose()).collect::<CacheResult<_>>()?,
+            counts: author_counts.into_iter().map(decode_counts).collect::<CacheResult<_>>()?,
+            interactions: decode_interactions(&status_counts, &flags)?,
+        })
     }
 
     async fn fill_interactions(&self, viewer: UserId, found: &[(PostId, Interactions)]) -> CacheResult<()> {
