@@ -89,7 +89,8 @@ impl TimelineService {
                 let posts = self.hydrate(&[post]).await?;
                 let mut originals = HashMap::new();
                 let posts = self.without_repeats(&watch.authors, posts, &mut originals).await?;
-                let statuses = self.statuses(base, HomePage { posts, originals, ..HomePage::default() }, watch.reader).await?;
+                let statuses =
+                    self.statuses(base, HomePage { posts, originals, ..HomePage::default() }, watch.reader).await?;
                 Ok(statuses.first().and_then(|s| serde_json::to_string(s).ok()).map(Event::Update))
             }
             _ => Ok(None),

@@ -369,6 +369,60 @@ impl RedisCache {
         Ok(delivered)
     }
 
+    /// The most common read, a timeline's newest page, without the read script when the
+    /// timeline has no pushes left to fold in: its header, length, newest `limit` entries
+    /// and TTL in one transaction. Running the script (a Lua call, four commands inside)
+    /// is most of what a page costs Redis; this is plain commands. `None`: the script
+    /// must answer (pushes to fold in, a TTL to refresh, or a cluster, whose pipelines are
+    /// not transactions).
+    async fn read_newest(&self, owner: UserId, limit: usize) -> CacheResult<Option<Option<Slice>>> {
+        if self.conns.cluster().is_some() {
+            return Ok(None);
+        }
+        let key = self.key(owner);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("LINDEX")
+            .arg(&key)
+            .arg(0)
+            .cmd("LLEN")
+            .arg(&key)
+            .cmd("LRANGE")
+            .arg(&key)
+            .arg(-(limit as i64))
+            .arg(-1)
+            .cmd("PTTL")
+            .arg(&key);
+        let (header, len, tail, ttl): (Option<Vec<u8>>, usize, Vec<Vec<u8>>, i64) =
+            self.conns.run("read", Request::Pipe(&pipe), &[]).await?;
+        // No timeline, or one being rebuilt: the script answers nothing for either.
+        let Some(header) = header else { return Ok(Some(None)) };
+        let (state, sorted) = match header.get(..5) {
+            Some(h) => (h[0], u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize),
+            None => return Err(corrupt("header")),
+        };
+        if state != b'R' {
+            return Ok(Some(None));
+        }
+        // The script refreshes the TTL on every read, and only a ready timeline's. Here a
+        // read leaves that to the script once the TTL has run down by a tenth, which keeps
+        // an active reader's timeline as long, within that tenth.
+        let refresh_below = self.active_ms.saturating_sub(self.active_ms / 10);
+        let refresh = ttl < 0 || (ttl as u64) < refresh_below;
+        if len != sorted + 1 || sorted > self.max_entries || refresh {
+            return Ok(None);
+        }
+        let floor = match header.get(5..13) {
+            Some(f) => Some(PostId::from_be_slice(f).ok_or_else(|| corrupt("floor"))?),
+            None => None,
+        };
+        // A tail as long as the list took the header along.
+        let skip = usize::from(len <= limit);
+        let mut entries = tail.iter().skip(skip).map(|e| decode(e)).collect::<CacheResult<Vec<Entry>>>()?;
+        entries.reverse();
+        Ok(Some(Some(Slice { entries, floor })))
+    }
+
     async fn eval<T: redis::FromRedisValue>(
         &self,
         what: &'static str,
@@ -540,6 +594,11 @@ impl TimelineCache for RedisCache {
 
     #[tracing::instrument(level = "debug", skip_all, fields(owner = owner.0))]
     async fn read(&self, owner: UserId, range: Range) -> CacheResult<Option<Slice>> {
+        if range.after.is_none() && range.before.is_none() && !range.oldest_first && range.limit > 0 {
+            if let Some(answer) = self.read_newest(owner, range.limit).await? {
+                return Ok(answer);
+            }
+        }
         let max = self.max_entries.to_string();
         let active = self.active_ms.to_string();
         let limit = range.limit.to_string();

@@ -135,6 +135,43 @@ async fn idle_timelines_expire(url: Target) {
     c.clear().await.unwrap();
 }
 
+/// The newest page of a timeline with nothing to fold in is read without the script, and
+/// answers what the script answers; pushes, a run-down TTL or a rebuild send it back.
+async fn newest_pages_skip_the_script(url: Target) {
+    let c = cache(&url, "newest", opts(10, 2)).await;
+    let o = UserId(4);
+    let eight: Vec<Entry> = (1..=8).map(|i| e(i * 10, 9)).collect();
+    assert_eq!(c.read_newest(o, 3).await.unwrap(), Some(None), "no timeline");
+    assert!(c.begin_rebuild(o).await.unwrap());
+    assert_eq!(c.read_newest(o, 3).await.unwrap(), Some(None), "being rebuilt");
+    c.finish_rebuild(o, &eight, false).await.unwrap();
+    for limit in [1, 3, 8, 9, 20] {
+        let fast = c.read_newest(o, limit).await.unwrap().expect("answered without the script").expect("a timeline");
+        let want: Vec<Entry> = eight.iter().rev().take(limit).copied().collect();
+        assert_eq!(fast.entries, want, "limit {limit}");
+        assert_eq!(fast.floor, Some(PostId(10)), "an incomplete rebuild's floor");
+    }
+    assert_eq!(c.insert(&[o], e(90, 9)).await.unwrap(), 1);
+    assert_eq!(c.read_newest(o, 3).await.unwrap(), None, "a push to fold in: the script's");
+    let scripted = c.read(o, newest(3)).await.unwrap().unwrap();
+    let fast = c.read_newest(o, 3).await.unwrap().expect("folded in by that read").unwrap();
+    assert_eq!(fast, scripted);
+    assert_eq!(fast.entries.first(), Some(&e(90, 9)));
+    int(&c, &["PEXPIRE", &c.key(o), "5000"]).await;
+    assert_eq!(c.read_newest(o, 3).await.unwrap(), None, "a TTL to refresh: the script's");
+    assert_eq!(c.read(o, newest(3)).await.unwrap().unwrap(), scripted);
+    assert!(int(&c, &["PTTL", &c.key(o)]).await > 5_000, "refreshed");
+    c.clear().await.unwrap();
+}
+
+/// On one node only: a cluster's reads always take the script.
+#[tokio::test]
+async fn newest_pages_skip_the_script_on_a_node() {
+    if let Some(t) = redis_url() {
+        newest_pages_skip_the_script(t).await
+    }
+}
+
 async fn rebuild_marker_expires(url: Target) {
     let c = cache(&url, "rebuild", RedisCacheOptions { rebuild_timeout: Duration::from_secs(1), ..opts(10, 2) }).await;
     let o = UserId(3);
