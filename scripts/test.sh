@@ -4,7 +4,8 @@
 # oracle tests against the real binaries, standalone and as separate processes.
 #
 # Installs what a fresh machine lacks (build packages for librdkafka, redis-server, nginx,
-# the noida-db broker and Mastodon.py in cached venvs, masto.js with npm), starts Redis and
+# prometheus for promtool, the noida-db broker and Mastodon.py in cached venvs, masto.js
+# with npm), starts Redis and
 # the broker on free loopback ports for the duration of the run and stops them afterwards
 # (the tests start their own nginx in front of the distributed stack).
 #
@@ -22,6 +23,8 @@ command -v redis-server >/dev/null || need_packages+=(redis-server)
 command -v node >/dev/null || need_packages+=(nodejs npm)
 # The reverse proxy in front of the distributed stack (scripts/lib/nginx.sh).
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_packages+=(nginx)
+# promtool (Debian's prometheus package): checks /metrics and the alerting rules.
+command -v promtool >/dev/null || need_packages+=(prometheus)
 if [ ${#need_packages[@]} -gt 0 ]; then
     step "installing ${need_packages[*]}"
     if [ "$(id -u)" = 0 ]; then
@@ -73,6 +76,9 @@ SCHEMATHESIS=$(clients_schemathesis)
 export MASTODON_PY MASTO_JS SCHEMATHESIS
 echo "Mastodon.py $MASTODON_PY_VERSION at $MASTODON_PY, masto.js $MASTO_JS_VERSION at $MASTO_JS"
 echo "schemathesis $SCHEMATHESIS_VERSION at $SCHEMATHESIS"
+PROMTOOL=$(command -v promtool)
+export PROMTOOL
+echo "promtool at $PROMTOOL ($(promtool --version 2>&1 | head -1))"
 
 step "tests"
 # End-to-end tests start real servers; two at a time keeps them inside 2 cores.

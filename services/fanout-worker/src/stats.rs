@@ -1,5 +1,6 @@
 //! Counters the fan-out worker keeps, for metrics and benchmarks.
 
+use starling_metrics::names;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Debug, Default)]
@@ -66,30 +67,30 @@ impl FanoutStats {
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
         let rows = [
-            ("starling_fanout_events_total", "Events applied, slices included.", self.events.get()),
-            ("starling_fanout_timeline_inserts_total", "Timeline entries written by pushes.", self.inserts.get()),
+            (names::FANOUT_EVENTS, "Events applied, slices included.", self.events.get()),
+            (names::FANOUT_TIMELINE_INSERTS, "Timeline entries written by pushes.", self.inserts.get()),
             (
-                "starling_fanout_skipped_inactive_total",
+                names::FANOUT_SKIPPED_INACTIVE,
                 "Pushes skipped for readers without a timeline.",
                 self.skipped_inactive.get(),
             ),
-            ("starling_fanout_posts_pushed_total", "Posts pushed to followers.", self.posts_pushed.get()),
+            (names::FANOUT_POSTS_PUSHED, "Posts pushed to followers.", self.posts_pushed.get()),
             (
-                "starling_fanout_posts_merged_at_read_total",
+                names::FANOUT_POSTS_MERGED_AT_READ,
                 "Celebrity posts left to read-time merge.",
                 self.posts_merged_at_read.get(),
             ),
-            ("starling_fanout_backfilled_entries_total", "Entries inserted by backfills.", self.backfilled.get()),
-            ("starling_fanout_retries_total", "Transient failures retried.", self.retries.get()),
-            ("starling_fanout_dead_letters_total", "Undecodable events skipped.", self.dead_letters.get()),
+            (names::FANOUT_BACKFILLED, "Entries inserted by backfills.", self.backfilled.get()),
+            (names::FANOUT_RETRIES, "Transient failures retried.", self.retries.get()),
+            (names::FANOUT_DEAD_LETTERS, "Undecodable events skipped.", self.dead_letters.get()),
             (
-                "starling_fanout_slices_published_total",
+                names::FANOUT_SLICES_PUBLISHED,
                 "Slices of long follower lists published for the workers to share.",
                 self.slices_published.get(),
             ),
-            ("starling_fanout_slices_applied_total", "Follower-list slices applied.", self.slices_applied.get()),
+            (names::FANOUT_SLICES_APPLIED, "Follower-list slices applied.", self.slices_applied.get()),
             (
-                "starling_fanout_consumer_rebuilds_total",
+                names::FANOUT_CONSUMER_REBUILDS,
                 "Consumers that rejoined the group after stalling with records waiting.",
                 self.consumer_rebuilds.get(),
             ),
@@ -100,8 +101,9 @@ impl FanoutStats {
         }
         out.push_str(&self.by_followers.render());
         let lag: u64 = self.lag.lock().iter().sum();
+        let name = names::FANOUT_LAG;
         out.push_str(&format!(
-            "# HELP starling_fanout_lag Records in this process's partitions not yet applied.\n# TYPE starling_fanout_lag gauge\nstarling_fanout_lag {lag}\n"
+            "# HELP {name} Records in this process's partitions not yet applied.\n# TYPE {name} gauge\n{name} {lag}\n"
         ));
         out
     }
@@ -140,27 +142,15 @@ impl ByFollowers {
     }
 
     fn render(&self) -> String {
-        let mut out = String::from(
-            "# HELP starling_fanout_pushed_posts_by_followers_total Pushed posts by the author's follower count.\n\
-             # TYPE starling_fanout_pushed_posts_by_followers_total counter\n",
-        );
-        for (i, c) in self.posts.iter().enumerate() {
-            out.push_str(&format!(
-                "starling_fanout_pushed_posts_by_followers_total{{followers=\"{}\"}} {}\n",
-                decade_label(i),
-                c.get()
-            ));
-        }
-        out.push_str(
-            "# HELP starling_fanout_push_targets_by_followers_total Timelines targeted by those pushes.\n\
-             # TYPE starling_fanout_push_targets_by_followers_total counter\n",
-        );
-        for (i, c) in self.targets.iter().enumerate() {
-            out.push_str(&format!(
-                "starling_fanout_push_targets_by_followers_total{{followers=\"{}\"}} {}\n",
-                decade_label(i),
-                c.get()
-            ));
+        let mut out = String::new();
+        for (name, help, counters) in [
+            (names::FANOUT_PUSHED_POSTS_BY_FOLLOWERS, "Pushed posts by the author's follower count.", &self.posts),
+            (names::FANOUT_PUSH_TARGETS_BY_FOLLOWERS, "Timelines targeted by those pushes.", &self.targets),
+        ] {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
+            for (i, c) in counters.iter().enumerate() {
+                out.push_str(&format!("{name}{{followers=\"{}\"}} {}\n", decade_label(i), c.get()));
+            }
         }
         out
     }
@@ -181,7 +171,8 @@ mod tests {
         b.pushed(75);
         b.pushed(12);
         let text = b.render();
-        assert!(text.contains("starling_fanout_pushed_posts_by_followers_total{followers=\"10-99\"} 2\n"), "{text}");
-        assert!(text.contains("starling_fanout_push_targets_by_followers_total{followers=\"10-99\"} 87\n"), "{text}");
+        let (posts, targets) = (names::FANOUT_PUSHED_POSTS_BY_FOLLOWERS, names::FANOUT_PUSH_TARGETS_BY_FOLLOWERS);
+        assert!(text.contains(&format!("{posts}{{followers=\"10-99\"}} 2\n")), "{text}");
+        assert!(text.contains(&format!("{targets}{{followers=\"10-99\"}} 87\n")), "{text}");
     }
 }

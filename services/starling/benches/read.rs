@@ -42,6 +42,7 @@ use hdrhistogram::Histogram;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use starling::{Node, Settings};
+use starling_metrics::names;
 
 const READERS: usize = 200;
 const ORDINARY: usize = 50;
@@ -247,29 +248,35 @@ fn pid_of(pattern: &str) -> Option<u32> {
 }
 
 /// The timeline-service's own counters: what a read cost it beyond the cache.
-struct ReadCounters(Vec<(&'static str, u64)>);
+struct ReadCounters(Vec<(String, u64)>);
 
-const COUNTERS: [&str; 7] = [
-    "starling_timeline_reads_total",
-    r#"starling_timeline_peer_calls_total{target="graph-service"}"#,
-    r#"starling_timeline_peer_calls_total{target="post-service"}"#,
-    r#"starling_read_model_lookups_total{cache="following",result="miss"}"#,
-    r#"starling_read_model_lookups_total{cache="posts",result="miss"}"#,
-    r#"starling_read_model_lookups_total{cache="recent",result="miss"}"#,
-    "starling_timeline_rebuilds_total",
-];
+/// The series read, by their names in the metrics crate with these labels.
+fn counters() -> Vec<String> {
+    let peer = |t: &str| format!("{}{{target=\"{t}\"}}", names::TIMELINE_PEER_CALLS);
+    let miss = |c: &str| format!("{}{{cache=\"{c}\",result=\"miss\"}}", names::READ_MODEL_LOOKUPS);
+    vec![
+        names::TIMELINE_READS.to_owned(),
+        peer("graph-service"),
+        peer("post-service"),
+        miss("following"),
+        miss("posts"),
+        miss("recent"),
+        names::TIMELINE_REBUILDS.to_owned(),
+    ]
+}
 
 impl ReadCounters {
     async fn take(api: &Api) -> ReadCounters {
         let mut values = Vec::new();
-        for name in COUNTERS {
-            values.push((name, api.metric(name).await));
+        for name in counters() {
+            let v = api.metric(&name).await;
+            values.push((name, v));
         }
         ReadCounters(values)
     }
 
     fn since(&self, before: &ReadCounters) -> ReadCounters {
-        ReadCounters(self.0.iter().zip(&before.0).map(|((n, a), (_, b))| (*n, a - b)).collect())
+        ReadCounters(self.0.iter().zip(&before.0).map(|((n, a), (_, b))| (n.clone(), a - b)).collect())
     }
 
     fn print(&self) {

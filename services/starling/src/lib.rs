@@ -37,6 +37,7 @@ use starling_events::EventLog;
 use starling_events::embedded::{EmbeddedLog, EmbeddedLogOptions};
 use starling_events::kafka::{KafkaLog, KafkaOptions};
 use starling_ids::IdGenerator;
+use starling_metrics::names;
 use starling_outbox::Publisher;
 use starling_scylla_store::{ScyllaOptions, ScyllaStore};
 use starling_storage::embedded::{Durability, EmbeddedStore};
@@ -69,6 +70,23 @@ pub enum Role {
 
 impl Role {
     pub const ALL: [Role; 4] = [Role::Graph, Role::Posts, Role::Timeline, Role::Fanout];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Graph => "graph-service",
+            Role::Posts => "post-service",
+            Role::Timeline => "timeline-service",
+            Role::Fanout => "fanout-worker",
+        }
+    }
+}
+
+/// The `service` label of a process's metrics: its role, or `starling` for several.
+fn service_label(roles: &[Role]) -> &'static str {
+    match roles {
+        [one] => one.name(),
+        _ => "starling",
+    }
 }
 
 /// A running process hosting some roles.
@@ -100,6 +118,8 @@ struct Ops {
     /// INFO keyspace reports it).
     memory: Option<Arc<MemoryCache>>,
     admin_token: String,
+    /// What `/metrics` renders from the metrics crate (HTTP and process metrics).
+    registry: starling_metrics::Metrics,
 }
 
 /// The post and graph stores a node opened: the embedded one, or ScyllaDB.
@@ -380,7 +400,9 @@ impl Node {
             model: backends.model.clone(),
             memory: backends.memory.clone(),
             admin_token: settings.admin.token.clone(),
+            registry: starling_metrics::Metrics::new(service_label(roles)),
         });
+        let red = starling_metrics::Red(ops.registry.http.clone());
         let tokens = web::Data::new(tokens);
         // OAuth access tokens are looked up where the graph store is, on every request.
         let grants: Arc<dyn GrantVerifier> = match store {
@@ -393,6 +415,7 @@ impl Node {
         let addr = listener.local_addr()?;
         let mut server = HttpServer::new(move || {
             let mut app = App::new()
+                .wrap(red.clone())
                 .app_data(tokens.clone())
                 .app_data(grants.clone())
                 .app_data(ops.clone())
@@ -499,14 +522,15 @@ async fn readyz(ops: web::Data<Ops>) -> HttpResponse {
 }
 
 async fn metrics(ops: web::Data<Ops>) -> HttpResponse {
-    let mut body = String::new();
+    let mut body = ops.registry.render();
     if !ops.publishers.is_empty() || ops.fanout.is_some() {
         // The fan-out appends too: the slices of long follower lists. Counting them here
         // keeps "everything published was applied" a complete quiet check.
         let slices = ops.fanout.as_ref().map_or(0, |f| f.slices_published.get());
         let published: u64 = ops.publishers.iter().map(Publisher::published).sum::<u64>() + slices;
         body.push_str(&format!(
-            "# HELP starling_events_published_total Events this process appended to the log.\n# TYPE starling_events_published_total counter\nstarling_events_published_total {published}\n"
+            "# HELP {n} Events this process appended to the log.\n# TYPE {n} counter\n{n} {published}\n",
+            n = names::EVENTS_PUBLISHED
         ));
     }
     if let Some(f) = &ops.fanout {
@@ -518,7 +542,8 @@ async fn metrics(ops: web::Data<Ops>) -> HttpResponse {
     if let Some(memory) = &ops.memory {
         let timelines = memory.len().await.unwrap_or(0);
         body.push_str(&format!(
-            "# HELP starling_timelines_materialised Timelines held in the cache.\n# TYPE starling_timelines_materialised gauge\nstarling_timelines_materialised {timelines}\n"
+            "# HELP {n} Timelines held in the cache.\n# TYPE {n} gauge\n{n} {timelines}\n",
+            n = names::TIMELINES_MATERIALISED
         ));
     }
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(body)

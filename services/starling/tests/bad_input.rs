@@ -19,6 +19,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use starling_metrics::names;
 
 /// The servers sign tokens with this, so the tests can mint expired and odd ones.
 const SECRET: &str = "bad-input-test-secret";
@@ -168,8 +169,8 @@ impl Rig {
             .zip(replies.into_iter().chain(by_id))
             .map(|(label, r)| (label, r.status, r.body))
             .collect();
-        let events = self.api.metric("starling_fanout_events_total").await;
-        state.push(("starling_fanout_events_total".into(), StatusCode::OK, json!(events)));
+        let events = self.api.metric(names::FANOUT_EVENTS).await;
+        state.push((names::FANOUT_EVENTS.into(), StatusCode::OK, json!(events)));
         state
     }
 

@@ -21,6 +21,7 @@ use common::stack::Stack;
 use common::trace::{Driver, HOT, SETTINGS};
 use common::{ADMIN_TOKEN, Api};
 use reqwest::{Method, StatusCode};
+use starling_metrics::names;
 
 /// The settings every process of a test's stack shares.
 fn stack_env(kafka: &str, redis: &str, prefix: &str) -> Vec<(String, String)> {
@@ -126,7 +127,7 @@ async fn run(seed: u64, steps: usize, disturbance: Disturbance) {
     assert!(from_cache >= HOT / 2, "only {from_cache} users were served from materialised timelines");
     // Long follower lists were split (SETTINGS), and both workers took a share of them.
     for f in &stack.fanout {
-        let slices = Api::new(&f.base).metric("starling_fanout_slices_applied_total").await;
+        let slices = Api::new(&f.base).metric(names::FANOUT_SLICES_APPLIED).await;
         assert!(slices > 0, "the fan-out worker at {} applied no slices", f.base);
     }
     let _ = &mut stack;

@@ -19,6 +19,7 @@ use common::{ADMIN_TOKEN, Api, Server};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use starling_ids::PostId;
+use starling_metrics::names;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Disturbance {
@@ -106,7 +107,7 @@ async fn run(seed: u64, steps: usize, disturbance: Disturbance) {
         }
     }
     d.assert_celebrity_posted().await;
-    assert!(d.api.metric("starling_timeline_rebuilds_total").await > 0, "no reader ever went idle and got rebuilt");
+    assert!(d.api.metric(names::TIMELINE_REBUILDS).await > 0, "no reader ever went idle and got rebuilt");
     let from_cache = d.verify_all("after the trace").await;
     // Otherwise the check only exercised the rebuild path, not what fan-out maintained.
     assert!(from_cache >= HOT / 2, "only {from_cache} users were served from materialised timelines");

@@ -12,6 +12,7 @@ use common::stack::Stack;
 use common::{Api, Server};
 use reqwest::Method;
 use serde_json::json;
+use starling_metrics::names;
 
 /// Authors with two followers are celebrities here: their posts are never pushed.
 const CELEBRITY_AT_TWO: &[(&str, &str)] =
@@ -43,7 +44,7 @@ async fn a_stream_shows_pushed_and_merged_posts(api: &Api, stream_base: &str, ta
         assert_eq!(r.status, 200, "{}", r.body);
     }
     api.wait_quiet().await;
-    let merged_before = api.metric("starling_fanout_posts_merged_at_read_total").await;
+    let merged_before = api.metric(names::FANOUT_POSTS_MERGED_AT_READ).await;
 
     let res = reqwest::Client::new()
         .get(format!("{stream_base}/api/v1/streaming/user"))
@@ -74,7 +75,7 @@ async fn a_stream_shows_pushed_and_merged_posts(api: &Api, stream_base: &str, ta
     receives(&mut body, &mut seen, &[format!("event: delete\ndata: {celebrated}\n")]).await;
     assert!(!seen.contains(&far), "a post of an author not followed was streamed:\n{seen}");
     assert!(seen.contains("event: update\ndata: {"), "{seen}");
-    let merged = api.metric("starling_fanout_posts_merged_at_read_total").await - merged_before;
+    let merged = api.metric(names::FANOUT_POSTS_MERGED_AT_READ).await - merged_before;
     assert_eq!(merged, 1, "the star's post was merged at read, the others pushed");
 }
 

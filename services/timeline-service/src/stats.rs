@@ -1,5 +1,6 @@
 //! Counters of the read path, rendered for `/metrics`.
 
+use starling_metrics::names;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -63,16 +64,16 @@ impl ReadStats {
 
     pub fn render(&self) -> String {
         let rows = [
-            ("starling_timeline_reads_total", "Home timeline pages served.", &self.reads),
-            ("starling_timeline_cache_hits_total", "Reads that found a ready timeline.", &self.cache_hits),
-            ("starling_timeline_rebuilds_total", "Timelines rebuilt from storage.", &self.rebuilds),
-            ("starling_timeline_pull_rounds_total", "Merge rounds that pulled from storage.", &self.pulls),
+            (names::TIMELINE_READS, "Home timeline pages served.", &self.reads),
+            (names::TIMELINE_CACHE_HITS, "Reads that found a ready timeline.", &self.cache_hits),
+            (names::TIMELINE_REBUILDS, "Timelines rebuilt from storage.", &self.rebuilds),
+            (names::TIMELINE_PULL_ROUNDS, "Merge rounds that pulled from storage.", &self.pulls),
         ];
         let mut out = String::new();
         for (name, help, v) in rows {
             let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n", v.load(Ordering::Relaxed));
         }
-        let name = "starling_timeline_peer_calls_total";
+        let name = names::TIMELINE_PEER_CALLS;
         let _ = write!(
             out,
             "# HELP {name} Calls the read path made to another service, by target.\n# TYPE {name} counter\n"
@@ -80,7 +81,7 @@ impl ReadStats {
         for (target, v) in PEERS.iter().zip(&self.calls) {
             let _ = writeln!(out, "{name}{{target=\"{target}\"}} {}", v.load(Ordering::Relaxed));
         }
-        let name = "starling_read_model_lookups_total";
+        let name = names::READ_MODEL_LOOKUPS;
         let _ = write!(out, "# HELP {name} Read-model lookups, by collection and result.\n# TYPE {name} counter\n");
         for (i, cache) in COLLECTIONS.iter().enumerate() {
             for (result, v) in [("hit", &self.hits[i]), ("miss", &self.misses[i])] {

@@ -31,6 +31,7 @@ use tokio_util::task::TaskTracker;
 use crate::client::{Client, Failure};
 use crate::record::{Outcome, Recorder};
 use crate::report::{Check, Divergent, FollowerBucket, Phase, Report, ServiceMetrics, ServiceSample};
+use starling_metrics::names;
 
 /// How fast the timed events are played.
 #[derive(Clone, Copy, Debug, serde::Serialize)]
@@ -692,13 +693,11 @@ async fn poll_quiet(client: &Client, timeout: Duration, cancel: &CancellationTok
     loop {
         let m = client.metrics().await;
         let get = |k: &str| m.get(k).copied();
-        let (Some(published), Some(applied)) =
-            (get("starling_events_published_total"), get("starling_fanout_events_total"))
-        else {
+        let (Some(published), Some(applied)) = (get(names::EVENTS_PUBLISHED), get(names::FANOUT_EVENTS)) else {
             return false;
         };
-        let applied = applied + get("starling_fanout_dead_letters_total").unwrap_or(0.0);
-        let lag = get("starling_fanout_lag").unwrap_or(0.0);
+        let applied = applied + get(names::FANOUT_DEAD_LETTERS).unwrap_or(0.0);
+        let lag = get(names::FANOUT_LAG).unwrap_or(0.0);
         pb.set_message(format!("fan-out catching up: {applied:.0} of {published:.0} events applied"));
         let now = (published, applied);
         if Some(now) != last || applied < published || lag > 0.0 {

@@ -14,6 +14,7 @@ use starling_trace::{Header, TraceUser};
 use crate::engine::Pace;
 use crate::record::{LagSummary, OpSummary, Recorder, SecondSummary};
 use crate::svg::{Chart, Series, Style};
+use starling_metrics::names;
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Phase {
@@ -55,18 +56,18 @@ impl ServiceMetrics {
     pub fn delta(before: &HashMap<String, f64>, after: &HashMap<String, f64>) -> ServiceMetrics {
         let d = |k: &str| after.get(k).map(|a| a - before.get(k).copied().unwrap_or(0.0));
         let mut m = ServiceMetrics {
-            events_published: d("starling_events_published_total"),
-            fanout_events_applied: d("starling_fanout_events_total"),
-            posts_pushed: d("starling_fanout_posts_pushed_total"),
-            posts_merged_at_read: d("starling_fanout_posts_merged_at_read_total"),
-            timeline_inserts: d("starling_fanout_timeline_inserts_total"),
-            skipped_inactive: d("starling_fanout_skipped_inactive_total"),
-            backfilled_entries: d("starling_fanout_backfilled_entries_total"),
-            dead_letters: d("starling_fanout_dead_letters_total"),
-            timeline_reads: d("starling_timeline_reads_total"),
-            cache_hits: d("starling_timeline_cache_hits_total"),
-            rebuilds: d("starling_timeline_rebuilds_total"),
-            storage_pull_rounds: d("starling_timeline_pull_rounds_total"),
+            events_published: d(names::EVENTS_PUBLISHED),
+            fanout_events_applied: d(names::FANOUT_EVENTS),
+            posts_pushed: d(names::FANOUT_POSTS_PUSHED),
+            posts_merged_at_read: d(names::FANOUT_POSTS_MERGED_AT_READ),
+            timeline_inserts: d(names::FANOUT_TIMELINE_INSERTS),
+            skipped_inactive: d(names::FANOUT_SKIPPED_INACTIVE),
+            backfilled_entries: d(names::FANOUT_BACKFILLED),
+            dead_letters: d(names::FANOUT_DEAD_LETTERS),
+            timeline_reads: d(names::TIMELINE_READS),
+            cache_hits: d(names::TIMELINE_CACHE_HITS),
+            rebuilds: d(names::TIMELINE_REBUILDS),
+            storage_pull_rounds: d(names::TIMELINE_PULL_ROUNDS),
             ..ServiceMetrics::default()
         };
         let posts = m.posts_pushed.unwrap_or(0.0) + m.posts_merged_at_read.unwrap_or(0.0);
@@ -89,9 +90,9 @@ impl ServiceSample {
     pub fn from_metrics(t_s: f64, m: &HashMap<String, f64>) -> ServiceSample {
         ServiceSample {
             t_s,
-            timeline_inserts: m.get("starling_fanout_timeline_inserts_total").copied(),
-            fanout_events_applied: m.get("starling_fanout_events_total").copied(),
-            timeline_reads: m.get("starling_timeline_reads_total").copied(),
+            timeline_inserts: m.get(names::FANOUT_TIMELINE_INSERTS).copied(),
+            fanout_events_applied: m.get(names::FANOUT_EVENTS).copied(),
+            timeline_reads: m.get(names::TIMELINE_READS).copied(),
         }
     }
 }
@@ -130,8 +131,8 @@ impl FollowerBucket {
             let key = format!("{name}{{followers=\"{}\"}}", self.followers);
             after.get(&key).map(|a| a - before.get(&key).copied().unwrap_or(0.0))
         };
-        self.service_pushed_posts = d("starling_fanout_pushed_posts_by_followers_total");
-        self.service_push_targets_per_post = d("starling_fanout_push_targets_by_followers_total")
+        self.service_pushed_posts = d(names::FANOUT_PUSHED_POSTS_BY_FOLLOWERS);
+        self.service_push_targets_per_post = d(names::FANOUT_PUSH_TARGETS_BY_FOLLOWERS)
             .zip(self.service_pushed_posts)
             .filter(|(_, p)| *p > 0.0)
             .map(|(t, p)| t / p);

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use starling_metrics::names;
 
 pub struct Server {
     child: Option<Child>,
@@ -311,10 +312,9 @@ impl Api {
         let mut stable_since = Instant::now();
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            let published = self.metric("starling_events_published_total").await;
-            let applied = self.metric("starling_fanout_events_total").await
-                + self.metric("starling_fanout_dead_letters_total").await;
-            let lag = self.metric("starling_fanout_lag").await;
+            let published = self.metric(names::EVENTS_PUBLISHED).await;
+            let applied = self.metric(names::FANOUT_EVENTS).await + self.metric(names::FANOUT_DEAD_LETTERS).await;
+            let lag = self.metric(names::FANOUT_LAG).await;
             let now = (published, applied);
             if now != last || (applied < published && !self.counters_reset) || lag > 0 {
                 last = now;

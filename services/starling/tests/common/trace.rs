@@ -14,6 +14,7 @@ use starling_ids::{PostId, UserId};
 use starling_oracle::{Oracle, Refusal, compare};
 
 use super::Api;
+use starling_metrics::names;
 
 /// Small numbers on purpose: a 30-entry cap makes timelines overflow into storage, a
 /// threshold of 6 lets a 40-user trace push authors across it both ways, and a 3 s
@@ -56,7 +57,7 @@ impl Driver {
     /// Asserts that the trace exercised the hybrid path: some celebrity posted, and its
     /// posts were merged at read.
     pub async fn assert_celebrity_posted(&self) {
-        let merged = self.api.metric("starling_fanout_posts_merged_at_read_total").await;
+        let merged = self.api.metric(names::FANOUT_POSTS_MERGED_AT_READ).await;
         assert!(merged > 0, "no celebrity ever posted; the trace does not test the hybrid path");
     }
 
@@ -330,9 +331,9 @@ impl Driver {
         let mut from_cache = 0;
         for (u, (id, token)) in self.users.iter().enumerate() {
             let limit = [7, 20, 3][u % 3];
-            let rebuilds = self.api.metric("starling_timeline_rebuilds_total").await;
+            let rebuilds = self.api.metric(names::TIMELINE_REBUILDS).await;
             let served: Vec<PostId> = self.api.home_all(token, limit).await.into_iter().map(PostId).collect();
-            if self.api.metric("starling_timeline_rebuilds_total").await == rebuilds {
+            if self.api.metric(names::TIMELINE_REBUILDS).await == rebuilds {
                 from_cache += 1;
             }
             let expected = self.oracle.home(*id);
