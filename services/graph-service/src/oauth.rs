@@ -225,7 +225,11 @@ async fn check_request(svc: &GraphService, q: AuthorizeQuery) -> Result<Request,
     }
     let scopes = Scopes::parse(q.scope.as_deref().unwrap_or(""))?;
     if !app_scopes(&app).covers(&scopes) {
-        return Err(ApiError::parameter(format!("the app did not register every scope of \"{scopes}\"")));
+        // Like an unregistered redirect URI: this app may not ask for that.
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("the app did not register every scope of \"{scopes}\""),
+        ));
     }
     Ok(Request { app, redirect_uri, scopes, state: q.state })
 }

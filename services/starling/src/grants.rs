@@ -26,10 +26,17 @@ impl RemoteGrants {
         let Some(cache) = &self.cache else {
             return self.graph.grant(hash).await.map_err(ApiError::unavailable);
         };
-        match cache.grant(hash).await.map_err(ApiError::unavailable)? {
-            Some(Some(bytes)) => serde_json::from_slice(&bytes).map(Some).map_err(ApiError::unavailable),
-            Some(None) => Ok(None),
-            None => {
+        match cache.grant(hash).await {
+            Ok(Some(Some(bytes))) => serde_json::from_slice(&bytes).map(Some).map_err(ApiError::unavailable),
+            Ok(Some(None)) => Ok(None),
+            // The store behind the graph-service is the truth the cache only mirrors (a
+            // revocation is done in both before it is answered), so a Redis that fails
+            // costs a call to the graph-service, not the request.
+            Err(e) => {
+                tracing::warn!(error = %e, "grant cache unavailable; asking the graph-service");
+                self.graph.grant(hash).await.map_err(ApiError::unavailable)
+            }
+            Ok(None) => {
                 let grant = self.graph.grant(hash).await.map_err(ApiError::unavailable)?;
                 // Unknown tokens are cached too, so guessing costs the graph-service nothing.
                 let bytes = grant.as_ref().map(serde_json::to_vec).transpose().map_err(ApiError::unavailable)?;
