@@ -178,9 +178,7 @@ pub trait ReadModel: Send + Sync + 'static {
     /// the interactions of `ids` as `viewer` sees them (each as its own method answers), in
     /// one round trip where the backend can. A page of plain posts then needs nothing more.
     async fn page(&self, ids: &[PostId], authors: &[UserId], viewer: UserId) -> CacheResult<PageLookup> {
-        let (posts, (counts, interactions)) =
-            futures::try_join!(self.posts(ids), self.page_counts(authors, ids, viewer))?;
-        Ok(PageLookup { posts, counts, interactions })
+        page_apart(self, ids, authors, viewer).await
     }
 
     /// Caches interactions read from the post-service, where nothing is cached yet.
@@ -214,6 +212,19 @@ pub async fn page_counts_apart<M: ReadModel + ?Sized>(
     viewer: UserId,
 ) -> CacheResult<(Vec<Option<Counts>>, Vec<Option<Interactions>>)> {
     futures::try_join!(model.counts(authors), model.interactions(viewer, statuses))
+}
+
+/// [`ReadModel::page`] as the posts and the page counts in flight together: the default,
+/// and what backends fall back to where they cannot do better.
+pub async fn page_apart<M: ReadModel + ?Sized>(
+    model: &M,
+    ids: &[PostId],
+    authors: &[UserId],
+    viewer: UserId,
+) -> CacheResult<PageLookup> {
+    let (posts, (counts, interactions)) =
+        futures::try_join!(model.posts(ids), model.page_counts(authors, ids, viewer))?;
+    Ok(PageLookup { posts, counts, interactions })
 }
 
 /// Checks a fill's value against its collection.

@@ -475,9 +475,7 @@ impl ReadModel for RedisReadModel {
 
     async fn page(&self, ids: &[PostId], authors: &[UserId], viewer: UserId) -> CacheResult<PageLookup> {
         if self.conns.cluster().is_some() || ids.is_empty() || authors.is_empty() {
-            let (posts, (counts, interactions)) =
-                futures::try_join!(self.posts(ids), self.page_counts(authors, ids, viewer))?;
-            return Ok(PageLookup { posts, counts, interactions });
+            return crate::read_model::page_apart(self, ids, authors, viewer).await;
         }
         // One pipeline on one node: the posts, their authors' counts, their counts, the flags.
         let mut pipe = redis::pipe();
