@@ -2,7 +2,6 @@
 //! applied in.
 
 use prost::Message;
-use starling_events::trace::TraceContext;
 use starling_events::{Delivery, Topic, pb};
 use starling_ids::{PostId, UserId};
 
@@ -75,34 +74,20 @@ pub(crate) fn decode(d: &Delivery) -> Decoded {
     }
 }
 
-/// The span that applies `d`, a child of the trace in its `traceparent` header if any, and
-/// that span's own trace context (`None` without a header), which whatever the span
-/// publishes carries on.
-pub(crate) fn event_span(d: &Delivery) -> (tracing::Span, Option<TraceContext>) {
-    let parent = TraceContext::from_headers(&d.headers);
-    let own = parent.map(|p| p.child());
+/// The span that applies `d`: when traces are exported, a child of the span that produced
+/// it (the request's, or the worker's that split a post into slices), from the trace
+/// context in its headers. A missing or malformed context starts a trace of its own and
+/// never fails the event.
+pub(crate) fn event_span(d: &Delivery) -> tracing::Span {
     let span = tracing::info_span!(
         "fanout.event",
-        topic = d.topic.name(),
-        partition = d.partition,
-        offset = d.offset,
-        trace_id = tracing::field::Empty,
-        parent_span_id = tracing::field::Empty,
-        span_id = tracing::field::Empty,
+        otel.kind = "consumer",
+        messaging.destination.name = d.topic.name(),
+        messaging.destination.partition.id = d.partition,
+        messaging.kafka.offset = d.offset,
     );
-    if span.is_disabled() {
-        return (span, own);
+    if starling_telemetry::exporting() {
+        starling_telemetry::propagation::set_parent(&span, starling_telemetry::propagation::extract(&d.headers));
     }
-    match (parent, own) {
-        (Some(parent), Some(own)) => {
-            span.record("trace_id", parent.trace_id_hex());
-            span.record("parent_span_id", parent.span_id_hex());
-            span.record("span_id", own.span_id_hex());
-        }
-        _ if d.headers.iter().any(|(name, _)| name.eq_ignore_ascii_case(starling_events::trace::TRACEPARENT)) => {
-            tracing::debug!(parent: &span, "malformed traceparent header ignored");
-        }
-        _ => {}
-    }
-    (span, own)
+    span
 }

@@ -65,12 +65,14 @@
 //!
 //! # Traces
 //!
-//! Each event carries the W3C `traceparent` of the request that produced it
-//! ([`starling_events::trace`]). The span that applies an event (`fanout.event`) records
-//! that trace id and parent span id and its own span id, so the worker's logs join the
-//! producer's trace; a missing or malformed header starts nothing and fails nothing. A run
-//! is written under one `fanout.posts` (or `fanout.edges`) span that follows from each of
-//! its events' spans.
+//! Each event carries the W3C trace context of the span that produced it (a request's, in
+//! the post- or graph-service; or this worker's, for a slice), when traces are exported
+//! ([`starling_telemetry`]). The span that applies an event (`fanout.event`) is its child;
+//! a missing or malformed context starts a trace of its own and fails nothing. A run is
+//! written under one `fanout.posts` (or `fanout.edges`) span, a child of the run's first
+//! event's span, linked to the others'; a post's slices carry its event's context, and the
+//! graph and cache calls under it have spans of their own, so one trace runs from the
+//! request through the log and the workers to the timelines.
 
 mod decode;
 mod stats;
@@ -82,7 +84,6 @@ use std::time::Duration;
 use futures::future::join_all;
 use futures::{StreamExt as _, TryStreamExt as _};
 use starling_clients::{ClientError, GraphClient, PostClient};
-use starling_events::trace::TraceContext;
 use starling_events::{Consumer, Delivery, EventLog, LogError, Record, Topic, pb};
 use starling_ids::{PostId, UserId};
 use starling_storage::{AuthorClass, Window};
@@ -168,11 +169,10 @@ pub struct Fanout {
     pub bus: Arc<dyn Bus>,
 }
 
-/// One push of a run, with the span and trace context of the event that asked for it.
+/// One push of a run, with the span of the event that asked for it.
 struct Pending {
     push: PostPush,
     span: tracing::Span,
-    trace: Option<TraceContext>,
 }
 
 /// Edges of a graph event, with the span of the event.
@@ -306,11 +306,11 @@ impl Fanout {
         let mut run: Vec<Pending> = Vec::new();
         let mut edges: Vec<PendingEdges> = Vec::new();
         for d in deliveries {
-            let (span, trace) = event_span(d);
+            let span = event_span(d);
             match decode(d) {
                 Decoded::Push(push) => {
                     self.flush_edges(&mut edges).await;
-                    run.push(Pending { push, span, trace });
+                    run.push(Pending { push, span });
                 }
                 Decoded::Edges(pairs) => {
                     self.flush_posts(&mut run, log).await;
@@ -359,8 +359,9 @@ impl Fanout {
     }
 
     async fn apply_run_with_retry(&self, run: &[Pending], log: &dyn EventLog) {
-        let span = tracing::info_span!("fanout.posts", events = run.len());
-        for p in run {
+        // A run's work continues its first event's trace; the others link to it.
+        let span = tracing::info_span!(parent: &run[0].span, "fanout.posts", events = run.len());
+        for p in &run[1..] {
             span.follows_from(&p.span);
         }
         self.until_applied(&span, "applying posts", || self.apply_run(run, log)).await;
@@ -382,8 +383,8 @@ impl Fanout {
     }
 
     async fn apply_edges_with_retry(&self, run: &[PendingEdges]) {
-        let span = tracing::info_span!("fanout.edges", events = run.len());
-        for e in run {
+        let span = tracing::info_span!(parent: &run[0].span, "fanout.edges", events = run.len());
+        for e in &run[1..] {
             span.follows_from(&e.span);
         }
         let edges: Vec<(UserId, UserId)> = run.iter().flat_map(|e| e.pairs.iter().copied()).collect();
@@ -512,7 +513,7 @@ impl Fanout {
                     }
                     Audience::Followers(followers) if self.splits(followers.len()) => {
                         pushed += 1;
-                        slices.extend(self.slices(post, author, followers, p.trace));
+                        slices.extend(self.slices(post, author, followers, &p.span));
                     }
                     Audience::Followers(followers) => {
                         pushed += 1;
@@ -556,10 +557,8 @@ impl Fanout {
         self.settings.split_above > 0 && followers > self.settings.split_above
     }
 
-    /// `post`'s followers as slice records, each in a child span of `trace` (of a new trace
-    /// if the post came without one).
-    fn slices(&self, post: PostId, author: UserId, followers: &[UserId], trace: Option<TraceContext>) -> Vec<Record> {
-        let trace = trace.unwrap_or_else(TraceContext::new_root);
+    /// `post`'s followers as slice records, in the trace of the post's event `span`.
+    fn slices(&self, post: PostId, author: UserId, followers: &[UserId], span: &tracing::Span) -> Vec<Record> {
         let chunks = followers.chunks(self.settings.slice_size.max(1));
         let slices = chunks.len() as u32;
         chunks
@@ -575,7 +574,7 @@ impl Fanout {
                     slices,
                 };
                 // Consecutive keys land on different partitions (see `partition_for`).
-                Record::fanout_slice(post.0.wrapping_add(i as u64), &event, trace.child())
+                Record::fanout_slice(post.0.wrapping_add(i as u64), &event, span)
             })
             .collect()
     }

@@ -259,8 +259,7 @@ async fn a_run_of_graph_events_is_reconciled_in_one_graph_call() {
 /// the post's trace, and the author's own timeline gets it from the splitting worker.
 #[tokio::test]
 async fn long_follower_lists_are_pushed_in_slices_shared_by_the_group() {
-    use starling_events::trace::{self, TraceContext};
-
+    exported();
     let dir = tempfile::tempdir().unwrap();
     let f = Fixture::new(dir.path(), UserId(30), UserId(31)).await;
     let graph = f.store.graph();
@@ -279,8 +278,8 @@ async fn long_follower_lists_are_pushed_in_slices_shared_by_the_group() {
     let log = test_log(dir.path()).await;
     // Another group sees every slice record, to check what they carry.
     let mut inspect = log.subscribe("inspect-slices", &[Topic::Fanout]).await.unwrap();
-    let request = TraceContext::new_root();
-    let post = trace::scope(request, async { Record::post(f.author.get(), &f.created(700)) }).await;
+    let request = tracing::info_span!("request");
+    let post = request.in_scope(|| Record::post(f.author.get(), &f.created(700)));
     log.append(vec![post]).await.unwrap();
 
     // 26 followers in slices of 4: 7 slices, over two consumers.
@@ -306,8 +305,9 @@ async fn long_follower_lists_are_pushed_in_slices_shared_by_the_group() {
         assert_eq!((slice.post_id, slice.author_id, slice.slices), (700, f.author.get(), 7));
         assert!(slice.follower_ids.len() <= 4);
         pushed.extend(slice.follower_ids);
-        let context = TraceContext::from_headers(&d.headers).expect("a traceparent");
-        assert_eq!(context.trace_id, request.trace_id, "the slice continues the post's trace");
+        let trace = trace_of(&d.headers);
+        assert!(trace.is_some(), "a slice carries a trace context");
+        assert_eq!(trace, starling_telemetry::propagation::trace_id(&request), "the slice continues the post's trace");
     }
     pushed.sort_unstable();
     let mut expected: Vec<u64> = followers.iter().map(|u| u.get()).collect();
@@ -368,60 +368,34 @@ async fn a_stalled_consumer_rejoins_the_group() {
     assert_eq!(joins.load(std::sync::atomic::Ordering::SeqCst) as u64, rejoined + 1);
 }
 
-/// Records the fields of every `fanout.event` span, as they were when it closed.
-#[derive(Clone, Default)]
-struct EventSpans(Arc<parking_lot::Mutex<Vec<std::collections::HashMap<String, String>>>>);
-
-#[derive(Clone, Default)]
-struct Fields(std::collections::HashMap<String, String>);
-
-impl tracing::field::Visit for Fields {
-    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-        self.0.insert(field.name().to_owned(), value.to_owned());
-    }
-
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        self.0.insert(field.name().to_owned(), format!("{value:?}"));
-    }
+/// The spans this test binary made, exported in memory, with export turned on. One
+/// global subscriber: a thread-local one races with the other tests of this binary over
+/// the callsites' cached interest. Spans of different tests are told apart by trace id.
+fn exported() -> &'static opentelemetry_sdk::trace::InMemorySpanExporter {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    static EXPORTED: std::sync::OnceLock<(
+        opentelemetry_sdk::trace::SdkTracerProvider,
+        opentelemetry_sdk::trace::InMemorySpanExporter,
+    )> = std::sync::OnceLock::new();
+    let (_, exporter) = EXPORTED.get_or_init(|| {
+        let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+        let provider =
+            opentelemetry_sdk::trace::SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
+        let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("fanout-tests"));
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
+            .expect("no other global subscriber in this test binary");
+        starling_telemetry::set_exporting_for_tests();
+        (provider, exporter)
+    });
+    exporter
 }
 
-impl<S> tracing_subscriber::Layer<S> for EventSpans
-where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-{
-    fn on_new_span(
-        &self,
-        attrs: &tracing::span::Attributes<'_>,
-        id: &tracing::span::Id,
-        ctx: tracing_subscriber::layer::Context<'_, S>,
-    ) {
-        if attrs.metadata().name() == "fanout.event" {
-            let mut fields = Fields::default();
-            attrs.record(&mut fields);
-            ctx.span(id).expect("new span").extensions_mut().insert(fields);
-        }
-    }
-
-    fn on_record(
-        &self,
-        id: &tracing::span::Id,
-        values: &tracing::span::Record<'_>,
-        ctx: tracing_subscriber::layer::Context<'_, S>,
-    ) {
-        if let Some(span) = ctx.span(id)
-            && let Some(fields) = span.extensions_mut().get_mut::<Fields>()
-        {
-            values.record(fields);
-        }
-    }
-
-    fn on_close(&self, id: tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
-        if let Some(span) = ctx.span(&id)
-            && let Some(fields) = span.extensions().get::<Fields>()
-        {
-            self.0.lock().push(fields.0.clone());
-        }
-    }
+/// The trace a consumer of a record with these headers continues.
+fn trace_of(headers: &[(String, bytes::Bytes)]) -> Option<String> {
+    let span = tracing::info_span!("consumer");
+    starling_telemetry::propagation::set_parent(&span, starling_telemetry::propagation::extract(headers));
+    starling_telemetry::propagation::trace_id(&span)
 }
 
 /// The log under test: Kafka when `KAFKA_BROKERS` is set (topics of its own), else
@@ -441,42 +415,34 @@ async fn test_log(dir: &std::path::Path) -> Arc<dyn EventLog> {
     }
 }
 
-/// The span that applies an event continues the producer's trace: it records the
-/// `traceparent`'s trace id and span id (as its parent) and an id of its own. An event
-/// whose header is malformed is applied all the same, in a span without a trace.
+/// The span that applies an event is a child of the span that produced it, and the run
+/// that writes it a child of that. An event whose header is malformed is applied all the
+/// same (that it starts a trace of its own is `starling_telemetry::propagation`'s test).
 #[tokio::test]
 async fn events_continue_their_trace_and_a_malformed_traceparent_is_not_fatal() {
-    use starling_events::trace::{self, TRACEPARENT, TraceContext};
-    use tracing_subscriber::layer::SubscriberExt as _;
-
-    // A global subscriber: a thread-local one races with the other tests of this binary
-    // over the span's cached interest. Spans of other tests are told apart by trace id.
-    static SPANS: std::sync::OnceLock<EventSpans> = std::sync::OnceLock::new();
-    let spans = SPANS.get_or_init(|| {
-        let spans = EventSpans::default();
-        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(spans.clone()))
-            .expect("no other global subscriber in this test binary");
-        spans
-    });
-
+    let exporter = exported();
     let dir = tempfile::tempdir().unwrap();
     let f = Fixture::new(dir.path(), UserId(20), UserId(21)).await;
     let log = test_log(dir.path()).await;
-    let request = TraceContext::new_root();
-    let traced = trace::scope(request, async { Record::post(f.author.get(), &f.created(101)) }).await;
+    let request = tracing::info_span!("request");
+    let traced = request.in_scope(|| Record::post(f.author.get(), &f.created(101)));
+    let trace = starling_telemetry::propagation::trace_id(&request).expect("the request is traced");
     let mut malformed = Record::post(f.author.get(), &f.created(102));
-    malformed.headers = vec![(TRACEPARENT.to_owned(), bytes::Bytes::from_static(b"00-zz-not-hex-01"))];
+    malformed.headers = vec![("traceparent".to_owned(), bytes::Bytes::from_static(b"00-zz-not-hex-01"))];
     log.append(vec![traced, malformed]).await.unwrap();
 
     let stats = f.apply(log, 2).await;
     assert_eq!(f.reader_timeline().await, vec![PostId(102), PostId(101)]);
     assert_eq!(stats.dead_letters.get(), 0, "a bad header is no reason to dead-letter");
+    drop(request);
 
-    let spans = spans.0.lock().clone();
-    let ours: Vec<_> =
-        spans.iter().filter(|f| f.get("trace_id").map(String::as_str) == Some(&request.trace_id_hex())).collect();
-    assert_eq!(ours.len(), 1, "one event carried this trace: {spans:?}");
-    let span = ours[0];
-    assert_eq!(span["parent_span_id"], request.span_id_hex());
-    assert!(span["span_id"].len() == 16 && span["span_id"] != request.span_id_hex(), "a span id of its own");
+    let spans = exporter.get_finished_spans().unwrap();
+    let ours: Vec<_> = spans.iter().filter(|s| s.span_context.trace_id().to_string() == trace).collect();
+    let named = |name: &str| ours.iter().filter(|s| s.name == name).collect::<Vec<_>>();
+    let (requests, events) = (named("request"), named("fanout.event"));
+    assert_eq!((requests.len(), events.len()), (1, 1), "one event carried this trace: {ours:#?}");
+    assert_eq!(events[0].parent_span_id, requests[0].span_context.span_id());
+    let runs = named("fanout.posts");
+    assert!(!runs.is_empty(), "the run that wrote it is in the trace: {ours:#?}");
+    assert!(runs.iter().all(|r| r.parent_span_id == events[0].span_context.span_id()));
 }

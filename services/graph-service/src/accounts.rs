@@ -271,42 +271,36 @@ async fn relationships(svc: Svc, me: AuthUser, req: HttpRequest) -> Result<HttpR
 
 /// Follow, unfollow, block or unblock, answering the Relationship after it. Doing what is
 /// already done is fine (Mastodon's are idempotent); a block between the two is 403.
-async fn edge(
-    svc: &GraphService,
-    me: &AuthUser,
-    req: &HttpRequest,
-    raw: &str,
-    op: EdgeOp,
-) -> Result<HttpResponse, ApiError> {
-    let (them, change) = change_edge(svc, me, req, raw, op).await?;
+async fn edge(svc: &GraphService, me: &AuthUser, raw: &str, op: EdgeOp) -> Result<HttpResponse, ApiError> {
+    let (them, change) = change_edge(svc, me, raw, op).await?;
     if change == EdgeChange::Blocked {
         return Err(ApiError::new(ErrorCode::Forbidden, "one of you blocks the other"));
     }
     Ok(HttpResponse::Ok().json(relationship(svc, me.id, them).await?))
 }
 
-async fn follow(svc: Svc, me: AuthUser, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    edge(&svc, &me, &req, &path, EdgeOp::Follow).await
+async fn follow(svc: Svc, me: AuthUser, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    edge(&svc, &me, &path, EdgeOp::Follow).await
 }
 
-async fn unfollow(svc: Svc, me: AuthUser, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    edge(&svc, &me, &req, &path, EdgeOp::Unfollow).await
+async fn unfollow(svc: Svc, me: AuthUser, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    edge(&svc, &me, &path, EdgeOp::Unfollow).await
 }
 
-async fn block(svc: Svc, me: AuthUser, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    edge(&svc, &me, &req, &path, EdgeOp::Block).await
+async fn block(svc: Svc, me: AuthUser, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    edge(&svc, &me, &path, EdgeOp::Block).await
 }
 
-async fn unblock(svc: Svc, me: AuthUser, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    edge(&svc, &me, &req, &path, EdgeOp::Unblock).await
+async fn unblock(svc: Svc, me: AuthUser, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    edge(&svc, &me, &path, EdgeOp::Unblock).await
 }
 
-async fn mute(svc: Svc, me: AuthUser, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    edge(&svc, &me, &req, &path, EdgeOp::Mute).await
+async fn mute(svc: Svc, me: AuthUser, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    edge(&svc, &me, &path, EdgeOp::Mute).await
 }
 
-async fn unmute(svc: Svc, me: AuthUser, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    edge(&svc, &me, &req, &path, EdgeOp::Unmute).await
+async fn unmute(svc: Svc, me: AuthUser, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    edge(&svc, &me, &path, EdgeOp::Unmute).await
 }
 
 /// The accounts the caller mutes, by account id, paged like followers.

@@ -2,22 +2,13 @@
 //! validated, committed with their events and published: the one path the account
 //! endpoints take.
 
-use actix_web::HttpRequest;
 use starling_api::auth::AuthUser;
 use starling_api::{ApiError, ErrorCode};
-use starling_events::trace::{self, TRACEPARENT, TraceContext};
 use starling_events::{Record, pb};
 use starling_ids::UserId;
 use starling_storage::{EdgeChange, UserRecord};
 
 use crate::{GraphService, graph_event};
-
-/// Runs `work` in the trace the request continues (its `traceparent` header, or a new
-/// trace), so every event it publishes, a reclassification's included, carries it.
-async fn traced<T>(req: &HttpRequest, work: impl Future<Output = T>) -> T {
-    let incoming = req.headers().get(TRACEPARENT).map(|v| v.as_bytes());
-    trace::scope(TraceContext::continue_or_start(incoming), work).await
-}
 
 /// A username (handle): 1 to 30 ASCII letters, digits or underscores, as Twitter allows.
 pub struct Handle(String);
@@ -98,58 +89,55 @@ impl EdgeOp {
 pub(crate) async fn change_edge(
     svc: &GraphService,
     me: &AuthUser,
-    req: &HttpRequest,
     raw: &str,
     op: EdgeOp,
 ) -> Result<(UserId, EdgeChange), ApiError> {
-    traced(req, async move {
-        let them = target(svc, me, raw, op).await?;
-        let (follower_id, followee_id) = edge(me.id, them);
-        let (blocker_id, blocked_id) = (me.id.get(), them.get());
-        let store = &svc.store;
-        let change = match op {
-            EdgeOp::Follow => {
-                let event = graph_event(pb::graph_event::Kind::Followed(pb::Followed { follower_id, followee_id }));
-                let events = vec![Record::graph(follower_id, &event)];
-                let change = store.follow(me.id, them, events.clone()).await.map_err(ApiError::unavailable)?;
-                let change = svc.finish(change, events, &[them]).await?;
-                if matches!(change, EdgeChange::Changed { .. }) {
-                    svc.notify_follow(me.id, them).await;
-                }
-                change
+    // Its events, a reclassification's included, carry the request span's trace context.
+    let them = target(svc, me, raw, op).await?;
+    let (follower_id, followee_id) = edge(me.id, them);
+    let (blocker_id, blocked_id) = (me.id.get(), them.get());
+    let store = &svc.store;
+    let change = match op {
+        EdgeOp::Follow => {
+            let event = graph_event(pb::graph_event::Kind::Followed(pb::Followed { follower_id, followee_id }));
+            let events = vec![Record::graph(follower_id, &event)];
+            let change = store.follow(me.id, them, events.clone()).await.map_err(ApiError::unavailable)?;
+            let change = svc.finish(change, events, &[them]).await?;
+            if matches!(change, EdgeChange::Changed { .. }) {
+                svc.notify_follow(me.id, them).await;
             }
-            EdgeOp::Unfollow => {
-                let event = graph_event(pb::graph_event::Kind::Unfollowed(pb::Unfollowed { follower_id, followee_id }));
-                let events = vec![Record::graph(follower_id, &event)];
-                let change = store.unfollow(me.id, them, events.clone()).await.map_err(ApiError::unavailable)?;
-                svc.finish(change, events, &[them]).await?
+            change
+        }
+        EdgeOp::Unfollow => {
+            let event = graph_event(pb::graph_event::Kind::Unfollowed(pb::Unfollowed { follower_id, followee_id }));
+            let events = vec![Record::graph(follower_id, &event)];
+            let change = store.unfollow(me.id, them, events.clone()).await.map_err(ApiError::unavailable)?;
+            svc.finish(change, events, &[them]).await?
+        }
+        EdgeOp::Block => {
+            let event = graph_event(pb::graph_event::Kind::Blocked(pb::Blocked { blocker_id, blocked_id }));
+            let events = vec![Record::graph(blocker_id, &event)];
+            let change = store.block(me.id, them, events.clone()).await.map_err(ApiError::unavailable)?;
+            // Both lost a follower, possibly.
+            svc.finish(change, events, &[them, me.id]).await?
+        }
+        // Unblocking restores no follows, so no timeline changes: there is no event.
+        EdgeOp::Unblock => store.unblock(me.id, them, Vec::new()).await.map_err(ApiError::unavailable)?,
+        EdgeOp::Mute | EdgeOp::Unmute => {
+            let (muter_id, muted_id) = (me.id.get(), them.get());
+            let kind = match op {
+                EdgeOp::Mute => pb::graph_event::Kind::Muted(pb::Muted { muter_id, muted_id }),
+                _ => pb::graph_event::Kind::Unmuted(pb::Unmuted { muter_id, muted_id }),
+            };
+            let events = vec![Record::graph(muter_id, &graph_event(kind))];
+            let change = match op {
+                EdgeOp::Mute => store.mute(me.id, them, events.clone()).await,
+                _ => store.unmute(me.id, them, events.clone()).await,
             }
-            EdgeOp::Block => {
-                let event = graph_event(pb::graph_event::Kind::Blocked(pb::Blocked { blocker_id, blocked_id }));
-                let events = vec![Record::graph(blocker_id, &event)];
-                let change = store.block(me.id, them, events.clone()).await.map_err(ApiError::unavailable)?;
-                // Both lost a follower, possibly.
-                svc.finish(change, events, &[them, me.id]).await?
-            }
-            // Unblocking restores no follows, so no timeline changes: there is no event.
-            EdgeOp::Unblock => store.unblock(me.id, them, Vec::new()).await.map_err(ApiError::unavailable)?,
-            EdgeOp::Mute | EdgeOp::Unmute => {
-                let (muter_id, muted_id) = (me.id.get(), them.get());
-                let kind = match op {
-                    EdgeOp::Mute => pb::graph_event::Kind::Muted(pb::Muted { muter_id, muted_id }),
-                    _ => pb::graph_event::Kind::Unmuted(pb::Unmuted { muter_id, muted_id }),
-                };
-                let events = vec![Record::graph(muter_id, &graph_event(kind))];
-                let change = match op {
-                    EdgeOp::Mute => store.mute(me.id, them, events.clone()).await,
-                    _ => store.unmute(me.id, them, events.clone()).await,
-                }
-                .map_err(ApiError::unavailable)?;
-                // A mute changes no follower count: no author to reclassify.
-                svc.finish(change, events, &[]).await?
-            }
-        };
-        Ok((them, change))
-    })
-    .await
+            .map_err(ApiError::unavailable)?;
+            // A mute changes no follower count: no author to reclassify.
+            svc.finish(change, events, &[]).await?
+        }
+    };
+    Ok((them, change))
 }

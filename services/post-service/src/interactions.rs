@@ -49,7 +49,7 @@ impl PostService {
 
     /// `me` reblogs `original` (once: a second reblog is the first), answered once the
     /// reblog's event is in the log.
-    async fn reblog(&self, me: &AuthUser, req: &HttpRequest, original: &PostRecord) -> Result<PostRecord, ApiError> {
+    async fn reblog(&self, me: &AuthUser, original: &PostRecord) -> Result<PostRecord, ApiError> {
         me.require("write:statuses")?;
         self.limiter.check(me.id)?;
         let reblog = PostRecord {
@@ -60,7 +60,7 @@ impl PostService {
             reply_to: None,
             reblog_of: Some(original.id),
         };
-        let events = vec![created_event(&reblog, req)];
+        let events = vec![created_event(&reblog)];
         match self.store.reblog(&reblog, events.clone()).await.map_err(ApiError::unavailable)? {
             Reblogged::Created { outbox } => {
                 self.cache_post(&reblog).await;
@@ -78,7 +78,7 @@ impl PostService {
 
 async fn reblog(svc: Svc, me: AuthUser, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let original = svc.original(&path).await?;
-    let reblog = svc.reblog(&me, &req, &original).await?;
+    let reblog = svc.reblog(&me, &original).await?;
     Ok(HttpResponse::Ok().json(svc.status(&req, &reblog, Some(me.id)).await?))
 }
 
@@ -89,7 +89,7 @@ async fn unreblog(svc: Svc, me: AuthUser, req: HttpRequest, path: web::Path<Stri
     let original = svc.original(&path).await?;
     if let Some(reblog) = svc.store.reblog_by(original.id, me.id).await.map_err(ApiError::unavailable)? {
         svc.limiter.check(me.id)?;
-        svc.remove_post(&req, reblog).await?;
+        svc.remove_post(reblog).await?;
         svc.unnotify(NotificationKind::Reblog, original.author, me.id, original.id).await;
     }
     Ok(HttpResponse::Ok().json(svc.status(&req, &original, Some(me.id)).await?))

@@ -17,7 +17,6 @@ use starling_api::pagination::Page;
 use starling_api::rate_limit::RateLimiter;
 use starling_api::{ApiError, ErrorCode};
 use starling_clients::GraphClient;
-use starling_events::trace::{TRACEPARENT, TraceContext};
 use starling_events::{Record, event_id, now_ms, pb};
 use starling_ids::{IdGenerator, PostId, UserId};
 use starling_outbox::Publisher;
@@ -116,11 +115,6 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     }
 }
 
-/// The trace a request's events join: its `traceparent` header's, or a new one.
-fn request_trace(req: &HttpRequest) -> TraceContext {
-    TraceContext::continue_or_start(req.headers().get(TRACEPARENT).map(|v| v.as_bytes()))
-}
-
 impl PostService {
     /// A page of the posts of the user `raw` names (404 if none), newest first.
     pub(crate) async fn author_page(&self, raw: &str, page: &Page) -> Result<Vec<PostRecord>, ApiError> {
@@ -170,7 +164,7 @@ impl PostService {
             reply_to,
             reblog_of: None,
         };
-        let events = vec![created_event(&post, req)];
+        let events = vec![created_event(&post)];
         match self.store.create_post(&post, key.as_deref(), events.clone()).await.map_err(ApiError::unavailable)? {
             CreatePost::Created { outbox } => {
                 // Cached before the event goes out, so the first reads of the pushed entry hit.
@@ -200,12 +194,7 @@ impl PostService {
     }
 
     /// Deletes `me`'s post `id`, answered once its event is in the log; returns it.
-    pub(crate) async fn delete_post(
-        &self,
-        me: &AuthUser,
-        req: &HttpRequest,
-        id: PostId,
-    ) -> Result<PostRecord, ApiError> {
+    pub(crate) async fn delete_post(&self, me: &AuthUser, id: PostId) -> Result<PostRecord, ApiError> {
         me.require("write:statuses")?;
         let post = self.store.get_posts(&[id]).await.map_err(ApiError::unavailable)?.pop().flatten();
         let post = post.ok_or_else(|| ApiError::not_found("post"))?;
@@ -213,14 +202,15 @@ impl PostService {
             return Err(ApiError::new(ErrorCode::Forbidden, "only the author can delete a post"));
         }
         self.limiter.check(me.id)?;
-        self.remove_post(req, id).await?.ok_or_else(|| ApiError::not_found("post"))?;
+        self.remove_post(id).await?.ok_or_else(|| ApiError::not_found("post"))?;
         Ok(post)
     }
 
     /// Deletes post `id` with its reblogs, answered once their events are in the log.
     /// `None` if it was gone already (deleted concurrently).
-    pub(crate) async fn remove_post(&self, req: &HttpRequest, id: PostId) -> Result<Option<Vec<PostRecord>>, ApiError> {
-        let trace = request_trace(req);
+    pub(crate) async fn remove_post(&self, id: PostId) -> Result<Option<Vec<PostRecord>>, ApiError> {
+        // The store may build the events off this task: they join the request's span.
+        let span = tracing::Span::current();
         let events = move |p: &PostRecord| {
             let event = pb::PostEvent {
                 event_id: event_id(),
@@ -230,7 +220,7 @@ impl PostService {
                     author_id: p.author.get(),
                 })),
             };
-            vec![Record::post(p.author.get(), &event).with_trace(trace.child())]
+            vec![Record::post(p.author.get(), &event).traced(&span)]
         };
         let Some(deleted) = self.store.delete_post(id, &events).await.map_err(ApiError::unavailable)? else {
             return Ok(None);
@@ -249,8 +239,8 @@ impl PostService {
     }
 }
 
-/// The `PostCreated` event of `post` (a reblog too), in the trace of `req`.
-fn created_event(post: &PostRecord, req: &HttpRequest) -> Record {
+/// The `PostCreated` event of `post` (a reblog too), in the trace of the request's span.
+fn created_event(post: &PostRecord) -> Record {
     let event = pb::PostEvent {
         event_id: event_id(),
         occurred_at_ms: now_ms(),
@@ -261,7 +251,7 @@ fn created_event(post: &PostRecord, req: &HttpRequest) -> Record {
             reblog_of: post.reblog_of.map(PostId::get),
         })),
     };
-    Record::post(post.author.get(), &event).with_trace(request_trace(req))
+    Record::post(post.author.get(), &event)
 }
 
 pub(crate) fn post_id(raw: &str) -> Result<PostId, ApiError> {

@@ -174,7 +174,7 @@ async fn delete(svc: Svc, me: AuthUser, req: HttpRequest, path: web::Path<String
     let post = svc.find(post_id(&path)?).await?;
     // Deleted below with its reblogs and counts: rendered first.
     let mut status = svc.status(&req, &post, Some(me.id)).await?;
-    svc.delete_post(&me, &req, post.id).await?;
+    svc.delete_post(&me, post.id).await?;
     status.text = Some(post.text);
     Ok(HttpResponse::Ok().json(status))
 }

@@ -81,8 +81,9 @@ impl Role {
     }
 }
 
-/// The `service` label of a process's metrics: its role, or `starling` for several.
-fn service_label(roles: &[Role]) -> &'static str {
+/// The `service` label of a process's metrics and its traces' `service.name`: its role,
+/// or `starling` for several.
+pub fn service_label(roles: &[Role]) -> &'static str {
     match roles {
         [one] => one.name(),
         _ => "starling",
@@ -416,6 +417,8 @@ impl Node {
         let mut server = HttpServer::new(move || {
             let mut app = App::new()
                 .wrap(red.clone())
+                // Outermost: the request's span covers all of its handling.
+                .wrap(starling_api::traced::Traced)
                 .app_data(tokens.clone())
                 .app_data(grants.clone())
                 .app_data(ops.clone())

@@ -69,26 +69,38 @@ impl Common {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        // Logs to stderr; stdout carries only the "listening on" line scripts read.
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,fjall=warn,lsm_tree=warn".into()),
-        )
-        .init();
-    let (settings, roles) = match Cli::parse().command {
-        Command::Up(common) => (common.settings()?, Role::ALL.to_vec()),
-        Command::Serve { role, common } => (common.settings()?, vec![role]),
-        Command::Trace { command: TraceCommand::Make(command) } => return starling_trace::cli::run(command),
-        Command::Trace { command: TraceCommand::Replay(args) } => return args.run().await,
+    let command = Cli::parse().command;
+    let (common, roles) = match command {
+        Command::Up(common) => (common, Role::ALL.to_vec()),
+        Command::Serve { role, common } => (common, vec![role]),
+        Command::Trace { command: TraceCommand::Make(command) } => {
+            let telemetry = starling_telemetry::init("starling-trace")?;
+            let made = starling_trace::cli::run(command);
+            flush(telemetry).await?;
+            return made;
+        }
+        Command::Trace { command: TraceCommand::Replay(args) } => {
+            let telemetry = starling_telemetry::init("starling-replay")?;
+            let replayed = args.run().await;
+            flush(telemetry).await?;
+            return replayed;
+        }
     };
-    let node = Node::start(settings, &roles).await?;
+    let telemetry = starling_telemetry::init(starling::service_label(&roles))?;
+    let node = Node::start(common.settings()?, &roles).await?;
     // Tests and scripts read the address from this line.
     println!("listening on http://{}", node.addr);
     shutdown_signal().await;
     tracing::info!("shutdown requested; draining");
-    node.stop().await
+    let stopped = node.stop().await;
+    // Last, so the drain's own spans are exported too.
+    flush(telemetry).await?;
+    stopped
+}
+
+/// Exports the spans still batched (a blocking call, so off the runtime's threads).
+async fn flush(telemetry: starling_telemetry::Telemetry) -> anyhow::Result<()> {
+    Ok(tokio::task::spawn_blocking(move || telemetry.shutdown()).await?)
 }
 
 async fn shutdown_signal() {

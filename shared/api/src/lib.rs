@@ -9,6 +9,7 @@
 //!   [`auth::AuthUser`] extractor; [`scopes`]: OAuth scopes.
 //! - [`pagination`]: `max_id` / `since_id` / `min_id` / `limit` parsing and `Link` headers.
 //! - [`rate_limit`]: per-user token buckets for writes.
+//! - [`traced::Traced`]: a server span per request, when traces are exported.
 
 pub mod admin;
 pub mod auth;
@@ -18,6 +19,7 @@ pub mod mastodon;
 pub mod pagination;
 pub mod rate_limit;
 pub mod scopes;
+pub mod traced;
 
 pub use error::{ApiError, ErrorCode};
 

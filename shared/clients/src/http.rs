@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use starling_ids::{PostId, UserId};
 use starling_storage::{AuthorClass, Counts, Interactions, NotificationRecord, PostRecord, UserRecord, Window};
+use tracing::Instrument as _;
 
 use crate::wire::{
     Class, EdgeStates, Edges, Follows, IdsByAuthors, IdsByAuthorsQuery, InteractionsQuery, MAX_INTERNAL_PAGE, PostIds,
@@ -35,8 +36,21 @@ impl Peer {
         Ok(Peer { base: base.trim_end_matches('/').to_owned(), http })
     }
 
+    /// Sends `req` in a client span of its own (when traces are exported) whose context
+    /// the request carries, so the peer's server span is its child.
     async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> ClientResult<Option<T>> {
-        let res = req.send().await.map_err(remote)?;
+        let mut req = req.build().map_err(remote)?;
+        let span = starling_telemetry::span!(
+            "http.client",
+            otel.name = format!("{} {}", req.method(), route_of(req.url().path())),
+            otel.kind = "client",
+            http.request.method = req.method().as_str(),
+            server.address = req.url().host_str().unwrap_or_default(),
+            http.response.status_code = tracing::field::Empty,
+        );
+        starling_telemetry::propagation::inject_http(&span, req.headers_mut());
+        let res = self.http.execute(req).instrument(span.clone()).await.map_err(remote)?;
+        span.record("http.response.status_code", res.status().as_u16());
         if res.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -60,6 +74,25 @@ impl Peer {
     async fn get_some<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> ClientResult<T> {
         self.get(path, query).await?.ok_or_else(|| ClientError::Remote(format!("{path}: not found")))
     }
+}
+
+/// An internal path as a route template, for span names: ids become `{id}` (one name per
+/// endpoint, not per user), and a grant's key, a token's hash, never leaves the process.
+fn route_of(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut after_grants = false;
+    for segment in path.split('/').skip(1) {
+        out.push('/');
+        if after_grants {
+            out.push_str("{key}");
+        } else if !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
+            out.push_str("{id}");
+        } else {
+            out.push_str(segment);
+        }
+        after_grants = segment == "grants";
+    }
+    out
 }
 
 /// A failed call, with the causes reqwest keeps in its source chain ("error sending
@@ -215,5 +248,16 @@ impl PostClient for HttpPosts {
             all.extend(answer.ids);
         }
         Ok(all)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn span_names_template_ids_and_hide_grant_keys() {
+        assert_eq!(super::route_of("/internal/v1/users/123/followers"), "/internal/v1/users/{id}/followers");
+        assert_eq!(super::route_of("/internal/v1/users/1/follows/22"), "/internal/v1/users/{id}/follows/{id}");
+        assert_eq!(super::route_of("/internal/v1/grants/abcdef0123"), "/internal/v1/grants/{key}");
+        assert_eq!(super::route_of("/internal/v1/posts/lookup"), "/internal/v1/posts/lookup");
     }
 }

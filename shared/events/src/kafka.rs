@@ -1291,33 +1291,41 @@ mod tests {
         }
     }
 
-    /// The W3C trace context crosses the broker in the `traceparent` header and parses on
-    /// the other side; a malformed one arrives as it was sent, parses to nothing, and the
-    /// record is delivered all the same.
+    /// The W3C trace context crosses the broker in the `traceparent` header: a consumer's
+    /// span continues the producer's trace; a malformed header arrives as it was sent,
+    /// gives no parent, and the record is delivered all the same.
     #[tokio::test]
-    async fn traceparent_crosses_the_broker() {
-        use crate::trace::{self, TraceContext};
+    async fn trace_context_crosses_the_broker() {
+        use opentelemetry::trace::TracerProvider as _;
+        use starling_telemetry::propagation::{extract, set_parent, trace_id};
+        use tracing_subscriber::layer::SubscriberExt as _;
         let Some(brokers) = brokers() else { return };
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let subscriber =
+            tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        // This test's thread only (a current-thread runtime): other tests are untouched.
+        let _default = tracing::subscriber::set_default(subscriber);
+        starling_telemetry::set_exporting_for_tests();
         let log = connect(&brokers, "trace").await;
-        let incoming = TraceContext::parse(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
-        let request = incoming.child();
         let event = crate::pb::PostEvent { event_id: "traced".into(), occurred_at_ms: 0, kind: None };
-        let traced = trace::scope(request, async { Record::post(7, &event) }).await;
-        let fresh = Record::post(8, &event);
+        let request = tracing::info_span!("request");
+        let traced = request.in_scope(|| Record::post(7, &event));
         let malformed = record(Topic::Posts, 9, b"malformed", &[("traceparent", b"00-not-a-trace-01")]);
-        log.append(vec![traced, fresh.clone(), malformed]).await.expect("append");
+        log.append(vec![traced, malformed]).await.expect("append");
 
         let mut c = log.subscribe("g", &[Topic::Posts]).await.expect("subscribe");
-        let mut got = take(c.as_mut(), 3).await;
+        let mut got = take(c.as_mut(), 2).await;
         got.sort_by_key(|d| d.key);
-        let parsed: Vec<Option<TraceContext>> = got.iter().map(|d| TraceContext::from_headers(&d.headers)).collect();
-        assert_eq!(parsed[0], Some(request), "the request's trace, as the producer set it");
-        assert_eq!(parsed[0].unwrap().trace_id, incoming.trace_id, "continues the caller's trace");
-        assert_eq!(parsed[1], TraceContext::from_headers(&fresh.headers), "a record made outside a request");
-        assert!(parsed[1].is_some(), "every record carries a traceparent");
-        assert_eq!(parsed[2], None, "a malformed header is ignored");
-        assert_eq!(got[2].payload, Bytes::from_static(b"malformed"), "and the record is delivered intact");
-        assert_eq!(got[2].headers, vec![("traceparent".to_owned(), Bytes::from_static(b"00-not-a-trace-01"))]);
+        let apply = |headers: &[(String, Bytes)]| {
+            let span = tracing::info_span!("apply");
+            set_parent(&span, extract(headers));
+            trace_id(&span)
+        };
+        assert!(trace_id(&request).is_some());
+        assert_eq!(apply(&got[0].headers), trace_id(&request), "the consumer continues the producer's trace");
+        assert_ne!(apply(&got[1].headers), trace_id(&request), "a malformed header starts a trace of its own");
+        assert_eq!(got[1].payload, Bytes::from_static(b"malformed"), "and the record is delivered intact");
+        assert_eq!(got[1].headers, vec![("traceparent".to_owned(), Bytes::from_static(b"00-not-a-trace-01"))]);
     }
 
     #[tokio::test]

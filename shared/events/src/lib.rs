@@ -13,7 +13,6 @@
 pub mod conformance;
 pub mod embedded;
 pub mod kafka;
-pub mod trace;
 
 use std::time::Duration;
 
@@ -79,28 +78,28 @@ pub struct Record {
 }
 
 impl Record {
-    /// A post event, carrying the current trace (see [`trace::current`]) or a new one.
+    /// A post event, in the trace of the current span (see [`Record::traced`]).
     pub fn post(author: u64, event: &pb::PostEvent) -> Record {
         Record { topic: Topic::Posts, key: author, payload: event.encode_to_vec().into(), headers: Vec::new() }
-            .with_trace(trace::current_or_new())
+            .traced(&tracing::Span::current())
     }
 
-    /// A graph event, carrying the current trace (see [`trace::current`]) or a new one.
+    /// A graph event, in the trace of the current span.
     pub fn graph(key: u64, event: &pb::GraphEvent) -> Record {
         Record { topic: Topic::Graph, key, payload: event.encode_to_vec().into(), headers: Vec::new() }
-            .with_trace(trace::current_or_new())
+            .traced(&tracing::Span::current())
     }
 
     /// A slice of a post's fan-out, in the trace of the worker span that split it.
-    pub fn fanout_slice(key: u64, event: &pb::FanoutSlice, context: trace::TraceContext) -> Record {
-        Record { topic: Topic::Fanout, key, payload: event.encode_to_vec().into(), headers: Vec::new() }
-            .with_trace(context)
+    pub fn fanout_slice(key: u64, event: &pb::FanoutSlice, span: &tracing::Span) -> Record {
+        Record { topic: Topic::Fanout, key, payload: event.encode_to_vec().into(), headers: Vec::new() }.traced(span)
     }
 
-    /// Sets the record's `traceparent` header, replacing any it had.
-    pub fn with_trace(mut self, context: trace::TraceContext) -> Record {
-        self.headers.retain(|(name, _)| !name.eq_ignore_ascii_case(trace::TRACEPARENT));
-        self.headers.push((trace::TRACEPARENT.to_owned(), context.header_value()));
+    /// Carries `span`'s W3C trace context in the headers (`traceparent`, `tracestate`),
+    /// replacing any they had, when traces are exported: the consumer that applies the
+    /// event opens its span as a child of `span` ([`starling_telemetry::propagation`]).
+    pub fn traced(mut self, span: &tracing::Span) -> Record {
+        starling_telemetry::propagation::inject(span, &mut self.headers);
         self
     }
 }

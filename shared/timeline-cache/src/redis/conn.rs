@@ -12,6 +12,7 @@ use deadpool_redis::redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo}
 use deadpool_redis::redis::{self, Cmd, ErrorKind, RedisError, RedisFuture, Script, ServerErrorKind, Value};
 use parking_lot::Mutex;
 use thread_local::ThreadLocal;
+use tracing::Instrument as _;
 
 use super::backend;
 use crate::{CacheError, CacheResult};
@@ -136,7 +137,17 @@ impl Connections {
     /// connection (a restarted server, an idle connection cut) it retires every
     /// connection and sends once more on a fresh one, so a restart costs callers no error
     /// per pooled connection. The one retrying call every cache command goes through.
+    /// In a client span (`redis <what>`) when traces are exported.
     pub(super) async fn run<T: redis::FromRedisValue>(
+        &self,
+        what: &'static str,
+        request: Request<'_>,
+        scripts: &[&LuaScript],
+    ) -> CacheResult<T> {
+        self.run_untraced(what, request, scripts).instrument(redis_span(what)).await
+    }
+
+    async fn run_untraced<T: redis::FromRedisValue>(
         &self,
         what: &'static str,
         request: Request<'_>,
@@ -166,6 +177,17 @@ impl Connections {
             }
         }
     }
+}
+
+/// The client span of a Redis call (none unless traces are exported).
+pub(super) fn redis_span(what: &'static str) -> tracing::Span {
+    starling_telemetry::span!(
+        "redis",
+        otel.name = format!("redis {what}"),
+        otel.kind = "client",
+        db.system.name = "redis",
+        db.operation.name = what,
+    )
 }
 
 /// What [`Connections::run`] sends.

@@ -91,6 +91,7 @@ use deadpool_redis::redis::{self, AsyncConnectionConfig, Cmd, ErrorKind, RedisEr
 use deadpool_redis::{Manager, Pool, Runtime};
 use futures::{StreamExt as _, TryStreamExt as _};
 use starling_ids::{PostId, UserId};
+use tracing::Instrument as _;
 
 use crate::{CacheError, CacheResult, Entry, Push, Range, Slice, TimelineCache};
 use conn::{Conn, Connections, LuaScript, NodeConnections, Request};
@@ -266,9 +267,12 @@ impl RedisCache {
         pipe: redis::Pipeline,
         cmds: Vec<(UserId, usize)>,
     ) -> CacheResult<(usize, Vec<UserId>)> {
-        let mut lease = self.conns.get().await?;
-        let result = pipe.query_async::<Vec<u64>>(&mut lease.conn).await;
-        let lens = self.conns.check("insert", result)?;
+        let send = async {
+            let mut lease = self.conns.get().await?;
+            let result = pipe.query_async::<Vec<u64>>(&mut lease.conn).await;
+            self.conns.check("insert", result)
+        };
+        let lens = send.instrument(conn::redis_span("insert")).await?;
         let (mut delivered, mut full) = (0, Vec::new());
         for ((owner, n), len) in cmds.into_iter().zip(lens) {
             if len > 0 {
