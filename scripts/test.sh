@@ -4,8 +4,8 @@
 # oracle tests against the real binaries, standalone and as separate processes.
 #
 # Installs what a fresh machine lacks (build packages for librdkafka, redis-server, nginx,
-# prometheus for promtool, the noida-db broker and Mastodon.py in cached venvs, masto.js
-# with npm), starts Redis and
+# prometheus for promtool, the noida-db broker, Mastodon.py, schemathesis and the rotel
+# collector in cached venvs, masto.js with npm), starts Redis and
 # the broker on free loopback ports for the duration of the run and stops them afterwards
 # (the tests start their own nginx in front of the distributed stack).
 #
@@ -68,7 +68,7 @@ export REDIS_CLUSTER_URLS="redis://127.0.0.1:$redis_cluster_port,redis://127.0.0
 export KAFKA_BROKERS="127.0.0.1:$kafka_port"
 echo "Redis at $REDIS_URL, Redis Cluster at $REDIS_CLUSTER_URLS, broker at $KAFKA_BROKERS"
 
-step "Mastodon client libraries and schemathesis"
+step "Mastodon client libraries, schemathesis and an OpenTelemetry collector"
 source scripts/lib/clients.sh
 MASTODON_PY=$(clients_python)
 MASTO_JS=$(clients_masto_js)
@@ -76,6 +76,9 @@ SCHEMATHESIS=$(clients_schemathesis)
 export MASTODON_PY MASTO_JS SCHEMATHESIS
 echo "Mastodon.py $MASTODON_PY_VERSION at $MASTODON_PY, masto.js $MASTO_JS_VERSION at $MASTO_JS"
 echo "schemathesis $SCHEMATHESIS_VERSION at $SCHEMATHESIS"
+ROTEL=$(clients_rotel)
+export ROTEL
+echo "rotel $ROTEL_VERSION (an OpenTelemetry collector) at $ROTEL"
 PROMTOOL=$(command -v promtool)
 export PROMTOOL
 echo "promtool at $PROMTOOL ($(promtool --version 2>&1 | head -1))"

@@ -55,3 +55,15 @@ clients_schemathesis() {
     venv=$(_clients_venv schemathesis-venv schemathesis "$SCHEMATHESIS_VERSION") || return 1
     echo "$venv/bin/schemathesis"
 }
+
+# rotel, a real OpenTelemetry collector (tests/telemetry.rs): its PyPI package ships the
+# rotel-agent binary, which receives OTLP and logs the spans it got.
+ROTEL_VERSION=0.0.1a15
+
+clients_rotel() {
+    local venv agent
+    venv=$(_clients_venv rotel-venv rotel "$ROTEL_VERSION") || return 1
+    agent=$(ls "$venv"/lib/python3*/site-packages/rotel/rotel-agent 2>/dev/null | head -1)
+    [ -x "$agent" ] || { echo "clients: no rotel-agent binary in $venv" >&2; return 1; }
+    echo "$agent"
+}

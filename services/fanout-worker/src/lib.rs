@@ -87,7 +87,7 @@ use starling_clients::{ClientError, GraphClient, PostClient};
 use starling_events::{Consumer, Delivery, EventLog, LogError, Record, Topic, pb};
 use starling_ids::{PostId, UserId};
 use starling_storage::{AuthorClass, Window};
-use starling_timeline_cache::bus::{Bus, Change};
+use starling_timeline_cache::bus::{Announcement, Bus, Change};
 use starling_timeline_cache::read_model::{Collection, ReadModel};
 use starling_timeline_cache::{CacheError, Entry, Push, TimelineCache};
 use tokio_util::sync::CancellationToken;
@@ -367,16 +367,16 @@ impl Fanout {
         self.until_applied(&span, "applying posts", || self.apply_run(run, log)).await;
         self.stats.events.add(run.len() as u64);
         // Once per post (its slices are the same post again), after its pushes.
-        let posted: Vec<Change> = run
+        let posted: Vec<Announcement> = run
             .iter()
             .filter(|p| p.push.slice.is_none())
-            .map(|p| Change::Posted { post: p.push.post, author: p.push.author })
+            .map(|p| Announcement::traced(Change::Posted { post: p.push.post, author: p.push.author }, &p.span))
             .collect();
         self.announce(&posted).await;
     }
 
     /// Tells the open streams (best effort: a stream that misses it catches up by reading).
-    async fn announce(&self, changes: &[Change]) {
+    async fn announce(&self, changes: &[Announcement]) {
         if let Err(e) = self.bus.publish(changes).await {
             tracing::warn!(error = %e, changes = changes.len(), "could not announce changes to the streams");
         }
@@ -393,7 +393,9 @@ impl Fanout {
         let mut readers: Vec<UserId> = edges.iter().map(|e| e.0).collect();
         readers.sort_unstable();
         readers.dedup();
-        self.announce(&readers.into_iter().map(|reader| Change::Follows { reader }).collect::<Vec<_>>()).await;
+        let follows: Vec<Announcement> =
+            readers.into_iter().map(|reader| Announcement::new(Change::Follows { reader })).collect();
+        self.announce(&follows).await;
     }
 
     /// Like [`Fanout::until_applied`]; a poison event is retried until it is
@@ -422,7 +424,8 @@ impl Fanout {
                 Ok(()) => {
                     self.stats.events.inc();
                     if let Event::Deleted { post, author } = &event {
-                        self.announce(&[Change::Deleted { post: *post, author: *author }]).await;
+                        let deleted = Change::Deleted { post: *post, author: *author };
+                        self.announce(&[Announcement::traced(deleted, &tracing::Span::current())]).await;
                     }
                     return;
                 }

@@ -33,8 +33,9 @@ use starling_api::mastodon::PublicBase;
 use starling_api::pagination::query_pairs;
 use starling_api::{ApiError, ErrorCode};
 use starling_ids::{PostId, UserId};
-use starling_timeline_cache::bus::Change;
+use starling_timeline_cache::bus::{Announcement, Change};
 use tokio::sync::mpsc;
+use tracing::Instrument as _;
 
 use crate::{HomePage, ReadError, TimelineService};
 
@@ -62,6 +63,17 @@ struct Watch {
     reader: UserId,
     /// Whose posts reach the reader's home, the reader included.
     authors: HashSet<UserId>,
+}
+
+impl Watch {
+    /// Whether `change` may show this reader anything (what [`TimelineService::event_for`]
+    /// acts on), decided without a call.
+    fn concerns(&self, change: &Change) -> bool {
+        match *change {
+            Change::Follows { reader } => reader == self.reader,
+            Change::Deleted { author, .. } | Change::Posted { author, .. } => self.authors.contains(&author),
+        }
+    }
 }
 
 impl TimelineService {
@@ -109,9 +121,10 @@ impl TimelineService {
                 let frame = tokio::select! {
                     () = tx.closed() => return,
                     _ = beat.tick() => Frame::Heartbeat,
-                    change = changes.next() => match change {
+                    heard = changes.next() => match heard {
                         None => return,
-                        Some(change) => match svc.event_for(&base, &mut watch, change).await {
+                        Some(heard) if !watch.concerns(&heard.change) => continue,
+                        Some(heard) => match svc.event_for(&base, &mut watch, heard.change).instrument(stream_span(&heard)).await {
                             Ok(Some(event)) => Frame::Event(event),
                             Ok(None) => continue,
                             Err(e) => {
@@ -127,6 +140,16 @@ impl TimelineService {
             }
         });
     }
+}
+
+/// The span of a stream's work on an announcement, in the trace of the fan-out span that
+/// made it (none unless traces are exported).
+fn stream_span(heard: &Announcement) -> tracing::Span {
+    let span = starling_telemetry::span!("stream.update", otel.kind = "consumer", stream = "user");
+    if starling_telemetry::exporting() {
+        starling_telemetry::propagation::set_parent(&span, starling_telemetry::propagation::extract(&heard.trace));
+    }
+    span
 }
 
 enum Frame {

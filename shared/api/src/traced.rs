@@ -75,7 +75,7 @@ where
                 Ok(r) => {
                     // Known once the router has run, inside the call.
                     if let Some(route) = r.request().match_pattern() {
-                        span.record("otel.name", format!("{method} {route}"));
+                        starling_telemetry::propagation::rename(&span, format!("{method} {route}"));
                         span.record("http.route", route);
                     }
                     r.status()

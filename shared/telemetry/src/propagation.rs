@@ -56,6 +56,15 @@ pub fn set_parent(span: &tracing::Span, cx: Context) {
     let _ = span.set_parent(cx);
 }
 
+/// Renames `span`'s OpenTelemetry span, e.g. once a server knows the route it matched
+/// (recording `otel.name` later is lost once the span has started).
+pub fn rename(span: &tracing::Span, name: String) {
+    use opentelemetry::trace::TraceContextExt as _;
+    if crate::exporting() {
+        span.context().span().update_name(name);
+    }
+}
+
 /// The trace id of `span`, if it is in an exported trace: for log lines and tests.
 pub fn trace_id(span: &tracing::Span) -> Option<String> {
     use opentelemetry::trace::TraceContextExt as _;

@@ -9,6 +9,10 @@
 //! whatever the author's follower count, and a celebrity's post (merged at read, never
 //! pushed) reaches its followers' streams like any other.
 //!
+//! An announcement carries the W3C `traceparent` of the fan-out span that applied its
+//! event, when traces are exported ([`Announcement::traced`]), so the stream that shows a
+//! post is in the post's trace.
+//!
 //! The bus is best effort, as Mastodon's streaming is: an announcement made while a
 //! process was not subscribed (reconnecting) is not replayed, and a client catches up by
 //! reading its timeline, which is exact. In one process the bus is a
@@ -16,6 +20,7 @@
 //! pub/sub channel.
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::stream::BoxStream;
 use starling_ids::{PostId, UserId};
 
@@ -62,18 +67,62 @@ impl Change {
     }
 }
 
+/// A [`Change`] as the bus carries it, with the trace context of the work that made it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Announcement {
+    pub change: Change,
+    /// `traceparent` (empty without a trace), as [`starling_telemetry::propagation`]
+    /// writes and reads headers.
+    pub trace: Vec<(String, Bytes)>,
+}
+
+/// The one header the bus carries: `tracestate` is left behind, to keep a message small.
+const TRACEPARENT: &str = "traceparent";
+
+impl Announcement {
+    pub fn new(change: Change) -> Announcement {
+        Announcement { change, trace: Vec::new() }
+    }
+
+    /// `change`, in the trace of `span`.
+    pub fn traced(change: Change, span: &tracing::Span) -> Announcement {
+        let mut trace = Vec::new();
+        starling_telemetry::propagation::inject(span, &mut trace);
+        trace.retain(|(name, _)| name == TRACEPARENT);
+        Announcement { change, trace }
+    }
+
+    /// The change's 17 bytes, then the `traceparent` value if there is one.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = self.change.encode().to_vec();
+        if let Some((_, value)) = self.trace.iter().find(|(name, _)| name == TRACEPARENT) {
+            out.extend_from_slice(value);
+        }
+        out
+    }
+
+    /// `None` for a change [`Change::decode`] does not know.
+    pub fn decode(bytes: &[u8]) -> Option<Announcement> {
+        let change = Change::decode(bytes.get(..17)?)?;
+        let rest = &bytes[17..];
+        let trace =
+            if rest.is_empty() { Vec::new() } else { vec![(TRACEPARENT.to_owned(), Bytes::copy_from_slice(rest))] };
+        Some(Announcement { change, trace })
+    }
+}
+
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
     /// Announces `changes` to every subscriber (best effort; see the module docs).
-    async fn publish(&self, changes: &[Change]) -> CacheResult<()>;
+    async fn publish(&self, changes: &[Announcement]) -> CacheResult<()>;
 
     /// Every announcement from now on. The stream ends only if the bus is dropped; across
     /// processes it reconnects by itself (announcements in between are lost).
-    fn subscribe(&self) -> BoxStream<'static, Change>;
+    fn subscribe(&self) -> BoxStream<'static, Announcement>;
 }
 
 /// The bus within one process.
-pub struct LocalBus(tokio::sync::broadcast::Sender<Change>);
+pub struct LocalBus(tokio::sync::broadcast::Sender<Announcement>);
 
 impl LocalBus {
     /// A subscriber that falls this far behind loses the oldest announcements.
@@ -92,15 +141,15 @@ impl Default for LocalBus {
 
 #[async_trait]
 impl Bus for LocalBus {
-    async fn publish(&self, changes: &[Change]) -> CacheResult<()> {
+    async fn publish(&self, changes: &[Announcement]) -> CacheResult<()> {
         for c in changes {
             // No subscriber is not an error: nobody is streaming.
-            let _ = self.0.send(*c);
+            let _ = self.0.send(c.clone());
         }
         Ok(())
     }
 
-    fn subscribe(&self) -> BoxStream<'static, Change> {
+    fn subscribe(&self) -> BoxStream<'static, Announcement> {
         use futures::StreamExt as _;
         let rx = self.0.subscribe();
         futures::stream::unfold(rx, |mut rx| async move {
@@ -123,26 +172,34 @@ mod tests {
     use futures::StreamExt as _;
 
     #[test]
-    fn changes_round_trip_and_unknown_kinds_are_none() {
+    fn announcements_round_trip_and_unknown_kinds_are_none() {
+        let traceparent = Bytes::from_static(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
         for c in [
             Change::Posted { post: PostId(u64::MAX), author: UserId(1) },
             Change::Deleted { post: PostId(7), author: UserId(1 << 60) },
             Change::Follows { reader: UserId(42) },
         ] {
             assert_eq!(Change::decode(&c.encode()), Some(c));
+            let bare = Announcement::new(c);
+            assert_eq!(Announcement::decode(&bare.encode()), Some(bare.clone()));
+            assert_eq!(bare.encode().len(), 17, "no trace, no bytes for it");
+            let traced = Announcement { change: c, trace: vec![("traceparent".to_owned(), traceparent.clone())] };
+            assert_eq!(Announcement::decode(&traced.encode()), Some(traced));
         }
         assert_eq!(Change::decode(&[9; 17]), None);
         assert_eq!(Change::decode(&[1; 3]), None);
+        assert_eq!(Announcement::decode(&[9; 30]), None);
+        assert_eq!(Announcement::decode(&[1; 3]), None);
     }
 
     #[tokio::test]
     async fn every_subscriber_hears_every_change_after_it_subscribed() {
         let bus = LocalBus::new();
-        bus.publish(&[Change::Follows { reader: UserId(1) }]).await.unwrap();
+        bus.publish(&[Announcement::new(Change::Follows { reader: UserId(1) })]).await.unwrap();
         let (mut a, mut b) = (bus.subscribe(), bus.subscribe());
-        let c = Change::Posted { post: PostId(5), author: UserId(2) };
-        bus.publish(&[c]).await.unwrap();
-        assert_eq!(a.next().await, Some(c));
+        let c = Announcement::new(Change::Posted { post: PostId(5), author: UserId(2) });
+        bus.publish(std::slice::from_ref(&c)).await.unwrap();
+        assert_eq!(a.next().await, Some(c.clone()));
         assert_eq!(b.next().await, Some(c));
     }
 }

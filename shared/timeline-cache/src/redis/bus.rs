@@ -1,5 +1,5 @@
 //! [`Bus`] over Redis pub/sub: one channel, `{prefix}bus`, each message one encoded
-//! [`Change`].
+//! [`Announcement`].
 //!
 //! Publishing is a pipeline of `PUBLISH` on a multiplexed connection (reopened after an
 //! error). Each process keeps one subscriber connection, read by a background task that
@@ -17,14 +17,14 @@ use futures::stream::BoxStream;
 use tokio::sync::{Mutex, broadcast};
 
 use super::backend;
-use crate::bus::{Bus, Change};
+use crate::bus::{Announcement, Bus};
 use crate::{CacheError, CacheResult};
 
 pub struct RedisBus {
     client: redis::Client,
     channel: String,
     publisher: Mutex<Option<MultiplexedConnection>>,
-    local: broadcast::Sender<Change>,
+    local: broadcast::Sender<Announcement>,
     /// Ends the subscriber task when the bus is dropped.
     _stop: tokio_util::sync::DropGuard,
 }
@@ -40,10 +40,10 @@ impl RedisBus {
         Ok(Arc::new(RedisBus { client, channel, publisher: Mutex::new(None), local, _stop: stop.drop_guard() }))
     }
 
-    async fn send(&self, conn: &mut MultiplexedConnection, changes: &[Change]) -> redis::RedisResult<()> {
+    async fn send(&self, conn: &mut MultiplexedConnection, changes: &[Announcement]) -> redis::RedisResult<()> {
         let mut pipe = redis::pipe();
         for c in changes {
-            pipe.cmd("PUBLISH").arg(&self.channel).arg(&c.encode()[..]).ignore();
+            pipe.cmd("PUBLISH").arg(&self.channel).arg(c.encode()).ignore();
         }
         pipe.query_async::<()>(conn).await
     }
@@ -51,7 +51,7 @@ impl RedisBus {
 
 #[async_trait]
 impl Bus for RedisBus {
-    async fn publish(&self, changes: &[Change]) -> CacheResult<()> {
+    async fn publish(&self, changes: &[Announcement]) -> CacheResult<()> {
         if changes.is_empty() {
             return Ok(());
         }
@@ -69,7 +69,7 @@ impl Bus for RedisBus {
         Ok(())
     }
 
-    fn subscribe(&self) -> BoxStream<'static, Change> {
+    fn subscribe(&self) -> BoxStream<'static, Announcement> {
         let rx = self.local.subscribe();
         futures::stream::unfold(rx, |mut rx| async move {
             loop {
@@ -88,7 +88,7 @@ impl Bus for RedisBus {
 async fn listen(
     client: redis::Client,
     channel: String,
-    local: broadcast::Sender<Change>,
+    local: broadcast::Sender<Announcement>,
     stop: tokio_util::sync::CancellationToken,
 ) {
     let mut pause = Duration::from_millis(100);
@@ -104,7 +104,7 @@ async fn listen(
                     () = stop.cancelled() => return Ok::<(), redis::RedisError>(()),
                     msg = messages.next() => match msg {
                         Some(msg) => {
-                            if let Some(c) = Change::decode(msg.get_payload_bytes()) {
+                            if let Some(c) = Announcement::decode(msg.get_payload_bytes()) {
                                 let _ = local.send(c);
                             }
                         }
