@@ -13,7 +13,7 @@ mod common;
 
 use common::Server;
 use common::mastodon::{Body, CALLBACK, Client, OOB, new_app, s, token};
-use common::stack::Stack;
+use common::stack::{Stack, backends_env};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -353,21 +353,7 @@ async fn oauth_standalone() {
 
 #[tokio::test]
 async fn oauth_across_processes() {
-    let (Ok(kafka), Ok(redis)) = (std::env::var("KAFKA_BROKERS"), std::env::var("REDIS_URL")) else {
-        eprintln!("skipped: KAFKA_BROKERS and REDIS_URL are not set (scripts/test.sh sets them)");
-        return;
-    };
-    let prefix = format!("oauth{}", std::process::id());
-    let env: Vec<(String, String)> = [
-        ("STARLING__BACKENDS__KAFKA_BROKERS", kafka.as_str()),
-        ("STARLING__BACKENDS__TOPIC_PREFIX", &format!("{prefix}.")),
-        ("STARLING__BACKENDS__REDIS_URL", redis.as_str()),
-        ("STARLING__BACKENDS__REDIS_PREFIX", &format!("{prefix}:")),
-        ("STARLING__AUTH__JWT_SECRET", "oauth-test-secret"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    let Some(env) = backends_env("oauth") else { return };
     let stack = Stack::start_proxied(&env, 1);
     exercise(&Client::new(&stack.graph.base, &stack.timeline.base)).await;
     // Whole sessions, statuses and streams included, through one base URL: nginx routing

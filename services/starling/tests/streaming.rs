@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::stack::Stack;
+use common::stack::{Stack, backends_env};
 use common::{Api, Server};
 use reqwest::Method;
 use serde_json::json;
@@ -88,21 +88,7 @@ async fn streams_standalone() {
 
 #[tokio::test]
 async fn streams_across_processes() {
-    let (Ok(kafka), Ok(redis)) = (std::env::var("KAFKA_BROKERS"), std::env::var("REDIS_URL")) else {
-        eprintln!("skipped: KAFKA_BROKERS and REDIS_URL are not set (scripts/test.sh sets them)");
-        return;
-    };
-    let prefix = format!("stream{}", std::process::id());
-    let mut env: Vec<(String, String)> = [
-        ("STARLING__BACKENDS__KAFKA_BROKERS", kafka.as_str()),
-        ("STARLING__BACKENDS__TOPIC_PREFIX", &format!("{prefix}.")),
-        ("STARLING__BACKENDS__REDIS_URL", redis.as_str()),
-        ("STARLING__BACKENDS__REDIS_PREFIX", &format!("{prefix}:")),
-        ("STARLING__AUTH__JWT_SECRET", "stream-test-secret"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    let Some(mut env) = backends_env("stream") else { return };
     env.extend(CELEBRITY_AT_TWO.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let stack = Stack::start(&env, 1);
     a_stream_shows_pushed_and_merged_posts(&stack.api(), &stack.timeline.base, "d").await;
