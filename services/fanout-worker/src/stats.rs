@@ -1,26 +1,37 @@
-//! Counters the fan-out worker keeps, for metrics and benchmarks.
+//! What the fan-out worker measures, for `/metrics` and the benchmarks: counters of the
+//! `prometheus` crate (an increment is one relaxed atomic add, as the plain atomics they
+//! replaced), and the consumers' lag, read when scraped. [`FanoutStats::register`] puts them in the process's registry; a bench or
+//! test that never registers them reads them with [`Counter::get`].
 
-use starling_metrics::names;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
+use starling_metrics::prometheus::{IntCounter, IntCounterVec, Opts};
+use starling_metrics::{Metrics, Pulled, names, prometheus};
+
+/// A counter the worker bumps; registered under its name by [`FanoutStats::register`].
+#[derive(Clone, Debug)]
+pub struct Counter(IntCounter);
 
 impl Counter {
+    /// Panics only for an invalid name or help, which are constants.
+    fn new(name: &str, help: &str) -> Counter {
+        Counter(IntCounter::new(name, help).expect("a valid metric definition"))
+    }
+
     pub fn inc(&self) {
-        self.add(1);
+        self.0.inc();
     }
 
     pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
+        self.0.inc_by(n);
     }
 
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.0.get()
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FanoutStats {
     /// Events applied, slices included.
     pub events: Counter,
@@ -47,6 +58,33 @@ pub struct FanoutStats {
     pub lag: parking_lot::Mutex<Vec<u64>>,
 }
 
+impl Default for FanoutStats {
+    fn default() -> Self {
+        let c = Counter::new;
+        FanoutStats {
+            events: c(names::FANOUT_EVENTS, "Events applied, slices included."),
+            inserts: c(names::FANOUT_TIMELINE_INSERTS, "Timeline entries written by pushes."),
+            skipped_inactive: c(names::FANOUT_SKIPPED_INACTIVE, "Pushes skipped for readers without a timeline."),
+            posts_pushed: c(names::FANOUT_POSTS_PUSHED, "Posts pushed to followers."),
+            posts_merged_at_read: c(names::FANOUT_POSTS_MERGED_AT_READ, "Celebrity posts left to read-time merge."),
+            backfilled: c(names::FANOUT_BACKFILLED, "Entries inserted by backfills."),
+            retries: c(names::FANOUT_RETRIES, "Transient failures retried."),
+            dead_letters: c(names::FANOUT_DEAD_LETTERS, "Undecodable events skipped."),
+            slices_published: c(
+                names::FANOUT_SLICES_PUBLISHED,
+                "Slices of long follower lists published for the workers to share.",
+            ),
+            slices_applied: c(names::FANOUT_SLICES_APPLIED, "Follower-list slices applied."),
+            consumer_rebuilds: c(
+                names::FANOUT_CONSUMER_REBUILDS,
+                "Consumers that rejoined the group after stalling with records waiting.",
+            ),
+            by_followers: ByFollowers::default(),
+            lag: parking_lot::Mutex::new(Vec::new()),
+        }
+    }
+}
+
 impl FanoutStats {
     /// Whether `events` events from the services (slices not counted) are applied, and with
     /// them every slice this process published: "done" for a single-process test or bench.
@@ -64,48 +102,31 @@ impl FanoutStats {
         all.saturating_sub(self.slices_applied.get())
     }
 
-    /// Prometheus text exposition.
-    pub fn render(&self) -> String {
-        let rows = [
-            (names::FANOUT_EVENTS, "Events applied, slices included.", self.events.get()),
-            (names::FANOUT_TIMELINE_INSERTS, "Timeline entries written by pushes.", self.inserts.get()),
-            (
-                names::FANOUT_SKIPPED_INACTIVE,
-                "Pushes skipped for readers without a timeline.",
-                self.skipped_inactive.get(),
-            ),
-            (names::FANOUT_POSTS_PUSHED, "Posts pushed to followers.", self.posts_pushed.get()),
-            (
-                names::FANOUT_POSTS_MERGED_AT_READ,
-                "Celebrity posts left to read-time merge.",
-                self.posts_merged_at_read.get(),
-            ),
-            (names::FANOUT_BACKFILLED, "Entries inserted by backfills.", self.backfilled.get()),
-            (names::FANOUT_RETRIES, "Transient failures retried.", self.retries.get()),
-            (names::FANOUT_DEAD_LETTERS, "Undecodable events skipped.", self.dead_letters.get()),
-            (
-                names::FANOUT_SLICES_PUBLISHED,
-                "Slices of long follower lists published for the workers to share.",
-                self.slices_published.get(),
-            ),
-            (names::FANOUT_SLICES_APPLIED, "Follower-list slices applied.", self.slices_applied.get()),
-            (
-                names::FANOUT_CONSUMER_REBUILDS,
-                "Consumers that rejoined the group after stalling with records waiting.",
-                self.consumer_rebuilds.get(),
-            ),
-        ];
-        let mut out = String::new();
-        for (name, help, value) in rows {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"));
+    /// Adds these metrics to `metrics`' registry. The consumers' lag is read when scraped.
+    pub fn register(self: &Arc<Self>, metrics: &Metrics) -> prometheus::Result<()> {
+        for c in [
+            &self.events,
+            &self.inserts,
+            &self.skipped_inactive,
+            &self.posts_pushed,
+            &self.posts_merged_at_read,
+            &self.backfilled,
+            &self.retries,
+            &self.dead_letters,
+            &self.slices_published,
+            &self.slices_applied,
+            &self.consumer_rebuilds,
+        ] {
+            metrics.register(c.0.clone())?;
         }
-        out.push_str(&self.by_followers.render());
-        let lag: u64 = self.lag.lock().iter().sum();
-        let name = names::FANOUT_LAG;
-        out.push_str(&format!(
-            "# HELP {name} Records in this process's partitions not yet applied.\n# TYPE {name} gauge\n{name} {lag}\n"
-        ));
-        out
+        metrics.register(self.by_followers.posts_vec.clone())?;
+        metrics.register(self.by_followers.targets_vec.clone())?;
+        let stats = self.clone();
+        metrics.register(Pulled::gauge(
+            names::FANOUT_LAG,
+            "Records in this process's partitions not yet applied.",
+            move || stats.lag.lock().iter().sum::<u64>() as f64,
+        ))
     }
 }
 
@@ -128,31 +149,33 @@ pub fn decade(followers: usize) -> usize {
 /// Pushed posts and their push targets per follower-count decade. Celebrity posts are
 /// counted apart: they are never pushed, and learning their follower count would cost
 /// the lookup their class exists to avoid.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ByFollowers {
-    posts: [Counter; DECADES],
-    targets: [Counter; DECADES],
+    posts_vec: IntCounterVec,
+    targets_vec: IntCounterVec,
+    /// The vectors' children, one per decade, made up front: every decade is exported
+    /// from the start (as zero), and a push looks no label up.
+    posts: [IntCounter; DECADES],
+    targets: [IntCounter; DECADES],
+}
+
+impl Default for ByFollowers {
+    fn default() -> Self {
+        let vec = |name: &str, help: &str| {
+            IntCounterVec::new(Opts::new(name, help), &["followers"]).expect("a valid metric definition")
+        };
+        let posts_vec = vec(names::FANOUT_PUSHED_POSTS_BY_FOLLOWERS, "Pushed posts by the author's follower count.");
+        let targets_vec = vec(names::FANOUT_PUSH_TARGETS_BY_FOLLOWERS, "Timelines targeted by those pushes.");
+        let children = |v: &IntCounterVec| std::array::from_fn(|i| v.with_label_values(&[decade_label(i).as_str()]));
+        ByFollowers { posts: children(&posts_vec), targets: children(&targets_vec), posts_vec, targets_vec }
+    }
 }
 
 impl ByFollowers {
     pub fn pushed(&self, followers: usize) {
         let d = decade(followers);
         self.posts[d].inc();
-        self.targets[d].add(followers as u64);
-    }
-
-    fn render(&self) -> String {
-        let mut out = String::new();
-        for (name, help, counters) in [
-            (names::FANOUT_PUSHED_POSTS_BY_FOLLOWERS, "Pushed posts by the author's follower count.", &self.posts),
-            (names::FANOUT_PUSH_TARGETS_BY_FOLLOWERS, "Timelines targeted by those pushes.", &self.targets),
-        ] {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
-            for (i, c) in counters.iter().enumerate() {
-                out.push_str(&format!("{name}{{followers=\"{}\"}} {}\n", decade_label(i), c.get()));
-            }
-        }
-        out
+        self.targets[d].inc_by(followers as u64);
     }
 }
 
@@ -167,12 +190,30 @@ mod tests {
             (decade_label(0), decade_label(2), decade_label(7)),
             ("0".into(), "10-99".into(), "1000000+".into())
         );
-        let b = ByFollowers::default();
-        b.pushed(75);
-        b.pushed(12);
-        let text = b.render();
+        let stats = Arc::new(FanoutStats::default());
+        stats.by_followers.pushed(75);
+        stats.by_followers.pushed(12);
+        let metrics = Metrics::new("fanout-worker");
+        stats.register(&metrics).unwrap();
+        let text = metrics.render();
         let (posts, targets) = (names::FANOUT_PUSHED_POSTS_BY_FOLLOWERS, names::FANOUT_PUSH_TARGETS_BY_FOLLOWERS);
         assert!(text.contains(&format!("{posts}{{followers=\"10-99\"}} 2\n")), "{text}");
         assert!(text.contains(&format!("{targets}{{followers=\"10-99\"}} 87\n")), "{text}");
+        assert!(text.contains(&format!("{posts}{{followers=\"1000000+\"}} 0\n")), "every decade, from zero:\n{text}");
+    }
+
+    #[test]
+    fn counters_render_under_their_names_and_lag_is_read_when_scraped() {
+        let stats = Arc::new(FanoutStats::default());
+        let metrics = Metrics::new("fanout-worker");
+        stats.register(&metrics).unwrap();
+        stats.events.add(5);
+        stats.inserts.inc();
+        *stats.lag.lock() = vec![3, 4];
+        let text = metrics.render();
+        assert!(text.contains(&format!("# TYPE {0} counter\n{0} 5\n", names::FANOUT_EVENTS)), "{text}");
+        assert!(text.contains(&format!("{} 1\n", names::FANOUT_TIMELINE_INSERTS)), "{text}");
+        assert!(text.contains(&format!("# TYPE {0} gauge\n{0} 7\n", names::FANOUT_LAG)), "{text}");
+        assert_eq!(stats.events.get(), 5, "what the benches read is what is exported");
     }
 }

@@ -37,7 +37,7 @@ use starling_events::EventLog;
 use starling_events::embedded::{EmbeddedLog, EmbeddedLogOptions};
 use starling_events::kafka::{KafkaLog, KafkaOptions};
 use starling_ids::IdGenerator;
-use starling_metrics::names;
+use starling_metrics::{Pulled, names};
 use starling_outbox::Publisher;
 use starling_scylla_store::{ScyllaOptions, ScyllaStore};
 use starling_storage::embedded::{Durability, EmbeddedStore};
@@ -108,17 +108,11 @@ pub struct Node {
 /// State the operational endpoints need.
 struct Ops {
     ready: Arc<AtomicBool>,
-    publishers: Vec<Publisher>,
-    fanout: Option<Arc<FanoutStats>>,
-    timeline: Option<Arc<TimelineService>>,
     cache: Option<Arc<dyn TimelineCache>>,
     model: Option<Arc<dyn ReadModel>>,
-    /// The in-memory cache, whose size is cheap to read. Redis is not asked: counting its
-    /// timelines is a SCAN over every key, too costly for each metrics scrape (Redis's own
-    /// INFO keyspace reports it).
-    memory: Option<Arc<MemoryCache>>,
     admin_token: String,
-    /// What `/metrics` renders from the metrics crate (HTTP and process metrics).
+    /// What `/metrics` renders: everything the process measures is registered here (see
+    /// [`register_metrics`]).
     registry: starling_metrics::Metrics,
 }
 
@@ -390,17 +384,24 @@ impl Node {
             background.push(memory.spawn_sweeper(every, background_stop.clone()));
         }
 
+        let registry = starling_metrics::Metrics::new(service_label(roles));
+        register_metrics(
+            &registry,
+            Measured {
+                publishers: publishers.clone(),
+                fanout: fanout_stats,
+                timeline: timeline.as_ref(),
+                memory: backends.memory.clone(),
+            },
+        )
+        .context("registering the metrics")?;
         let ready = Arc::new(AtomicBool::new(false));
         let ops = web::Data::new(Ops {
             ready: ready.clone(),
-            publishers: publishers.clone(),
-            fanout: fanout_stats,
-            timeline: timeline.clone(),
             cache: backends.cache.clone(),
             model: backends.model.clone(),
-            memory: backends.memory.clone(),
             admin_token: settings.admin.token.clone(),
-            registry: starling_metrics::Metrics::new(service_label(roles)),
+            registry,
         });
         let red = starling_metrics::Red(ops.registry.http.clone());
         let tokens = web::Data::new(tokens);
@@ -522,31 +523,48 @@ async fn readyz(ops: web::Data<Ops>) -> HttpResponse {
 }
 
 async fn metrics(ops: web::Data<Ops>) -> HttpResponse {
-    let mut body = ops.registry.render();
-    if !ops.publishers.is_empty() || ops.fanout.is_some() {
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(ops.registry.render())
+}
+
+/// What a node measures beyond HTTP and the process, for [`register_metrics`].
+struct Measured<'a> {
+    publishers: Vec<Publisher>,
+    fanout: Option<Arc<FanoutStats>>,
+    timeline: Option<&'a Arc<TimelineService>>,
+    /// The in-memory cache, whose size is cheap to read. Redis is not asked: counting its
+    /// timelines is a SCAN over every key, too costly for each metrics scrape (Redis's own
+    /// INFO keyspace reports it).
+    memory: Option<Arc<MemoryCache>>,
+}
+
+/// Registers in `registry` what the node's roles measure. Values kept elsewhere (the
+/// publishers' counts, the cache's size) are read when scraped ([`Pulled`]).
+fn register_metrics(registry: &starling_metrics::Metrics, m: Measured<'_>) -> anyhow::Result<()> {
+    if !m.publishers.is_empty() || m.fanout.is_some() {
         // The fan-out appends too: the slices of long follower lists. Counting them here
         // keeps "everything published was applied" a complete quiet check.
-        let slices = ops.fanout.as_ref().map_or(0, |f| f.slices_published.get());
-        let published: u64 = ops.publishers.iter().map(Publisher::published).sum::<u64>() + slices;
-        body.push_str(&format!(
-            "# HELP {n} Events this process appended to the log.\n# TYPE {n} counter\n{n} {published}\n",
-            n = names::EVENTS_PUBLISHED
-        ));
+        let (publishers, fanout) = (m.publishers, m.fanout.clone());
+        registry.register(Pulled::counter(
+            names::EVENTS_PUBLISHED,
+            "Events this process appended to the log.",
+            move || {
+                let slices = fanout.as_ref().map_or(0, |f| f.slices_published.get());
+                (publishers.iter().map(Publisher::published).sum::<u64>() + slices) as f64
+            },
+        ))?;
     }
-    if let Some(f) = &ops.fanout {
-        body.push_str(&f.render());
+    if let Some(f) = &m.fanout {
+        f.register(registry)?;
     }
-    if let Some(t) = &ops.timeline {
-        body.push_str(&t.stats.render());
+    if let Some(t) = m.timeline {
+        t.stats.register(registry)?;
     }
-    if let Some(memory) = &ops.memory {
-        let timelines = memory.len().await.unwrap_or(0);
-        body.push_str(&format!(
-            "# HELP {n} Timelines held in the cache.\n# TYPE {n} gauge\n{n} {timelines}\n",
-            n = names::TIMELINES_MATERIALISED
-        ));
+    if let Some(memory) = m.memory {
+        registry.register(Pulled::gauge(names::TIMELINES_MATERIALISED, "Timelines held in the cache.", move || {
+            memory.len_now() as f64
+        }))?;
     }
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(body)
+    Ok(())
 }
 
 async fn openapi() -> HttpResponse {
