@@ -1,12 +1,24 @@
 //! What the fan-out worker measures, for `/metrics` and the benchmarks: counters of the
 //! `prometheus` crate (an increment is one relaxed atomic add, as the plain atomics they
-//! replaced), and the consumers' lag, read when scraped. [`FanoutStats::register`] puts them in the process's registry; a bench or
+//! replaced), the apply-time and delivery-lag histograms, and the consumers' lag, read
+//! when scraped. [`FanoutStats::register`] puts them in the process's registry; a bench or
 //! test that never registers them reads them with [`Counter::get`].
 
 use std::sync::Arc;
+use std::time::Instant;
 
-use starling_metrics::prometheus::{IntCounter, IntCounterVec, Opts};
+use starling_events::Topic;
+use starling_ids::PostId;
+use starling_metrics::prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
 use starling_metrics::{Metrics, Pulled, names, prometheus};
+
+/// Apply-time buckets, in seconds: a run is a few cache round trips (milliseconds); a
+/// long one, or one retried while a dependency is down, takes seconds.
+const APPLY_BUCKETS: [f64; 13] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// Delivery-lag buckets, in seconds. 1 is the objective (`k8s/monitoring/rules.yaml` reads
+/// its `le="1"` bucket), so it must stay a bound; above it, how late a backlog is.
+const DELIVERY_BUCKETS: [f64; 14] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
 
 /// A counter the worker bumps; registered under its name by [`FanoutStats::register`].
 #[derive(Clone, Debug)]
@@ -56,11 +68,42 @@ pub struct FanoutStats {
     pub by_followers: ByFollowers,
     /// Last known lag of each consumer in this process (records not yet committed).
     pub lag: parking_lot::Mutex<Vec<u64>>,
+    /// Time to apply a run or a lone event, by topic; one child per topic, indexed like
+    /// [`Topic::ALL`], so that observing looks no label up.
+    apply: ApplyTimes,
+    /// Seconds from a post's acceptance to its pushes being written.
+    delivery: Histogram,
+}
+
+#[derive(Debug)]
+struct ApplyTimes {
+    vec: HistogramVec,
+    by_topic: [Histogram; Topic::ALL.len()],
 }
 
 impl Default for FanoutStats {
     fn default() -> Self {
         let c = Counter::new;
+        let apply = HistogramVec::new(
+            HistogramOpts::new(
+                names::FANOUT_EVENT_APPLY_DURATION,
+                "Time to apply a run of events (consecutive posts, or graph edges, of one partition, \
+                 applied together) or an event applied alone, retries included, by topic.",
+            )
+            .buckets(APPLY_BUCKETS.to_vec()),
+            &["topic"],
+        )
+        .expect("a valid metric definition");
+        let by_topic = Topic::ALL.map(|t| apply.with_label_values(&[t.name()]));
+        let delivery = Histogram::with_opts(
+            HistogramOpts::new(
+                names::FANOUT_DELIVERY_LAG,
+                "Seconds from a post's acceptance (the time in its id) to its timeline pushes being \
+                 written, once per post event and per follower-list slice applied.",
+            )
+            .buckets(DELIVERY_BUCKETS.to_vec()),
+        )
+        .expect("a valid metric definition");
         FanoutStats {
             events: c(names::FANOUT_EVENTS, "Events applied, slices included."),
             inserts: c(names::FANOUT_TIMELINE_INSERTS, "Timeline entries written by pushes."),
@@ -81,6 +124,8 @@ impl Default for FanoutStats {
             ),
             by_followers: ByFollowers::default(),
             lag: parking_lot::Mutex::new(Vec::new()),
+            apply: ApplyTimes { vec: apply, by_topic },
+            delivery,
         }
     }
 }
@@ -102,6 +147,31 @@ impl FanoutStats {
         all.saturating_sub(self.slices_applied.get())
     }
 
+    /// An event applied alone, or a run of graph edges, that started at `started`.
+    pub(crate) fn applied(&self, topic: Topic, started: Instant) {
+        self.apply.by_topic[topic_index(topic)].observe(started.elapsed().as_secs_f64());
+    }
+
+    /// A run of pushes whose writes all succeeded, started at `started`: `posts` holds each
+    /// push's post and whether it is a slice (all of a run are, or none: a run is one
+    /// partition of one topic). Each push counts as a delivery of its post, timed from
+    /// the post's acceptance: a post id carries the millisecond it was made, which the
+    /// post-service does as it accepts the post, and unlike the event's `occurred_at_ms`
+    /// that holds for slices too (a slice's own time is when the worker split the post).
+    pub(crate) fn applied_run(&self, started: Instant, posts: impl IntoIterator<Item = (PostId, bool)>) {
+        let now_ms = u64::try_from(starling_events::now_ms()).unwrap_or(0);
+        let mut topic = Topic::Posts;
+        for (post, slice) in posts {
+            if slice {
+                topic = Topic::Fanout;
+            }
+            // A clock behind the post-service's would make this negative: count it as no lag.
+            let lag_ms = now_ms.saturating_sub(post.unix_millis());
+            self.delivery.observe(lag_ms as f64 / 1000.0);
+        }
+        self.applied(topic, started);
+    }
+
     /// Adds these metrics to `metrics`' registry. The consumers' lag is read when scraped.
     pub fn register(self: &Arc<Self>, metrics: &Metrics) -> prometheus::Result<()> {
         for c in [
@@ -121,6 +191,8 @@ impl FanoutStats {
         }
         metrics.register(self.by_followers.posts_vec.clone())?;
         metrics.register(self.by_followers.targets_vec.clone())?;
+        metrics.register(self.apply.vec.clone())?;
+        metrics.register(self.delivery.clone())?;
         let stats = self.clone();
         metrics.register(Pulled::gauge(
             names::FANOUT_LAG,
@@ -128,6 +200,10 @@ impl FanoutStats {
             move || stats.lag.lock().iter().sum::<u64>() as f64,
         ))
     }
+}
+
+fn topic_index(topic: Topic) -> usize {
+    Topic::ALL.iter().position(|&t| t == topic).unwrap_or(0)
 }
 
 /// Follower-count decades: 0, 1–9, 10–99, … , 1M and more.
@@ -215,5 +291,29 @@ mod tests {
         assert!(text.contains(&format!("{} 1\n", names::FANOUT_TIMELINE_INSERTS)), "{text}");
         assert!(text.contains(&format!("# TYPE {0} gauge\n{0} 7\n", names::FANOUT_LAG)), "{text}");
         assert_eq!(stats.events.get(), 5, "what the benches read is what is exported");
+    }
+
+    #[test]
+    fn a_run_is_timed_under_its_topic_and_each_push_by_its_post_age() {
+        let stats = Arc::new(FanoutStats::default());
+        let metrics = Metrics::new("fanout-worker");
+        stats.register(&metrics).unwrap();
+        let now = u64::try_from(starling_events::now_ms()).unwrap();
+        let made_at = |ago_ms: u64| starling_ids::post_id_floor_at(now - ago_ms);
+        stats.applied_run(Instant::now(), [(made_at(200), false), (made_at(3_000), false)]);
+        stats.applied_run(Instant::now(), [(made_at(100), true)]);
+        // A post id from the future (the post-service's clock ahead of ours) is no lag.
+        stats.applied_run(Instant::now(), [(starling_ids::post_id_floor_at(now + 60_000), false)]);
+        stats.applied(Topic::Graph, Instant::now());
+        let text = metrics.render();
+        let lag = names::FANOUT_DELIVERY_LAG;
+        assert!(text.contains(&format!("{lag}_count 4\n")), "{text}");
+        // 0, 0.1 and 0.2 s are within 1 s; 3 s is not. The bound is written `1`, as the rules match it.
+        assert!(text.contains(&format!("{lag}_bucket{{le=\"1\"}} 3\n")), "{text}");
+        assert!(text.contains(&format!("{lag}_bucket{{le=\"5\"}} 4\n")), "{text}");
+        let apply = names::FANOUT_EVENT_APPLY_DURATION;
+        for (topic, n) in [("posts.v1", 2), ("fanout.v1", 1), ("graph.v1", 1)] {
+            assert!(text.contains(&format!("{apply}_count{{topic=\"{topic}\"}} {n}\n")), "{topic}:\n{text}");
+        }
     }
 }
