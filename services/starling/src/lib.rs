@@ -167,6 +167,9 @@ impl Stores {
 struct Backends {
     store: Option<Stores>,
     log: Arc<dyn EventLog>,
+    /// The consumer lag of every partition, as the log knows it: taken from the log's
+    /// own type, which the `EventLog` trait does not expose.
+    log_lag: starling_metrics::Pulled,
     cache: Option<Arc<dyn TimelineCache>>,
     /// Shared by the timeline-service (reads, fills), the fan-out (events) and the
     /// post-service (write-through); `None` for a post-service without Redis.
@@ -187,22 +190,30 @@ impl Backends {
 
         let store = if has(Role::Graph) || has(Role::Posts) { Some(Stores::open(settings).await?) } else { None };
 
-        let log: Arc<dyn EventLog> = match b.log() {
-            LogBackend::Kafka { brokers } => KafkaLog::connect(KafkaOptions {
-                brokers,
-                partitions: b.kafka_partitions,
-                topic_prefix: b.topic_prefix.clone(),
-                instance_id: Some(b.kafka_instance_id.clone()).filter(|i| !i.is_empty()),
-                park_after: Some(Duration::from_millis(b.kafka_park_after_ms)).filter(|d| !d.is_zero()),
-                ..KafkaOptions::default()
-            })
-            .await
-            .context("connecting to Kafka")?,
-            LogBackend::Embedded if all => EmbeddedLog::open(
-                &data.join("log"),
-                EmbeddedLogOptions { partitions: settings.storage.log_partitions, sync: settings.storage.sync },
-            )
-            .context("opening the embedded event log")?,
+        let (log, log_lag): (Arc<dyn EventLog>, _) = match b.log() {
+            LogBackend::Kafka { brokers } => {
+                let kafka = KafkaLog::connect(KafkaOptions {
+                    brokers,
+                    partitions: b.kafka_partitions,
+                    topic_prefix: b.topic_prefix.clone(),
+                    instance_id: Some(b.kafka_instance_id.clone()).filter(|i| !i.is_empty()),
+                    park_after: Some(Duration::from_millis(b.kafka_park_after_ms)).filter(|d| !d.is_zero()),
+                    ..KafkaOptions::default()
+                })
+                .await
+                .context("connecting to Kafka")?;
+                let lag = kafka.consumer_lag_metric();
+                (kafka, lag)
+            }
+            LogBackend::Embedded if all => {
+                let embedded = EmbeddedLog::open(
+                    &data.join("log"),
+                    EmbeddedLogOptions { partitions: settings.storage.log_partitions, sync: settings.storage.sync },
+                )
+                .context("opening the embedded event log")?;
+                let lag = embedded.consumer_lag_metric();
+                (embedded, lag)
+            }
             LogBackend::Embedded => {
                 bail!("services in separate processes share events through Kafka: set backends.kafka_brokers")
             }
@@ -263,7 +274,7 @@ impl Backends {
                  set backends.redis_url or backends.redis_cluster_urls"
             ),
         };
-        Ok(Backends { store, log, cache, model, memory, bus })
+        Ok(Backends { store, log, log_lag, cache, model, memory, bus })
     }
 }
 
@@ -388,6 +399,7 @@ impl Node {
         register_metrics(
             &registry,
             Measured {
+                log_lag: backends.log_lag,
                 publishers: publishers.clone(),
                 fanout: fanout_stats,
                 timeline: timeline.as_ref(),
@@ -528,6 +540,7 @@ async fn metrics(ops: web::Data<Ops>) -> HttpResponse {
 
 /// What a node measures beyond HTTP and the process, for [`register_metrics`].
 struct Measured<'a> {
+    log_lag: starling_metrics::Pulled,
     publishers: Vec<Publisher>,
     fanout: Option<Arc<FanoutStats>>,
     timeline: Option<&'a Arc<TimelineService>>,
@@ -540,6 +553,8 @@ struct Measured<'a> {
 /// Registers in `registry` what the node's roles measure. Values kept elsewhere (the
 /// publishers' counts, the cache's size) are read when scraped ([`Pulled`]).
 fn register_metrics(registry: &starling_metrics::Metrics, m: Measured<'_>) -> anyhow::Result<()> {
+    // A process that consumes nothing (graph-, post-, timeline-service) reports no series.
+    registry.register(m.log_lag)?;
     if !m.publishers.is_empty() || m.fanout.is_some() {
         // The fan-out appends too: the slices of long follower lists. Counting them here
         // keeps "everything published was applied" a complete quiet check.
