@@ -310,12 +310,15 @@ impl Node {
         };
         // Each process creating ids needs its own worker id; see `server.worker_id`.
         let mut publishers = Vec::new();
+        // The same publishers, by the service whose outbox each empties.
+        let mut outboxes = Vec::new();
         let graph = match store {
             Some(s) if has(Role::Graph) => {
                 let publisher = Publisher::new(s.graph_outbox.clone(), log.clone());
                 // Events a crash left in the outbox go out before anything new.
                 publisher.drain().await.context("republishing the graph outbox")?;
                 publishers.push(publisher.clone());
+                outboxes.push((Role::Graph, publisher.clone()));
                 Some(Arc::new(GraphService {
                     store: s.graph.clone(),
                     auth: s.auth.clone(),
@@ -337,6 +340,7 @@ impl Node {
                 let publisher = Publisher::new(s.posts_outbox.clone(), log.clone());
                 publisher.drain().await.context("republishing the post outbox")?;
                 publishers.push(publisher.clone());
+                outboxes.push((Role::Posts, publisher.clone()));
                 Some(Arc::new(PostService {
                     store: s.posts.clone(),
                     graph: graph_client.clone(),
@@ -400,7 +404,7 @@ impl Node {
             &registry,
             Measured {
                 log_lag: backends.log_lag,
-                publishers: publishers.clone(),
+                outboxes,
                 fanout: fanout_stats,
                 timeline: timeline.as_ref(),
                 memory: backends.memory.clone(),
@@ -541,7 +545,7 @@ async fn metrics(ops: web::Data<Ops>) -> HttpResponse {
 /// What a node measures beyond HTTP and the process, for [`register_metrics`].
 struct Measured<'a> {
     log_lag: starling_metrics::Pulled,
-    publishers: Vec<Publisher>,
+    outboxes: Vec<(Role, Publisher)>,
     fanout: Option<Arc<FanoutStats>>,
     timeline: Option<&'a Arc<TimelineService>>,
     /// The in-memory cache, whose size is cheap to read. Redis is not asked: counting its
@@ -555,10 +559,11 @@ struct Measured<'a> {
 fn register_metrics(registry: &starling_metrics::Metrics, m: Measured<'_>) -> anyhow::Result<()> {
     // A process that consumes nothing (graph-, post-, timeline-service) reports no series.
     registry.register(m.log_lag)?;
-    if !m.publishers.is_empty() || m.fanout.is_some() {
+    if !m.outboxes.is_empty() || m.fanout.is_some() {
         // The fan-out appends too: the slices of long follower lists. Counting them here
         // keeps "everything published was applied" a complete quiet check.
-        let (publishers, fanout) = (m.publishers, m.fanout.clone());
+        let publishers: Vec<Publisher> = m.outboxes.iter().map(|(_, p)| p.clone()).collect();
+        let fanout = m.fanout.clone();
         registry.register(Pulled::counter(
             names::EVENTS_PUBLISHED,
             "Events this process appended to the log.",
@@ -566,6 +571,18 @@ fn register_metrics(registry: &starling_metrics::Metrics, m: Measured<'_>) -> an
                 let slices = fanout.as_ref().map_or(0, |f| f.slices_published.get());
                 (publishers.iter().map(Publisher::published).sum::<u64>() + slices) as f64
             },
+        ))?;
+    }
+    if !m.outboxes.is_empty() {
+        // Labelled by the service owning the outbox even when one process runs both, so
+        // the standalone process reports its two outboxes apart.
+        let outboxes = m.outboxes;
+        registry.register(Pulled::gauges(
+            names::OUTBOX_DEPTH,
+            "Events in the service's outbox not yet acknowledged as in the log, as the relay's last sweep \
+             (every 2 s) found them, counted up to 512.",
+            &["service"],
+            move || outboxes.iter().map(|(role, p)| (vec![role.name().to_owned()], p.depth() as f64)).collect(),
         ))?;
     }
     if let Some(f) = &m.fanout {
