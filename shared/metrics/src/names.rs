@@ -1,7 +1,9 @@
 //! The name of every metric Starling exports, defined once: the services register and
 //! render them under these names, and the tests, the benches and the replay read them by
 //! these constants, never by copied string literals. The Prometheus rules and dashboard in
-//! `k8s/monitoring/` use the same names (checked by `scripts/check-k8s.sh`).
+//! `k8s/monitoring/` use the same names: `scripts/lib/check_metrics.py` reads this file
+//! (its `pub const NAME: &str = "...";` lines and [`HISTOGRAMS`]) as the contract they are
+//! checked against (by `scripts/check-k8s.sh`).
 
 // HTTP, per service (RED), from this crate's middleware.
 pub const HTTP_REQUESTS: &str = "starling_http_requests_total";
