@@ -82,6 +82,9 @@ echo "rotel $ROTEL_VERSION (an OpenTelemetry collector) at $ROTEL"
 PROMTOOL=$(command -v promtool)
 export PROMTOOL
 echo "promtool at $PROMTOOL ($(promtool --version 2>&1 | head -1))"
+# The same package's server, which tests/metrics.rs runs to scrape the distributed stack.
+PROMETHEUS=$(command -v prometheus)
+export PROMETHEUS
 
 step "tests"
 # End-to-end tests start real servers; two at a time keeps them inside 2 cores.

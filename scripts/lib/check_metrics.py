@@ -6,8 +6,9 @@
   `datasource` variable of type datasource (Prometheus), and every data source it names is
   that variable (`${datasource}`): no hard-coded uid, no __inputs;
 - every panel has a unique id, a gridPos and, unless it is a row, Prometheus targets;
-- every metric any panel query, variable query or rule expression names is in CONTRACT
-  below (what the services emit) or is recorded by a rule in rules.yaml;
+- every metric any panel query, variable query or rule expression names is in the
+  contract (what the services emit: every name in shared/metrics/src/names.rs, read from
+  there, and the process collector's) or is recorded by a rule in rules.yaml;
 - every alert has a `severity` label and summary, description and runbook annotations,
   and each runbook points at a heading of the RUNBOOK.md it names;
 - writes the dashboard's queries (Grafana's variables replaced by plain values) as
@@ -22,26 +23,34 @@ import sys
 
 import yaml
 
-# The metric contract: what the Starling processes emit at /metrics (k8s/README.md,
-# "Monitoring and objectives"). A histogram stands for its _bucket, _count and _sum.
-COUNTERS_AND_GAUGES = {
-    "starling_timeline_reads_total", "starling_timeline_cache_hits_total",
-    "starling_timeline_rebuilds_total", "starling_timeline_peer_calls_total",
-    "starling_read_model_lookups_total",
-    "starling_fanout_events_total", "starling_fanout_timeline_inserts_total",
-    "starling_fanout_dead_letters_total", "starling_fanout_retries_total",
-    "starling_fanout_posts_pushed_total", "starling_fanout_posts_merged_at_read_total",
-    "starling_events_published_total",
-    "starling_http_requests_total",
-    "starling_kafka_consumer_lag", "starling_outbox_depth",
-    "process_cpu_seconds_total", "process_resident_memory_bytes",
+# Where every metric a Starling process emits is named, once.
+NAMES_RS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../shared/metrics/src/names.rs")
+# What the prometheus crate's process collector adds (not ours to name, so not in names.rs).
+PROCESS = {
+    "process_cpu_seconds_total", "process_resident_memory_bytes", "process_virtual_memory_bytes",
+    "process_open_fds", "process_max_fds", "process_start_time_seconds", "process_threads",
 }
-HISTOGRAMS = {
-    "starling_http_request_duration_seconds",
-    "starling_fanout_event_apply_duration_seconds",
-    "starling_fanout_delivery_lag_seconds",
-}
-CONTRACT = COUNTERS_AND_GAUGES | {h + s for h in HISTOGRAMS for s in ("_bucket", "_count", "_sum")}
+
+
+def read_contract(path):
+    """The metric contract from names.rs: each `pub const X: &str = "...";` and, for the
+    constants listed in `HISTOGRAMS`, their _bucket, _count and _sum series."""
+    src = open(path).read()
+    consts = dict(re.findall(r'^pub const ([A-Z0-9_]+): &str = "([A-Za-z_:][A-Za-z0-9_:]*)";', src, re.M))
+    m = re.search(r"^pub const HISTOGRAMS: &\[&str\] = &\[(.*?)\];", src, re.M | re.S)
+    if not consts or not m:
+        sys.exit(f"    FAIL: cannot read the metric names from {path}: update check_metrics.py to its format")
+    histograms = set()
+    for ident in re.findall(r"[A-Z0-9_]+", m.group(1)):
+        if ident not in consts:
+            sys.exit(f"    FAIL: {path}: HISTOGRAMS names {ident}, which is not a metric name constant")
+        histograms.add(consts[ident])
+    # A histogram's own name selects nothing in Prometheus: only its three series do.
+    names = set(consts.values()) - histograms
+    return names | PROCESS | {h + s for h in histograms for s in ("_bucket", "_count", "_sum")}
+
+
+CONTRACT = read_contract(NAMES_RS)
 
 KEYWORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring",
             "group_left", "group_right", "inf", "nan", "atan2"}

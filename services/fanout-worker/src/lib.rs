@@ -319,7 +319,9 @@ impl Fanout {
                 Decoded::Single(event) => {
                     self.flush_posts(&mut run, log).await;
                     self.flush_edges(&mut edges).await;
+                    let started = std::time::Instant::now();
                     self.apply_with_retry(d, event, log).instrument(span).await;
+                    self.stats.applied(d.topic, started);
                 }
             }
         }
@@ -364,7 +366,9 @@ impl Fanout {
         for p in &run[1..] {
             span.follows_from(&p.span);
         }
+        let started = std::time::Instant::now();
         self.until_applied(&span, "applying posts", || self.apply_run(run, log)).await;
+        self.stats.applied_run(started, run.iter().map(|p| (p.push.post, p.push.slice.is_some())));
         self.stats.events.add(run.len() as u64);
         // Once per post (its slices are the same post again), after its pushes.
         let posted: Vec<Announcement> = run
@@ -388,7 +392,9 @@ impl Fanout {
             span.follows_from(&e.span);
         }
         let edges: Vec<(UserId, UserId)> = run.iter().flat_map(|e| e.pairs.iter().copied()).collect();
+        let started = std::time::Instant::now();
         self.until_applied(&span, "reconciling edges", || self.reconcile_all(&edges)).await;
+        self.stats.applied(Topic::Graph, started);
         self.stats.events.add(run.len() as u64);
         let mut readers: Vec<UserId> = edges.iter().map(|e| e.0).collect();
         readers.sort_unstable();

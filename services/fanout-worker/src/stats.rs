@@ -1,26 +1,49 @@
-//! Counters the fan-out worker keeps, for metrics and benchmarks.
+//! What the fan-out worker measures, for `/metrics` and the benchmarks: counters of the
+//! `prometheus` crate (an increment is one relaxed atomic add, as the plain atomics they
+//! replaced), the apply-time and delivery-lag histograms, and the consumers' lag, read
+//! when scraped. [`FanoutStats::register`] puts them in the process's registry; a bench or
+//! test that never registers them reads them with [`Counter::get`].
 
-use starling_metrics::names;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
 
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
+use starling_events::Topic;
+use starling_ids::PostId;
+use starling_metrics::prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
+use starling_metrics::{Metrics, Pulled, names, prometheus};
+
+/// Apply-time buckets, in seconds: a run is a few cache round trips (milliseconds); a
+/// long one, or one retried while a dependency is down, takes seconds.
+const APPLY_BUCKETS: [f64; 13] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// Delivery-lag buckets, in seconds. 1 is the objective (`k8s/monitoring/rules.yaml` reads
+/// its `le="1"` bucket), so it must stay a bound; above it, how late a backlog is.
+const DELIVERY_BUCKETS: [f64; 14] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+
+/// A counter the worker bumps; registered under its name by [`FanoutStats::register`].
+#[derive(Clone, Debug)]
+pub struct Counter(IntCounter);
 
 impl Counter {
+    /// Panics only for an invalid name or help, which are constants.
+    fn new(name: &str, help: &str) -> Counter {
+        Counter(IntCounter::new(name, help).expect("a valid metric definition"))
+    }
+
     pub fn inc(&self) {
-        self.add(1);
+        self.0.inc();
     }
 
     pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
+        self.0.inc_by(n);
     }
 
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.0.get()
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FanoutStats {
     /// Events applied, slices included.
     pub events: Counter,
@@ -45,6 +68,66 @@ pub struct FanoutStats {
     pub by_followers: ByFollowers,
     /// Last known lag of each consumer in this process (records not yet committed).
     pub lag: parking_lot::Mutex<Vec<u64>>,
+    /// Time to apply a run or a lone event, by topic; one child per topic, indexed like
+    /// [`Topic::ALL`], so that observing looks no label up.
+    apply: ApplyTimes,
+    /// Seconds from a post's acceptance to its pushes being written.
+    delivery: Histogram,
+}
+
+#[derive(Debug)]
+struct ApplyTimes {
+    vec: HistogramVec,
+    by_topic: [Histogram; Topic::ALL.len()],
+}
+
+impl Default for FanoutStats {
+    fn default() -> Self {
+        let c = Counter::new;
+        let apply = HistogramVec::new(
+            HistogramOpts::new(
+                names::FANOUT_EVENT_APPLY_DURATION,
+                "Time to apply a run of events (consecutive posts, or graph edges, of one partition, \
+                 applied together) or an event applied alone, retries included, by topic.",
+            )
+            .buckets(APPLY_BUCKETS.to_vec()),
+            &["topic"],
+        )
+        .expect("a valid metric definition");
+        let by_topic = Topic::ALL.map(|t| apply.with_label_values(&[t.name()]));
+        let delivery = Histogram::with_opts(
+            HistogramOpts::new(
+                names::FANOUT_DELIVERY_LAG,
+                "Seconds from a post's acceptance (the time in its id) to its timeline pushes being \
+                 written, once per post event and per follower-list slice applied.",
+            )
+            .buckets(DELIVERY_BUCKETS.to_vec()),
+        )
+        .expect("a valid metric definition");
+        FanoutStats {
+            events: c(names::FANOUT_EVENTS, "Events applied, slices included."),
+            inserts: c(names::FANOUT_TIMELINE_INSERTS, "Timeline entries written by pushes."),
+            skipped_inactive: c(names::FANOUT_SKIPPED_INACTIVE, "Pushes skipped for readers without a timeline."),
+            posts_pushed: c(names::FANOUT_POSTS_PUSHED, "Posts pushed to followers."),
+            posts_merged_at_read: c(names::FANOUT_POSTS_MERGED_AT_READ, "Celebrity posts left to read-time merge."),
+            backfilled: c(names::FANOUT_BACKFILLED, "Entries inserted by backfills."),
+            retries: c(names::FANOUT_RETRIES, "Transient failures retried."),
+            dead_letters: c(names::FANOUT_DEAD_LETTERS, "Undecodable events skipped."),
+            slices_published: c(
+                names::FANOUT_SLICES_PUBLISHED,
+                "Slices of long follower lists published for the workers to share.",
+            ),
+            slices_applied: c(names::FANOUT_SLICES_APPLIED, "Follower-list slices applied."),
+            consumer_rebuilds: c(
+                names::FANOUT_CONSUMER_REBUILDS,
+                "Consumers that rejoined the group after stalling with records waiting.",
+            ),
+            by_followers: ByFollowers::default(),
+            lag: parking_lot::Mutex::new(Vec::new()),
+            apply: ApplyTimes { vec: apply, by_topic },
+            delivery,
+        }
+    }
 }
 
 impl FanoutStats {
@@ -64,49 +147,63 @@ impl FanoutStats {
         all.saturating_sub(self.slices_applied.get())
     }
 
-    /// Prometheus text exposition.
-    pub fn render(&self) -> String {
-        let rows = [
-            (names::FANOUT_EVENTS, "Events applied, slices included.", self.events.get()),
-            (names::FANOUT_TIMELINE_INSERTS, "Timeline entries written by pushes.", self.inserts.get()),
-            (
-                names::FANOUT_SKIPPED_INACTIVE,
-                "Pushes skipped for readers without a timeline.",
-                self.skipped_inactive.get(),
-            ),
-            (names::FANOUT_POSTS_PUSHED, "Posts pushed to followers.", self.posts_pushed.get()),
-            (
-                names::FANOUT_POSTS_MERGED_AT_READ,
-                "Celebrity posts left to read-time merge.",
-                self.posts_merged_at_read.get(),
-            ),
-            (names::FANOUT_BACKFILLED, "Entries inserted by backfills.", self.backfilled.get()),
-            (names::FANOUT_RETRIES, "Transient failures retried.", self.retries.get()),
-            (names::FANOUT_DEAD_LETTERS, "Undecodable events skipped.", self.dead_letters.get()),
-            (
-                names::FANOUT_SLICES_PUBLISHED,
-                "Slices of long follower lists published for the workers to share.",
-                self.slices_published.get(),
-            ),
-            (names::FANOUT_SLICES_APPLIED, "Follower-list slices applied.", self.slices_applied.get()),
-            (
-                names::FANOUT_CONSUMER_REBUILDS,
-                "Consumers that rejoined the group after stalling with records waiting.",
-                self.consumer_rebuilds.get(),
-            ),
-        ];
-        let mut out = String::new();
-        for (name, help, value) in rows {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"));
-        }
-        out.push_str(&self.by_followers.render());
-        let lag: u64 = self.lag.lock().iter().sum();
-        let name = names::FANOUT_LAG;
-        out.push_str(&format!(
-            "# HELP {name} Records in this process's partitions not yet applied.\n# TYPE {name} gauge\n{name} {lag}\n"
-        ));
-        out
+    /// An event applied alone, or a run of graph edges, that started at `started`.
+    pub(crate) fn applied(&self, topic: Topic, started: Instant) {
+        self.apply.by_topic[topic_index(topic)].observe(started.elapsed().as_secs_f64());
     }
+
+    /// A run of pushes whose writes all succeeded, started at `started`: `posts` holds each
+    /// push's post and whether it is a slice (all of a run are, or none: a run is one
+    /// partition of one topic). Each push counts as a delivery of its post, timed from
+    /// the post's acceptance: a post id carries the millisecond it was made, which the
+    /// post-service does as it accepts the post, and unlike the event's `occurred_at_ms`
+    /// that holds for slices too (a slice's own time is when the worker split the post).
+    pub(crate) fn applied_run(&self, started: Instant, posts: impl IntoIterator<Item = (PostId, bool)>) {
+        let now_ms = u64::try_from(starling_events::now_ms()).unwrap_or(0);
+        let mut topic = Topic::Posts;
+        for (post, slice) in posts {
+            if slice {
+                topic = Topic::Fanout;
+            }
+            // A clock behind the post-service's would make this negative: count it as no lag.
+            let lag_ms = now_ms.saturating_sub(post.unix_millis());
+            self.delivery.observe(lag_ms as f64 / 1000.0);
+        }
+        self.applied(topic, started);
+    }
+
+    /// Adds these metrics to `metrics`' registry. The consumers' lag is read when scraped.
+    pub fn register(self: &Arc<Self>, metrics: &Metrics) -> prometheus::Result<()> {
+        for c in [
+            &self.events,
+            &self.inserts,
+            &self.skipped_inactive,
+            &self.posts_pushed,
+            &self.posts_merged_at_read,
+            &self.backfilled,
+            &self.retries,
+            &self.dead_letters,
+            &self.slices_published,
+            &self.slices_applied,
+            &self.consumer_rebuilds,
+        ] {
+            metrics.register(c.0.clone())?;
+        }
+        metrics.register(self.by_followers.posts_vec.clone())?;
+        metrics.register(self.by_followers.targets_vec.clone())?;
+        metrics.register(self.apply.vec.clone())?;
+        metrics.register(self.delivery.clone())?;
+        let stats = self.clone();
+        metrics.register(Pulled::gauge(
+            names::FANOUT_LAG,
+            "Records in this process's partitions not yet applied.",
+            move || stats.lag.lock().iter().sum::<u64>() as f64,
+        ))
+    }
+}
+
+fn topic_index(topic: Topic) -> usize {
+    Topic::ALL.iter().position(|&t| t == topic).unwrap_or(0)
 }
 
 /// Follower-count decades: 0, 1–9, 10–99, … , 1M and more.
@@ -128,31 +225,33 @@ pub fn decade(followers: usize) -> usize {
 /// Pushed posts and their push targets per follower-count decade. Celebrity posts are
 /// counted apart: they are never pushed, and learning their follower count would cost
 /// the lookup their class exists to avoid.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ByFollowers {
-    posts: [Counter; DECADES],
-    targets: [Counter; DECADES],
+    posts_vec: IntCounterVec,
+    targets_vec: IntCounterVec,
+    /// The vectors' children, one per decade, made up front: every decade is exported
+    /// from the start (as zero), and a push looks no label up.
+    posts: [IntCounter; DECADES],
+    targets: [IntCounter; DECADES],
+}
+
+impl Default for ByFollowers {
+    fn default() -> Self {
+        let vec = |name: &str, help: &str| {
+            IntCounterVec::new(Opts::new(name, help), &["followers"]).expect("a valid metric definition")
+        };
+        let posts_vec = vec(names::FANOUT_PUSHED_POSTS_BY_FOLLOWERS, "Pushed posts by the author's follower count.");
+        let targets_vec = vec(names::FANOUT_PUSH_TARGETS_BY_FOLLOWERS, "Timelines targeted by those pushes.");
+        let children = |v: &IntCounterVec| std::array::from_fn(|i| v.with_label_values(&[decade_label(i).as_str()]));
+        ByFollowers { posts: children(&posts_vec), targets: children(&targets_vec), posts_vec, targets_vec }
+    }
 }
 
 impl ByFollowers {
     pub fn pushed(&self, followers: usize) {
         let d = decade(followers);
         self.posts[d].inc();
-        self.targets[d].add(followers as u64);
-    }
-
-    fn render(&self) -> String {
-        let mut out = String::new();
-        for (name, help, counters) in [
-            (names::FANOUT_PUSHED_POSTS_BY_FOLLOWERS, "Pushed posts by the author's follower count.", &self.posts),
-            (names::FANOUT_PUSH_TARGETS_BY_FOLLOWERS, "Timelines targeted by those pushes.", &self.targets),
-        ] {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
-            for (i, c) in counters.iter().enumerate() {
-                out.push_str(&format!("{name}{{followers=\"{}\"}} {}\n", decade_label(i), c.get()));
-            }
-        }
-        out
+        self.targets[d].inc_by(followers as u64);
     }
 }
 
@@ -167,12 +266,54 @@ mod tests {
             (decade_label(0), decade_label(2), decade_label(7)),
             ("0".into(), "10-99".into(), "1000000+".into())
         );
-        let b = ByFollowers::default();
-        b.pushed(75);
-        b.pushed(12);
-        let text = b.render();
+        let stats = Arc::new(FanoutStats::default());
+        stats.by_followers.pushed(75);
+        stats.by_followers.pushed(12);
+        let metrics = Metrics::new("fanout-worker");
+        stats.register(&metrics).unwrap();
+        let text = metrics.render();
         let (posts, targets) = (names::FANOUT_PUSHED_POSTS_BY_FOLLOWERS, names::FANOUT_PUSH_TARGETS_BY_FOLLOWERS);
         assert!(text.contains(&format!("{posts}{{followers=\"10-99\"}} 2\n")), "{text}");
         assert!(text.contains(&format!("{targets}{{followers=\"10-99\"}} 87\n")), "{text}");
+        assert!(text.contains(&format!("{posts}{{followers=\"1000000+\"}} 0\n")), "every decade, from zero:\n{text}");
+    }
+
+    #[test]
+    fn counters_render_under_their_names_and_lag_is_read_when_scraped() {
+        let stats = Arc::new(FanoutStats::default());
+        let metrics = Metrics::new("fanout-worker");
+        stats.register(&metrics).unwrap();
+        stats.events.add(5);
+        stats.inserts.inc();
+        *stats.lag.lock() = vec![3, 4];
+        let text = metrics.render();
+        assert!(text.contains(&format!("# TYPE {0} counter\n{0} 5\n", names::FANOUT_EVENTS)), "{text}");
+        assert!(text.contains(&format!("{} 1\n", names::FANOUT_TIMELINE_INSERTS)), "{text}");
+        assert!(text.contains(&format!("# TYPE {0} gauge\n{0} 7\n", names::FANOUT_LAG)), "{text}");
+        assert_eq!(stats.events.get(), 5, "what the benches read is what is exported");
+    }
+
+    #[test]
+    fn a_run_is_timed_under_its_topic_and_each_push_by_its_post_age() {
+        let stats = Arc::new(FanoutStats::default());
+        let metrics = Metrics::new("fanout-worker");
+        stats.register(&metrics).unwrap();
+        let now = u64::try_from(starling_events::now_ms()).unwrap();
+        let made_at = |ago_ms: u64| starling_ids::post_id_floor_at(now - ago_ms);
+        stats.applied_run(Instant::now(), [(made_at(200), false), (made_at(3_000), false)]);
+        stats.applied_run(Instant::now(), [(made_at(100), true)]);
+        // A post id from the future (the post-service's clock ahead of ours) is no lag.
+        stats.applied_run(Instant::now(), [(starling_ids::post_id_floor_at(now + 60_000), false)]);
+        stats.applied(Topic::Graph, Instant::now());
+        let text = metrics.render();
+        let lag = names::FANOUT_DELIVERY_LAG;
+        assert!(text.contains(&format!("{lag}_count 4\n")), "{text}");
+        // 0, 0.1 and 0.2 s are within 1 s; 3 s is not. The bound is written `1`, as the rules match it.
+        assert!(text.contains(&format!("{lag}_bucket{{le=\"1\"}} 3\n")), "{text}");
+        assert!(text.contains(&format!("{lag}_bucket{{le=\"5\"}} 4\n")), "{text}");
+        let apply = names::FANOUT_EVENT_APPLY_DURATION;
+        for (topic, n) in [("posts.v1", 2), ("fanout.v1", 1), ("graph.v1", 1)] {
+            assert!(text.contains(&format!("{apply}_count{{topic=\"{topic}\"}} {n}\n")), "{topic}:\n{text}");
+        }
     }
 }

@@ -37,7 +37,7 @@ use starling_events::EventLog;
 use starling_events::embedded::{EmbeddedLog, EmbeddedLogOptions};
 use starling_events::kafka::{KafkaLog, KafkaOptions};
 use starling_ids::IdGenerator;
-use starling_metrics::names;
+use starling_metrics::{Pulled, names};
 use starling_outbox::Publisher;
 use starling_scylla_store::{ScyllaOptions, ScyllaStore};
 use starling_storage::embedded::{Durability, EmbeddedStore};
@@ -109,17 +109,11 @@ pub struct Node {
 /// State the operational endpoints need.
 struct Ops {
     ready: Arc<AtomicBool>,
-    publishers: Vec<Publisher>,
-    fanout: Option<Arc<FanoutStats>>,
-    timeline: Option<Arc<TimelineService>>,
     cache: Option<Arc<dyn TimelineCache>>,
     model: Option<Arc<dyn ReadModel>>,
-    /// The in-memory cache, whose size is cheap to read. Redis is not asked: counting its
-    /// timelines is a SCAN over every key, too costly for each metrics scrape (Redis's own
-    /// INFO keyspace reports it).
-    memory: Option<Arc<MemoryCache>>,
     admin_token: String,
-    /// What `/metrics` renders from the metrics crate (HTTP and process metrics).
+    /// What `/metrics` renders: everything the process measures is registered here (see
+    /// [`register_metrics`]).
     registry: starling_metrics::Metrics,
 }
 
@@ -174,6 +168,9 @@ impl Stores {
 struct Backends {
     store: Option<Stores>,
     log: Arc<dyn EventLog>,
+    /// The consumer lag of every partition, as the log knows it: taken from the log's
+    /// own type, which the `EventLog` trait does not expose.
+    log_lag: starling_metrics::Pulled,
     cache: Option<Arc<dyn TimelineCache>>,
     /// Shared by the timeline-service (reads, fills), the fan-out (events) and the
     /// post-service (write-through); `None` for a post-service without Redis.
@@ -194,22 +191,30 @@ impl Backends {
 
         let store = if has(Role::Graph) || has(Role::Posts) { Some(Stores::open(settings).await?) } else { None };
 
-        let log: Arc<dyn EventLog> = match b.log() {
-            LogBackend::Kafka { brokers } => KafkaLog::connect(KafkaOptions {
-                brokers,
-                partitions: b.kafka_partitions,
-                topic_prefix: b.topic_prefix.clone(),
-                instance_id: Some(b.kafka_instance_id.clone()).filter(|i| !i.is_empty()),
-                park_after: Some(Duration::from_millis(b.kafka_park_after_ms)).filter(|d| !d.is_zero()),
-                ..KafkaOptions::default()
-            })
-            .await
-            .context("connecting to Kafka")?,
-            LogBackend::Embedded if all => EmbeddedLog::open(
-                &data.join("log"),
-                EmbeddedLogOptions { partitions: settings.storage.log_partitions, sync: settings.storage.sync },
-            )
-            .context("opening the embedded event log")?,
+        let (log, log_lag): (Arc<dyn EventLog>, _) = match b.log() {
+            LogBackend::Kafka { brokers } => {
+                let kafka = KafkaLog::connect(KafkaOptions {
+                    brokers,
+                    partitions: b.kafka_partitions,
+                    topic_prefix: b.topic_prefix.clone(),
+                    instance_id: Some(b.kafka_instance_id.clone()).filter(|i| !i.is_empty()),
+                    park_after: Some(Duration::from_millis(b.kafka_park_after_ms)).filter(|d| !d.is_zero()),
+                    ..KafkaOptions::default()
+                })
+                .await
+                .context("connecting to Kafka")?;
+                let lag = kafka.consumer_lag_metric();
+                (kafka, lag)
+            }
+            LogBackend::Embedded if all => {
+                let embedded = EmbeddedLog::open(
+                    &data.join("log"),
+                    EmbeddedLogOptions { partitions: settings.storage.log_partitions, sync: settings.storage.sync },
+                )
+                .context("opening the embedded event log")?;
+                let lag = embedded.consumer_lag_metric();
+                (embedded, lag)
+            }
             LogBackend::Embedded => {
                 bail!("services in separate processes share events through Kafka: set backends.kafka_brokers")
             }
@@ -270,7 +275,7 @@ impl Backends {
                  set backends.redis_url or backends.redis_cluster_urls"
             ),
         };
-        Ok(Backends { store, log, cache, model, memory, bus })
+        Ok(Backends { store, log, log_lag, cache, model, memory, bus })
     }
 }
 
@@ -306,12 +311,15 @@ impl Node {
         };
         // Each process creating ids needs its own worker id; see `server.worker_id`.
         let mut publishers = Vec::new();
+        // The same publishers, by the service whose outbox each empties.
+        let mut outboxes = Vec::new();
         let graph = match store {
             Some(s) if has(Role::Graph) => {
                 let publisher = Publisher::new(s.graph_outbox.clone(), log.clone());
                 // Events a crash left in the outbox go out before anything new.
                 publisher.drain().await.context("republishing the graph outbox")?;
                 publishers.push(publisher.clone());
+                outboxes.push((Role::Graph, publisher.clone()));
                 Some(Arc::new(GraphService {
                     store: s.graph.clone(),
                     auth: s.auth.clone(),
@@ -333,6 +341,7 @@ impl Node {
                 let publisher = Publisher::new(s.posts_outbox.clone(), log.clone());
                 publisher.drain().await.context("republishing the post outbox")?;
                 publishers.push(publisher.clone());
+                outboxes.push((Role::Posts, publisher.clone()));
                 Some(Arc::new(PostService {
                     store: s.posts.clone(),
                     graph: graph_client.clone(),
@@ -391,17 +400,25 @@ impl Node {
             background.push(memory.spawn_sweeper(every, background_stop.clone()));
         }
 
+        let registry = starling_metrics::Metrics::new(service_label(roles));
+        register_metrics(
+            &registry,
+            Measured {
+                log_lag: backends.log_lag,
+                outboxes,
+                fanout: fanout_stats,
+                timeline: timeline.as_ref(),
+                memory: backends.memory.clone(),
+            },
+        )
+        .context("registering the metrics")?;
         let ready = Arc::new(AtomicBool::new(false));
         let ops = web::Data::new(Ops {
             ready: ready.clone(),
-            publishers: publishers.clone(),
-            fanout: fanout_stats,
-            timeline: timeline.clone(),
             cache: backends.cache.clone(),
             model: backends.model.clone(),
-            memory: backends.memory.clone(),
             admin_token: settings.admin.token.clone(),
-            registry: starling_metrics::Metrics::new(service_label(roles)),
+            registry,
         });
         let red = starling_metrics::Red(ops.registry.http.clone());
         let tokens = web::Data::new(tokens);
@@ -525,31 +542,64 @@ async fn readyz(ops: web::Data<Ops>) -> HttpResponse {
 }
 
 async fn metrics(ops: web::Data<Ops>) -> HttpResponse {
-    let mut body = ops.registry.render();
-    if !ops.publishers.is_empty() || ops.fanout.is_some() {
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(ops.registry.render())
+}
+
+/// What a node measures beyond HTTP and the process, for [`register_metrics`].
+struct Measured<'a> {
+    log_lag: starling_metrics::Pulled,
+    outboxes: Vec<(Role, Publisher)>,
+    fanout: Option<Arc<FanoutStats>>,
+    timeline: Option<&'a Arc<TimelineService>>,
+    /// The in-memory cache, whose size is cheap to read. Redis is not asked: counting its
+    /// timelines is a SCAN over every key, too costly for each metrics scrape (Redis's own
+    /// INFO keyspace reports it).
+    memory: Option<Arc<MemoryCache>>,
+}
+
+/// Registers in `registry` what the node's roles measure. Values kept elsewhere (the
+/// publishers' counts, the cache's size) are read when scraped ([`Pulled`]).
+fn register_metrics(registry: &starling_metrics::Metrics, m: Measured<'_>) -> anyhow::Result<()> {
+    // A process that consumes nothing (graph-, post-, timeline-service) reports no series.
+    registry.register(m.log_lag)?;
+    if !m.outboxes.is_empty() || m.fanout.is_some() {
         // The fan-out appends too: the slices of long follower lists. Counting them here
         // keeps "everything published was applied" a complete quiet check.
-        let slices = ops.fanout.as_ref().map_or(0, |f| f.slices_published.get());
-        let published: u64 = ops.publishers.iter().map(Publisher::published).sum::<u64>() + slices;
-        body.push_str(&format!(
-            "# HELP {n} Events this process appended to the log.\n# TYPE {n} counter\n{n} {published}\n",
-            n = names::EVENTS_PUBLISHED
-        ));
+        let publishers: Vec<Publisher> = m.outboxes.iter().map(|(_, p)| p.clone()).collect();
+        let fanout = m.fanout.clone();
+        registry.register(Pulled::counter(
+            names::EVENTS_PUBLISHED,
+            "Events this process appended to the log.",
+            move || {
+                let slices = fanout.as_ref().map_or(0, |f| f.slices_published.get());
+                (publishers.iter().map(Publisher::published).sum::<u64>() + slices) as f64
+            },
+        ))?;
     }
-    if let Some(f) = &ops.fanout {
-        body.push_str(&f.render());
+    if !m.outboxes.is_empty() {
+        // Labelled by the service owning the outbox even when one process runs both, so
+        // the standalone process reports its two outboxes apart.
+        let outboxes = m.outboxes;
+        registry.register(Pulled::gauges(
+            names::OUTBOX_DEPTH,
+            "Events in the service's outbox not yet acknowledged as in the log, as the relay's last sweep \
+             (every 2 s) found them, counted up to 512.",
+            &["service"],
+            move || outboxes.iter().map(|(role, p)| (vec![role.name().to_owned()], p.depth() as f64)).collect(),
+        ))?;
     }
-    if let Some(t) = &ops.timeline {
-        body.push_str(&t.stats.render());
+    if let Some(f) = &m.fanout {
+        f.register(registry)?;
     }
-    if let Some(memory) = &ops.memory {
-        let timelines = memory.len().await.unwrap_or(0);
-        body.push_str(&format!(
-            "# HELP {n} Timelines held in the cache.\n# TYPE {n} gauge\n{n} {timelines}\n",
-            n = names::TIMELINES_MATERIALISED
-        ));
+    if let Some(t) = m.timeline {
+        t.stats.register(registry)?;
     }
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(body)
+    if let Some(memory) = m.memory {
+        registry.register(Pulled::gauge(names::TIMELINES_MATERIALISED, "Timelines held in the cache.", move || {
+            memory.len_now() as f64
+        }))?;
+    }
+    Ok(())
 }
 
 async fn openapi() -> HttpResponse {

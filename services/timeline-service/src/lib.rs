@@ -66,7 +66,6 @@ pub use stats::ReadStats;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use stats::{Lookups, Peer};
 
@@ -349,7 +348,7 @@ impl TimelineService {
 
     /// The page of `reader`'s home timeline described by `query`, in the query's direction.
     pub async fn home(&self, reader: UserId, query: Query) -> Result<HomePage, ReadError> {
-        self.stats.reads.fetch_add(1, Ordering::Relaxed);
+        self.stats.reads.inc();
         // The first round's timeline read goes out with the follow list's: one round trip.
         let first = cache_range(query.upper, query.lower, query.limit, query.direction == Direction::Down);
         let ((following, version), slice) =
@@ -370,7 +369,7 @@ impl TimelineService {
             // Someone else is rebuilding right now: serve this read from storage.
             return Ok(Mode::Pull);
         }
-        self.stats.rebuilds.fetch_add(1, Ordering::Relaxed);
+        self.stats.rebuilds.inc();
         let ctx = Ctx { reader, authors, celebs: &[], allowed: None, version: 0 };
         let query = Query { upper: None, lower: None, direction: Direction::Down, limit: self.settings.max_entries };
         let pulled = match self.merge(&ctx, query, Mode::Pull).await {
@@ -537,7 +536,7 @@ impl TimelineService {
         };
         match *mode {
             Mode::Pull => {
-                self.stats.pulls.fetch_add(1, Ordering::Relaxed);
+                self.stats.pulls.inc();
                 from_storage(ctx.authors.to_vec(), None).await.map(Some)
             }
             Mode::Cached { .. } | Mode::Unprobed => {
@@ -555,7 +554,7 @@ impl TimelineService {
                     return Box::pin(self.fetch_round(ctx, mode, &mut None, round)).await;
                 };
                 if *mode == Mode::Unprobed {
-                    self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                    self.stats.cache_hits.inc();
                 }
                 let floor = slice.floor;
                 *mode = Mode::Cached { floor };
@@ -581,7 +580,7 @@ impl TimelineService {
                     Some(f) if !down => {
                         // Going up from below the floor: storage covers (lower, floor).
                         fetched.push(cached);
-                        self.stats.pulls.fetch_add(1, Ordering::Relaxed);
+                        self.stats.pulls.inc();
                         fetched.extend(from_storage(ctx.authors.to_vec(), Some(f)).await?);
                     }
                     _ => fetched.push(cached),

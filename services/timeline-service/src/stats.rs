@@ -1,8 +1,8 @@
-//! Counters of the read path, rendered for `/metrics`.
+//! Counters of the read path: `prometheus` counters (an increment is one relaxed atomic
+//! add), put in the process's registry by [`ReadStats::register`].
 
-use starling_metrics::names;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use starling_metrics::prometheus::{IntCounter, IntCounterVec, Opts};
+use starling_metrics::{Metrics, names, prometheus};
 
 /// A service the read path calls on a miss (in-process in standalone mode, internal HTTP
 /// when distributed).
@@ -27,67 +27,106 @@ pub enum Lookups {
 
 const COLLECTIONS: [&str; 6] = ["posts", "following", "recent", "celebrities", "counts", "interactions"];
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ReadStats {
-    pub reads: AtomicU64,
+    pub reads: IntCounter,
     /// Reads whose reader had a ready timeline in the cache.
-    pub cache_hits: AtomicU64,
-    pub rebuilds: AtomicU64,
+    pub cache_hits: IntCounter,
+    pub rebuilds: IntCounter,
     /// Rounds served by pulling from storage (below the floor, or no timeline).
-    pub pulls: AtomicU64,
-    /// Calls to another service, by [`Peer`].
-    calls: [AtomicU64; 2],
-    /// Read-model hits and misses, by [`Lookups`].
-    hits: [AtomicU64; COLLECTIONS.len()],
-    misses: [AtomicU64; COLLECTIONS.len()],
+    pub pulls: IntCounter,
+    peer_calls: IntCounterVec,
+    lookups: IntCounterVec,
+    /// The vectors' children, made up front so that every series is exported from the
+    /// start (as zero) and counting looks no label up: calls by [`Peer`], read-model hits
+    /// and misses by [`Lookups`].
+    calls: [IntCounter; PEERS.len()],
+    hits: [IntCounter; COLLECTIONS.len()],
+    misses: [IntCounter; COLLECTIONS.len()],
+}
+
+impl Default for ReadStats {
+    fn default() -> Self {
+        // Panics only for an invalid name or help, which are constants.
+        let counter = |name: &str, help: &str| IntCounter::new(name, help).expect("a valid metric definition");
+        let vec = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels).expect("a valid metric definition")
+        };
+        let peer_calls =
+            vec(names::TIMELINE_PEER_CALLS, "Calls the read path made to another service, by target.", &["target"]);
+        let lookups =
+            vec(names::READ_MODEL_LOOKUPS, "Read-model lookups, by collection and result.", &["cache", "result"]);
+        let result = |r: &str| -> [IntCounter; COLLECTIONS.len()] {
+            std::array::from_fn(|i| lookups.with_label_values(&[COLLECTIONS[i], r]))
+        };
+        ReadStats {
+            reads: counter(names::TIMELINE_READS, "Home timeline pages served."),
+            cache_hits: counter(names::TIMELINE_CACHE_HITS, "Reads that found a ready timeline."),
+            rebuilds: counter(names::TIMELINE_REBUILDS, "Timelines rebuilt from storage."),
+            pulls: counter(names::TIMELINE_PULL_ROUNDS, "Merge rounds that pulled from storage."),
+            calls: PEERS.map(|target| peer_calls.with_label_values(&[target])),
+            hits: result("hit"),
+            misses: result("miss"),
+            peer_calls,
+            lookups,
+        }
+    }
 }
 
 impl ReadStats {
     pub(crate) fn call(&self, peer: Peer) {
-        self.calls[peer as usize].fetch_add(1, Ordering::Relaxed);
+        self.calls[peer as usize].inc();
     }
 
     pub(crate) fn lookup(&self, what: Lookups, hit: bool) {
         let counters = if hit { &self.hits } else { &self.misses };
-        counters[what as usize].fetch_add(1, Ordering::Relaxed);
+        counters[what as usize].inc();
     }
 
     pub(crate) fn lookups(&self, what: Lookups, hits: usize, misses: usize) {
-        self.hits[what as usize].fetch_add(hits as u64, Ordering::Relaxed);
-        self.misses[what as usize].fetch_add(misses as u64, Ordering::Relaxed);
+        self.hits[what as usize].inc_by(hits as u64);
+        self.misses[what as usize].inc_by(misses as u64);
     }
 
     /// Calls the read path made to `peer` so far.
     pub fn calls(&self, peer: Peer) -> u64 {
-        self.calls[peer as usize].load(Ordering::Relaxed)
+        self.calls[peer as usize].get()
     }
 
-    pub fn render(&self) -> String {
-        let rows = [
-            (names::TIMELINE_READS, "Home timeline pages served.", &self.reads),
-            (names::TIMELINE_CACHE_HITS, "Reads that found a ready timeline.", &self.cache_hits),
-            (names::TIMELINE_REBUILDS, "Timelines rebuilt from storage.", &self.rebuilds),
-            (names::TIMELINE_PULL_ROUNDS, "Merge rounds that pulled from storage.", &self.pulls),
-        ];
-        let mut out = String::new();
-        for (name, help, v) in rows {
-            let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n", v.load(Ordering::Relaxed));
+    /// Adds these counters to `metrics`' registry.
+    pub fn register(&self, metrics: &Metrics) -> prometheus::Result<()> {
+        for c in [&self.reads, &self.cache_hits, &self.rebuilds, &self.pulls] {
+            metrics.register(c.clone())?;
         }
-        let name = names::TIMELINE_PEER_CALLS;
-        let _ = write!(
-            out,
-            "# HELP {name} Calls the read path made to another service, by target.\n# TYPE {name} counter\n"
-        );
-        for (target, v) in PEERS.iter().zip(&self.calls) {
-            let _ = writeln!(out, "{name}{{target=\"{target}\"}} {}", v.load(Ordering::Relaxed));
+        metrics.register(self.peer_calls.clone())?;
+        metrics.register(self.lookups.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_series_renders_from_zero_under_its_labels() {
+        let stats = ReadStats::default();
+        let metrics = Metrics::new("timeline-service");
+        stats.register(&metrics).unwrap();
+        stats.reads.inc();
+        stats.call(Peer::Posts);
+        stats.lookups(Lookups::Counts, 3, 1);
+        let text = metrics.render();
+        for line in [
+            format!("{} 1\n", names::TIMELINE_READS),
+            format!("{} 0\n", names::TIMELINE_REBUILDS),
+            format!("{}{{target=\"graph-service\"}} 0\n", names::TIMELINE_PEER_CALLS),
+            format!("{}{{target=\"post-service\"}} 1\n", names::TIMELINE_PEER_CALLS),
+            format!("{}{{cache=\"counts\",result=\"hit\"}} 3\n", names::READ_MODEL_LOOKUPS),
+            format!("{}{{cache=\"counts\",result=\"miss\"}} 1\n", names::READ_MODEL_LOOKUPS),
+            format!("{}{{cache=\"posts\",result=\"miss\"}} 0\n", names::READ_MODEL_LOOKUPS),
+        ] {
+            assert!(text.contains(&line), "{line}in:\n{text}");
         }
-        let name = names::READ_MODEL_LOOKUPS;
-        let _ = write!(out, "# HELP {name} Read-model lookups, by collection and result.\n# TYPE {name} counter\n");
-        for (i, cache) in COLLECTIONS.iter().enumerate() {
-            for (result, v) in [("hit", &self.hits[i]), ("miss", &self.misses[i])] {
-                let _ = writeln!(out, "{name}{{cache=\"{cache}\",result=\"{result}\"}} {}", v.load(Ordering::Relaxed));
-            }
-        }
-        out
+        assert_eq!(stats.calls(Peer::Posts), 1);
     }
 }

@@ -17,17 +17,22 @@
 //! Consumer groups live in memory: the live members of a group share the partitions
 //! round-robin by join order, and every join or leave rebalances. Retention deletes the
 //! records every registered group has committed.
+//!
+//! Ends, starts and commits are all in memory, so the lag of every group on every
+//! partition is cheap to compute whenever metrics are scraped
+//! ([`EmbeddedLog::consumer_lag_metric`]).
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use parking_lot::Mutex;
+use starling_metrics::{Pulled, Samples, names};
 use tokio::sync::watch;
 
 use crate::{Consumer, Delivery, EventLog, LogError, Record, Topic, partition_for};
@@ -203,6 +208,19 @@ impl EmbeddedLog {
     pub fn dead_letter_count(&self) -> Result<usize, LogError> {
         self.inner.dead_letters.len().map_err(storage)
     }
+
+    /// [`names::KAFKA_CONSUMER_LAG`], as the Kafka log reports it (by `topic`, `partition`
+    /// and `group`): the records of each partition every registered group has not
+    /// committed, computed when scraped. Holds the log weakly: once it is closed, nothing.
+    pub fn consumer_lag_metric(&self) -> Pulled {
+        let inner: Weak<Inner> = Arc::downgrade(&self.inner);
+        Pulled::gauges(
+            names::KAFKA_CONSUMER_LAG,
+            "Records of a partition its consumer group has not committed.",
+            &["topic", "partition", "group"],
+            move || inner.upgrade().map(|i| i.lag_samples()).unwrap_or_default(),
+        )
+    }
 }
 
 #[async_trait]
@@ -357,6 +375,23 @@ impl Inner {
             c[slot] = Some(start);
         }
         Ok(())
+    }
+
+    /// Every registered group's lag on every partition of the topics it subscribed to
+    /// (as [`Consumer::lag`] counts it), for the metric.
+    fn lag_samples(&self) -> Samples {
+        let commits = self.commits.lock();
+        let mut out = Vec::new();
+        for (group, slots) in commits.iter() {
+            for (slot, committed) in slots.iter().enumerate() {
+                let Some(committed) = committed else { continue };
+                let start = self.starts[slot].load(Ordering::Acquire);
+                let lag = self.ends[slot].load(Ordering::Acquire).saturating_sub((*committed).max(start));
+                let (topic, partition) = self.topic_partition(slot);
+                out.push((vec![topic.name().to_owned(), partition.to_string(), group.clone()], lag as f64));
+            }
+        }
+        out
     }
 
     fn committed(&self, group: &str, slot: Slot) -> u64 {
@@ -729,6 +764,29 @@ mod tests {
             }
             all.extend(got);
         }
+    }
+
+    /// The lag metric counts, per group and partition, what the group has not committed,
+    /// and ends with the log.
+    #[tokio::test]
+    async fn consumer_lag_metric_is_per_group_and_partition() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EmbeddedLog::open(dir.path(), EmbeddedLogOptions { partitions: 1, sync: false }).unwrap();
+        log.append((0..5).map(|n| rec(7, n)).collect()).await.unwrap();
+        let mut consumer = log.subscribe("g", &[Topic::Posts]).await.unwrap();
+        let got = drain(consumer.as_mut()).await;
+        consumer.commit(&got[..2]).await.unwrap();
+        let metrics = starling_metrics::Metrics::new("test");
+        metrics.register(log.consumer_lag_metric()).unwrap();
+        let text = metrics.render();
+        let series = |topic: &str, lag: u64| {
+            format!("{}{{group=\"g\",partition=\"0\",topic=\"{topic}\"}} {lag}\n", names::KAFKA_CONSUMER_LAG)
+        };
+        assert!(text.contains(&series("posts.v1", 3)), "{text}");
+        assert!(!text.contains("topic=\"graph.v1\""), "only the topics the group subscribed to:\n{text}");
+        drop(consumer);
+        drop(log);
+        assert!(!metrics.render().contains(names::KAFKA_CONSUMER_LAG), "a closed log reports nothing");
     }
 
     #[tokio::test]

@@ -37,6 +37,9 @@
 //!   since a broker that answers empty fetches at once would otherwise keep it spinning.
 //! - **Dead letters.** [`KafkaLog::dead_letter`] copies a poison delivery to the
 //!   dead-letter topic with its error and origin in headers, so it never blocks a partition.
+//! - **Lag.** [`Consumer::lag`] reads each owned partition's committed offset and high
+//!   watermark from the broker; the log keeps every live consumer's last reading per
+//!   partition for [`KafkaLog::consumer_lag_metric`], so a scrape costs no broker call.
 //!
 //! Group membership uses librdkafka's default (eager) assignors: on a rebalance a member
 //! gives up all its partitions and reads the ones it gets back from the group's committed
@@ -65,6 +68,7 @@ use rdkafka::producer::future_producer::OwnedDeliveryResult;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
+use starling_metrics::{Pulled, Samples, names};
 
 use crate::{Consumer, Delivery, EventLog, LogError, Record, Topic};
 
@@ -180,6 +184,41 @@ pub struct KafkaLog {
     dead_letter_topic: String,
     /// Numbers this log's consumers for their static member ids.
     consumers_created: std::sync::atomic::AtomicU64,
+    /// What its consumers last read of their lag, for [`KafkaLog::consumer_lag_metric`].
+    lags: Arc<ConsumerLags>,
+}
+
+/// Each live consumer's last [`Consumer::lag`] reading, by partition, keyed by a number the
+/// log gives the consumer: a reading replaces that consumer's previous one whole, so a
+/// partition it gave up in a rebalance leaves with it, and a dropped consumer takes its
+/// readings along.
+#[derive(Default)]
+struct ConsumerLags {
+    next: AtomicU64,
+    /// Consumer number → (full group id, [(full topic name, partition, records behind)]).
+    readings: parking_lot::Mutex<HashMap<u64, (String, Vec<(String, i32, u64)>)>>,
+}
+
+impl ConsumerLags {
+    /// One sample per (group, topic, partition): the largest reading, since two consumers
+    /// of this process may both report a partition between a rebalance and the next
+    /// reading of the one that lost it.
+    fn samples(&self) -> Samples {
+        let mut largest: HashMap<(&str, &str, i32), u64> = HashMap::new();
+        let readings = self.readings.lock();
+        for (group, partitions) in readings.values() {
+            for (topic, partition, lag) in partitions {
+                let l = largest.entry((group.as_str(), topic.as_str(), *partition)).or_default();
+                *l = (*l).max(*lag);
+            }
+        }
+        largest
+            .into_iter()
+            .map(|((group, topic, partition), lag)| {
+                (vec![topic.to_owned(), partition.to_string(), group.to_owned()], lag as f64)
+            })
+            .collect()
+    }
 }
 
 impl KafkaLog {
@@ -197,7 +236,14 @@ impl KafkaLog {
         let dead_letter_topic = format!("{prefix}{DEAD_LETTER_TOPIC}");
 
         let producer = parking_lot::RwLock::new(ProducerSlot { generation: 0, producer: new_producer(&options)? });
-        let log = KafkaLog { producer, options, topics, dead_letter_topic, consumers_created: Default::default() };
+        let log = KafkaLog {
+            producer,
+            options,
+            topics,
+            dead_letter_topic,
+            consumers_created: Default::default(),
+            lags: Default::default(),
+        };
         if log.options.create_topics {
             log.create_topics().await?;
         }
@@ -212,6 +258,21 @@ impl KafkaLog {
     /// The full name of the dead-letter topic (with the prefix).
     pub fn dead_letter_topic(&self) -> &str {
         &self.dead_letter_topic
+    }
+
+    /// [`names::KAFKA_CONSUMER_LAG`]: the records of each partition not yet committed by
+    /// its group, as this log's consumers last read them with [`Consumer::lag`] (the
+    /// fan-out does twice a second, and whenever a poll comes back empty), by `topic`,
+    /// `partition` and `group`, full names with the prefix, as Kafka's own tools show them.
+    /// Read when scraped: no broker call of its own.
+    pub fn consumer_lag_metric(&self) -> Pulled {
+        let lags = self.lags.clone();
+        Pulled::gauges(
+            names::KAFKA_CONSUMER_LAG,
+            "Records of a partition its consumer group has not committed, as this process's consumers last read it.",
+            &["topic", "partition", "group"],
+            move || lags.samples(),
+        )
     }
 
     /// Copies a delivery its consumer cannot apply to the dead-letter topic, with the same
@@ -453,6 +514,7 @@ impl KafkaLog {
             config.set(key, value);
         }
         let consumer: StreamConsumer<ConsumerLogContext> = config.create_with_context(context).map_err(unavailable)?;
+        let lag_id = self.lags.next.fetch_add(1, Ordering::Relaxed);
         let mut names: Vec<&str> = topics.iter().map(|&t| self.topic_name(t)).collect();
         names.sort_unstable();
         names.dedup();
@@ -469,6 +531,8 @@ impl KafkaLog {
             parked: None,
             idle_since: None,
             park_after: self.options.park_after,
+            lags: self.lags.clone(),
+            lag_id,
         })
     }
 }
@@ -494,6 +558,16 @@ pub struct KafkaConsumer {
     /// Since when polls have found nothing.
     idle_since: Option<std::time::Instant>,
     park_after: Option<Duration>,
+    /// Where [`Consumer::lag`] leaves its reading for the metric, under `lag_id`.
+    lags: Arc<ConsumerLags>,
+    lag_id: u64,
+}
+
+impl Drop for KafkaConsumer {
+    fn drop(&mut self) {
+        // A consumer that left reports nothing: its partitions are its successors' now.
+        self.lags.readings.lock().remove(&self.lag_id);
+    }
 }
 
 impl KafkaConsumer {
@@ -729,12 +803,16 @@ impl Consumer for KafkaConsumer {
             })
             .await?;
         let mut lag = 0u64;
+        let mut partitions = Vec::with_capacity(rows.len());
         for (name, partition, committed, low, high) in rows {
             let mine = self.topic_of(&name).and_then(|t| self.committed.get(&(t, partition)).copied());
             // No commit yet: the group starts at the earliest record still stored.
             let from = committed.into_iter().chain(mine).max().unwrap_or(low).max(low);
-            lag += (high - from).max(0) as u64;
+            let behind = (high - from).max(0) as u64;
+            lag += behind;
+            partitions.push((name, partition, behind));
         }
+        self.lags.readings.lock().insert(self.lag_id, (self.group.clone(), partitions));
         Ok(lag)
     }
 }
@@ -1261,6 +1339,46 @@ mod tests {
         .await
         .expect("metadata");
         assert_eq!(counts, vec![3; Topic::ALL.len() + 1], "an existing topic keeps its partition count");
+    }
+
+    /// The lag metric holds each owned partition's last reading, under the full topic and
+    /// group names; it drops to zero with the commit and leaves with the consumer.
+    #[tokio::test]
+    async fn consumer_lag_metric_reports_each_partition_until_the_consumer_leaves() {
+        let Some(brokers) = brokers() else { return };
+        let options = KafkaOptions { partitions: 2, ..options(&brokers, "lag-metric") };
+        let prefix = options.topic_prefix.clone();
+        let log = KafkaLog::connect(options).await.expect("connect");
+        log.append(numbered(0, 6)).await.expect("append");
+        let metrics = starling_metrics::Metrics::new("test");
+        metrics.register(log.consumer_lag_metric()).unwrap();
+        let series = || -> Vec<(String, f64)> {
+            let text = metrics.render();
+            let found = text.lines().filter_map(|l| l.strip_prefix(names::KAFKA_CONSUMER_LAG)?.strip_prefix('{'));
+            found.filter_map(|l| Some((l.split_once('}')?.0.to_owned(), l.rsplit(' ').next()?.parse().ok()?))).collect()
+        };
+        let mut c = log.consumer("g", &[Topic::Posts, Topic::Graph]).expect("consumer");
+        let got = take(&mut c, 6).await;
+        assert!(series().is_empty(), "nothing is reported before the consumer reads its lag");
+        assert_eq!(c.lag().await.expect("lag"), 6);
+        let read = series();
+        let mut labels: Vec<&str> = read.iter().map(|(l, _)| l.as_str()).collect();
+        labels.sort_unstable();
+        let mut want: Vec<String> = ["graph.v1", "posts.v1"]
+            .iter()
+            .flat_map(|t| {
+                let prefix = &prefix;
+                (0..2).map(move |p| format!("group=\"{prefix}g\",partition=\"{p}\",topic=\"{prefix}{t}\""))
+            })
+            .collect();
+        want.sort_unstable();
+        assert_eq!(labels, want, "one series per owned partition, by full names");
+        assert_eq!(read.iter().map(|(_, v)| v).sum::<f64>(), 6.0, "{read:?}");
+        c.commit(&got).await.expect("commit");
+        assert_eq!(c.lag().await.expect("lag"), 0);
+        assert!(series().iter().all(|(_, v)| *v == 0.0), "{:?}", series());
+        drop(c);
+        assert!(series().is_empty(), "a consumer that left reports nothing");
     }
 
     #[tokio::test]

@@ -6,13 +6,22 @@
 //! the HTTP metrics of [`Red`], the middleware every app wraps itself in: requests by route
 //! template, method and status, and their latency as a histogram, labelled with the
 //! service (or `starling` for all four in one process).
+//!
+//! Everything else a process exports is registered in the same registry by whoever keeps
+//! it ([`Metrics::register`]): counters, gauges and histograms of the `prometheus` crate,
+//! re-exported here so that crates needing them depend on this crate alone, and
+//! [`Pulled`] metrics, read at scrape time from state kept elsewhere.
 
 mod http;
 pub mod names;
+mod pulled;
 
+use prometheus::core::Collector;
 use prometheus::{Encoder, Registry, TextEncoder};
 
 pub use http::{HttpMetrics, Red};
+pub use prometheus;
+pub use pulled::{Pulled, Samples};
 
 /// One process's registry.
 pub struct Metrics {
@@ -32,6 +41,13 @@ impl Metrics {
         let http = std::sync::Arc::new(HttpMetrics::new(service));
         http.register(&registry);
         Metrics { registry, http }
+    }
+
+    /// Adds `collector` to what [`Metrics::render`] renders. Fails if a metric of the same
+    /// name and constant labels is registered already (a wiring mistake, worth failing
+    /// the start for rather than serving half the metrics).
+    pub fn register(&self, collector: impl Collector + 'static) -> prometheus::Result<()> {
+        self.registry.register(Box::new(collector))
     }
 
     /// Everything registered, in Prometheus's text format.

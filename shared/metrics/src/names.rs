@@ -1,7 +1,9 @@
 //! The name of every metric Starling exports, defined once: the services register and
 //! render them under these names, and the tests, the benches and the replay read them by
 //! these constants, never by copied string literals. The Prometheus rules and dashboard in
-//! `k8s/monitoring/` use the same names (checked by `scripts/check-k8s.sh`).
+//! `k8s/monitoring/` use the same names: `scripts/lib/check_metrics.py` reads this file
+//! (its `pub const NAME: &str = "...";` lines and [`HISTOGRAMS`]) as the contract they are
+//! checked against (by `scripts/check-k8s.sh`).
 
 // HTTP, per service (RED), from this crate's middleware.
 pub const HTTP_REQUESTS: &str = "starling_http_requests_total";
@@ -9,6 +11,11 @@ pub const HTTP_REQUEST_DURATION: &str = "starling_http_request_duration_seconds"
 
 // The event log.
 pub const EVENTS_PUBLISHED: &str = "starling_events_published_total";
+/// Records of a partition its consumer group has not committed yet, by `topic`,
+/// `partition` and `group` (full names, with any topic prefix).
+pub const KAFKA_CONSUMER_LAG: &str = "starling_kafka_consumer_lag";
+/// Events in a service's outbox not yet acknowledged as in the log, by `service`.
+pub const OUTBOX_DEPTH: &str = "starling_outbox_depth";
 
 // The read path (timeline-service).
 pub const TIMELINE_READS: &str = "starling_timeline_reads_total";
@@ -34,3 +41,11 @@ pub const FANOUT_CONSUMER_REBUILDS: &str = "starling_fanout_consumer_rebuilds_to
 pub const FANOUT_LAG: &str = "starling_fanout_lag";
 pub const FANOUT_PUSHED_POSTS_BY_FOLLOWERS: &str = "starling_fanout_pushed_posts_by_followers_total";
 pub const FANOUT_PUSH_TARGETS_BY_FOLLOWERS: &str = "starling_fanout_push_targets_by_followers_total";
+/// Time to apply a run of events (or one event applied alone), by `topic`.
+pub const FANOUT_EVENT_APPLY_DURATION: &str = "starling_fanout_event_apply_duration_seconds";
+/// Time from a post's acceptance to its timeline pushes being written.
+pub const FANOUT_DELIVERY_LAG: &str = "starling_fanout_delivery_lag_seconds";
+
+/// The names above that are histograms: each also stands for its `_bucket`, `_count` and
+/// `_sum` series.
+pub const HISTOGRAMS: &[&str] = &[HTTP_REQUEST_DURATION, FANOUT_EVENT_APPLY_DURATION, FANOUT_DELIVERY_LAG];

@@ -10,6 +10,10 @@
 //! consumers tolerate duplicates, so this costs a little work and never correctness. To
 //! keep it rare, the relay only publishes entries it has seen pending on two consecutive
 //! sweeps (the write path acks within milliseconds).
+//!
+//! Each sweep also tells how deep the outbox is ([`Publisher::depth`]), the operator's sign
+//! that committed changes are not reaching the log: a stuck outbox delays every timeline
+//! without failing a request.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -35,13 +39,25 @@ pub struct Publisher {
     /// Records appended to the log, for metrics (lets a test or an operator tell when
     /// consumers have caught up with everything published).
     published: Arc<AtomicU64>,
+    /// Entries pending after the last sweep, up to [`RELAY_BATCH`] (see [`Publisher::depth`]).
+    depth: Arc<AtomicU64>,
 }
 
 const RELAY_BATCH: usize = 512;
 
 impl Publisher {
     pub fn new(outbox: Arc<dyn Outbox>, log: Arc<dyn EventLog>) -> Self {
-        Publisher { outbox, log, published: Arc::new(AtomicU64::new(0)) }
+        Publisher { outbox, log, published: Arc::new(AtomicU64::new(0)), depth: Arc::new(AtomicU64::new(0)) }
+    }
+
+    /// Events in the outbox not yet acknowledged as in the log, as the last sweep found
+    /// them (start-up's drain, then the relay's, every few seconds), counting no further
+    /// than one sweep's batch of 512: a longer backlog reads 512 until the relay has worked
+    /// it down below that. A sweep reads the pending entries anyway, so this costs no store
+    /// call of its own; counting a backlog in full would read all of it on every sweep,
+    /// which on ScyllaDB also means reading past every tombstone an ack left.
+    pub fn depth(&self) -> u64 {
+        self.depth.load(Ordering::Relaxed)
     }
 
     /// Records this publisher has appended to the log (duplicates by the relay included).
@@ -105,6 +121,9 @@ impl Publisher {
     /// are published, and every entry seen is recorded for the next pass.
     async fn sweep(&self, mut stale: Option<(&HashSet<u64>, &mut HashSet<u64>)>) -> Result<usize, PublishError> {
         let pending = self.outbox.pending(RELAY_BATCH).await?;
+        let found = pending.len();
+        // All of them are still pending unless the append and ack below succeed.
+        self.depth.store(found as u64, Ordering::Relaxed);
         let mut records = Vec::new();
         let mut seqs = Vec::new();
         for entry in pending {
@@ -122,6 +141,11 @@ impl Publisher {
             self.log.append(records).await?;
             self.published.fetch_add(n as u64, Ordering::Relaxed);
             self.outbox.ack(&seqs).await?;
+        }
+        // A full batch may hide more behind it: the depth stays at the batch until a sweep
+        // (the drain's next one, at once) sees the end of the backlog.
+        if found < RELAY_BATCH {
+            self.depth.store((found - n) as u64, Ordering::Relaxed);
         }
         Ok(n)
     }
@@ -177,6 +201,48 @@ mod tests {
         assert_eq!(publisher.drain().await.unwrap(), 0, "drained entries are acked");
         let expected: Vec<Vec<u8>> = (1..=600u64).map(|n| n.to_be_bytes().to_vec()).collect();
         assert_eq!(log_payloads(&log).await, expected);
+    }
+
+    /// A log that refuses every append, as one that is down.
+    struct Down;
+
+    #[async_trait::async_trait]
+    impl EventLog for Down {
+        async fn append(&self, _: Vec<Record>) -> Result<(), LogError> {
+            Err(LogError::Unavailable("down for the test".into()))
+        }
+
+        async fn subscribe(&self, _: &str, _: &[Topic]) -> Result<Box<dyn starling_events::Consumer>, LogError> {
+            Err(LogError::Unavailable("down for the test".into()))
+        }
+
+        async fn dead_letter(&self, _: &starling_events::Delivery, _: &str) -> Result<(), LogError> {
+            Err(LogError::Unavailable("down for the test".into()))
+        }
+    }
+
+    /// The depth is what a sweep left pending: everything while the log refuses appends
+    /// (up to one batch), nothing once they went out.
+    #[tokio::test]
+    async fn depth_counts_what_the_last_sweep_left_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("s"), Durability::Buffer).unwrap();
+        let log = EmbeddedLog::open(&dir.path().join("l"), EmbeddedLogOptions { partitions: 1, sync: false }).unwrap();
+        let posts = store.posts();
+        for n in 1..=3 {
+            posts.create_post(&post(n), None, vec![record(n)]).await.unwrap();
+        }
+        let stuck = Publisher::new(posts.clone(), Arc::new(Down));
+        assert!(stuck.drain().await.is_err());
+        assert_eq!(stuck.depth(), 3);
+        for n in 4..=RELAY_BATCH as u64 + 10 {
+            posts.create_post(&post(n), None, vec![record(n)]).await.unwrap();
+        }
+        assert!(stuck.drain().await.is_err());
+        assert_eq!(stuck.depth(), RELAY_BATCH as u64, "a backlog beyond one batch reads as one batch");
+        let publisher = Publisher::new(posts.clone(), log.clone());
+        assert_eq!(publisher.drain().await.unwrap(), RELAY_BATCH + 10);
+        assert_eq!(publisher.depth(), 0);
     }
 
     /// The relay leaves fresh entries to the write path and republishes only stale ones.
