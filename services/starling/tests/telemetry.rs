@@ -5,8 +5,8 @@
 //! One client trace covers a post, from the post-service's server span through the log to
 //! the fan-out worker (its event span, its call to the graph-service, its Redis writes)
 //! and on, over the timeline bus, to the timeline-service that streams the post to a
-//! follower; every link between processes is a parent/child link the collector saw. A
-//! read's trace covers its cache calls.
+//! follower; every link between processes is a parent/child link the collector saw, and
+//! the store call is in it too. A read's trace covers its cache calls.
 
 mod common;
 
@@ -211,6 +211,7 @@ async fn one_trace_follows_a_post_across_every_process_to_a_followers_stream() {
             ["post-service", "fanout-worker", "graph-service", "timeline-service"].iter().all(|s| services.contains(s))
                 && spans.iter().any(|s| s.name == "stream.update")
                 && spans.iter().any(|s| s.service == "fanout-worker" && s.name == "redis insert")
+                && spans.iter().any(|s| s.name == "create_post")
         })
         .await;
     let by_id: HashMap<&str, &Span> = spans.iter().map(|s| (s.id.as_str(), s)).collect();
@@ -222,6 +223,8 @@ async fn one_trace_follows_a_post_across_every_process_to_a_followers_stream() {
     let request = one(&spans, "post-service", "POST /api/v1/statuses");
     assert_eq!(request.parent, client_span, "the request continues the client's span");
     assert_eq!(request.kind, "SPAN_KIND_SERVER");
+    let stored = one(&spans, "post-service", "create_post");
+    assert_eq!(stored.parent, request.id, "the store call is the request's");
     let event = one(&spans, "fanout-worker", "fanout.event");
     assert_eq!(event.kind, "SPAN_KIND_CONSUMER");
     assert_eq!(parent_of(event).service, "post-service", "across the log: the event's parent is the request's");

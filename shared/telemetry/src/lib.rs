@@ -84,6 +84,9 @@ impl Telemetry {
     }
 }
 
+/// Crates whose DEBUG spans are store calls, exported with the rest.
+const STORE_TARGETS: [&str; 2] = ["starling_storage", "starling_scylla_store"];
+
 /// The log filter when `RUST_LOG` is unset: the storage engine's own info lines are noise.
 const DEFAULT_FILTER: &str = "info,fjall=warn,lsm_tree=warn";
 
@@ -114,10 +117,17 @@ pub fn init_with(service: &str, config: &TelemetryConfig) -> anyhow::Result<Tele
     let traces = provider.as_ref().map(|p| {
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("starling"))
-            // Spans at INFO and above become OpenTelemetry spans; of events, only warnings
+            // Spans at INFO and above become OpenTelemetry spans, and the stores' DEBUG
+            // spans (one per store call: a read's storage calls); of events, only warnings
             // and errors become span events (the rest are logs, not trace data).
             .with_filter(FilterFn::new(|m| {
-                if m.is_span() { *m.level() <= tracing::Level::INFO } else { *m.level() <= tracing::Level::WARN }
+                if !m.is_span() {
+                    *m.level() <= tracing::Level::WARN
+                } else {
+                    *m.level() <= tracing::Level::INFO
+                        || (*m.level() <= tracing::Level::DEBUG
+                            && STORE_TARGETS.iter().any(|t| m.target().starts_with(t)))
+                }
             }))
     });
     tracing_subscriber::registry().with(logs).with(traces).try_init()?;
