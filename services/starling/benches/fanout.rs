@@ -90,6 +90,11 @@ const CEILING_DEPTHS: [usize; 3] = [75, 256, 1024];
 #[tokio::main]
 async fn main() {
     let quick = std::env::args().any(|a| a == "quick");
+    // With the OTEL_* variables asking for export, the worker's spans are made and sent as
+    // in a deployment (what tracing costs, BENCHMARKS.md); otherwise nothing is installed.
+    let config = starling_telemetry::TelemetryConfig::from_env(|name| std::env::var(name).ok()).expect("OTEL_*");
+    let telemetry = (config.traces != starling_telemetry::Traces::Off)
+        .then(|| starling_telemetry::init_with("fanout-bench", &config).expect("installing telemetry"));
     let env_num = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
     let total_inserts = env_num("FANOUT_INSERTS").unwrap_or(if quick { 500_000 } else { 2_000_000 }) as usize;
     let deadline = Duration::from_secs(env_num("FANOUT_DEADLINE_SECS").unwrap_or(120));
@@ -108,6 +113,9 @@ async fn main() {
                 standalone(followers, (total_inserts / followers).max(1)).await;
             }
         }
+    }
+    if let Some(telemetry) = telemetry {
+        tokio::task::spawn_blocking(move || telemetry.shutdown()).await.unwrap();
     }
 }
 
