@@ -26,12 +26,13 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{CommitMode, Consumer as _};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{KafkaConsumer, unavailable};
+use super::KafkaConsumer;
 use crate::LogError;
+use crate::kafka::unavailable;
 
 /// How long polls must find nothing before the consumer parks, by default
-/// ([`super::KafkaOptions::park_after`]).
-pub(super) const PARK_AFTER: Duration = Duration::from_millis(250);
+/// ([`crate::kafka::KafkaOptions::park_after`]).
+pub(in crate::kafka) const PARK_AFTER: Duration = Duration::from_millis(250);
 /// How often a parked consumer asks whether records arrived.
 pub(super) const PROBE_EVERY: Duration = Duration::from_millis(5);
 
