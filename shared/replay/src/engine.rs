@@ -16,13 +16,13 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use futures::future::Shared;
-use indicatif::{ProgressBar, ProgressStyle};
 use parking_lot::Mutex;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use starling_ids::{PostId, UserId};
 use starling_oracle::{Oracle, Refusal, compare};
+use starling_trace::progress::Progress;
 use starling_trace::{Event, Op, PostKey, Record, TraceReader, TraceUser};
 use tokio::sync::{Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -375,18 +375,8 @@ impl Chains {
     }
 }
 
-fn bar(show: bool, len: u64, what: &str) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let pb = ProgressBar::new(len);
-    pb.set_style(
-        ProgressStyle::with_template("{prefix:>9} [{bar:40}] {pos}/{len} {per_sec} eta {eta} {msg}")
-            .expect("a valid template")
-            .progress_chars("=> "),
-    );
-    pb.set_prefix(what.to_owned());
-    pb
+fn bar(show: bool, len: u64, what: &str) -> Progress {
+    Progress::new(what, Some(len), show)
 }
 
 /// What the first pass over the trace learns.
@@ -643,7 +633,7 @@ async fn spawn_event(
     e: Event,
     intended: Option<Instant>,
     name: &'static str,
-    pb: &ProgressBar,
+    pb: &Progress,
 ) -> anyhow::Result<()> {
     let permit = gate.clone().acquire_owned().await?;
     let intended = intended.unwrap_or_else(Instant::now);
@@ -679,14 +669,13 @@ async fn sample_metrics(run: Arc<Run>) {
 /// counters or never went quiet within `timeout` (the check then may see lag, and the
 /// report says so).
 async fn wait_quiet(client: &Client, timeout: Duration, cancel: &CancellationToken, progress: bool) -> bool {
-    let pb = if progress { ProgressBar::new_spinner() } else { ProgressBar::hidden() };
-    pb.enable_steady_tick(Duration::from_millis(200));
+    let pb = Progress::new("settling", None, progress);
     let quiet = poll_quiet(client, timeout, cancel, &pb).await;
     pb.finish_and_clear();
     quiet
 }
 
-async fn poll_quiet(client: &Client, timeout: Duration, cancel: &CancellationToken, pb: &ProgressBar) -> bool {
+async fn poll_quiet(client: &Client, timeout: Duration, cancel: &CancellationToken, pb: &Progress) -> bool {
     let deadline = Instant::now() + timeout;
     let mut last = None;
     let mut stable_since = Instant::now();

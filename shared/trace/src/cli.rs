@@ -8,10 +8,10 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::edgelist::{self, EdgeListOptions};
 use crate::higgs::{self, Fill, HiggsOptions, UserScope};
+use crate::progress::Progress;
 use crate::stats::{self, StatsOptions};
 use crate::synth::{self, ActivityConfig, Burst, SynthConfig};
 use crate::{Header, TraceReader, TraceWriter};
@@ -271,15 +271,9 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A spinner on stderr counting records; indicatif hides it when stderr is not a terminal.
-fn progress_bar(what: &str) -> ProgressBar {
-    let bar = ProgressBar::new_spinner();
-    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg}: {human_pos} records ({per_sec}, {elapsed})") {
-        bar.set_style(style);
-    }
-    bar.set_message(what.to_string());
-    bar.enable_steady_tick(std::time::Duration::from_millis(200));
-    bar
+/// A count of records on stderr: a spinner on a terminal, lines otherwise.
+fn progress_bar(what: &str) -> Progress {
+    Progress::new(what, None, true)
 }
 
 /// Writes a trace through `f` to `<out>.partial`, then renames it to `out`.

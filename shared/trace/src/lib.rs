@@ -66,6 +66,7 @@ mod writer;
 pub mod cli;
 pub mod edgelist;
 pub mod higgs;
+pub mod progress;
 pub mod stats;
 pub mod synth;
 
