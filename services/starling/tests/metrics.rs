@@ -11,7 +11,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::stack::Stack;
+use common::stack::{Stack, backends_env};
 use common::{Api, Server};
 use reqwest::Method;
 use serde_json::Value;
@@ -57,21 +57,7 @@ async fn metrics_are_valid_and_count_requests_by_route() {
 /// Every process of the distributed stack serves valid metrics under its own service.
 #[tokio::test]
 async fn every_process_of_the_stack_has_valid_metrics() {
-    let (Ok(kafka), Ok(redis)) = (std::env::var("KAFKA_BROKERS"), std::env::var("REDIS_URL")) else {
-        eprintln!("skipped: KAFKA_BROKERS and REDIS_URL are not set (scripts/test.sh sets them)");
-        return;
-    };
-    let prefix = format!("metrics{}", std::process::id());
-    let env: Vec<(String, String)> = [
-        ("STARLING__BACKENDS__KAFKA_BROKERS", kafka),
-        ("STARLING__BACKENDS__TOPIC_PREFIX", format!("{prefix}.")),
-        ("STARLING__BACKENDS__REDIS_URL", redis),
-        ("STARLING__BACKENDS__REDIS_PREFIX", format!("{prefix}:")),
-        ("STARLING__AUTH__JWT_SECRET", "metrics-test-secret".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
+    let Some(env) = backends_env("metrics") else { return };
     let stack = Stack::start(&env, 1);
     let api = stack.api();
     let (_, token) = api.register("metered_apart").await;
@@ -110,26 +96,14 @@ const PARTITIONS: usize = 2;
 /// depth (zero once drained).
 #[tokio::test]
 async fn prometheus_scrapes_every_process_of_the_stack_and_counts_exactly() {
-    let (Ok(kafka), Ok(redis)) = (std::env::var("KAFKA_BROKERS"), std::env::var("REDIS_URL")) else {
-        eprintln!("skipped: KAFKA_BROKERS and REDIS_URL are not set (scripts/test.sh sets them)");
-        return;
-    };
+    let Some(mut env) = backends_env("prom") else { return };
     let Ok(prometheus) = std::env::var("PROMETHEUS") else {
         eprintln!("skipped: PROMETHEUS is not set (scripts/test.sh sets it to Debian's prometheus server)");
         return;
     };
+    // backends_env's prefixes, which the checks below name.
     let prefix = format!("prom{}", std::process::id());
-    let env: Vec<(String, String)> = [
-        ("STARLING__BACKENDS__KAFKA_BROKERS", kafka),
-        ("STARLING__BACKENDS__KAFKA_PARTITIONS", PARTITIONS.to_string()),
-        ("STARLING__BACKENDS__TOPIC_PREFIX", format!("{prefix}.")),
-        ("STARLING__BACKENDS__REDIS_URL", redis),
-        ("STARLING__BACKENDS__REDIS_PREFIX", format!("{prefix}:")),
-        ("STARLING__AUTH__JWT_SECRET", "prometheus-test-secret".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
+    env.push(("STARLING__BACKENDS__KAFKA_PARTITIONS".to_owned(), PARTITIONS.to_string()));
     let stack = Stack::start(&env, 1);
     let targets: Vec<&str> = [&stack.graph, &stack.posts, &stack.timeline, &stack.fanout[0]]
         .iter()
