@@ -86,8 +86,6 @@ pub(crate) fn event_span(d: &Delivery) -> tracing::Span {
         messaging.destination.partition.id = d.partition,
         messaging.kafka.offset = d.offset,
     );
-    if starling_telemetry::exporting() {
-        starling_telemetry::propagation::set_parent(&span, starling_telemetry::propagation::extract(&d.headers));
-    }
+    starling_telemetry::propagation::continue_from(&span, &d.headers);
     span
 }

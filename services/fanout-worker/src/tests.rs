@@ -394,7 +394,7 @@ fn exported() -> &'static opentelemetry_sdk::trace::InMemorySpanExporter {
 /// The trace a consumer of a record with these headers continues.
 fn trace_of(headers: &[(String, bytes::Bytes)]) -> Option<String> {
     let span = tracing::info_span!("consumer");
-    starling_telemetry::propagation::set_parent(&span, starling_telemetry::propagation::extract(headers));
+    starling_telemetry::propagation::continue_from(&span, headers);
     starling_telemetry::propagation::trace_id(&span)
 }
 

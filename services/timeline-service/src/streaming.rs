@@ -146,9 +146,7 @@ impl TimelineService {
 /// made it (none unless traces are exported).
 fn stream_span(heard: &Announcement) -> tracing::Span {
     let span = starling_telemetry::span!("stream.update", otel.kind = "consumer", stream = "user");
-    if starling_telemetry::exporting() {
-        starling_telemetry::propagation::set_parent(&span, starling_telemetry::propagation::extract(&heard.trace));
-    }
+    starling_telemetry::propagation::continue_from(&span, &heard.trace);
     span
 }
 

@@ -48,6 +48,11 @@ pub fn exporting() -> bool {
 /// subscriber and propagator.
 #[doc(hidden)]
 pub fn set_exporting_for_tests() {
+    start_exporting();
+}
+
+/// What every process that exports shares: the W3C propagator, and [`exporting`] true.
+fn start_exporting() {
     opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
     EXPORTING.store(true, Ordering::Relaxed);
 }
@@ -133,8 +138,7 @@ pub fn init_with(service: &str, config: &TelemetryConfig) -> anyhow::Result<Tele
     tracing_subscriber::registry().with(logs).with(traces).try_init()?;
     json.bind();
     if provider.is_some() {
-        opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
-        EXPORTING.store(true, Ordering::Relaxed);
+        start_exporting();
     }
     Ok(Telemetry { provider })
 }

@@ -51,9 +51,19 @@ pub fn inject_http(span: &tracing::Span, headers: &mut reqwest::header::HeaderMa
     opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut HttpHeaders(headers)));
 }
 
-/// Makes `cx` the parent of `span` (a span that has been entered keeps the parent it had).
+/// Makes `cx` the parent of `span` (a span that has been entered keeps the parent it had);
+/// nothing with export off.
 pub fn set_parent(span: &tracing::Span, cx: Context) {
-    let _ = span.set_parent(cx);
+    if crate::exporting() {
+        let _ = span.set_parent(cx);
+    }
+}
+
+/// Makes the context in event (or bus) headers the parent of `span`.
+pub fn continue_from(span: &tracing::Span, headers: &[(String, Bytes)]) {
+    if crate::exporting() {
+        let _ = span.set_parent(extract(headers));
+    }
 }
 
 /// Renames `span`'s OpenTelemetry span, e.g. once a server knows the route it matched

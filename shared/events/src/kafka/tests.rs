@@ -308,7 +308,7 @@ async fn headers_round_trip() {
 #[tokio::test]
 async fn trace_context_crosses_the_broker() {
     use opentelemetry::trace::TracerProvider as _;
-    use starling_telemetry::propagation::{extract, set_parent, trace_id};
+    use starling_telemetry::propagation::{continue_from, trace_id};
     use tracing_subscriber::layer::SubscriberExt as _;
     let Some(brokers) = brokers() else { return };
     let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
@@ -329,7 +329,7 @@ async fn trace_context_crosses_the_broker() {
     got.sort_by_key(|d| d.key);
     let apply = |headers: &[(String, Bytes)]| {
         let span = tracing::info_span!("apply");
-        set_parent(&span, extract(headers));
+        continue_from(&span, headers);
         trace_id(&span)
     };
     assert!(trace_id(&request).is_some());
