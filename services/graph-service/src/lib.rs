@@ -31,18 +31,34 @@ use starling_outbox::Publisher;
 use starling_storage::{AuthStore, AuthorClass, EdgeChange, GraphStore, NotificationKind, NotificationRecord};
 use starling_timeline_cache::read_model::ReadModel;
 
+/// Which authors' posts are pushed to their followers' timelines at write time and which
+/// are merged into them at read time.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FanoutMode {
+    /// Push for authors below the celebrity line, merge at read above it.
+    #[default]
+    Hybrid,
+    /// Push every post to every follower: no author is ever a celebrity.
+    PushAll,
+    /// Merge every post at read: every author with a follower is a celebrity. (An author
+    /// without one is pushed to nobody either way; its own timeline is written in every mode.)
+    PullAll,
+}
+
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct CelebritySettings {
-    /// Followers at which an author becomes a celebrity (read-time merge).
+    pub mode: FanoutMode,
+    /// Followers at which an author becomes a celebrity (read-time merge); hybrid mode only.
     pub threshold: u64,
-    /// Followers below which a celebrity becomes ordinary again (push).
+    /// Followers below which a celebrity becomes ordinary again (push); hybrid mode only.
     pub demote_below: u64,
 }
 
 impl Default for CelebritySettings {
     fn default() -> Self {
-        CelebritySettings { threshold: 10_000, demote_below: 8_000 }
+        CelebritySettings { mode: FanoutMode::Hybrid, threshold: 10_000, demote_below: 8_000 }
     }
 }
 
@@ -54,12 +70,19 @@ impl CelebritySettings {
         Ok(())
     }
 
-    /// The class an author should have now, given the class it has.
+    /// The class an author should have now, given the class it has. Authors are only
+    /// reclassified when their follower count changes, so a changed mode or line reaches
+    /// each author at its next follow or unfollow.
     pub fn classify(&self, current: AuthorClass, followers: u64) -> AuthorClass {
-        match current {
-            AuthorClass::Ordinary if followers >= self.threshold => AuthorClass::Celebrity,
-            AuthorClass::Celebrity if followers < self.demote_below => AuthorClass::Ordinary,
-            same => same,
+        match self.mode {
+            FanoutMode::PushAll => AuthorClass::Ordinary,
+            FanoutMode::PullAll if followers > 0 => AuthorClass::Celebrity,
+            FanoutMode::PullAll => AuthorClass::Ordinary,
+            FanoutMode::Hybrid => match current {
+                AuthorClass::Ordinary if followers >= self.threshold => AuthorClass::Celebrity,
+                AuthorClass::Celebrity if followers < self.demote_below => AuthorClass::Ordinary,
+                same => same,
+            },
         }
     }
 }
@@ -173,12 +196,25 @@ mod tests {
 
     #[test]
     fn hysteresis_keeps_class_between_the_lines() {
-        let c = CelebritySettings { threshold: 10, demote_below: 7 };
+        let c = CelebritySettings { threshold: 10, demote_below: 7, ..Default::default() };
         assert_eq!(c.classify(AuthorClass::Ordinary, 9), AuthorClass::Ordinary);
         assert_eq!(c.classify(AuthorClass::Ordinary, 10), AuthorClass::Celebrity);
         assert_eq!(c.classify(AuthorClass::Celebrity, 8), AuthorClass::Celebrity);
         assert_eq!(c.classify(AuthorClass::Celebrity, 7), AuthorClass::Celebrity);
         assert_eq!(c.classify(AuthorClass::Celebrity, 6), AuthorClass::Ordinary);
-        assert!(CelebritySettings { threshold: 5, demote_below: 6 }.validate().is_err());
+        assert!(CelebritySettings { threshold: 5, demote_below: 6, ..Default::default() }.validate().is_err());
+    }
+
+    #[test]
+    fn push_all_and_pull_all_ignore_the_line() {
+        let push = CelebritySettings { mode: FanoutMode::PushAll, ..Default::default() };
+        let pull = CelebritySettings { mode: FanoutMode::PullAll, ..Default::default() };
+        for current in [AuthorClass::Ordinary, AuthorClass::Celebrity] {
+            for followers in [0, 1, 9_999, 10_000, 1_000_000] {
+                assert_eq!(push.classify(current, followers), AuthorClass::Ordinary, "{current:?} {followers}");
+                let pulled = if followers > 0 { AuthorClass::Celebrity } else { AuthorClass::Ordinary };
+                assert_eq!(pull.classify(current, followers), pulled, "{current:?} {followers}");
+            }
+        }
     }
 }

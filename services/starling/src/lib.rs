@@ -595,9 +595,21 @@ fn register_metrics(registry: &starling_metrics::Metrics, m: Measured<'_>) -> an
         t.stats.register(registry)?;
     }
     if let Some(memory) = m.memory {
+        let m = memory.clone();
         registry.register(Pulled::gauge(names::TIMELINES_MATERIALISED, "Timelines held in the cache.", move || {
-            memory.len_now() as f64
+            m.len_now() as f64
         }))?;
+        let m = memory.clone();
+        registry.register(Pulled::gauge(
+            names::TIMELINE_CACHE_ENTRIES,
+            "Entries held by the timeline cache, idle timelines not yet swept included.",
+            move || m.usage_now().entries as f64,
+        ))?;
+        registry.register(Pulled::gauge(
+            names::TIMELINE_CACHE_BYTES,
+            "Bytes held by the timeline cache's timelines (entry buffers at capacity, headers, keys).",
+            move || memory.usage_now().bytes as f64,
+        ))?;
     }
     Ok(())
 }

@@ -39,6 +39,9 @@ enum TraceCommand {
     Make(starling_trace::cli::Command),
     /// Replay a trace against a running deployment, check it against the oracle, write a report.
     Replay(starling_replay::cli::ReplayArgs),
+    /// Replay one trace under push-all, pull-all and hybrid fan-out, each on a fresh
+    /// server, and compare them side by side.
+    Study(starling_replay::cli::StudyArgs),
 }
 
 #[derive(Args)]
@@ -84,6 +87,12 @@ async fn main() -> anyhow::Result<()> {
             let replayed = args.run().await;
             flush(telemetry).await?;
             return replayed;
+        }
+        Command::Trace { command: TraceCommand::Study(args) } => {
+            let telemetry = starling_telemetry::init("starling-replay")?;
+            let studied = args.run().await;
+            flush(telemetry).await?;
+            return studied;
         }
     };
     let telemetry = starling_telemetry::init(starling::service_label(&roles))?;

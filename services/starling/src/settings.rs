@@ -398,6 +398,17 @@ mod tests {
         assert!(Settings::load(None, env("STARLING__TIMELINE__MAX_ENTRYS", "5")).is_err());
         assert!(Settings::load(None, env("STARLING__TIMELINE__MAX_ENTRIES", "0")).is_err());
         assert!(Settings::load(None, env("STARLING__CELEBRITY__DEMOTE_BELOW", "999999")).is_err());
+        let bad_mode = Settings::load(None, env("STARLING__CELEBRITY__MODE", "push-everything")).unwrap_err();
+        assert!(bad_mode.to_string().contains("push_all"), "names the accepted modes: {bad_mode}");
+    }
+
+    #[test]
+    fn fanout_modes_are_settings() {
+        use graph_service::FanoutMode;
+        let env = |v: &str| vec![("STARLING__CELEBRITY__MODE".to_owned(), v.to_owned())].into_iter();
+        assert_eq!(Settings::default().celebrity.mode, FanoutMode::Hybrid);
+        assert_eq!(Settings::load(None, env("push_all")).unwrap().celebrity.mode, FanoutMode::PushAll);
+        assert_eq!(Settings::load(None, env("pull_all")).unwrap().celebrity.mode, FanoutMode::PullAll);
     }
 
     #[test]

@@ -18,7 +18,7 @@ mod common;
 use std::process::Command;
 
 use common::stack::Stack;
-use common::trace::{Driver, HOT, SETTINGS};
+use common::trace::{Driver, FanoutMode, HOT, SETTINGS};
 use common::{ADMIN_TOKEN, Api};
 use reqwest::{Method, StatusCode};
 use starling_metrics::names;
@@ -91,11 +91,17 @@ impl Drop for OwnBroker {
 }
 
 async fn run(seed: u64, steps: usize, disturbance: Disturbance) {
+    run_in(seed, steps, disturbance, FanoutMode::Hybrid).await;
+}
+
+async fn run_in(seed: u64, steps: usize, disturbance: Disturbance, mode: FanoutMode) {
     let Some((shared_kafka, redis)) = backends() else { return };
     let own = (disturbance == Disturbance::RestartBroker).then(OwnBroker::start);
     let kafka = own.as_ref().map_or(shared_kafka, |b| format!("127.0.0.1:{}", b.port));
     let prefix = format!("e2e{seed}x{}", std::process::id());
-    let mut stack = Stack::start(&stack_env(&kafka, &redis, &prefix), 2);
+    let mut env = stack_env(&kafka, &redis, &prefix);
+    env.push(("STARLING__CELEBRITY__MODE".into(), mode.setting().into()));
+    let mut stack = Stack::start(&env, 2);
     let mut d = Driver::new(stack.api(), seed).await;
     for step in 0..steps {
         d.step().await;
@@ -122,9 +128,13 @@ async fn run(seed: u64, steps: usize, disturbance: Disturbance) {
             }
         }
     }
-    d.assert_celebrity_posted().await;
+    d.assert_mode_applied(mode).await;
     let from_cache = d.verify_all("distributed, after the trace").await;
     assert!(from_cache >= HOT / 2, "only {from_cache} users were served from materialised timelines");
+    if mode == FanoutMode::PullAll {
+        // Nothing is pushed to followers, so nothing is split.
+        return;
+    }
     // Long follower lists were split (SETTINGS), and both workers took a share of them.
     for f in &stack.fanout {
         let slices = Api::new(&f.base).metric(names::FANOUT_SLICES_APPLIED).await;
@@ -180,6 +190,13 @@ async fn distributed_timelines_match_the_oracle_with_a_worker_killed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn distributed_timelines_match_the_oracle_with_the_cache_wiped() {
     run(12, 1_500, Disturbance::WipeCache).await;
+}
+
+/// Pull-all in Redis: every author's posts come from its recent list (capped) or the
+/// post-service at read time, with the cache wiped halfway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distributed_timelines_match_the_oracle_when_every_post_is_merged_at_read() {
+    run_in(15, 1_000, Disturbance::WipeCache, FanoutMode::PullAll).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

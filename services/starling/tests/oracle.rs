@@ -8,13 +8,14 @@
 //!
 //! Variants disturb the run: SIGKILL and restart in the middle of a burst of concurrent
 //! posts (retried with their Idempotency-Keys), the timeline cache wiped mid-trace, and a
-//! graceful SIGTERM restart at the end.
+//! graceful SIGTERM restart at the end. The same trace also runs under the two other
+//! fan-out modes (`celebrity.mode`): push-all and pull-all.
 
 mod common;
 
 use std::collections::HashMap;
 
-use common::trace::{Driver, HOT, SETTINGS, USERS};
+use common::trace::{Driver, FanoutMode, HOT, SETTINGS, USERS};
 use common::{ADMIN_TOKEN, Api, Server};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -88,9 +89,11 @@ async fn burst_with_kill(d: &mut Driver, server: &mut Server) {
     eprintln!("burst: {} of {} posts acknowledged before the kill", acknowledged.len(), requests.len());
 }
 
-async fn run(seed: u64, steps: usize, disturbance: Disturbance) {
+async fn run(seed: u64, steps: usize, disturbance: Disturbance, mode: FanoutMode) {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(dir.path(), SETTINGS);
+    let mut settings = SETTINGS.to_vec();
+    settings.push(("STARLING__CELEBRITY__MODE", mode.setting()));
+    let mut server = Server::start(dir.path(), &settings);
     let mut d = Driver::new(Api::new(&server.base), seed).await;
 
     for step in 0..steps {
@@ -106,7 +109,7 @@ async fn run(seed: u64, steps: usize, disturbance: Disturbance) {
             }
         }
     }
-    d.assert_celebrity_posted().await;
+    d.assert_mode_applied(mode).await;
     assert!(d.api.metric(names::TIMELINE_REBUILDS).await > 0, "no reader ever went idle and got rebuilt");
     let from_cache = d.verify_all("after the trace").await;
     // Otherwise the check only exercised the rebuild path, not what fan-out maintained.
@@ -128,15 +131,25 @@ async fn run(seed: u64, steps: usize, disturbance: Disturbance) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timelines_match_the_oracle() {
-    run(1, 2_500, Disturbance::None).await;
+    run(1, 2_500, Disturbance::None, FanoutMode::Hybrid).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timelines_match_the_oracle_after_sigkill_mid_burst() {
-    run(2, 2_000, Disturbance::KillMidBurst).await;
+    run(2, 2_000, Disturbance::KillMidBurst, FanoutMode::Hybrid).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timelines_match_the_oracle_with_the_cache_wiped() {
-    run(3, 2_000, Disturbance::WipeCache).await;
+    run(3, 2_000, Disturbance::WipeCache, FanoutMode::Hybrid).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timelines_match_the_oracle_when_every_post_is_pushed() {
+    run(4, 1_500, Disturbance::None, FanoutMode::PushAll).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timelines_match_the_oracle_when_every_post_is_merged_at_read() {
+    run(5, 1_500, Disturbance::WipeCache, FanoutMode::PullAll).await;
 }

@@ -100,6 +100,13 @@ async fn synthetic_trace_with_celebrities_and_a_burst() {
     assert!(s.posts_merged_at_read.unwrap() > 0.0, "celebrity posts are merged at read: {s:?}");
     assert!(s.posts_pushed.unwrap() > 0.0 && s.timeline_inserts.unwrap() > 0.0, "{s:?}");
     assert!(report.delivery_lag.samples > 0, "delivery lag was sampled: {:?}", report.delivery_lag);
+    // The costs a study compares: CPU by process, what the cache holds, reads per page.
+    let cpu = &report.process_cpu;
+    assert!(cpu.len() == 1 && cpu[0].cpu_seconds.unwrap() > 0.0, "{cpu:?}");
+    assert_eq!(cpu[0].service.as_deref(), Some("starling"), "{cpu:?}");
+    let cache = &report.cache_at_end;
+    assert!(cache.entries.unwrap() > 0.0 && cache.bytes.unwrap() >= 16.0 * cache.entries.unwrap(), "{cache:?}");
+    assert!(s.celebrity_lists_per_page.unwrap() > 0.0 && s.storage_reads_per_page.is_some(), "{s:?}");
     // The fan-out's own per-decade counts agree with what it pushed in total.
     let pushed_by_decade: f64 = report.fanout_by_followers.iter().filter_map(|b| b.service_pushed_posts).sum();
     assert_eq!(pushed_by_decade, s.posts_pushed.unwrap(), "{:?}", report.fanout_by_followers);
@@ -221,4 +228,164 @@ async fn socfb_reed98_replays_equal_to_the_oracle() {
     assert_eq!(report.graph_load.items, 37_624);
     // Reed's best-connected students cross the (lowered) celebrity line.
     assert!(report.service.posts_merged_at_read.unwrap() > 0.0, "{:?}", report.service);
+}
+
+/// Writes a seeded synthetic trace with `celebrities` popular users to `path`.
+fn synthetic(path: &Path, users: u64, celebrities: u64, activity: ActivityConfig) {
+    let cfg = SynthConfig {
+        users,
+        celebrities,
+        mean_following: 10.0,
+        celebrity_followers: 0.3,
+        celebrity_post_share: 0.2,
+        activity,
+        ..SynthConfig::default()
+    };
+    let mut w =
+        TraceWriter::new(std::io::BufWriter::new(std::fs::File::create(path).unwrap()), &Header::default()).unwrap();
+    starling_trace::synth::generate(&cfg, &mut w, &|_| {}).unwrap();
+    w.finish().unwrap();
+}
+
+fn study_command(trace: &Path, out: &Path, configs: &str) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_starling"));
+    c.args(["trace", "study"])
+        .arg(trace)
+        .args(["--configs", configs, "--unpaced", "--concurrency", "32", "--lag-sample", "0.2", "--quiet", "--out"])
+        .arg(out);
+    c
+}
+
+/// `starling trace study` end to end: one trace under push-all, the hybrid and pull-all,
+/// each on a fresh server the command starts itself. Every run passes the oracle check,
+/// and the figures move the way the configurations say they must.
+#[test]
+fn study_puts_push_all_hybrid_and_pull_all_side_by_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("study.trace");
+    let activity = ActivityConfig {
+        duration_s: 10.0,
+        posts_per_s: 20.0,
+        reads_per_s: 40.0,
+        burst: None,
+        follows_per_s: 2.0,
+        unfollows_per_s: 1.0,
+        ..ActivityConfig::default()
+    };
+    synthetic(&trace, 200, 2, activity);
+    let out = dir.path().join("study");
+    let done = study_command(&trace, &out, "push-all,hybrid:40,pull-all").output().unwrap();
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert!(done.status.success(), "the study failed: {stderr}");
+    for step in ["study [1/3] push-all", "study [2/3] hybrid-40", "study [3/3] pull-all"] {
+        assert!(stderr.contains(step), "progress names each step ({step}): {stderr}");
+    }
+
+    let study: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("study.json")).unwrap()).unwrap();
+    let rows = study["rows"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["configuration"].as_str().unwrap()).collect();
+    assert_eq!(names, ["push-all", "hybrid-40", "pull-all"]);
+    let f = |r: &serde_json::Value, k: &str| r[k].as_f64().unwrap_or_else(|| panic!("{k} missing in {r}"));
+    for r in rows {
+        assert_eq!(r["oracle_passed"], true, "{r}");
+        assert_eq!(r["errors"], 0, "{r}");
+        assert!(f(r, "cpu_seconds_per_1k_events") > 0.0, "{r}");
+        assert!(f(r, "cache_entries") > 0.0 && f(r, "cache_bytes") >= 16.0 * f(r, "cache_entries"), "{r}");
+        assert!(f(r, "read_p99_ms") > 0.0 && f(r, "write_p99_ms") > 0.0, "{r}");
+    }
+    let (push, hybrid, pull) = (&rows[0], &rows[1], &rows[2]);
+    assert_eq!(f(push, "posts_merged_at_read"), 0.0, "push-all merges nothing: {push}");
+    assert_eq!(f(push, "celebrity_lists_per_page"), 0.0, "{push}");
+    assert!(f(hybrid, "posts_merged_at_read") > 0.0 && f(hybrid, "posts_pushed") > 0.0, "{hybrid}");
+    // Pull-all writes each post to its author's timeline alone, and reads merge instead.
+    assert!(f(pull, "timeline_inserts_per_post") <= 1.0, "{pull}");
+    assert!(f(pull, "celebrity_lists_per_page") > f(hybrid, "celebrity_lists_per_page"), "{pull} {hybrid}");
+    let inserts = |r| f(r, "timeline_inserts_per_post");
+    assert!(inserts(push) > inserts(hybrid) && inserts(hybrid) > inserts(pull), "{push} {hybrid} {pull}");
+    assert!(f(push, "cache_entries") > f(pull, "cache_entries"), "{push} {pull}");
+
+    let md = std::fs::read_to_string(out.join("study.md")).unwrap();
+    for needle in ["## Cost", "## Latency", "## Side by side", "hybrid, line at 40 followers", "(push-all/report.md)"] {
+        assert!(md.contains(needle), "study.md lacks {needle:?}:\n{md}");
+    }
+    for svg in ["study_cost.svg", "study_write_vs_read.svg", "study_lag_cdf.svg"] {
+        let text = std::fs::read_to_string(out.join(svg)).unwrap();
+        assert!(text.starts_with("<svg") && text.contains("pull-all"), "{svg}");
+    }
+    for name in names {
+        assert!(out.join(name).join("report.md").exists(), "{name}'s own report");
+        assert!(!out.join(name).join("data").exists(), "{name}'s server data is removed after its run");
+    }
+}
+
+/// Wrong study arguments are errors that say what is wrong, before any server starts.
+#[test]
+fn study_refuses_bad_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("tiny.trace");
+    synthetic(&trace, 20, 1, ActivityConfig { duration_s: 1.0, burst: None, ..ActivityConfig::default() });
+    let out = dir.path().join("out");
+    for (configs, extra, says) in [
+        ("push-all,hybrid:0", &[][..], "at least 1"),
+        ("push-all,pushall", &[], "expected push-all, pull-all or hybrid:<followers>"),
+        ("pull-all,pull-all", &[], "names pull-all twice"),
+        ("push-all", &["--server-env", "NOEQUALS"], "expected KEY=VALUE"),
+        ("push-all", &["--server-env", "STARLING__CELEBRITY__THRESHOLD=5"], "sets the celebrity settings itself"),
+        ("push-all", &["--reset", "true"], "--target"),
+    ] {
+        let done = study_command(&trace, &out, configs).args(extra).output().unwrap();
+        let stderr = String::from_utf8_lossy(&done.stderr);
+        assert!(!done.status.success() && stderr.contains(says), "{configs} {extra:?}: {stderr}");
+    }
+    assert!(!out.exists(), "nothing was written");
+}
+
+/// A study of a deployment the researcher runs: `--reset` restarts it empty with each
+/// configuration's settings (here a standalone server on a fixed port, started by a
+/// shell command as a researcher's script would), and the study measures it at `--target`.
+#[test]
+fn study_resets_a_given_deployment_between_configurations() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("reset.trace");
+    let activity =
+        ActivityConfig { duration_s: 4.0, posts_per_s: 20.0, reads_per_s: 20.0, burst: None, ..Default::default() };
+    synthetic(&trace, 60, 1, activity);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (pid, log, seen) = (dir.path().join("server.pid"), dir.path().join("server.log"), dir.path().join("seen"));
+    // Stops the last server, then starts one on an empty data directory; records the
+    // settings it was given, so the test can check them.
+    let reset = format!(
+        "[ -f {pid} ] && kill $(cat {pid}) && while kill -0 $(cat {pid}) 2>/dev/null; do sleep 0.1; done; \
+         rm -rf {data}; echo \"$STARLING_STUDY_CONFIGURATION $STARLING__CELEBRITY__MODE\" >> {seen}; \
+         STARLING__ADMIN__TOKEN={token} STARLING__RATE_LIMIT__WRITES_PER_SECOND=0 RUST_LOG=warn \
+         {bin} up --bind 127.0.0.1:{port} --data-dir {data} >>{log} 2>&1 & echo $! > {pid}",
+        pid = pid.display(),
+        data = dir.path().join("data").display(),
+        seen = seen.display(),
+        token = common::ADMIN_TOKEN,
+        bin = env!("CARGO_BIN_EXE_starling"),
+        log = log.display(),
+    );
+    let out = dir.path().join("study");
+    let done = std::process::Command::new(env!("CARGO_BIN_EXE_starling"))
+        .args(["trace", "study"])
+        .arg(&trace)
+        .args(["--configs", "push-all,pull-all", "--unpaced", "--quiet", "--reset", &reset])
+        .args(["--target", &format!("http://127.0.0.1:{port}"), "--admin-token", common::ADMIN_TOKEN, "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stopped = std::fs::read_to_string(&pid).map(|p| std::process::Command::new("kill").arg(p.trim()).status());
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert!(done.status.success(), "the study failed: {stderr}\nserver log: {:?}", std::fs::read_to_string(&log));
+    assert!(stopped.is_ok_and(|s| s.is_ok_and(|s| s.success())), "the last server was running");
+    assert_eq!(std::fs::read_to_string(&seen).unwrap(), "push-all push_all\npull-all pull_all\n");
+    let study: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("study.json")).unwrap()).unwrap();
+    let rows = study["rows"].as_array().unwrap();
+    assert!(rows.iter().all(|r| r["oracle_passed"] == true), "{rows:?}");
+    assert_eq!(rows[0]["posts_merged_at_read"], 0.0, "push-all");
+    assert!(rows[1]["posts_merged_at_read"].as_f64().unwrap() > 0.0, "pull-all");
+    assert!(study["deployment"].as_str().unwrap().contains("reset before each configuration"), "{study}");
 }

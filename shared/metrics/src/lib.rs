@@ -2,8 +2,8 @@
 //! text format at each process's `/metrics`.
 //!
 //! Every name is in [`names`]. Each process owns one [`Metrics`]: a registry with the
-//! process collector (CPU seconds, resident memory, open file descriptors, on Linux) and
-//! the HTTP metrics of [`Red`], the middleware every app wraps itself in: requests by route
+//! process collector (CPU seconds to the clock tick, resident memory, open file
+//! descriptors, on Linux) and the HTTP metrics of [`Red`], the middleware every app wraps itself in: requests by route
 //! template, method and status, and their latency as a histogram, labelled with the
 //! service (or `starling` for all four in one process).
 //!
@@ -14,6 +14,8 @@
 
 mod http;
 pub mod names;
+#[cfg(target_os = "linux")]
+mod process;
 mod pulled;
 
 use prometheus::core::Collector;
@@ -36,7 +38,7 @@ impl Metrics {
         #[cfg(target_os = "linux")]
         {
             // Fails only if registered twice in this registry, which it is not.
-            let _ = registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
+            let _ = registry.register(Box::new(process::ProcessMetrics::for_self()));
         }
         let http = std::sync::Arc::new(HttpMetrics::new(service));
         http.register(&registry);

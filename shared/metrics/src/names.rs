@@ -25,6 +25,9 @@ pub const TIMELINE_PULL_ROUNDS: &str = "starling_timeline_pull_rounds_total";
 pub const TIMELINE_PEER_CALLS: &str = "starling_timeline_peer_calls_total";
 pub const READ_MODEL_LOOKUPS: &str = "starling_read_model_lookups_total";
 pub const TIMELINES_MATERIALISED: &str = "starling_timelines_materialised";
+/// Entries held by the in-process timeline cache (standalone), and the bytes they take.
+pub const TIMELINE_CACHE_ENTRIES: &str = "starling_timeline_cache_entries";
+pub const TIMELINE_CACHE_BYTES: &str = "starling_timeline_cache_bytes";
 
 // The fan-out.
 pub const FANOUT_EVENTS: &str = "starling_fanout_events_total";

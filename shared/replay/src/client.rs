@@ -225,16 +225,30 @@ impl Client {
     /// Every sample of every metrics endpoint, summed across endpoints by series name
     /// (labels included). Endpoints that do not answer are left out.
     pub async fn metrics(&self) -> HashMap<String, f64> {
-        let mut sum = HashMap::new();
+        sum_metrics(&self.metrics_each().await)
+    }
+
+    /// Every sample of each metrics endpoint that answers, by endpoint.
+    pub async fn metrics_each(&self) -> Vec<(String, HashMap<String, f64>)> {
+        let mut each = Vec::new();
         for base in &self.targets.metrics {
             let Ok(res) = self.http.get(format!("{base}/metrics")).send().await else { continue };
             let Ok(text) = res.text().await else { continue };
-            for (name, value) in parse_prometheus(&text) {
-                *sum.entry(name).or_insert(0.0) += value;
-            }
+            each.push((base.clone(), parse_prometheus(&text).collect()));
         }
-        sum
+        each
     }
+}
+
+/// The samples of several endpoints, summed by series name (labels included).
+pub fn sum_metrics(each: &[(String, HashMap<String, f64>)]) -> HashMap<String, f64> {
+    let mut sum = HashMap::new();
+    for (_, samples) in each {
+        for (name, value) in samples {
+            *sum.entry(name.clone()).or_insert(0.0) += value;
+        }
+    }
+    sum
 }
 
 /// Samples of the Prometheus text format: `name{labels} value`, comments skipped.

@@ -28,9 +28,11 @@ use tokio::sync::{Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::client::{Client, Failure};
+use crate::client::{Client, Failure, sum_metrics};
 use crate::record::{Outcome, Recorder};
-use crate::report::{Check, Divergent, FollowerBucket, Phase, Report, ServiceMetrics, ServiceSample};
+use crate::report::{
+    CacheSize, Check, Divergent, FollowerBucket, Phase, ProcessCpu, Report, ServiceMetrics, ServiceSample,
+};
 use starling_metrics::names;
 
 /// How fast the timed events are played.
@@ -478,7 +480,8 @@ pub async fn replay(path: &std::path::Path, client: Client, cfg: Config) -> anyh
     let t = Instant::now();
     let settled = wait_quiet(&run.client, run.cfg.quiet_timeout, &cancel, run.cfg.progress).await;
     let graph_settle = Phase::new(census.edges, t.elapsed());
-    let before = run.client.metrics().await;
+    let before_each = run.client.metrics_each().await;
+    let before = sum_metrics(&before_each);
 
     // Phase 3: timed events.
     let pb = bar(run.cfg.progress, run.cfg.max_events.map_or(census.events, |m| m.min(census.events)), "events");
@@ -538,7 +541,8 @@ pub async fn replay(path: &std::path::Path, client: Client, cfg: Config) -> anyh
     // Phase 4: quiet, then the oracle check.
     let quiet = wait_quiet(&run.client, run.cfg.quiet_timeout, &cancel, run.cfg.progress).await;
     sampler.abort();
-    let after = run.client.metrics().await;
+    let after_each = run.client.metrics_each().await;
+    let after = sum_metrics(&after_each);
     let check = check(&run).await;
     let series = run.series.lock().clone();
     Ok(Report::build(
@@ -561,6 +565,8 @@ pub async fn replay(path: &std::path::Path, client: Client, cfg: Config) -> anyh
         replay_phase,
         &run.rec,
         ServiceMetrics::delta(&before, &after),
+        CacheSize::from_metrics(&after),
+        ProcessCpu::between(&before_each, &after_each),
         series,
         run.post_buckets
             .lock()

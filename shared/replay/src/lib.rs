@@ -6,13 +6,15 @@
 //! - [`client`]: the deployment's HTTP API and metrics.
 //! - [`record`]: latency histograms, the per-second series, delivery-lag samples.
 //! - [`report`]: `report.json`, `report.md` and the plots ([`svg`]).
-//! - [`cli`]: `starling trace replay`.
+//! - [`study`]: one trace under several fan-out configurations, side by side.
+//! - [`cli`]: `starling trace replay` and `starling trace study`.
 
 pub mod cli;
 pub mod client;
 pub mod engine;
 pub mod record;
 pub mod report;
+pub mod study;
 pub mod svg;
 
 pub use client::{Client, Targets};

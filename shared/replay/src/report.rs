@@ -46,10 +46,18 @@ pub struct ServiceMetrics {
     pub cache_hits: Option<f64>,
     pub rebuilds: Option<f64>,
     pub storage_pull_rounds: Option<f64>,
+    /// Calls the read path made to the graph and post stores (or services) on read-model misses.
+    pub read_path_store_calls: Option<f64>,
+    /// Celebrities' recent-post lists the read path merged (read-model lookups of them).
+    pub celebrity_lists_merged: Option<f64>,
     /// Timeline inserts per post fanned out (pushed or merged at read).
     pub inserts_per_post: Option<f64>,
     /// Reads that found a materialised timeline.
     pub cache_hit_rate: Option<f64>,
+    /// Storage reads per home-timeline page: store calls on read-model misses, merge rounds
+    /// that pulled from storage, and rebuilds.
+    pub storage_reads_per_page: Option<f64>,
+    pub celebrity_lists_per_page: Option<f64>,
 }
 
 impl ServiceMetrics {
@@ -68,12 +76,105 @@ impl ServiceMetrics {
             cache_hits: d(names::TIMELINE_CACHE_HITS),
             rebuilds: d(names::TIMELINE_REBUILDS),
             storage_pull_rounds: d(names::TIMELINE_PULL_ROUNDS),
+            read_path_store_calls: delta_of_series(before, after, names::TIMELINE_PEER_CALLS, None),
+            celebrity_lists_merged: delta_of_series(
+                before,
+                after,
+                names::READ_MODEL_LOOKUPS,
+                Some(("cache", "recent")),
+            ),
             ..ServiceMetrics::default()
         };
         let posts = m.posts_pushed.unwrap_or(0.0) + m.posts_merged_at_read.unwrap_or(0.0);
         m.inserts_per_post = m.timeline_inserts.filter(|_| posts > 0.0).map(|i| i / posts);
-        m.cache_hit_rate = m.cache_hits.zip(m.timeline_reads).filter(|(_, r)| *r > 0.0).map(|(h, r)| h / r);
+        let reads = m.timeline_reads.filter(|r| *r > 0.0);
+        m.cache_hit_rate = m.cache_hits.zip(reads).map(|(h, r)| h / r);
+        m.storage_reads_per_page = reads.and_then(|r| {
+            let storage = m.read_path_store_calls? + m.storage_pull_rounds? + m.rebuilds?;
+            Some(storage / r)
+        });
+        m.celebrity_lists_per_page = m.celebrity_lists_merged.zip(reads).map(|(l, r)| l / r);
         m
+    }
+}
+
+/// The sum over every series of `name` (with `label="value"` among its labels, if given),
+/// as the difference between two scrapes; None if no series of it was exported.
+fn delta_of_series(
+    before: &HashMap<String, f64>,
+    after: &HashMap<String, f64>,
+    name: &str,
+    label: Option<(&str, &str)>,
+) -> Option<f64> {
+    let sum = |m: &HashMap<String, f64>| sum_of_series(m, name, label);
+    sum(after).map(|a| a - sum(before).unwrap_or(0.0))
+}
+
+fn sum_of_series(m: &HashMap<String, f64>, name: &str, label: Option<(&str, &str)>) -> Option<f64> {
+    let wanted = label.map(|(k, v)| format!("{k}=\"{v}\""));
+    let mut found = None;
+    for (key, value) in m {
+        let labels = match key.strip_prefix(name) {
+            Some("") => "",
+            Some(rest) if rest.starts_with('{') => rest,
+            _ => continue,
+        };
+        if wanted.as_ref().is_none_or(|w| labels.contains(w.as_str())) {
+            *found.get_or_insert(0.0) += value;
+        }
+    }
+    found
+}
+
+/// What the timeline cache holds when the run ends (standalone's in-process cache; a
+/// deployment on Redis does not export these).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CacheSize {
+    pub timelines: Option<f64>,
+    pub entries: Option<f64>,
+    pub bytes: Option<f64>,
+}
+
+impl CacheSize {
+    pub fn from_metrics(m: &HashMap<String, f64>) -> CacheSize {
+        let get = |k: &str| m.get(k).copied();
+        CacheSize {
+            timelines: get(names::TIMELINES_MATERIALISED),
+            entries: get(names::TIMELINE_CACHE_ENTRIES),
+            bytes: get(names::TIMELINE_CACHE_BYTES),
+        }
+    }
+}
+
+/// CPU time one process (one metrics endpoint) spent from the start of the timed phase
+/// until the fan-out had caught up after it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProcessCpu {
+    pub endpoint: String,
+    /// The `service` label of its HTTP metrics (`starling` for the all-in-one process).
+    pub service: Option<String>,
+    pub cpu_seconds: Option<f64>,
+}
+
+impl ProcessCpu {
+    /// One entry per endpoint that answered both scrapes.
+    pub fn between(
+        before: &[(String, HashMap<String, f64>)],
+        after: &[(String, HashMap<String, f64>)],
+    ) -> Vec<ProcessCpu> {
+        const CPU: &str = "process_cpu_seconds_total";
+        after
+            .iter()
+            .map(|(endpoint, a)| {
+                let b = before.iter().find(|(e, _)| e == endpoint).map(|(_, b)| b);
+                let service = a.keys().filter(|k| k.starts_with(names::HTTP_REQUESTS)).find_map(|k| {
+                    let rest = &k[k.find("service=\"")? + "service=\"".len()..];
+                    Some(rest[..rest.find('"')?].to_owned())
+                });
+                let cpu_seconds = b.and_then(|b| Some(a.get(CPU)? - b.get(CPU)?));
+                ProcessCpu { endpoint: endpoint.clone(), service, cpu_seconds }
+            })
+            .collect()
     }
 }
 
@@ -229,9 +330,22 @@ pub struct Report {
     pub per_second: Vec<SecondSummary>,
     pub delivery_lag: LagSummary,
     pub service: ServiceMetrics,
+    pub cache_at_end: CacheSize,
+    pub process_cpu: Vec<ProcessCpu>,
     pub service_series: Vec<ServiceSample>,
     pub fanout_by_followers: Vec<FollowerBucket>,
     pub correctness: Check,
+}
+
+/// `bytes` for tables: KiB below a MiB, MiB above.
+pub fn byte_size(bytes: f64) -> String {
+    let (unit, scale) = byte_unit(bytes);
+    format!("{:.1} {unit}", bytes / scale)
+}
+
+/// The unit [`byte_size`] shows `bytes` in, and its size.
+pub fn byte_unit(bytes: f64) -> (&'static str, f64) {
+    if bytes >= 1048576.0 { ("MiB", 1048576.0) } else { ("KiB", 1024.0) }
 }
 
 impl Report {
@@ -244,6 +358,8 @@ impl Report {
         replay: Phase,
         rec: &Recorder,
         service: ServiceMetrics,
+        cache_at_end: CacheSize,
+        process_cpu: Vec<ProcessCpu>,
         service_series: Vec<ServiceSample>,
         fanout_by_followers: Vec<FollowerBucket>,
         correctness: Check,
@@ -270,10 +386,25 @@ impl Report {
             per_second: rec.seconds(),
             delivery_lag: rec.lag(),
             service,
+            cache_at_end,
+            process_cpu,
             service_series,
             fanout_by_followers,
             correctness,
         }
+    }
+
+    /// CPU seconds of every process per 1,000 timed events (None if a process did not say).
+    pub fn cpu_seconds_per_1k_events(&self) -> Option<f64> {
+        let total: Option<f64> = self.process_cpu.iter().map(|p| p.cpu_seconds).sum();
+        total
+            .filter(|_| self.replay.items > 0 && !self.process_cpu.is_empty())
+            .map(|t| t * 1000.0 / self.replay.items as f64)
+    }
+
+    /// The timed phase's response-time percentiles of one operation.
+    pub fn op(&self, name: &str) -> Option<&OpSummary> {
+        self.ops.iter().find(|o| o.op == name)
     }
 
     /// Operations that ended in an error or a mismatch with the contract.
@@ -445,6 +576,34 @@ impl Report {
             "| cache hit rate | {} |",
             self.service.cache_hit_rate.map_or("–".to_owned(), |v| format!("{:.1} %", v * 100.0))
         );
+        let _ = writeln!(
+            m,
+            "| storage reads per home-timeline page | {} ({} celebrity lists merged per page) |",
+            self.service.storage_reads_per_page.map_or("–".to_owned(), |v| format!("{v:.2}")),
+            self.service.celebrity_lists_per_page.map_or("–".to_owned(), |v| format!("{v:.2}"))
+        );
+        let cache = &self.cache_at_end;
+        let _ = writeln!(
+            m,
+            "| timeline cache at the end | {} entries, {} in {} live timelines |",
+            num(cache.entries),
+            cache.bytes.map_or("–".to_owned(), byte_size),
+            num(cache.timelines)
+        );
+        let _ = writeln!(
+            m,
+            "| CPU of the services | {} s per 1,000 timed events ({}) |",
+            self.cpu_seconds_per_1k_events().map_or("–".to_owned(), |v| format!("{v:.2}")),
+            self.process_cpu
+                .iter()
+                .map(|p| format!(
+                    "{}: {} s",
+                    p.service.as_deref().unwrap_or(&p.endpoint),
+                    p.cpu_seconds.map_or("–".to_owned(), |c| format!("{c:.1}"))
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         let _ = writeln!(m, "| correctness | {verdict} |");
         if !self.quiet_before_check {
             let _ = writeln!(
@@ -543,6 +702,8 @@ impl Report {
             ("… from a materialised timeline", s.cache_hits),
             ("timelines rebuilt from storage", s.rebuilds),
             ("merge rounds that read storage", s.storage_pull_rounds),
+            ("read-path calls to the stores (read-model misses)", s.read_path_store_calls),
+            ("celebrity lists merged at read", s.celebrity_lists_merged),
         ] {
             let _ = writeln!(m, "| {name} | {} |", num(v));
         }

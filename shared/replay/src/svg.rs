@@ -1,6 +1,7 @@
 //! Small self-contained SVG charts for the replay report: lines and points on linear or
-//! logarithmic axes. Hand-written because a report needs four plain charts, and a plotting
-//! library would pull a font stack into every build for them.
+//! logarithmic axes, and panels of horizontal bars ([`Bars`]) for comparing a few
+//! configurations. Hand-written because a report needs a handful of plain charts, and a
+//! plotting library would pull a font stack into every build for them.
 
 use std::fmt::Write;
 
@@ -16,6 +17,8 @@ const COLOURS: [&str; 8] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd
 pub enum Style {
     Line,
     Points,
+    /// Large points, for a few points that each stand for a whole run.
+    Marks,
     /// A line through the points, as steps (for CDFs).
     Steps,
 }
@@ -215,11 +218,12 @@ impl Chart {
             let pts: Vec<(f64, f64)> =
                 series.points.iter().filter_map(|(a, b)| Some((x.map(*a)?, y.map(*b)?))).collect();
             match series.style {
-                Style::Points => {
+                Style::Points | Style::Marks => {
+                    let r = if series.style == Style::Marks { 6.0 } else { 2.5 };
                     for (px, py) in &pts {
                         let _ = write!(
                             s,
-                            r#"<circle cx="{px:.1}" cy="{py:.1}" r="2.5" fill="{colour}" fill-opacity="0.6"/>"#
+                            r#"<circle cx="{px:.1}" cy="{py:.1}" r="{r}" fill="{colour}" fill-opacity="0.6"/>"#
                         );
                     }
                 }
@@ -253,6 +257,93 @@ impl Chart {
     }
 }
 
+/// Panels of horizontal bars, one panel per measure and one bar per category in every
+/// panel (same colour for a category throughout), each bar labelled with its value. A
+/// missing value leaves its bar out and says so.
+pub struct Bars {
+    pub title: String,
+    pub categories: Vec<String>,
+    /// (measure, with its unit; one value per category)
+    pub panels: Vec<(String, Vec<Option<f64>>)>,
+}
+
+impl Bars {
+    pub fn render(&self) -> String {
+        const COLUMNS: usize = 2;
+        const NAMES: f64 = 110.0;
+        const BAR: f64 = 16.0;
+        const GAP: f64 = 4.0;
+        let panel_w = (W - 20.0) / COLUMNS as f64;
+        let panel_h = 28.0 + self.categories.len() as f64 * (BAR + GAP) + 14.0;
+        let rows = self.panels.len().div_ceil(COLUMNS);
+        let height = TOP + rows as f64 * panel_h;
+        let mut s = String::new();
+        let _ = write!(
+            s,
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{height}" viewBox="0 0 {W} {height}" font-family="sans-serif" font-size="12">"#
+        );
+        let _ = write!(s, r#"<rect width="{W}" height="{height}" fill="white"/>"#);
+        let _ = write!(
+            s,
+            r#"<text x="{}" y="22" text-anchor="middle" font-size="15">{}</text>"#,
+            W / 2.0,
+            escape(&self.title)
+        );
+        for (p, (measure, values)) in self.panels.iter().enumerate() {
+            let (x0, y0) = (10.0 + (p % COLUMNS) as f64 * panel_w, TOP + (p / COLUMNS) as f64 * panel_h);
+            let _ =
+                write!(s, r#"<text x="{:.1}" y="{:.1}" font-weight="bold">{}</text>"#, x0, y0 + 14.0, escape(measure));
+            let longest = values.iter().flatten().fold(0.0f64, |m, v| m.max(*v));
+            // Room on the right for the value's label.
+            let span = panel_w - NAMES - 70.0;
+            for (i, (category, &value)) in self.categories.iter().zip(values).enumerate() {
+                let y = y0 + 26.0 + i as f64 * (BAR + GAP);
+                let _ = write!(
+                    s,
+                    r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
+                    x0 + NAMES - 6.0,
+                    y + BAR - 4.0,
+                    escape(category)
+                );
+                let Some(v) = value.filter(|v: &f64| v.is_finite()) else {
+                    let _ = write!(
+                        s,
+                        r##"<text x="{:.1}" y="{:.1}" fill="#888">not measured</text>"##,
+                        x0 + NAMES,
+                        y + BAR - 4.0
+                    );
+                    continue;
+                };
+                let w = if longest > 0.0 { (v.max(0.0) / longest * span).max(1.0) } else { 1.0 };
+                let colour = COLOURS[i % COLOURS.len()];
+                let _ = write!(
+                    s,
+                    r#"<rect x="{:.1}" y="{y:.1}" width="{w:.1}" height="{BAR}" fill="{colour}"/><text x="{:.1}" y="{:.1}">{}</text>"#,
+                    x0 + NAMES,
+                    x0 + NAMES + w + 4.0,
+                    y + BAR - 4.0,
+                    value_label(v)
+                );
+            }
+        }
+        s.push_str("</svg>\n");
+        s
+    }
+}
+
+/// A bar's value: three significant digits, thousands as `k`.
+fn value_label(v: f64) -> String {
+    if v.abs() >= 1e4 {
+        label(v)
+    } else if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,6 +360,23 @@ mod tests {
         assert_eq!(svg.matches("<path").count(), 1);
         // x = 0 has no place on a log axis: one circle, not two.
         assert_eq!(svg.matches("<circle").count(), 1);
+    }
+
+    #[test]
+    fn bars_show_every_measured_value_and_say_which_are_missing() {
+        let svg = Bars {
+            title: "cost".into(),
+            categories: vec!["push-all".into(), "pull-all".into()],
+            panels: vec![
+                ("inserts per post".into(), vec![Some(75.0), Some(1.0)]),
+                ("MiB".into(), vec![Some(2.5), None]),
+            ],
+        }
+        .render();
+        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
+        assert_eq!(svg.matches("<rect").count(), 1 + 3, "the background and three bars");
+        assert_eq!(svg.matches("not measured").count(), 1);
+        assert!(svg.contains(">75.0<") && svg.contains(">1.00<") && svg.contains(">2.50<"), "{svg}");
     }
 
     #[test]

@@ -59,6 +59,13 @@ pub struct MemoryCache {
 
 type Shard = HashMap<UserId, Timeline, IdHash>;
 
+/// What [`MemoryCache::usage_now`] reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub entries: usize,
+    pub bytes: usize,
+}
+
 /// One shard per cache-line pair, so two cores locking neighbouring shards do not fight
 /// over one line (a lock and its map are ~56 bytes; unpadded, two cores slowed each other).
 #[repr(align(128))]
@@ -310,6 +317,21 @@ impl MemoryCache {
         self.shards.iter().map(|s| s.lock().values().filter(|t| !self.idle(t, now)).count()).sum()
     }
 
+    /// Entries held and the bytes they and their timelines take, idle timelines not yet
+    /// swept included (they still hold the memory). Bytes count each timeline's entry
+    /// buffer at its capacity plus its header and key, not the hash maps' spare slots.
+    pub fn usage_now(&self) -> Usage {
+        let per_timeline = std::mem::size_of::<(UserId, Timeline)>();
+        let mut usage = Usage::default();
+        for shard in self.shards.iter() {
+            for t in shard.lock().values() {
+                usage.entries += t.entries.len();
+                usage.bytes += per_timeline + t.entries.capacity() * std::mem::size_of::<Entry>();
+            }
+        }
+        usage
+    }
+
     /// Drops idle timelines; returns how many. Takes one shard lock at a time.
     pub fn sweep(&self) -> usize {
         let now = Instant::now();
@@ -486,6 +508,22 @@ mod tests {
         assert!(c.begin_rebuild_now(a), "a rebuild starts afresh");
         c.finish_rebuild_now(a, &[], true);
         assert_eq!(c.read_now(a, newest(10)).unwrap().entries, Vec::new());
+    }
+
+    #[test]
+    fn usage_counts_entries_and_their_buffers() {
+        let c = cache(40);
+        assert_eq!(c.usage_now(), Usage::default());
+        for owner in [UserId(1), UserId(2)] {
+            assert!(c.begin_rebuild_now(owner));
+            c.finish_rebuild_now(owner, &[e(10, 9), e(11, 9), e(12, 9)], true);
+        }
+        let usage = c.usage_now();
+        assert_eq!(usage.entries, 6);
+        // At least the entries themselves and a header per timeline.
+        assert!(usage.bytes >= 6 * 16 + 2 * std::mem::size_of::<Timeline>(), "{usage:?}");
+        c.clear_now();
+        assert_eq!(c.usage_now(), Usage::default());
     }
 
     #[tokio::test]

@@ -32,6 +32,24 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("STARLING__FANOUT__SLICE_SIZE", "2"),
 ];
 
+/// `celebrity.mode`, as the oracle tests run it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum FanoutMode {
+    Hybrid,
+    PushAll,
+    PullAll,
+}
+
+impl FanoutMode {
+    pub fn setting(self) -> &'static str {
+        match self {
+            FanoutMode::Hybrid => "hybrid",
+            FanoutMode::PushAll => "push_all",
+            FanoutMode::PullAll => "pull_all",
+        }
+    }
+}
+
 pub const USERS: usize = 40;
 /// Users below this index read often; the rest rarely (and go idle).
 pub const HOT: usize = USERS / 2;
@@ -59,6 +77,24 @@ impl Driver {
     pub async fn assert_celebrity_posted(&self) {
         let merged = self.api.metric(names::FANOUT_POSTS_MERGED_AT_READ).await;
         assert!(merged > 0, "no celebrity ever posted; the trace does not test the hybrid path");
+    }
+
+    /// Asserts that the fan-out worked as `mode` says: in push-all no post was merged at
+    /// read; in pull-all every post was written to its author's timeline alone.
+    pub async fn assert_mode_applied(&self, mode: FanoutMode) {
+        let metric = |name| self.api.metric(name);
+        let (pushed, merged) =
+            (metric(names::FANOUT_POSTS_PUSHED).await, metric(names::FANOUT_POSTS_MERGED_AT_READ).await);
+        match mode {
+            FanoutMode::Hybrid => self.assert_celebrity_posted().await,
+            FanoutMode::PushAll => assert!(pushed > 0 && merged == 0, "push-all: {pushed} pushed, {merged} merged"),
+            FanoutMode::PullAll => {
+                let targeted =
+                    metric(names::FANOUT_TIMELINE_INSERTS).await + metric(names::FANOUT_SKIPPED_INACTIVE).await;
+                assert!(merged > 0, "pull-all merged nothing at read");
+                assert_eq!(targeted, pushed + merged, "pull-all wrote to timelines other than the authors' own");
+            }
+        }
     }
 
     pub fn token(&self, u: usize) -> &str {
