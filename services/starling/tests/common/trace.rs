@@ -89,10 +89,19 @@ impl Driver {
             FanoutMode::Hybrid => self.assert_celebrity_posted().await,
             FanoutMode::PushAll => assert!(pushed > 0 && merged == 0, "push-all: {pushed} pushed, {merged} merged"),
             FanoutMode::PullAll => {
+                // Every post goes to its author's timeline; a follower's only when the
+                // post was applied before its author's class change (a follow and the
+                // post right after it are events of two topics, applied in either
+                // order), which must be rare.
                 let targeted =
                     metric(names::FANOUT_TIMELINE_INSERTS).await + metric(names::FANOUT_SKIPPED_INACTIVE).await;
+                let to_followers = targeted.saturating_sub(pushed + merged);
                 assert!(merged > 0, "pull-all merged nothing at read");
-                assert_eq!(targeted, pushed + merged, "pull-all wrote to timelines other than the authors' own");
+                assert!(
+                    to_followers * 20 <= pushed + merged,
+                    "pull-all wrote {to_followers} follower timelines for {} posts",
+                    pushed + merged
+                );
             }
         }
     }
