@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Makes the example what-if study in shared/replay/example-study/ from nothing: builds
-# Starling, imports a bounded sample of the real SNAP Higgs trace (the first 10,000
+# Starling, imports a bounded sample of the real SNAP Higgs trace (the first 20,000
 # activity events and the follower graph among their users, gaps filled with follows
-# derived from the interactions, one read per post by a follower), and replays it
+# derived from the interactions, three reads by followers per post), and replays it
 # under push-all, the hybrid at three celebrity lines and pull-all, each on a fresh
 # standalone server that `starling trace study` starts itself (about 10 minutes).
 #
@@ -26,12 +26,13 @@ cargo build --release --locked -p starling
 bin="$root/target/release/starling"
 
 "$bin" trace import-higgs --activity "$activity" --graph "$graph" --users active --fill interactions \
-    --max-events 10000 --reads-per-post 1 --seed 1 --out "$work/higgs.trace"
+    --max-events 20000 --reads-per-post 3 --seed 1 --out "$work/higgs.trace"
 "$bin" trace stats "$work/higgs.trace" | tee "$work/stats.txt"
 
-# The three days' first 10,000 events at a fixed 250 events/s (real time would take
-# hours); the replays' own reports, the plots and study.md go to $out.
+# The three days' first 20,000 posts (and the reads) at a fixed 400 events/s (real time
+# would take days); the lines sit around the sample's follower counts (p99 20, max
+# 1,065). The replays' own reports, the plots and study.md go to $out.
 rm -rf "$out/push-all" "$out/pull-all" "$out"/hybrid-*
 "$bin" trace study "$work/higgs.trace" --configs push-all,hybrid:1000,hybrid:100,hybrid:10,pull-all \
-    --rate 250 --lag-sample 0.05 --seed 1 --out "$out"
+    --rate 400 --lag-sample 0.05 --seed 1 --out "$out"
 cp "$work/stats.txt" "$out/trace-stats.txt"

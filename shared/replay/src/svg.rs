@@ -133,6 +133,18 @@ fn trim(v: f64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
+/// An open `<svg>` of the charts' width and `height`, white, with `title` centred on `mid`.
+fn header(height: f64, mid: f64, title: &str) -> String {
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{height}" viewBox="0 0 {W} {height}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = write!(s, r#"<rect width="{W}" height="{height}" fill="white"/>"#);
+    let _ = write!(s, r#"<text x="{mid}" y="22" text-anchor="middle" font-size="15">{}</text>"#, escape(title));
+    s
+}
+
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
@@ -161,18 +173,7 @@ impl Chart {
         let all = || self.series.iter().flat_map(|s| s.points.iter());
         let x = Axis::new(all().map(|p| p.0), self.log_x, LEFT, W - RIGHT);
         let y = Axis::new(all().map(|p| p.1), self.log_y, H - BOTTOM, TOP);
-        let mut s = String::new();
-        let _ = write!(
-            s,
-            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
-        );
-        let _ = write!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
-        let _ = write!(
-            s,
-            r#"<text x="{}" y="22" text-anchor="middle" font-size="15">{}</text>"#,
-            (LEFT + W - RIGHT) / 2.0,
-            escape(&self.title)
-        );
+        let mut s = header(H, (LEFT + W - RIGHT) / 2.0, &self.title);
         for t in x.ticks() {
             let Some(px) = x.map(t) else { continue };
             let _ = write!(
@@ -277,18 +278,7 @@ impl Bars {
         let panel_h = 28.0 + self.categories.len() as f64 * (BAR + GAP) + 14.0;
         let rows = self.panels.len().div_ceil(COLUMNS);
         let height = TOP + rows as f64 * panel_h;
-        let mut s = String::new();
-        let _ = write!(
-            s,
-            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{height}" viewBox="0 0 {W} {height}" font-family="sans-serif" font-size="12">"#
-        );
-        let _ = write!(s, r#"<rect width="{W}" height="{height}" fill="white"/>"#);
-        let _ = write!(
-            s,
-            r#"<text x="{}" y="22" text-anchor="middle" font-size="15">{}</text>"#,
-            W / 2.0,
-            escape(&self.title)
-        );
+        let mut s = header(height, W / 2.0, &self.title);
         for (p, (measure, values)) in self.panels.iter().enumerate() {
             let (x0, y0) = (10.0 + (p % COLUMNS) as f64 * panel_w, TOP + (p / COLUMNS) as f64 * panel_h);
             let _ =
