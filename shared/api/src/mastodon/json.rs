@@ -1,11 +1,12 @@
 //! Accounts and Statuses written straight into a JSON buffer, for the pages that answer
 //! many of them (the home timeline).
 //!
-//! Building a [`Status`] and serialising it allocated a dozen strings per status (URLs,
-//! ids, the date, the HTML) and copied its author's serialised Account into each one;
-//! under `perf` that was about a quarter of the timeline-service's time per read. Writing
+//! Building a [`Status`](super::Status) and serialising it allocated a dozen strings per
+//! status (URLs, ids, the date, the HTML) and copied its author's serialised Account into
+//! each one; under `perf` that was a fifth to a quarter of the timeline-service's time
+//! per read (BENCHMARKS.md). Writing
 //! the same bytes straight into the page's buffer skips the entities. The output is byte
-//! for byte what `serde_json` writes for [`Account`] and [`Status`] (the tests below
+//! for byte what `serde_json` writes for `Account` and `Status` (the tests below
 //! compare them), so the two stay interchangeable: the entities remain the definition of
 //! the shape, and a field added there fails those tests until it is added here.
 
@@ -19,7 +20,7 @@ const DAY_MS: u64 = 86_400_000;
 #[cfg(test)]
 use super::{Account, RawAccount, Status};
 
-/// `user`'s Account as JSON (what [`Account::new`] serialises to).
+/// The Account of user `id` as JSON (what `Account::new` serialises to).
 pub fn account(base: &PublicBase, id: UserId, handle: &str, counts: Counts, statuses: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(640 + 8 * handle.len() + 8 * base.0.len());
     let b = &base.0;
@@ -58,7 +59,7 @@ pub fn account(base: &PublicBase, id: UserId, handle: &str, counts: Counts, stat
     out
 }
 
-/// One status of a page: what [`Status::new`] and [`Status::counted`] take.
+/// One status of a page: what `Status::new` and `Status::counted` take.
 #[derive(Clone, Copy)]
 pub struct Shown<'a> {
     pub post: &'a PostRecord,
