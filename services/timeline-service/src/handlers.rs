@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use actix_web::http::header::ContentType;
 use actix_web::{HttpRequest, HttpResponse, web};
 use starling_api::ApiError;
 use starling_api::auth::AuthUser;
@@ -35,5 +36,5 @@ async fn home(svc: web::Data<TimelineService>, me: AuthUser, req: HttpRequest) -
     if let Some(link) = page.link_header(&format!("{}{}", base.0, req.path()), prev_min_id, next_max_id) {
         res.insert_header(("Link", link));
     }
-    Ok(res.json(statuses))
+    Ok(res.content_type(ContentType::json()).body(statuses.into_json()))
 }

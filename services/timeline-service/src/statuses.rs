@@ -12,9 +12,10 @@ use std::collections::HashMap;
 
 use futures::future::try_join_all;
 
-use starling_api::mastodon::{Account, PublicBase, RawAccount, Status};
+use starling_api::mastodon::PublicBase;
+use starling_api::mastodon::json::{self, StatusArray};
 use starling_ids::{PostId, UserId};
-use starling_storage::{Counts, Interactions, PostRecord, UserRecord};
+use starling_storage::{Counts, Interactions, PostRecord};
 use starling_timeline_cache::read_model::CachedPost;
 
 use crate::stats::{Lookups, Peer};
@@ -108,7 +109,7 @@ impl TimelineService {
     /// counts (from the read model, a minute old at most; from the graph on a miss), each
     /// status's interactions, and for a reply the parent's author (from the post cache; from
     /// the post-service on a miss). The lookups go out together: one round trip.
-    pub async fn statuses(&self, base: &PublicBase, page: HomePage, viewer: UserId) -> Result<Vec<Status>, ReadError> {
+    pub async fn statuses(&self, base: &PublicBase, page: HomePage, viewer: UserId) -> Result<StatusArray, ReadError> {
         let HomePage { posts, originals, counted } = page;
         // The statuses shown in full: plain posts and reblogged originals.
         let shown: Vec<PostId> =
@@ -142,31 +143,42 @@ impl TimelineService {
             self.author_counts(&authors, cached_counts),
             self.interactions(viewer, &shown, cached_interactions),
         )?;
-        let mut accounts: HashMap<UserId, RawAccount> = HashMap::with_capacity(authors.len());
-        let mut account = |p: &PostRecord| {
-            let raw = accounts.entry(p.author).or_insert_with(|| {
-                let author = UserRecord { id: p.author, handle: p.author_handle.clone() };
+        // Each author's Account written once per page, copied into each of their statuses.
+        let mut accounts: HashMap<UserId, Vec<u8>> = HashMap::with_capacity(authors.len());
+        for p in posts.iter().chain(originals.values()) {
+            accounts.entry(p.author).or_insert_with(|| {
                 let counts = counts.get(&p.author).copied().unwrap_or_default();
                 // The post count is not indexed yet.
-                RawAccount::new(&Account::new(base, &author, counts, 0))
+                json::account(base, p.author, &p.author_handle, counts, 0)
             });
-            raw.clone()
-        };
-        let parent = |p: &PostRecord| p.reply_to.and_then(|r| parent_authors.get(&r).copied());
-        let counted = |p: &PostRecord, account: &RawAccount| {
-            let i = interactions.get(&p.id).copied().unwrap_or_default();
-            Status::new(base, p, account, parent(p)).counted(&i)
-        };
-        Ok(posts
-            .iter()
-            .filter_map(|p| match p.reblog_of {
-                None => Some(counted(p, &account(p))),
+        }
+        let shown = |p| status_of(p, &accounts, &parent_authors, &interactions);
+        let mut out = StatusArray::with_capacity(posts.len());
+        for p in &posts {
+            match p.reblog_of {
+                None => out.push(|o| json::status(o, base, &shown(p))),
                 Some(o) => {
-                    let o = originals.get(&o)?;
-                    let original = counted(o, &account(o));
-                    Some(Status::reblog(base, p, &account(p), original))
+                    let Some(original) = originals.get(&o) else { continue };
+                    out.push(|o| json::reblog(o, base, &shown(p), &shown(original)));
                 }
-            })
-            .collect())
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `p` with what its Status shows besides the post: its author's account (written for each
+/// author of the page), its parent's author, its interactions.
+fn status_of<'a>(
+    p: &'a PostRecord,
+    accounts: &'a HashMap<UserId, Vec<u8>>,
+    parent_authors: &HashMap<PostId, UserId>,
+    interactions: &HashMap<PostId, Interactions>,
+) -> json::Shown<'a> {
+    json::Shown {
+        post: p,
+        account: &accounts[&p.author],
+        parent_author: p.reply_to.and_then(|r| parent_authors.get(&r).copied()),
+        interactions: interactions.get(&p.id).copied().unwrap_or_default(),
     }
 }

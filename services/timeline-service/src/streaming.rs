@@ -103,7 +103,7 @@ impl TimelineService {
                 let posts = self.without_repeats(&watch.authors, posts, &mut originals).await?;
                 let statuses =
                     self.statuses(base, HomePage { posts, originals, ..HomePage::default() }, watch.reader).await?;
-                Ok(statuses.first().and_then(|s| serde_json::to_string(s).ok()).map(Event::Update))
+                Ok(statuses.get(0).map(|s| Event::Update(s.to_owned())))
             }
             _ => Ok(None),
         }

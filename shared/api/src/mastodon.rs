@@ -5,6 +5,8 @@
 //! account without them. Every id is a string; `created_at` is rounded to midnight UTC,
 //! as Mastodon has done since 3.4.
 
+pub mod json;
+
 use serde::Serialize;
 use starling_ids::UserId;
 use starling_storage::{AppRecord, Counts, UserRecord};
