@@ -7,6 +7,9 @@
 //! Celebrity classification uses hysteresis: an author becomes a celebrity at
 //! `threshold` followers and stops being one below `demote_below`, so an author hovering
 //! around the line does not flip the fan-out strategy on every follow.
+//! That is the hybrid mode; `celebrity.mode` also offers the two ends, for deployments and
+//! what-if studies that want them: push-all (no celebrities) and pull-all (every author
+//! with a follower is one).
 
 mod accounts;
 mod admin;
