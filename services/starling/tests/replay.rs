@@ -230,8 +230,8 @@ async fn socfb_reed98_replays_equal_to_the_oracle() {
     assert!(report.service.posts_merged_at_read.unwrap() > 0.0, "{:?}", report.service);
 }
 
-/// Writes a seeded synthetic trace with `celebrities` popular users to `path`.
-fn synthetic(path: &Path, users: u64, celebrities: u64, activity: ActivityConfig) {
+/// Writes a seeded synthetic trace with `celebrities` popular users to `dir/name`.
+fn synthetic(dir: &Path, name: &str, users: u64, celebrities: u64, activity: ActivityConfig) -> PathBuf {
     let cfg = SynthConfig {
         users,
         celebrities,
@@ -241,10 +241,7 @@ fn synthetic(path: &Path, users: u64, celebrities: u64, activity: ActivityConfig
         activity,
         ..SynthConfig::default()
     };
-    let mut w =
-        TraceWriter::new(std::io::BufWriter::new(std::fs::File::create(path).unwrap()), &Header::default()).unwrap();
-    starling_trace::synth::generate(&cfg, &mut w, &|_| {}).unwrap();
-    w.finish().unwrap();
+    write_trace(dir, name, |w| starling_trace::synth::generate(&cfg, w, &|_| {}).map(drop).unwrap())
 }
 
 fn study_command(trace: &Path, out: &Path, configs: &str) -> std::process::Command {
@@ -262,7 +259,6 @@ fn study_command(trace: &Path, out: &Path, configs: &str) -> std::process::Comma
 #[test]
 fn study_puts_push_all_hybrid_and_pull_all_side_by_side() {
     let dir = tempfile::tempdir().unwrap();
-    let trace = dir.path().join("study.trace");
     let activity = ActivityConfig {
         duration_s: 10.0,
         posts_per_s: 20.0,
@@ -272,7 +268,7 @@ fn study_puts_push_all_hybrid_and_pull_all_side_by_side() {
         unfollows_per_s: 1.0,
         ..ActivityConfig::default()
     };
-    synthetic(&trace, 200, 2, activity);
+    let trace = synthetic(dir.path(), "study.trace", 200, 2, activity);
     let out = dir.path().join("study");
     let done = study_command(&trace, &out, "push-all,hybrid:40,pull-all").output().unwrap();
     let stderr = String::from_utf8_lossy(&done.stderr);
@@ -323,8 +319,8 @@ fn study_puts_push_all_hybrid_and_pull_all_side_by_side() {
 #[test]
 fn study_refuses_bad_arguments() {
     let dir = tempfile::tempdir().unwrap();
-    let trace = dir.path().join("tiny.trace");
-    synthetic(&trace, 20, 1, ActivityConfig { duration_s: 1.0, burst: None, ..ActivityConfig::default() });
+    let activity = ActivityConfig { duration_s: 1.0, burst: None, ..ActivityConfig::default() };
+    let trace = synthetic(dir.path(), "tiny.trace", 20, 1, activity);
     let out = dir.path().join("out");
     for (configs, extra, says) in [
         ("push-all,hybrid:0", &[][..], "at least 1"),
@@ -347,10 +343,9 @@ fn study_refuses_bad_arguments() {
 #[test]
 fn study_resets_a_given_deployment_between_configurations() {
     let dir = tempfile::tempdir().unwrap();
-    let trace = dir.path().join("reset.trace");
     let activity =
         ActivityConfig { duration_s: 4.0, posts_per_s: 20.0, reads_per_s: 20.0, burst: None, ..Default::default() };
-    synthetic(&trace, 60, 1, activity);
+    let trace = synthetic(dir.path(), "reset.trace", 60, 1, activity);
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let (pid, log, seen) = (dir.path().join("server.pid"), dir.path().join("server.log"), dir.path().join("seen"));
     // Stops the last server, then starts one on an empty data directory; records the

@@ -222,6 +222,7 @@ impl StudyArgs {
     /// oracle check.
     pub async fn run(self) -> anyhow::Result<()> {
         let deployment = self.deployment()?;
+        // Each run gets its own handle prefix (`s1`, `s2`, …); this one only stands in for them.
         let cfg = self.play.config("s".into())?;
         let mut seen = std::collections::HashSet::new();
         if let Some(c) = self.configs.iter().find(|c| !seen.insert(c.name())) {

@@ -156,7 +156,7 @@ pub async fn study(
         );
         runs.push(Run::new(*configuration, report));
     }
-    let study = StudyReport::new(trace, deployment, runs);
+    let study = StudyReport::new(trace, deployment, &runs);
     study.write(out).with_context(|| format!("writing the study to {}", out.display()))?;
     Ok(study)
 }

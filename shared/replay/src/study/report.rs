@@ -44,6 +44,7 @@ impl Run {
             lag_p50_ms: r.delivery_lag.p50_ms,
             lag_p99_ms: r.delivery_lag.p99_ms,
             lag_samples: r.delivery_lag.samples,
+            lag_cdf: r.delivery_lag.cdf.clone(),
             storage_reads_per_page: s.storage_reads_per_page,
             celebrity_lists_per_page: s.celebrity_lists_per_page,
             cpu_seconds_per_1k_events: r.cpu_seconds_per_1k_events(),
@@ -81,6 +82,8 @@ pub struct Row {
     pub lag_p50_ms: Option<f64>,
     pub lag_p99_ms: Option<f64>,
     pub lag_samples: usize,
+    /// (lag ms, fraction of samples at or below it), as in the run's own report.
+    pub lag_cdf: Vec<(f64, f64)>,
     pub storage_reads_per_page: Option<f64>,
     pub celebrity_lists_per_page: Option<f64>,
     pub cpu_seconds_per_1k_events: Option<f64>,
@@ -102,12 +105,10 @@ pub struct StudyReport {
     pub pace: String,
     pub seed: u64,
     pub rows: Vec<Row>,
-    #[serde(skip)]
-    runs: Vec<Run>,
 }
 
 impl StudyReport {
-    pub fn new(trace: &Path, deployment: &Deployment, runs: Vec<Run>) -> StudyReport {
+    pub fn new(trace: &Path, deployment: &Deployment, runs: &[Run]) -> StudyReport {
         let deployment = match deployment {
             Deployment::Fresh { env, .. } if env.is_empty() => {
                 "a fresh standalone server per configuration (embedded backends, empty data directory)".to_owned()
@@ -132,7 +133,6 @@ impl StudyReport {
             pace: first.map(|r| format!("{:?}", r.pace)).unwrap_or_default(),
             seed: first.map_or(0, |r| r.seed),
             rows: runs.iter().map(Run::row).collect(),
-            runs,
         }
     }
 
@@ -186,9 +186,8 @@ impl StudyReport {
     fn lag_chart(&self) -> Chart {
         let mut chart =
             Chart::new("Delivery lag: post accepted → visible to a follower", "lag (ms)", "fraction of posts").log_x();
-        for run in &self.runs {
-            let cdf = run.report.delivery_lag.cdf.clone();
-            chart = chart.with(Series::new(run.configuration.name(), Style::Steps, cdf));
+        for r in &self.rows {
+            chart = chart.with(Series::new(r.configuration.clone(), Style::Steps, r.lag_cdf.clone()));
         }
         chart
     }
