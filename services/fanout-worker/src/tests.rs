@@ -250,7 +250,7 @@ async fn a_run_of_graph_events_is_reconciled_in_one_graph_call() {
     assert_eq!(counting.edge_calls.load(std::sync::atomic::Ordering::Relaxed), 1);
     assert_eq!(f.reader_timeline().await, vec![PostId(3), PostId(2)]);
     assert_eq!(stats.backfilled.get(), 2);
-    let (following, _) = f.model.reader_view(r).await.unwrap();
+    let following = f.model.reader_view(r).await.unwrap().following;
     assert_eq!(following, Some(vec![b]));
 }
 

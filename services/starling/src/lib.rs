@@ -359,7 +359,11 @@ impl Node {
                 model.clone(),
                 graph_client.clone(),
                 post_client.clone(),
-                ReadSettings { max_entries: settings.timeline.max_entries },
+                ReadSettings {
+                    max_entries: settings.timeline.max_entries,
+                    // Only in front of Redis: the in-memory model is this process's already.
+                    near_posts: if backends.memory.is_some() { 0 } else { settings.timeline.near_post_entries },
+                },
                 bus.clone(),
             ))),
             _ => None,

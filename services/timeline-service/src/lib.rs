@@ -46,8 +46,13 @@
 //! and misses per collection.
 //!
 //! The page is answered as Mastodon Statuses (`statuses`): each nests its author's
-//! Account, whose counts come from the read model too (a minute old at most), so a page is
-//! three cache round trips in the common case: the third reads the authors' counts.
+//! Account, whose counts come from the read model too (a minute old at most), read in the
+//! second round trip with the posts (`ReadModel::page`).
+//!
+//! Across processes, the posts themselves mostly come from this process's own copy
+//! ([`NearPosts`], kept current by the read model's deletion log, whose number the first
+//! round trip brings along): the second round trip then carries only the counts, the
+//! reader's flags and the posts the copy lacks.
 //!
 //! A reader without a timeline (new, or inactive long enough to be evicted) gets one
 //! rebuilt from storage on this read, and the read is served from it: a full page, never
@@ -58,11 +63,15 @@
 //! times the rate.
 
 mod handlers;
+mod near;
 mod stats;
 mod statuses;
 mod streaming;
 
+pub use near::NearPosts;
 pub use stats::ReadStats;
+
+use near::At;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -75,7 +84,9 @@ use starling_clients::{ClientError, GraphClient, PostClient};
 use starling_ids::{PostId, UserId};
 use starling_storage::{Counts, Interactions, Order, PostRecord, Window};
 use starling_timeline_cache::bus::Bus;
-use starling_timeline_cache::read_model::{CachedPost, Collection, Fill, PageLookup, RECENT_DEPTH, ReadModel, Recent};
+use starling_timeline_cache::read_model::{
+    CachedPost, Collection, Fill, PageLookup, RECENT_DEPTH, ReadModel, ReaderView, Recent,
+};
 use starling_timeline_cache::{CacheError, Entry, Range, Slice, TimelineCache};
 
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +123,8 @@ pub struct HomePage {
     /// What the read model said, with the posts, of their authors' counts and of their
     /// interactions (`None`: not cached), so that rendering asks only for the rest.
     pub counted: Counted,
+    /// Where the page found this process's copy of posts, if it has one.
+    near: Option<At>,
 }
 
 /// Counts and interactions read from the read model, cached or not.
@@ -126,6 +139,9 @@ pub struct Counted {
 pub struct ReadSettings {
     /// The cache's cap per timeline: how much a rebuild pulls.
     pub max_entries: usize,
+    /// Posts this process keeps in its own copy ([`NearPosts`]); 0: none, every post is
+    /// read from the read model (where that is in this process already).
+    pub near_posts: usize,
 }
 
 /// What this process holds of the celebrities, valid while the read model's celebrity
@@ -146,6 +162,7 @@ pub struct TimelineService {
     /// What the fan-out announces: feeds the open streams.
     pub bus: Arc<dyn Bus>,
     celebrities: RwLock<CelebrityView>,
+    near: Option<NearPosts>,
     pub stats: ReadStats,
 }
 
@@ -201,6 +218,7 @@ impl TimelineService {
             bus,
             // No version matches this one until the first read replaces it.
             celebrities: RwLock::new(CelebrityView { version: u64::MAX, celebrities: None, recent: HashMap::new() }),
+            near: (settings.near_posts > 0).then(|| NearPosts::new(settings.near_posts)),
             stats: ReadStats::default(),
         }
     }
@@ -240,10 +258,10 @@ impl TimelineService {
         Ok(set)
     }
 
-    /// Whom `reader` follows and the celebrity version, from the read model in one
-    /// command (the follow list filled from the graph on a miss).
-    async fn reader_view(&self, reader: UserId) -> Result<(Vec<UserId>, u64), ReadError> {
-        let (cached, version) = self.model.reader_view(reader).await?;
+    /// Whom `reader` follows, the celebrity version and the deletion log's number, from
+    /// the read model in one command (the follow list filled from the graph on a miss).
+    async fn reader_view(&self, reader: UserId) -> Result<(Vec<UserId>, u64, Option<u64>), ReadError> {
+        let ReaderView { following: cached, version, deletions } = self.model.reader_view(reader).await?;
         let c = Collection::Following(reader);
         let list = self
             .or_fill(
@@ -255,7 +273,7 @@ impl TimelineService {
                 |l| Fill::Users(l.clone()),
             )
             .await?;
-        Ok((list, version))
+        Ok((list, version, deletions))
     }
 
     /// The newest post ids of each of `authors` as of celebrity version `version`: from
@@ -351,15 +369,19 @@ impl TimelineService {
         self.stats.reads.inc();
         // The first round's timeline read goes out with the follow list's: one round trip.
         let first = cache_range(query.upper, query.lower, query.limit, query.direction == Direction::Down);
-        let ((following, version), slice) =
+        let ((following, version, deletions), slice) =
             futures::try_join!(self.reader_view(reader), async { Ok(self.cache.read(reader, first).await?) })?;
+        let near = match &self.near {
+            Some(copy) => Some(copy.at(&*self.model, deletions).await?),
+            None => None,
+        };
         let celebrities = self.celebrity_set(version).await?;
         let celebs: Vec<UserId> = following.iter().copied().filter(|a| celebrities.contains(a)).collect();
         let mut authors = following;
         authors.push(reader);
         let allowed: HashSet<UserId> = authors.iter().copied().collect();
 
-        let ctx = Ctx { reader, authors: &authors, celebs: &celebs, allowed: Some(&allowed), version };
+        let ctx = Ctx { reader, authors: &authors, celebs: &celebs, allowed: Some(&allowed), version, near };
         self.collect(&ctx, query, Mode::Unprobed, Some((first, slice))).await
     }
 
@@ -370,7 +392,7 @@ impl TimelineService {
             return Ok(Mode::Pull);
         }
         self.stats.rebuilds.inc();
-        let ctx = Ctx { reader, authors, celebs: &[], allowed: None, version: 0 };
+        let ctx = Ctx { reader, authors, celebs: &[], allowed: None, version: 0, near: None };
         let query = Query { upper: None, lower: None, direction: Direction::Down, limit: self.settings.max_entries };
         let pulled = match self.merge(&ctx, query, Mode::Pull).await {
             Ok(p) => p,
@@ -417,21 +439,21 @@ impl TimelineService {
                     let mut authors: Vec<UserId> = rest[..take].iter().map(|i| i.author).collect();
                     authors.sort_unstable();
                     authors.dedup();
-                    let (posts, c) = self.hydrate_counted(&ids, &authors, ctx.reader).await?;
+                    let (posts, c) = self.hydrate_counted(&ids, &authors, ctx.reader, ctx.near).await?;
                     counted = c;
                     posts
                 } else {
-                    self.hydrate(&ids).await?
+                    self.hydrate(&ids, ctx.near).await?
                 };
                 out.extend(match ctx.allowed {
-                    Some(home) => self.without_repeats(home, posts, &mut originals).await?,
+                    Some(home) => self.without_repeats(home, posts, &mut originals, ctx.near).await?,
                     None => posts,
                 });
                 rest = &rest[take..];
             }
             match next {
                 Some(next) if out.len() < query.limit => round = next,
-                _ => return Ok(HomePage { posts: out, originals, counted }),
+                _ => return Ok(HomePage { posts: out, originals, counted, near: ctx.near }),
             }
         }
     }
@@ -613,13 +635,14 @@ impl TimelineService {
         home: &HashSet<UserId>,
         posts: Vec<PostRecord>,
         originals: &mut HashMap<PostId, PostRecord>,
+        near: Option<At>,
     ) -> Result<Vec<PostRecord>, ReadError> {
         if posts.iter().all(|p| p.reblog_of.is_none()) {
             return Ok(posts);
         }
         let wanted: Vec<PostId> =
             posts.iter().filter_map(|p| p.reblog_of).filter(|o| !originals.contains_key(o)).collect();
-        for o in self.hydrate(&wanted).await? {
+        for o in self.hydrate(&wanted, near).await? {
             originals.insert(o.id, o);
         }
         let at_home = |u: UserId| home.contains(&u);
@@ -662,11 +685,11 @@ impl TimelineService {
     }
 
     /// Looks the posts up; drops deleted ones. Keeps order.
-    async fn hydrate(&self, ids: &[PostId]) -> Result<Vec<PostRecord>, ReadError> {
+    async fn hydrate(&self, ids: &[PostId], near: Option<At>) -> Result<Vec<PostRecord>, ReadError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let cached = self.model.posts(ids).await?;
+        let cached = self.cached_posts(ids, near).await?;
         self.hydrated(ids, cached).await
     }
 
@@ -677,13 +700,57 @@ impl TimelineService {
         ids: &[PostId],
         authors: &[UserId],
         viewer: UserId,
+        near: Option<At>,
     ) -> Result<(Vec<PostRecord>, Counted), ReadError> {
-        let PageLookup { posts, counts, interactions } = self.model.page(ids, authors, viewer).await?;
+        let (held, missing) = self.held_posts(ids, near);
+        let PageLookup { posts, counts, interactions } = self.model.page(&missing, ids, authors, viewer).await?;
         let counted = Counted {
             counts: authors.iter().copied().zip(counts).collect(),
             interactions: ids.iter().copied().zip(interactions).collect(),
         };
-        Ok((self.hydrated(ids, posts).await?, counted))
+        let cached = self.with_found(held, &missing, posts, near);
+        Ok((self.hydrated(ids, cached).await?, counted))
+    }
+
+    /// The posts `ids` as the read model has them (`None`: not cached), from this
+    /// process's copy where it holds them (at `near`).
+    async fn cached_posts(&self, ids: &[PostId], near: Option<At>) -> Result<Vec<Option<CachedPost>>, ReadError> {
+        let (held, missing) = self.held_posts(ids, near);
+        let found = if missing.is_empty() { Vec::new() } else { self.model.posts(&missing).await? };
+        Ok(self.with_found(held, &missing, found, near))
+    }
+
+    /// What this process's copy holds of `ids` (all `None` without one), and the ids it
+    /// lacks, in order.
+    fn held_posts(&self, ids: &[PostId], near: Option<At>) -> (Vec<Option<CachedPost>>, Vec<PostId>) {
+        let held = match (&self.near, near) {
+            (Some(copy), Some(_)) => copy.get(ids),
+            _ => vec![None; ids.len()],
+        };
+        let missing: Vec<PostId> = ids.iter().zip(&held).filter(|(_, h)| h.is_none()).map(|(&id, _)| id).collect();
+        if self.near.is_some() {
+            self.stats.lookups(Lookups::NearPosts, ids.len() - missing.len(), missing.len());
+        }
+        (held, missing)
+    }
+
+    /// `held` with the read model's answers for `missing` (in its order) put in their
+    /// places; those answers are kept in this process's copy.
+    fn with_found(
+        &self,
+        mut held: Vec<Option<CachedPost>>,
+        missing: &[PostId],
+        found: Vec<Option<CachedPost>>,
+        near: Option<At>,
+    ) -> Vec<Option<CachedPost>> {
+        if let (Some(copy), Some(at)) = (&self.near, near) {
+            copy.fill(at, missing.iter().zip(&found).filter_map(|(&id, p)| Some((id, p.clone()?))));
+        }
+        let mut found = found.into_iter();
+        for slot in held.iter_mut().filter(|h| h.is_none()) {
+            *slot = found.next().flatten();
+        }
+        held
     }
 
     /// The posts `ids` from what the read model had of them (`cached`), the misses from
@@ -766,4 +833,6 @@ struct Ctx<'a> {
     allowed: Option<&'a HashSet<UserId>>,
     /// The celebrity version read with the follow list.
     version: u64,
+    /// Where this process's copy of posts is for this page (`None`: not used).
+    near: Option<At>,
 }

@@ -23,9 +23,11 @@ pub enum Lookups {
     Celebrities = 3,
     Counts = 4,
     Interactions = 5,
+    /// This process's own copy of posts (`NearPosts`), in front of `posts`.
+    NearPosts = 6,
 }
 
-const COLLECTIONS: [&str; 6] = ["posts", "following", "recent", "celebrities", "counts", "interactions"];
+const COLLECTIONS: [&str; 7] = ["posts", "following", "recent", "celebrities", "counts", "interactions", "near_posts"];
 
 #[derive(Debug)]
 pub struct ReadStats {

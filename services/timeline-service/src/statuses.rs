@@ -18,6 +18,7 @@ use starling_ids::{PostId, UserId};
 use starling_storage::{Counts, Interactions, PostRecord};
 use starling_timeline_cache::read_model::CachedPost;
 
+use crate::near::At;
 use crate::stats::{Lookups, Peer};
 use crate::{HomePage, ReadError, TimelineService};
 
@@ -53,14 +54,14 @@ impl TimelineService {
         Ok(counts)
     }
 
-    /// The author of each of `parents` that still exists: from the post cache, the misses
-    /// from the post-service.
-    async fn parent_authors(&self, parents: &[PostId]) -> Result<HashMap<PostId, UserId>, ReadError> {
+    /// The author of each of `parents` that still exists: from the post cache (this
+    /// process's copy first, at `near`), the misses from the post-service.
+    async fn parent_authors(&self, parents: &[PostId], near: Option<At>) -> Result<HashMap<PostId, UserId>, ReadError> {
         let mut authors: HashMap<PostId, UserId> = HashMap::new();
         if parents.is_empty() {
             return Ok(authors);
         }
-        let cached = self.model.posts(parents).await?;
+        let cached = self.cached_posts(parents, near).await?;
         let mut missing = Vec::new();
         for (&id, c) in parents.iter().zip(cached) {
             match c {
@@ -110,7 +111,7 @@ impl TimelineService {
     /// status's interactions, and for a reply the parent's author (from the post cache; from
     /// the post-service on a miss). The lookups go out together: one round trip.
     pub async fn statuses(&self, base: &PublicBase, page: HomePage, viewer: UserId) -> Result<StatusArray, ReadError> {
-        let HomePage { posts, originals, counted } = page;
+        let HomePage { posts, originals, counted, near } = page;
         // The statuses shown in full: plain posts and reblogged originals.
         let shown: Vec<PostId> =
             posts.iter().filter(|p| p.reblog_of.is_none()).map(|p| p.id).chain(originals.keys().copied()).collect();
@@ -130,7 +131,7 @@ impl TimelineService {
                 }
                 Ok(self.model.page_counts(&unread_authors, &unread, viewer).await?)
             },
-            self.parent_authors(&parents)
+            self.parent_authors(&parents, near)
         )?;
         let mut counted = counted;
         counted.counts.extend(unread_authors.into_iter().zip(more_counts));

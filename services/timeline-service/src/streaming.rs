@@ -78,7 +78,7 @@ impl Watch {
 
 impl TimelineService {
     async fn watch(&self, reader: UserId) -> Result<Watch, ReadError> {
-        let (following, _) = self.reader_view(reader).await?;
+        let (following, ..) = self.reader_view(reader).await?;
         let mut authors: HashSet<UserId> = following.into_iter().collect();
         authors.insert(reader);
         Ok(Watch { reader, authors })
@@ -98,9 +98,9 @@ impl TimelineService {
             }
             Change::Deleted { post, author } if watch.authors.contains(&author) => Ok(Some(Event::Delete(post))),
             Change::Posted { post, author } if watch.authors.contains(&author) => {
-                let posts = self.hydrate(&[post]).await?;
+                let posts = self.hydrate(&[post], None).await?;
                 let mut originals = HashMap::new();
-                let posts = self.without_repeats(&watch.authors, posts, &mut originals).await?;
+                let posts = self.without_repeats(&watch.authors, posts, &mut originals, None).await?;
                 let statuses =
                     self.statuses(base, HomePage { posts, originals, ..HomePage::default() }, watch.reader).await?;
                 Ok(statuses.get(0).map(|s| Event::Update(s.to_owned())))

@@ -7,7 +7,7 @@
 use starling_ids::{PostId, UserId};
 use starling_storage::PostRecord;
 
-use super::{CachedPost, Collection, Fill, RECENT_DEPTH, ReadModel, Recent};
+use super::{CachedPost, Collection, DELETION_LOG, Fill, RECENT_DEPTH, ReadModel, Recent};
 
 const BASE: u64 = 0x0123_4567_89AB_C000;
 
@@ -42,7 +42,9 @@ pub async fn run(m: &dyn ReadModel) {
     counts_fill_and_replace(m).await;
     interactions_fill_once_and_changes_win(m).await;
     a_page_lookup_answers_as_its_parts(m).await;
+    deletions_are_logged_in_order(m).await;
     clear_forgets_everything(m).await;
+    a_wipe_leaves_no_deletion_holder_current(m).await;
 }
 
 /// `page` answers what `posts`, `counts` and `interactions` answer, each in its order.
@@ -57,14 +59,65 @@ async fn a_page_lookup_answers_as_its_parts(m: &dyn ReadModel) {
     let i = Interactions { reblogs: 1, favourites: 2, replies: 3, reblogged: false, favourited: true };
     m.fill_interactions(viewer, &[(cached, i)]).await.unwrap();
     let ids = [unknown, cached, gone];
-    let got = m.page(&ids, &[other, author], viewer).await.unwrap();
+    let got = m.page(&ids, &ids, &[other, author], viewer).await.unwrap();
     assert_eq!(got.posts, vec![None, Some(CachedPost::Live(record(600))), Some(CachedPost::Deleted)]);
     assert_eq!(got.counts, vec![None, Some(counts)]);
     assert_eq!(got.interactions, vec![None, Some(i), None]);
     assert_eq!(got.posts, m.posts(&ids).await.unwrap());
     assert_eq!(got.interactions, m.interactions(viewer, &ids).await.unwrap());
-    let empty = m.page(&[], &[], viewer).await.unwrap();
+    // The posts and the statuses are asked for apart (a caller may hold the posts).
+    let got = m.page(&[gone], &ids, &[author], viewer).await.unwrap();
+    assert_eq!(got.posts, vec![Some(CachedPost::Deleted)]);
+    assert_eq!(got.interactions, vec![None, Some(i), None]);
+    let got = m.page(&[], &[cached], &[author], viewer).await.unwrap();
+    assert!(got.posts.is_empty());
+    assert_eq!((got.counts, got.interactions), (vec![Some(counts)], vec![Some(i)]));
+    let empty = m.page(&[], &[], &[], viewer).await.unwrap();
     assert!(empty.posts.is_empty() && empty.counts.is_empty() && empty.interactions.is_empty());
+}
+
+/// Every delete is logged after its tombstones, in order, and the reader view carries the
+/// log's number; the log keeps its newest [`DELETION_LOG`] entries and says when it no
+/// longer reaches back.
+async fn deletions_are_logged_in_order(m: &dyn ReadModel) {
+    let number = || async { m.reader_view(user(700)).await.unwrap().deletions };
+    let start = m.deletions_since(0).await.unwrap().seq;
+    assert_eq!(number().await, Some(start), "asking starts the log");
+    let since = m.deletions_since(start).await.unwrap();
+    assert_eq!((since.seq, since.posts.len(), since.complete), (start, 0, true));
+    m.posts_deleted(&[post(700), post(701)]).await.unwrap();
+    m.posts_deleted(&[]).await.unwrap();
+    m.posts_deleted(&[post(702)]).await.unwrap();
+    let now = number().await.expect("a number after deletes");
+    assert_eq!(now, start + 3, "one step per deleted post, none for an empty delete");
+    let since = m.deletions_since(start).await.unwrap();
+    assert_eq!((since.seq, since.posts.clone(), since.complete), (now, vec![post(700), post(701), post(702)], true));
+    let since = m.deletions_since(start + 2).await.unwrap();
+    assert_eq!((since.posts, since.complete), (vec![post(702)], true));
+    assert_eq!(m.posts(&[post(701)]).await.unwrap(), vec![Some(CachedPost::Deleted)], "tombstones are written too");
+    assert!(!m.deletions_since(now + 1).await.unwrap().complete, "a number the log never had");
+    // Past its length, the log forgets its oldest entries and says so to those behind.
+    let many: Vec<PostId> = (0..DELETION_LOG as u64 + 2).map(|n| post(10_000 + n)).collect();
+    m.posts_deleted(&many).await.unwrap();
+    let behind = m.deletions_since(now).await.unwrap();
+    assert!(!behind.complete && behind.posts.is_empty(), "entries after {now} were trimmed");
+    assert_eq!(behind.seq, now + many.len() as u64);
+    let near = m.deletions_since(behind.seq - 2).await.unwrap();
+    assert_eq!((near.posts, near.complete), (many[many.len() - 2..].to_vec(), true));
+}
+
+/// After a wipe no holder of posts may count itself current: whatever number it holds,
+/// the log says it no longer reaches back to it.
+async fn a_wipe_leaves_no_deletion_holder_current(m: &dyn ReadModel) {
+    m.posts_deleted(&[post(800)]).await.unwrap();
+    let held = m.deletions_since(0).await.unwrap().seq;
+    // Deleted after the holder caught up, then wiped along with the log.
+    m.posts_deleted(&[post(799)]).await.unwrap();
+    m.clear().await.unwrap();
+    m.posts_deleted(&[post(801)]).await.unwrap();
+    let after = m.deletions_since(held).await.unwrap();
+    assert!(!after.complete || after.posts.contains(&post(799)), "a wipe hid a delete: {after:?}");
+    assert_ne!(m.reader_view(user(800)).await.unwrap().deletions, Some(held), "the number moved");
 }
 
 async fn interactions_fill_once_and_changes_win(m: &dyn ReadModel) {
@@ -138,7 +191,7 @@ async fn posts_are_added_once_and_tombstones_stay(m: &dyn ReadModel) {
 }
 
 async fn following(m: &dyn ReadModel, reader: UserId) -> Option<Vec<UserId>> {
-    m.reader_view(reader).await.unwrap().0
+    m.reader_view(reader).await.unwrap().following
 }
 
 async fn sorted(m: &dyn ReadModel, reader: UserId) -> Option<Vec<UserId>> {
@@ -250,7 +303,7 @@ async fn fills_of_the_wrong_kind_are_refused(m: &dyn ReadModel) {
 
 async fn the_celebrity_version_moves_on_celebrity_changes(m: &dyn ReadModel) {
     let reader = user(500);
-    let version = || async { m.reader_view(reader).await.unwrap().1 };
+    let version = || async { m.reader_view(reader).await.unwrap().version };
     let v0 = version().await;
     // Follow lists are not part of it.
     let token = m.begin_fill(Collection::Following(reader)).await.unwrap();
@@ -258,7 +311,7 @@ async fn the_celebrity_version_moves_on_celebrity_changes(m: &dyn ReadModel) {
     m.set_member(Collection::Following(reader), user(2), true).await.unwrap();
     m.forget(Collection::Following(user(501))).await.unwrap();
     assert_eq!(version().await, v0, "follow-list changes leave the celebrity version alone");
-    let (following, _) = m.reader_view(reader).await.unwrap();
+    let following = m.reader_view(reader).await.unwrap().following;
     assert_eq!(following.map(|l| l.len()), Some(2));
     let mut last = v0;
     for change in 0..3 {

@@ -13,7 +13,10 @@ use parking_lot::{Mutex, RwLock};
 use starling_ids::{PostId, UserId};
 use starling_storage::{Counts, Interactions, PostRecord};
 
-use super::{CachedPost, Collection, Fill, FillToken, ReadModel, Recent, check_fill, merge_recent};
+use super::{
+    CachedPost, Collection, DELETION_LOG, Deletions, Fill, FillToken, ReadModel, ReaderView, Recent, check_fill,
+    merge_recent,
+};
 use crate::CacheResult;
 
 #[derive(Clone, Debug)]
@@ -72,6 +75,16 @@ pub struct MemoryReadModel {
     sets: RwLock<Sets>,
     fills: Mutex<Fills>,
     version: AtomicU64,
+    deletions: Mutex<DeletionLog>,
+}
+
+/// The deletion log (see [`crate::read_model`]): numbers from 1, never reset; a wipe
+/// moves `floor` up to the number, so nothing before it is reported complete.
+#[derive(Default)]
+struct DeletionLog {
+    seq: u64,
+    floor: u64,
+    log: VecDeque<(u64, PostId)>,
 }
 
 struct Sets {
@@ -103,6 +116,7 @@ impl MemoryReadModel {
             }),
             fills: Mutex::new(Fills::default()),
             version: AtomicU64::new(0),
+            deletions: Mutex::new(DeletionLog::default()),
         }
     }
 
@@ -163,16 +177,38 @@ impl ReadModel for MemoryReadModel {
     }
 
     async fn posts_deleted(&self, ids: &[PostId]) -> CacheResult<()> {
-        let mut cached = self.posts.write();
+        {
+            let mut cached = self.posts.write();
+            for &id in ids {
+                cached.insert(id, CachedPost::Deleted);
+            }
+        }
+        let mut d = self.deletions.lock();
         for &id in ids {
-            cached.insert(id, CachedPost::Deleted);
+            d.seq += 1;
+            let seq = d.seq;
+            d.log.push_back((seq, id));
+        }
+        while d.log.len() > DELETION_LOG {
+            let Some((seq, _)) = d.log.pop_front() else { break };
+            d.floor = seq;
         }
         Ok(())
     }
 
-    async fn reader_view(&self, reader: UserId) -> CacheResult<(Option<Vec<UserId>>, u64)> {
+    async fn reader_view(&self, reader: UserId) -> CacheResult<ReaderView> {
         let version = self.version.load(Ordering::SeqCst);
-        Ok((self.sets.read().following.map.get(&reader).cloned(), version))
+        let deletions = Some(self.deletions.lock().seq);
+        Ok(ReaderView { following: self.sets.read().following.map.get(&reader).cloned(), version, deletions })
+    }
+
+    async fn deletions_since(&self, after: u64) -> CacheResult<Deletions> {
+        let d = self.deletions.lock();
+        if after < d.floor || after > d.seq {
+            return Ok(Deletions { seq: d.seq, posts: Vec::new(), complete: false });
+        }
+        let posts = d.log.iter().filter(|(seq, _)| *seq > after).map(|(_, id)| *id).collect();
+        Ok(Deletions { seq: d.seq, posts, complete: true })
     }
 
     async fn celebrities(&self) -> CacheResult<Option<Vec<UserId>>> {
@@ -334,6 +370,9 @@ impl ReadModel for MemoryReadModel {
         sets.recent.clear();
         sets.celebrities = None;
         self.bump();
+        let mut d = self.deletions.lock();
+        d.log.clear();
+        d.floor = d.seq;
         Ok(())
     }
 }
@@ -369,7 +408,7 @@ mod tests {
             let token = m.begin_fill(Collection::Following(reader)).await.unwrap();
             assert!(m.finish_fill(Collection::Following(reader), token, Fill::Users(vec![])).await.unwrap());
         }
-        assert_eq!(m.reader_view(UserId(1)).await.unwrap().0, None);
-        assert_eq!(m.reader_view(UserId(2)).await.unwrap().0, Some(vec![]));
+        assert_eq!(m.reader_view(UserId(1)).await.unwrap().following, None);
+        assert_eq!(m.reader_view(UserId(2)).await.unwrap().following, Some(vec![]));
     }
 }

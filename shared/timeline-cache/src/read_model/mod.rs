@@ -49,6 +49,19 @@
 //! value it had (in Redis a lost counter starts again from the clock), so a process never
 //! takes lists it read before a wipe for current.
 //!
+//! # The deletion log
+//!
+//! Posts never change, so a timeline-service may keep its own copy of the posts it read
+//! (`NearPosts` there): only a delete can make a copy wrong. Every delete
+//! ([`ReadModel::posts_deleted`]) writes its tombstones, then appends the posts to the
+//! *deletion log* and moves its sequence number. A page reads that number with the
+//! reader's follow list ([`ReaderView::deletions`], the same command); a process whose
+//! copy is at that number serves posts from it, and one behind asks
+//! [`ReadModel::deletions_since`] what to drop. The delete is logged before it is
+//! answered, so a read that starts after it never shows the post. The log keeps the last
+//! [`DELETION_LOG`] deletions; a holder further behind (or after a wipe, when the number
+//! starts again from the clock, like the celebrity version) drops its whole copy.
+//!
 //! Every implementation passes [`conformance`].
 
 #[cfg(any(test, feature = "conformance"))]
@@ -64,6 +77,31 @@ use crate::{CacheError, CacheResult};
 /// How many of a celebrity's newest post ids the recent list keeps; deeper pages go to
 /// storage.
 pub const RECENT_DEPTH: usize = 128;
+
+/// How many of the newest deletions the deletion log keeps (see the module docs).
+pub const DELETION_LOG: usize = 10_000;
+
+/// What a page reads first, in one command: the reader's followees (`None` if not cached),
+/// the celebrity version and the deletion log's number (`None` if it has none yet: a new
+/// or wiped model). See the module docs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReaderView {
+    pub following: Option<Vec<UserId>>,
+    pub version: u64,
+    pub deletions: Option<u64>,
+}
+
+/// [`ReadModel::deletions_since`]'s answer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Deletions {
+    /// The log's number now: a holder that applied `posts` is at it.
+    pub seq: u64,
+    /// Deleted after the number asked about, oldest first (a post may appear twice).
+    pub posts: Vec<PostId>,
+    /// `false` if the log no longer reaches back to the number asked about (trimmed, or
+    /// wiped and started again): `posts` is then empty, and a holder must drop its copy.
+    pub complete: bool,
+}
 
 /// A cached post.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,12 +159,17 @@ pub trait ReadModel: Send + Sync + 'static {
     /// Never replaces what is cached, so a tombstone stays.
     async fn add_posts(&self, posts: &[PostRecord]) -> CacheResult<()>;
 
-    /// Caches tombstones for these posts, replacing whatever was cached.
+    /// Caches tombstones for these posts, replacing whatever was cached, then appends them
+    /// to the deletion log (see the module docs).
     async fn posts_deleted(&self, ids: &[PostId]) -> CacheResult<()>;
 
-    /// `reader`'s followees in no particular order (`None` if not cached) and the
-    /// celebrity version (see the module docs), in one lookup.
-    async fn reader_view(&self, reader: UserId) -> CacheResult<(Option<Vec<UserId>>, u64)>;
+    /// `reader`'s followees in no particular order, the celebrity version and the deletion
+    /// log's number (see the module docs), in one lookup.
+    async fn reader_view(&self, reader: UserId) -> CacheResult<ReaderView>;
+
+    /// The posts deleted since the deletion log stood at `after` (see the module docs).
+    /// Starts the log if it has none.
+    async fn deletions_since(&self, after: u64) -> CacheResult<Deletions>;
 
     /// Every celebrity, `None` if not cached.
     async fn celebrities(&self) -> CacheResult<Option<Vec<UserId>>>;
@@ -174,11 +217,18 @@ pub trait ReadModel: Send + Sync + 'static {
         page_counts_apart(self, authors, statuses, viewer).await
     }
 
-    /// What a page's first hydration reads: the posts `ids`, the counts of `authors`, and
-    /// the interactions of `ids` as `viewer` sees them (each as its own method answers), in
-    /// one round trip where the backend can. A page of plain posts then needs nothing more.
-    async fn page(&self, ids: &[PostId], authors: &[UserId], viewer: UserId) -> CacheResult<PageLookup> {
-        page_apart(self, ids, authors, viewer).await
+    /// What a page's first hydration reads: the posts `posts` (those the caller does not
+    /// hold already), the counts of `authors`, and the interactions of `statuses` as
+    /// `viewer` sees them (each as its own method answers), in one round trip where the
+    /// backend can. A page of plain posts then needs nothing more.
+    async fn page(
+        &self,
+        posts: &[PostId],
+        statuses: &[PostId],
+        authors: &[UserId],
+        viewer: UserId,
+    ) -> CacheResult<PageLookup> {
+        page_apart(self, posts, statuses, authors, viewer).await
     }
 
     /// Caches interactions read from the post-service, where nothing is cached yet.
@@ -218,12 +268,13 @@ pub async fn page_counts_apart<M: ReadModel + ?Sized>(
 /// and what backends fall back to where they cannot do better.
 pub async fn page_apart<M: ReadModel + ?Sized>(
     model: &M,
-    ids: &[PostId],
+    posts: &[PostId],
+    statuses: &[PostId],
     authors: &[UserId],
     viewer: UserId,
 ) -> CacheResult<PageLookup> {
     let (posts, (counts, interactions)) =
-        futures::try_join!(model.posts(ids), model.page_counts(authors, ids, viewer))?;
+        futures::try_join!(model.posts(posts), model.page_counts(authors, statuses, viewer))?;
     Ok(PageLookup { posts, counts, interactions })
 }
 

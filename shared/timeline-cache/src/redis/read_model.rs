@@ -15,6 +15,7 @@
 //! | `P{<user>}:n` | follower and following counts, 8 bytes each | `counts_ttl` |
 //! | `Pg:<token hash, hex>` | an OAuth grant: `1` ‖ its bytes, or the tombstone `0` | `grant_ttl` |
 //! | `P{celebrities}:v` | the celebrity version (an integer, `INCR`ed; starts from the clock in µs, see `lua/bump.lua`) | none |
+//! | `P{deletions}:s`, `:l`, `:f` | the deletion log: its number (like the version), the newest deleted post ids scored by number (a sorted set of at most `DELETION_LOG`), and the number below which it is incomplete (`lua/log_deletions.lua`) | none |
 //! | `…:fill` beside each of the last three | a fill's token | 60 s |
 //!
 //! A follow costs 8 bytes in its follower's list (plus ~60 bytes per list for the key), a
@@ -42,8 +43,8 @@ use starling_storage::{Counts, Interactions, PostRecord};
 use super::conn::{Connections, LuaScript, Request, glob_escape};
 use super::millis;
 use crate::read_model::{
-    CachedPost, Collection, Fill, FillToken, PageLookup, RECENT_DEPTH, ReadModel, Recent, check_fill, codec,
-    merge_recent,
+    CachedPost, Collection, DELETION_LOG, Deletions, Fill, FillToken, PageLookup, RECENT_DEPTH, ReadModel, ReaderView,
+    Recent, check_fill, codec, merge_recent,
 };
 use crate::{CacheError, CacheResult};
 
@@ -85,6 +86,8 @@ struct Scripts {
     add_recent: LuaScript,
     finish_fill: LuaScript,
     bump: LuaScript,
+    log_deletions: LuaScript,
+    deletions_since: LuaScript,
 }
 
 /// See the module docs.
@@ -111,6 +114,8 @@ impl RedisReadModel {
                 add_recent: LuaScript::new(include_str!("lua/add_recent.lua").to_owned()),
                 finish_fill: LuaScript::new(include_str!("lua/finish_fill.lua").to_owned()),
                 bump: LuaScript::new(include_str!("lua/bump.lua").to_owned()),
+                log_deletions: LuaScript::new(include_str!("lua/log_deletions.lua").to_owned()),
+                deletions_since: LuaScript::new(include_str!("lua/deletions_since.lua").to_owned()),
             },
             post_ms: millis(options.post_ttl),
             following_ms: millis(options.following_ttl),
@@ -231,10 +236,14 @@ impl RedisReadModel {
         format!("{}{{celebrities}}:v", self.prefix)
     }
 
+    /// The deletion log's keys: its number, the log, its floor (one slot).
+    fn deletion_keys(&self) -> [String; 3] {
+        ["s", "l", "f"].map(|k| format!("{}{{deletions}}:{k}", self.prefix))
+    }
+
     /// Moves the celebrity version, after the change it announces (`lua/bump.lua`).
     async fn bump(&self) -> CacheResult<()> {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        let micros = now.as_micros().to_string();
+        let micros = now_micros();
         self.script::<i64>("celebrity version", &self.scripts.bump, &[&self.version_key()], &[micros.as_bytes()])
             .await?;
         Ok(())
@@ -288,6 +297,20 @@ fn id_keys_cmd(prefix: &str, name: &str, head: &str, ids: impl ExactSizeIterator
         cmd.arg(&key[..]);
     }
     cmd
+}
+
+/// The time in microseconds, where a missing counter starts (`lua/bump.lua`).
+fn now_micros() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    now.as_micros().to_string()
+}
+
+/// A counter's value, as Redis keeps it (decimal).
+fn parse_number(v: &[u8], what: &str) -> CacheResult<u64> {
+    std::str::from_utf8(v)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| CacheError::Backend(format!("corrupt {what}")))
 }
 
 /// A cached grant: `1` ‖ its bytes, or the tombstone `0`.
@@ -356,31 +379,51 @@ impl ReadModel for RedisReadModel {
 
     #[tracing::instrument(level = "debug", skip_all, fields(posts = ids.len()))]
     async fn posts_deleted(&self, ids: &[PostId]) -> CacheResult<()> {
-        let cmds = ids
+        let cmds: Vec<Cmd> = ids
             .iter()
             .map(|&id| {
                 redis::cmd("SET").arg(self.post_key(id)).arg(codec::TOMBSTONE).arg("PX").arg(self.post_ms).clone()
             })
             .collect();
+        if cmds.is_empty() {
+            return Ok(());
+        }
         self.each::<Value>("delete posts", cmds).await?;
+        // Logged after the tombstones: a holder that sees the new number finds them.
+        let keys = self.deletion_keys();
+        let (now, cap) = (now_micros(), DELETION_LOG.to_string());
+        let ids: Vec<[u8; 8]> = ids.iter().map(|p| p.0.to_be_bytes()).collect();
+        let mut args: Vec<&[u8]> = vec![now.as_bytes(), cap.as_bytes()];
+        args.extend(ids.iter().map(|i| &i[..]));
+        let keys = [keys[0].as_str(), keys[1].as_str(), keys[2].as_str()];
+        self.script::<i64>("log deletions", &self.scripts.log_deletions, &keys, &args).await?;
         Ok(())
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(reader = reader.0))]
-    async fn reader_view(&self, reader: UserId) -> CacheResult<(Option<Vec<UserId>>, u64)> {
-        let keys = vec![self.key(Collection::Following(reader)), self.version_key()];
+    async fn reader_view(&self, reader: UserId) -> CacheResult<ReaderView> {
+        let [deletions, ..] = self.deletion_keys();
+        let keys = vec![self.key(Collection::Following(reader)), self.version_key(), deletions];
         let mut values = self.get_many("reader view", keys).await?.into_iter();
-        let following = values.next().flatten();
-        let version = values.next().flatten();
-        let following = decode_users(following)?;
-        let version = match version {
-            None => 0,
-            Some(v) => std::str::from_utf8(&v)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| CacheError::Backend("corrupt celebrity version".into()))?,
-        };
-        Ok((following, version))
+        let following = decode_users(values.next().flatten())?;
+        let version = values.next().flatten().map(|v| parse_number(&v, "celebrity version")).transpose()?;
+        let deletions = values.next().flatten().map(|v| parse_number(&v, "deletion number")).transpose()?;
+        Ok(ReaderView { following, version: version.unwrap_or(0), deletions })
+    }
+
+    async fn deletions_since(&self, after: u64) -> CacheResult<Deletions> {
+        let keys = self.deletion_keys();
+        let keys = [keys[0].as_str(), keys[1].as_str(), keys[2].as_str()];
+        let (now, after) = (now_micros(), after.to_string());
+        let (seq, complete, posts): (Vec<u8>, i64, Vec<Vec<u8>>) = self
+            .script("deletions since", &self.scripts.deletions_since, &keys, &[now.as_bytes(), after.as_bytes()])
+            .await?;
+        let posts = posts
+            .iter()
+            .map(|id| <[u8; 8]>::try_from(&id[..]).map(|b| PostId(u64::from_be_bytes(b))))
+            .collect::<Result<_, _>>()
+            .map_err(|_| CacheError::Backend("corrupt deletion log".into()))?;
+        Ok(Deletions { seq: parse_number(&seq, "deletion number")?, posts, complete: complete == 1 })
     }
 
     async fn celebrities(&self) -> CacheResult<Option<Vec<UserId>>> {
@@ -505,21 +548,31 @@ impl ReadModel for RedisReadModel {
         Ok((counts, decode_interactions(&status_counts, &flags)?))
     }
 
-    async fn page(&self, ids: &[PostId], authors: &[UserId], viewer: UserId) -> CacheResult<PageLookup> {
-        if self.conns.cluster().is_some() || ids.is_empty() || authors.is_empty() {
-            return crate::read_model::page_apart(self, ids, authors, viewer).await;
+    async fn page(
+        &self,
+        posts: &[PostId],
+        statuses: &[PostId],
+        authors: &[UserId],
+        viewer: UserId,
+    ) -> CacheResult<PageLookup> {
+        if self.conns.cluster().is_some() || statuses.is_empty() || authors.is_empty() {
+            return crate::read_model::page_apart(self, posts, statuses, authors, viewer).await;
         }
         // One pipeline on one node: the posts, their authors' counts, their counts, the flags.
         let mut pipe = redis::pipe();
-        pipe.add_command(id_keys_cmd(&self.prefix, "MGET", "p:", ids.iter().map(|id| id.0), ""));
         pipe.add_command(id_keys_cmd(&self.prefix, "MGET", "{", authors.iter().map(|u| u.0), "}:n"));
-        pipe.add_command(id_keys_cmd(&self.prefix, "MGET", "s:", ids.iter().map(|id| id.0), ""));
-        pipe.add_command(self.flags_cmd(viewer, ids));
+        pipe.add_command(id_keys_cmd(&self.prefix, "MGET", "s:", statuses.iter().map(|id| id.0), ""));
+        pipe.add_command(self.flags_cmd(viewer, statuses));
+        if !posts.is_empty() {
+            pipe.add_command(id_keys_cmd(&self.prefix, "MGET", "p:", posts.iter().map(|id| id.0), ""));
+        }
         type Values = Vec<Option<Vec<u8>>>;
-        let (posts, author_counts, status_counts, flags): (Values, Values, Values, Values) =
-            self.conns.run("page", Request::Pipe(&pipe), &[]).await?;
+        let mut replies: Vec<Values> = self.conns.run("page", Request::Pipe(&pipe), &[]).await?;
+        let found = if posts.is_empty() { Vec::new() } else { replies.pop().unwrap_or_default() };
+        let [author_counts, status_counts, flags]: [Values; 3] =
+            replies.try_into().map_err(|_| CacheError::Backend("a page pipeline answered short".into()))?;
         Ok(PageLookup {
-            posts: posts.into_iter().map(|v| v.map(|b| codec::decode(&b)).transpose()).collect::<CacheResult<_>>()?,
+            posts: found.into_iter().map(|v| v.map(|b| codec::decode(&b)).transpose()).collect::<CacheResult<_>>()?,
             counts: author_counts.into_iter().map(decode_counts).collect::<CacheResult<_>>()?,
             interactions: decode_interactions(&status_counts, &flags)?,
         })

@@ -479,7 +479,7 @@ async fn read_model_survives_script_flush(url: Target) {
     assert!(m.finish_fill(Collection::Following(reader), token, Fill::Users(vec![UserId(1)])).await.unwrap());
     let _ = raw(&c, &["SCRIPT", "FLUSH"]).await;
     m.set_member(Collection::Following(reader), UserId(2), true).await.unwrap();
-    let mut got = m.reader_view(reader).await.unwrap().0.unwrap();
+    let mut got = m.reader_view(reader).await.unwrap().following.unwrap();
     got.sort();
     assert_eq!(got, vec![UserId(1), UserId(2)]);
     m.clear().await.unwrap();

@@ -1,0 +1,23 @@
+-- Appends deleted posts to the deletion log (see read_model/mod.rs). KEYS: the log's
+-- number, the log (a sorted set: post id bytes scored by number), its floor. ARGV: the time
+-- in microseconds, how many entries to keep, then the post ids (8 bytes each).
+-- A missing number (a new, wiped or restarted Redis) starts from the clock, like the
+-- celebrity version, with the floor there too: a holder from before cannot pass for current.
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('SET', KEYS[1], ARGV[1])
+  redis.call('SET', KEYS[3], ARGV[1])
+  redis.call('DEL', KEYS[2])
+end
+local seq = 0
+for i = 3, #ARGV do
+  seq = redis.call('INCR', KEYS[1])
+  redis.call('ZADD', KEYS[2], seq, ARGV[i])
+end
+local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[2])
+if over > 0 then
+  -- The floor: the number of the newest entry trimmed away.
+  local cut = redis.call('ZRANGE', KEYS[2], over - 1, over - 1, 'WITHSCORES')
+  redis.call('SET', KEYS[3], string.format('%d', tonumber(cut[2])))
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, over - 1)
+end
+return seq
