@@ -63,6 +63,7 @@
 //! times the rate.
 
 mod handlers;
+mod hydrate;
 mod near;
 mod stats;
 mod statuses;
@@ -84,9 +85,7 @@ use starling_clients::{ClientError, GraphClient, PostClient};
 use starling_ids::{PostId, UserId};
 use starling_storage::{Counts, Interactions, Order, PostRecord, Window};
 use starling_timeline_cache::bus::Bus;
-use starling_timeline_cache::read_model::{
-    CachedPost, Collection, Fill, PageLookup, RECENT_DEPTH, ReadModel, ReaderView, Recent,
-};
+use starling_timeline_cache::read_model::{Collection, Fill, RECENT_DEPTH, ReadModel, ReaderView, Recent};
 use starling_timeline_cache::{CacheError, Entry, Range, Slice, TimelineCache};
 
 #[derive(Debug, thiserror::Error)]
@@ -625,164 +624,6 @@ impl TimelineService {
                 Ok(Some(fetched))
             }
         }
-    }
-
-    /// `posts` without the reblogs a timeline whose authors are `home` (the reader
-    /// included) shows elsewhere (see the crate docs on reblogs); the originals of those
-    /// kept are added to `originals`.
-    async fn without_repeats(
-        &self,
-        home: &HashSet<UserId>,
-        posts: Vec<PostRecord>,
-        originals: &mut HashMap<PostId, PostRecord>,
-        near: Option<At>,
-    ) -> Result<Vec<PostRecord>, ReadError> {
-        if posts.iter().all(|p| p.reblog_of.is_none()) {
-            return Ok(posts);
-        }
-        let wanted: Vec<PostId> =
-            posts.iter().filter_map(|p| p.reblog_of).filter(|o| !originals.contains_key(o)).collect();
-        for o in self.hydrate(&wanted, near).await? {
-            originals.insert(o.id, o);
-        }
-        let at_home = |u: UserId| home.contains(&u);
-        let mut kept = Vec::with_capacity(posts.len());
-        for p in posts {
-            let Some(o) = p.reblog_of else {
-                kept.push(p);
-                continue;
-            };
-            let Some(original) = originals.get(&o) else { continue };
-            if at_home(original.author) || self.reblogged_earlier(o, p.id, &at_home).await? {
-                continue;
-            }
-            kept.push(p);
-        }
-        Ok(kept)
-    }
-
-    /// Did anyone `at_home` reblog `original` before reblog `reblog`?
-    async fn reblogged_earlier(
-        &self,
-        original: PostId,
-        reblog: PostId,
-        at_home: &impl Fn(UserId) -> bool,
-    ) -> Result<bool, ReadError> {
-        const PAGE: usize = 1_000;
-        let mut after = None;
-        loop {
-            let window = Window { before: Some(reblog), after, limit: PAGE, order: Order::OldestFirst };
-            self.stats.call(Peer::Posts);
-            let earlier = self.posts.reblogs(original, window).await?;
-            if earlier.iter().any(|&(_, user)| at_home(user)) {
-                return Ok(true);
-            }
-            if earlier.len() < PAGE {
-                return Ok(false);
-            }
-            after = earlier.last().map(|r| r.0);
-        }
-    }
-
-    /// Looks the posts up; drops deleted ones. Keeps order.
-    async fn hydrate(&self, ids: &[PostId], near: Option<At>) -> Result<Vec<PostRecord>, ReadError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let cached = self.cached_posts(ids, near).await?;
-        self.hydrated(ids, cached).await
-    }
-
-    /// [`Self::hydrate`], reading with the posts their `authors`' counts and their
-    /// interactions as `viewer` sees them.
-    async fn hydrate_counted(
-        &self,
-        ids: &[PostId],
-        authors: &[UserId],
-        viewer: UserId,
-        near: Option<At>,
-    ) -> Result<(Vec<PostRecord>, Counted), ReadError> {
-        let (held, missing) = self.held_posts(ids, near);
-        let PageLookup { posts, counts, interactions } = self.model.page(&missing, ids, authors, viewer).await?;
-        let counted = Counted {
-            counts: authors.iter().copied().zip(counts).collect(),
-            interactions: ids.iter().copied().zip(interactions).collect(),
-        };
-        let cached = self.with_found(held, &missing, posts, near);
-        Ok((self.hydrated(ids, cached).await?, counted))
-    }
-
-    /// The posts `ids` as the read model has them (`None`: not cached), from this
-    /// process's copy where it holds them (at `near`).
-    async fn cached_posts(&self, ids: &[PostId], near: Option<At>) -> Result<Vec<Option<CachedPost>>, ReadError> {
-        let (held, missing) = self.held_posts(ids, near);
-        let found = if missing.is_empty() { Vec::new() } else { self.model.posts(&missing).await? };
-        Ok(self.with_found(held, &missing, found, near))
-    }
-
-    /// What this process's copy holds of `ids` (all `None` without one), and the ids it
-    /// lacks, in order.
-    fn held_posts(&self, ids: &[PostId], near: Option<At>) -> (Vec<Option<CachedPost>>, Vec<PostId>) {
-        let held = match (&self.near, near) {
-            (Some(copy), Some(_)) => copy.get(ids),
-            _ => vec![None; ids.len()],
-        };
-        let missing: Vec<PostId> = ids.iter().zip(&held).filter(|(_, h)| h.is_none()).map(|(&id, _)| id).collect();
-        if self.near.is_some() {
-            self.stats.lookups(Lookups::NearPosts, ids.len() - missing.len(), missing.len());
-        }
-        (held, missing)
-    }
-
-    /// `held` with the read model's answers for `missing` (in its order) put in their
-    /// places; those answers are kept in this process's copy.
-    fn with_found(
-        &self,
-        mut held: Vec<Option<CachedPost>>,
-        missing: &[PostId],
-        found: Vec<Option<CachedPost>>,
-        near: Option<At>,
-    ) -> Vec<Option<CachedPost>> {
-        if let (Some(copy), Some(at)) = (&self.near, near) {
-            copy.fill(at, missing.iter().zip(&found).filter_map(|(&id, p)| Some((id, p.clone()?))));
-        }
-        let mut found = found.into_iter();
-        for slot in held.iter_mut().filter(|h| h.is_none()) {
-            *slot = found.next().flatten();
-        }
-        held
-    }
-
-    /// The posts `ids` from what the read model had of them (`cached`), the misses from
-    /// the post-service (and cached); deleted ones dropped, order kept.
-    async fn hydrated(&self, ids: &[PostId], cached: Vec<Option<CachedPost>>) -> Result<Vec<PostRecord>, ReadError> {
-        let missing: Vec<PostId> = ids.iter().zip(&cached).filter(|(_, c)| c.is_none()).map(|(&id, _)| id).collect();
-        self.stats.lookups(Lookups::Posts, ids.len() - missing.len(), missing.len());
-        let mut fetched: HashMap<PostId, PostRecord> = HashMap::new();
-        if !missing.is_empty() {
-            self.stats.call(Peer::Posts);
-            let found = self.posts.get_posts(&missing).await?;
-            let gone: Vec<PostId> =
-                missing.iter().zip(&found).filter(|(_, p)| p.is_none()).map(|(&id, _)| id).collect();
-            let live: Vec<PostRecord> = found.into_iter().flatten().collect();
-            // Best effort, like every fill: the page has what it fetched.
-            if let Err(e) = self.model.add_posts(&live).await {
-                tracing::warn!(error = %e, "could not cache posts");
-            }
-            if let Err(e) = self.model.posts_deleted(&gone).await {
-                tracing::warn!(error = %e, "could not cache tombstones");
-            }
-            fetched = live.into_iter().map(|p| (p.id, p)).collect();
-        }
-        Ok(ids
-            .iter()
-            .zip(cached)
-            .filter_map(|(id, c)| match c {
-                Some(CachedPost::Live(p)) => Some(p),
-                Some(CachedPost::Deleted) => None,
-                None => fetched.remove(id),
-            })
-            .collect())
     }
 }
 
