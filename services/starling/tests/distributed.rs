@@ -156,8 +156,12 @@ async fn stale_reads(d: &mut Driver, stack: &Stack) {
     }
     let (mut deleted, mut unfollowed, mut blocked, mut stale) = (0, 0, 0, 0);
     for u in 0..HOT {
-        deleted += usize::from(d.delete_newest_of(u).await);
-        d.read(u, 20).await;
+        let victim = d.delete_newest_of(u).await;
+        deleted += usize::from(victim.is_some());
+        // A delete is answered after the read model logged it: no read that starts
+        // afterwards shows the post, whatever a timeline-service holds of it.
+        let page = d.read(u, 20).await;
+        assert!(victim.is_none_or(|v| !page.contains(&v)), "{victim:?}, deleted, still read in {page:?}");
         for block in [false, true] {
             let Some(them) = d.drop_a_followee(u, block).await else { continue };
             *if block { &mut blocked } else { &mut unfollowed } += 1;

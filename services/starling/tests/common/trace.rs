@@ -340,16 +340,16 @@ impl Driver {
         ids
     }
 
-    /// Has the author of the newest post in `u`'s timeline delete it. Returns whether
+    /// Has the author of the newest post in `u`'s timeline delete it. Returns the post, if
     /// there was one.
-    pub async fn delete_newest_of(&mut self, u: usize) -> bool {
-        let Some(&victim) = self.oracle.home(self.id(u)).first() else { return false };
+    pub async fn delete_newest_of(&mut self, u: usize) -> Option<PostId> {
+        let &victim = self.oracle.home(self.id(u)).first()?;
         let author = self.oracle.author_of(victim).expect("a known post");
         let a = self.users.iter().position(|(id, _)| *id == author).expect("a known user");
         let r = self.api.call(Method::DELETE, &format!("/api/v1/statuses/{victim}"), Some(self.token(a)), None).await;
         assert_eq!(r.status, StatusCode::OK, "delete: {}", r.body);
         self.oracle.delete(victim, author).unwrap();
-        true
+        Some(victim)
     }
 
     /// `u` unfollows (`block: false`) or blocks one of the users it follows whose posts it
