@@ -362,7 +362,7 @@ impl Node {
                 ReadSettings {
                     max_entries: settings.timeline.max_entries,
                     // Only in front of Redis: the in-memory model is this process's already.
-                    near_posts: if backends.memory.is_some() { 0 } else { settings.timeline.near_post_entries },
+                    near_post_bytes: if backends.memory.is_some() { 0 } else { settings.timeline.near_post_bytes },
                 },
                 bus.clone(),
             ))),

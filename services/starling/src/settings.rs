@@ -179,10 +179,10 @@ pub struct TimelineSettings {
     pub post_cache_ttl_secs: u64,
     /// Posts the in-memory read model keeps (standalone).
     pub post_cache_entries: usize,
-    /// Posts a timeline-service keeps in its own memory in front of Redis (0: none); see
-    /// `timeline_service::NearPosts`. Unused in standalone, where the read model is in
-    /// the process already.
-    pub near_post_entries: usize,
+    /// Bytes of posts a timeline-service keeps in its own memory in front of Redis (0:
+    /// none); see `timeline_service::NearPosts`. Unused in standalone, where the read
+    /// model is in the process already.
+    pub near_post_bytes: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -261,7 +261,7 @@ impl Default for TimelineSettings {
             sweep_every_ms: 60_000,
             post_cache_ttl_secs: 3 * 24 * 3600,
             post_cache_entries: 1_000_000,
-            near_post_entries: 100_000,
+            near_post_bytes: 64 << 20,
         }
     }
 }

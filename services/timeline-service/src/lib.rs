@@ -138,9 +138,9 @@ pub struct Counted {
 pub struct ReadSettings {
     /// The cache's cap per timeline: how much a rebuild pulls.
     pub max_entries: usize,
-    /// Posts this process keeps in its own copy ([`NearPosts`]); 0: none, every post is
-    /// read from the read model (where that is in this process already).
-    pub near_posts: usize,
+    /// Bytes of posts this process keeps in its own copy ([`NearPosts`]); 0: none, every
+    /// post is read from the read model (where that is in this process already).
+    pub near_post_bytes: u64,
 }
 
 /// What this process holds of the celebrities, valid while the read model's celebrity
@@ -217,7 +217,7 @@ impl TimelineService {
             bus,
             // No version matches this one until the first read replaces it.
             celebrities: RwLock::new(CelebrityView { version: u64::MAX, celebrities: None, recent: HashMap::new() }),
-            near: (settings.near_posts > 0).then(|| NearPosts::new(settings.near_posts)),
+            near: (settings.near_post_bytes > 0).then(|| NearPosts::new(settings.near_post_bytes)),
             stats: ReadStats::default(),
         }
     }

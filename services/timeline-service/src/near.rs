@@ -16,6 +16,7 @@
 //! same lock.
 
 use parking_lot::RwLock;
+use quick_cache::Weighter;
 use quick_cache::sync::Cache;
 use starling_ids::PostId;
 use starling_timeline_cache::CacheResult;
@@ -23,7 +24,7 @@ use starling_timeline_cache::read_model::{CachedPost, ReadModel};
 
 /// See the module docs.
 pub struct NearPosts {
-    posts: Cache<PostId, CachedPost>,
+    posts: Cache<PostId, CachedPost, Bytes>,
     /// The log number the copy is at; `None` before the first catch-up.
     at: RwLock<Option<u64>>,
     /// One catch-up at a time: pages that queue behind one find the copy current.
@@ -34,10 +35,27 @@ pub struct NearPosts {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct At(u64);
 
+/// A post's weight in the copy: about the bytes it holds (texts vary from a few bytes to
+/// 2 KB, so a count would bound memory only loosely).
+#[derive(Clone, Copy)]
+struct Bytes;
+
+impl Weighter<PostId, CachedPost> for Bytes {
+    fn weight(&self, _: &PostId, post: &CachedPost) -> u64 {
+        // The entry itself and the cache's own bookkeeping, then the strings.
+        let fixed = (size_of::<PostId>() + size_of::<CachedPost>() + 16) as u64;
+        match post {
+            CachedPost::Live(p) => fixed + (p.author_handle.len() + p.text.len()) as u64,
+            CachedPost::Deleted => fixed,
+        }
+    }
+}
+
 impl NearPosts {
-    /// A copy of at most `capacity` posts (the least used go first).
-    pub fn new(capacity: usize) -> Self {
-        NearPosts { posts: Cache::new(capacity.max(1)), at: RwLock::new(None), catching_up: Default::default() }
+    /// A copy of about `bytes` of posts at most (the least used go first).
+    pub fn new(bytes: u64) -> Self {
+        let posts = Cache::with_weighter((bytes / 256).max(1) as usize, bytes.max(1), Bytes);
+        NearPosts { posts, at: RwLock::new(None), catching_up: Default::default() }
     }
 
     /// Brings the copy to the log number `seen` (read with the reader view; `None` if the
@@ -112,7 +130,7 @@ mod tests {
     #[tokio::test]
     async fn a_delete_reaches_the_copy_before_the_next_page() {
         let model = MemoryReadModel::new(MemoryReadModelOptions::default());
-        let near = NearPosts::new(100);
+        let near = NearPosts::new(100_000);
         let at = near.at(&model, seen(&model).await).await.unwrap();
         near.fill(at, [(PostId(1), live(1)), (PostId(2), live(2))]);
         assert_eq!(near.get(&[PostId(2), PostId(3)]), vec![Some(live(2)), None]);
@@ -127,7 +145,7 @@ mod tests {
     #[tokio::test]
     async fn a_fill_from_before_a_catch_up_is_dropped() {
         let model = MemoryReadModel::new(MemoryReadModelOptions::default());
-        let near = NearPosts::new(100);
+        let near = NearPosts::new(100_000);
         let before = near.at(&model, seen(&model).await).await.unwrap();
         // A page read post 5 from the model; then it was deleted and the copy caught up…
         model.posts_deleted(&[PostId(5)]).await.unwrap();
@@ -137,10 +155,24 @@ mod tests {
         assert_eq!(near.get(&[PostId(5)]), vec![Some(CachedPost::Deleted)]);
     }
 
+    #[test]
+    fn the_copy_is_bounded_by_bytes() {
+        let near = NearPosts::new(64 * 1024);
+        let at = At(0);
+        *near.at.write() = Some(0);
+        let big = |n: u64| match live(n) {
+            CachedPost::Live(p) => CachedPost::Live(PostRecord { text: "x".repeat(2_000), ..p }),
+            deleted => deleted,
+        };
+        near.fill(at, (0..1_000).map(|n| (PostId(n), big(n))));
+        let held = near.get(&(0..1_000).map(PostId).collect::<Vec<_>>()).iter().flatten().count();
+        assert!((1..=40).contains(&held), "{held} posts of 2 KB held in 64 KiB");
+    }
+
     #[tokio::test]
     async fn a_copy_the_log_no_longer_covers_is_dropped() {
         let model = MemoryReadModel::new(MemoryReadModelOptions::default());
-        let near = NearPosts::new(100);
+        let near = NearPosts::new(100_000);
         let at = near.at(&model, seen(&model).await).await.unwrap();
         near.fill(at, [(PostId(1), live(1))]);
         model.posts_deleted(&[PostId(9)]).await.unwrap();
