@@ -6,8 +6,8 @@
 //! number once it has dropped every post deleted up to it. A page reads the log's number
 //! with the reader's follow list (no extra round trip), and [`NearPosts::at`] brings the
 //! copy there first when it is behind: one `deletions_since` call, only after a delete.
-//! A delete is logged before it is answered, so a page that starts after it never shows
-//! the post.
+//! A delete is logged before it is answered (see the read model on when it is not), so
+//! a page that starts after it never shows the post.
 //!
 //! A fill races a catch-up: a page that read a post from Redis just before its delete was
 //! logged must not put it back after the catch-up dropped it. So a fill carries the

@@ -57,8 +57,10 @@
 //! *deletion log* and moves its sequence number. A page reads that number with the
 //! reader's follow list ([`ReaderView::deletions`], the same command); a process whose
 //! copy is at that number serves posts from it, and one behind asks
-//! [`ReadModel::deletions_since`] what to drop. The delete is logged before it is
-//! answered, so a read that starts after it never shows the post. The log keeps the last
+//! [`ReadModel::deletions_since`] what to drop. The post-service logs a delete before it
+//! answers it, so a read that starts after it never shows the post (as with the
+//! tombstone, best effort: if Redis fails just then, the fan-out's `PostDeleted` logs it,
+//! retried until it does). The log keeps the last
 //! [`DELETION_LOG`] deletions; a holder further behind (or after a wipe, when the number
 //! starts again from the clock, like the celebrity version) drops its whole copy.
 //!
