@@ -599,23 +599,54 @@ fn register_metrics(registry: &starling_metrics::Metrics, m: Measured<'_>) -> an
         t.stats.register(registry)?;
     }
     if let Some(memory) = m.memory {
-        let m = memory.clone();
+        // A scrape reads the three gauges one after the other: one pass over the cache's
+        // shards serves them all.
+        let usage = Arc::new(ScanOnce::new(move || memory.usage_now()));
+        let u = usage.clone();
         registry.register(Pulled::gauge(names::TIMELINES_MATERIALISED, "Timelines held in the cache.", move || {
-            m.len_now() as f64
+            u.get().timelines as f64
         }))?;
-        let m = memory.clone();
+        let u = usage.clone();
         registry.register(Pulled::gauge(
             names::TIMELINE_CACHE_ENTRIES,
             "Entries held by the timeline cache, idle timelines not yet swept included.",
-            move || m.usage_now().entries as f64,
+            move || u.get().entries as f64,
         ))?;
         registry.register(Pulled::gauge(
             names::TIMELINE_CACHE_BYTES,
             "Bytes held by the timeline cache's timelines (entry buffers at capacity, headers, keys).",
-            move || memory.usage_now().bytes as f64,
+            move || usage.get().bytes as f64,
         ))?;
     }
     Ok(())
+}
+
+/// A value that is costly to read, read again only when the last reading is older than
+/// [`ScanOnce::FRESH`]: the gauges of one scrape share one reading.
+struct ScanOnce<T> {
+    read: Box<dyn Fn() -> T + Send + Sync>,
+    last: std::sync::Mutex<Option<(std::time::Instant, T)>>,
+}
+
+impl<T: Copy> ScanOnce<T> {
+    const FRESH: Duration = Duration::from_millis(100);
+
+    fn new(read: impl Fn() -> T + Send + Sync + 'static) -> Self {
+        ScanOnce { read: Box::new(read), last: std::sync::Mutex::new(None) }
+    }
+
+    fn get(&self) -> T {
+        // A panic while reading leaves nothing half-written: the value is taken whole.
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        match *last {
+            Some((at, value)) if at.elapsed() < Self::FRESH => value,
+            _ => {
+                let value = (self.read)();
+                *last = Some((std::time::Instant::now(), value));
+                value
+            }
+        }
+    }
 }
 
 async fn openapi() -> HttpResponse {

@@ -62,6 +62,8 @@ type Shard = HashMap<UserId, Timeline, IdHash>;
 /// What [`MemoryCache::usage_now`] reports.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Usage {
+    /// Timelines that are not idle ([`MemoryCache::len_now`]).
+    pub timelines: usize,
     pub entries: usize,
     pub bytes: usize,
 }
@@ -317,14 +319,17 @@ impl MemoryCache {
         self.shards.iter().map(|s| s.lock().values().filter(|t| !self.idle(t, now)).count()).sum()
     }
 
-    /// Entries held and the bytes they and their timelines take, idle timelines not yet
-    /// swept included (they still hold the memory). Bytes count each timeline's entry
-    /// buffer at its capacity plus its header and key, not the hash maps' spare slots.
+    /// The timelines that are not idle, and the entries held and the bytes they and their
+    /// timelines take, idle timelines not yet swept included (they still hold the memory),
+    /// in one pass. Bytes count each timeline's entry buffer at its capacity plus its
+    /// header and key, not the hash maps' spare slots.
     pub fn usage_now(&self) -> Usage {
         let per_timeline = std::mem::size_of::<(UserId, Timeline)>();
+        let now = Instant::now();
         let mut usage = Usage::default();
         for shard in self.shards.iter() {
             for t in shard.lock().values() {
+                usage.timelines += usize::from(!self.idle(t, now));
                 usage.entries += t.entries.len();
                 usage.bytes += per_timeline + t.entries.capacity() * std::mem::size_of::<Entry>();
             }
@@ -519,7 +524,7 @@ mod tests {
             c.finish_rebuild_now(owner, &[e(10, 9), e(11, 9), e(12, 9)], true);
         }
         let usage = c.usage_now();
-        assert_eq!(usage.entries, 6);
+        assert_eq!((usage.timelines, usage.entries), (2, 6));
         // At least the entries themselves and a header per timeline.
         assert!(usage.bytes >= 6 * 16 + 2 * std::mem::size_of::<Timeline>(), "{usage:?}");
         c.clear_now();
