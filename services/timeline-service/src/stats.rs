@@ -23,7 +23,8 @@ pub enum Lookups {
     Celebrities = 3,
     Counts = 4,
     Interactions = 5,
-    /// This process's own copy of posts (`NearPosts`), in front of `posts`.
+    /// This process's own copy of posts (`NearPosts`), in front of `posts`: its hits are
+    /// counted as `posts` hits too (a post found there is a cached post).
     NearPosts = 6,
 }
 

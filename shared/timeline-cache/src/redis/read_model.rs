@@ -114,8 +114,8 @@ impl RedisReadModel {
                 add_recent: LuaScript::new(include_str!("lua/add_recent.lua").to_owned()),
                 finish_fill: LuaScript::new(include_str!("lua/finish_fill.lua").to_owned()),
                 bump: LuaScript::new(include_str!("lua/bump.lua").to_owned()),
-                log_deletions: LuaScript::new(include_str!("lua/log_deletions.lua").to_owned()),
-                deletions_since: LuaScript::new(include_str!("lua/deletions_since.lua").to_owned()),
+                log_deletions: deletion_script(include_str!("lua/log_deletions.lua")),
+                deletions_since: deletion_script(include_str!("lua/deletions_since.lua")),
             },
             post_ms: millis(options.post_ttl),
             following_ms: millis(options.following_ttl),
@@ -241,6 +241,18 @@ impl RedisReadModel {
         ["s", "l", "f"].map(|k| format!("{}{{deletions}}:{k}", self.prefix))
     }
 
+    /// A call of one of the deletion log's scripts, on its keys.
+    async fn deletion_log<T: redis::FromRedisValue>(
+        &self,
+        what: &'static str,
+        script: &LuaScript,
+        args: &[&[u8]],
+    ) -> CacheResult<T> {
+        let keys = self.deletion_keys();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        self.script(what, script, &keys, args).await
+    }
+
     /// Moves the celebrity version, after the change it announces (`lua/bump.lua`).
     async fn bump(&self) -> CacheResult<()> {
         let micros = now_micros();
@@ -297,6 +309,11 @@ fn id_keys_cmd(prefix: &str, name: &str, head: &str, ids: impl ExactSizeIterator
         cmd.arg(&key[..]);
     }
     cmd
+}
+
+/// A deletion-log script: the shared part (`lua/deletion_log.lua`) plus its body.
+fn deletion_script(body: &str) -> LuaScript {
+    LuaScript::new(format!("{}\n{body}", include_str!("lua/deletion_log.lua")))
 }
 
 /// The time in microseconds, where a missing counter starts (`lua/bump.lua`).
@@ -390,13 +407,11 @@ impl ReadModel for RedisReadModel {
         }
         self.each::<Value>("delete posts", cmds).await?;
         // Logged after the tombstones: a holder that sees the new number finds them.
-        let keys = self.deletion_keys();
         let (now, cap) = (now_micros(), DELETION_LOG.to_string());
         let ids: Vec<[u8; 8]> = ids.iter().map(|p| p.0.to_be_bytes()).collect();
         let mut args: Vec<&[u8]> = vec![now.as_bytes(), cap.as_bytes()];
         args.extend(ids.iter().map(|i| &i[..]));
-        let keys = [keys[0].as_str(), keys[1].as_str(), keys[2].as_str()];
-        self.script::<i64>("log deletions", &self.scripts.log_deletions, &keys, &args).await?;
+        self.deletion_log::<i64>("log deletions", &self.scripts.log_deletions, &args).await?;
         Ok(())
     }
 
@@ -412,11 +427,9 @@ impl ReadModel for RedisReadModel {
     }
 
     async fn deletions_since(&self, after: u64) -> CacheResult<Deletions> {
-        let keys = self.deletion_keys();
-        let keys = [keys[0].as_str(), keys[1].as_str(), keys[2].as_str()];
         let (now, after) = (now_micros(), after.to_string());
         let (seq, complete, posts): (Vec<u8>, i64, Vec<Vec<u8>>) = self
-            .script("deletions since", &self.scripts.deletions_since, &keys, &[now.as_bytes(), after.as_bytes()])
+            .deletion_log("deletions since", &self.scripts.deletions_since, &[now.as_bytes(), after.as_bytes()])
             .await?;
         let posts = posts
             .iter()

@@ -1,13 +1,6 @@
--- Appends deleted posts to the deletion log (see read_model/mod.rs). KEYS: the log's
--- number, the log (a sorted set: post id bytes scored by number), its floor. ARGV: the time
--- in microseconds, how many entries to keep, then the post ids (8 bytes each).
--- A missing number (a new, wiped or restarted Redis) starts from the clock, like the
--- celebrity version, with the floor there too: a holder from before cannot pass for current.
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('SET', KEYS[1], ARGV[1])
-  redis.call('SET', KEYS[3], ARGV[1])
-  redis.call('DEL', KEYS[2])
-end
+-- Appends deleted posts to the deletion log (after deletion_log.lua). ARGV: the time in
+-- microseconds, how many entries to keep, then the post ids (8 bytes each).
+start_log(ARGV[1])
 local seq = 0
 for i = 3, #ARGV do
   seq = redis.call('INCR', KEYS[1])
