@@ -54,6 +54,11 @@
 //! `FANOUT_PARK_AFTER_MS` (`KafkaOptions::park_after`; 0 never parks), `FANOUT_BUS=local`
 //! (announce to an in-process bus instead of Redis pub/sub: what announcing costs).
 
+/// The allocator `starling` ships with (`src/main.rs`): a standalone figure is taken in
+/// this process, so it must allocate as the served binary does.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};

@@ -33,6 +33,11 @@ mod common;
 #[path = "read/large.rs"]
 mod large;
 
+/// The allocator `starling` ships with (`src/main.rs`): a standalone figure is taken in
+/// this process, so it must allocate as the served binary does.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

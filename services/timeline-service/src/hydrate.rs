@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use starling_ids::{PostId, UserId};
-use starling_storage::{Order, PostRecord, Window};
+use starling_storage::{Counts, Interactions, Order, PostRecord, Window};
 use starling_timeline_cache::read_model::{CachedPost, PageLookup};
 
 use crate::near::At;
@@ -80,7 +80,8 @@ impl TimelineService {
     }
 
     /// [`Self::hydrate`], reading with the posts their `authors`' counts and their
-    /// interactions as `viewer` sees them.
+    /// interactions as `viewer` sees them: from this process's copy where it has them, the
+    /// rest from the read model in one round trip (none if the copy has everything).
     pub(crate) async fn hydrate_counted(
         &self,
         ids: &[PostId],
@@ -89,13 +90,48 @@ impl TimelineService {
         near: Option<At>,
     ) -> Result<(Vec<PostRecord>, Counted), ReadError> {
         let (held, missing) = self.held_posts(ids, near);
-        let PageLookup { posts, counts, interactions } = self.model.page(&missing, ids, authors, viewer).await?;
+        let (mut counts, mut interactions) = self.held_counted(authors, ids, viewer, near);
+        let unread_authors = gaps(authors, &counts);
+        let unread = gaps(ids, &interactions);
+        let found = if missing.is_empty() && unread_authors.is_empty() && unread.is_empty() {
+            Vec::new()
+        } else {
+            let PageLookup { posts, counts: c, interactions: i } =
+                self.model.page(&missing, &unread, &unread_authors, viewer).await?;
+            if let (Some(copy), Some(at)) = (&self.near, near) {
+                copy.fill_counts(unread_authors.iter().zip(&c).filter_map(|(&a, c)| Some((a, (*c)?))));
+                copy.fill_interactions(at, viewer, unread.iter().zip(&i).filter_map(|(&id, i)| Some((id, (*i)?))));
+            }
+            fill_gaps(&mut counts, c);
+            fill_gaps(&mut interactions, i);
+            posts
+        };
         let counted = Counted {
             counts: authors.iter().copied().zip(counts).collect(),
             interactions: ids.iter().copied().zip(interactions).collect(),
         };
-        let cached = self.with_found(held, &missing, posts, near);
+        let cached = self.with_found(held, &missing, found, near);
         Ok((self.hydrated(ids, cached).await?, counted))
+    }
+
+    /// What this process's copy holds of `authors`' counts and of `viewer`'s interactions
+    /// with `ids` (all `None` without one), in order.
+    fn held_counted(
+        &self,
+        authors: &[UserId],
+        ids: &[PostId],
+        viewer: UserId,
+        near: Option<At>,
+    ) -> (Vec<Option<Counts>>, Vec<Option<Interactions>>) {
+        let (Some(copy), Some(_)) = (&self.near, near) else {
+            return (vec![None; authors.len()], vec![None; ids.len()]);
+        };
+        let (counts, interactions) = (copy.counts(authors), copy.interactions(viewer, ids));
+        let c = counts.iter().flatten().count();
+        let i = interactions.iter().flatten().count();
+        self.stats.lookups(Lookups::NearCounts, c, authors.len() - c);
+        self.stats.lookups(Lookups::NearInteractions, i, ids.len() - i);
+        (counts, interactions)
     }
 
     /// The posts `ids` as the read model has them (`None`: not cached), from this
@@ -117,7 +153,7 @@ impl TimelineService {
             (Some(copy), Some(_)) => copy.get(ids),
             _ => vec![None; ids.len()],
         };
-        let missing: Vec<PostId> = ids.iter().zip(&held).filter(|(_, h)| h.is_none()).map(|(&id, _)| id).collect();
+        let missing = gaps(ids, &held);
         if self.near.is_some() {
             self.stats.lookups(Lookups::NearPosts, ids.len() - missing.len(), missing.len());
         }
@@ -136,10 +172,7 @@ impl TimelineService {
         if let (Some(copy), Some(at)) = (&self.near, near) {
             copy.fill(at, missing.iter().zip(&found).filter_map(|(&id, p)| Some((id, p.clone()?))));
         }
-        let mut found = found.into_iter();
-        for slot in held.iter_mut().filter(|h| h.is_none()) {
-            *slot = found.next().flatten();
-        }
+        fill_gaps(&mut held, found);
         held
     }
 
@@ -173,5 +206,18 @@ impl TimelineService {
                 None => fetched.remove(id),
             })
             .collect())
+    }
+}
+
+/// The keys whose slot in `held` is empty, in order.
+fn gaps<K: Copy, V>(keys: &[K], held: &[Option<V>]) -> Vec<K> {
+    keys.iter().zip(held).filter(|(_, h)| h.is_none()).map(|(&k, _)| k).collect()
+}
+
+/// Puts `found` (the answers for [`gaps`] of `held`, in order) in their places.
+fn fill_gaps<V>(held: &mut [Option<V>], found: Vec<Option<V>>) {
+    let mut found = found.into_iter();
+    for slot in held.iter_mut().filter(|h| h.is_none()) {
+        *slot = found.next().flatten();
     }
 }

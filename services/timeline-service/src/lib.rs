@@ -49,10 +49,11 @@
 //! Account, whose counts come from the read model too (a minute old at most), read in the
 //! second round trip with the posts (`ReadModel::page`).
 //!
-//! Across processes, the posts themselves mostly come from this process's own copy
-//! ([`NearPosts`], kept current by the read model's deletion log, whose number the first
-//! round trip brings along): the second round trip then carries only the counts, the
-//! reader's flags and the posts the copy lacks.
+//! Across processes, the posts, their counts, the reader's flags on them and their
+//! authors' counts mostly come from this process's own copy ([`NearCopy`], kept current by
+//! the read model's change log, whose number the first round trip brings along): a warm
+//! page then makes no second round trip at all, and another page asks only for what the
+//! copy lacks.
 //!
 //! A reader without a timeline (new, or inactive long enough to be evicted) gets one
 //! rebuilt from storage on this read, and the read is served from it: a full page, never
@@ -69,7 +70,7 @@ mod stats;
 mod statuses;
 mod streaming;
 
-pub use near::NearPosts;
+pub use near::NearCopy;
 pub use stats::ReadStats;
 
 use near::At;
@@ -138,8 +139,8 @@ pub struct Counted {
 pub struct ReadSettings {
     /// The cache's cap per timeline: how much a rebuild pulls.
     pub max_entries: usize,
-    /// Bytes of posts this process keeps in its own copy ([`NearPosts`]); 0: none, every
-    /// post is read from the read model (where that is in this process already).
+    /// Bytes of posts, counts and flags this process keeps in its own copy ([`NearCopy`]);
+    /// 0: none, every page reads them from the read model (where that is in this process already).
     pub near_post_bytes: u64,
 }
 
@@ -161,7 +162,7 @@ pub struct TimelineService {
     /// What the fan-out announces: feeds the open streams.
     pub bus: Arc<dyn Bus>,
     celebrities: RwLock<CelebrityView>,
-    near: Option<NearPosts>,
+    near: Option<NearCopy>,
     pub stats: ReadStats,
 }
 
@@ -217,7 +218,7 @@ impl TimelineService {
             bus,
             // No version matches this one until the first read replaces it.
             celebrities: RwLock::new(CelebrityView { version: u64::MAX, celebrities: None, recent: HashMap::new() }),
-            near: (settings.near_post_bytes > 0).then(|| NearPosts::new(settings.near_post_bytes)),
+            near: (settings.near_post_bytes > 0).then(|| NearCopy::new(settings.near_post_bytes)),
             stats: ReadStats::default(),
         }
     }
@@ -257,10 +258,10 @@ impl TimelineService {
         Ok(set)
     }
 
-    /// Whom `reader` follows, the celebrity version and the deletion log's number, from
+    /// Whom `reader` follows, the celebrity version and the change log's number, from
     /// the read model in one command (the follow list filled from the graph on a miss).
     async fn reader_view(&self, reader: UserId) -> Result<(Vec<UserId>, u64, Option<u64>), ReadError> {
-        let ReaderView { following: cached, version, deletions } = self.model.reader_view(reader).await?;
+        let ReaderView { following: cached, version, changes } = self.model.reader_view(reader).await?;
         let c = Collection::Following(reader);
         let list = self
             .or_fill(
@@ -272,7 +273,7 @@ impl TimelineService {
                 |l| Fill::Users(l.clone()),
             )
             .await?;
-        Ok((list, version, deletions))
+        Ok((list, version, changes))
     }
 
     /// The newest post ids of each of `authors` as of celebrity version `version`: from
@@ -368,10 +369,10 @@ impl TimelineService {
         self.stats.reads.inc();
         // The first round's timeline read goes out with the follow list's: one round trip.
         let first = cache_range(query.upper, query.lower, query.limit, query.direction == Direction::Down);
-        let ((following, version, deletions), slice) =
+        let ((following, version, changes), slice) =
             futures::try_join!(self.reader_view(reader), async { Ok(self.cache.read(reader, first).await?) })?;
         let near = match &self.near {
-            Some(copy) => Some(copy.at(&*self.model, deletions).await?),
+            Some(copy) => Some(copy.at(&*self.model, changes).await?),
             None => None,
         };
         let celebrities = self.celebrity_set(version).await?;

@@ -1,30 +1,46 @@
-//! This process's own copy of the posts it has read from the read model, in front of
-//! Redis: a page finds most of its posts here and asks Redis only for the rest.
+//! This process's own copy of what pages read from the read model, in front of Redis:
+//! posts, each status's counts, each reader's flags on them and authors' counts. A page
+//! finds most of these here and asks Redis only for the rest.
 //!
-//! Posts never change; only a delete can make a copy wrong, and the read model's deletion
-//! log says which (see [`starling_timeline_cache::read_model`]). The copy is *at* a log
-//! number once it has dropped every post deleted up to it. A page reads the log's number
-//! with the reader's follow list (no extra round trip), and [`NearPosts::at`] brings the
-//! copy there first when it is behind: one `deletions_since` call, only after a delete.
-//! A delete is logged before it is answered (see the read model on when it is not), so
-//! a page that starts after it never shows the post.
+//! Posts never change; only a delete or an interaction (a reblog, favourite or reply and
+//! their undoing) can make a copy wrong, and the read model's change log says which (see
+//! [`starling_timeline_cache::read_model`]). The copy is *at* a log number once it has
+//! dropped everything changed up to it. A page reads the log's number with the reader's
+//! follow list (no extra round trip), and [`NearCopy::at`] brings the copy there first
+//! when it is behind: one `changes_since` call, only after a change. A change is logged
+//! before it is answered (see the read model on when it is not), so a page that starts
+//! after it shows it: a deleted post is gone, the reader's own favourite shows.
 //!
 //! A fill races a catch-up: a page that read a post from Redis just before its delete was
 //! logged must not put it back after the catch-up dropped it. So a fill carries the
-//! number the copy was at when its page looked (what [`NearPosts::at`] returned) and is
+//! number the copy was at when its page looked (what [`NearCopy::at`] returned) and is
 //! kept only if the copy is still at that number; the catch-up moves the number under the
 //! same lock.
+//!
+//! Authors' follower and following counts are not logged: the read model lets them be a
+//! minute old, and the copy keeps them [`COUNTS_FOR`] more.
+
+use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;
-use starling_ids::PostId;
+use starling_ids::{PostId, UserId};
+use starling_storage::{Counts, Interactions};
 use starling_timeline_cache::CacheResult;
-use starling_timeline_cache::read_model::{CachedPost, ReadModel};
+use starling_timeline_cache::read_model::{CachedPost, Change, ReadModel};
+
+/// How long the copy keeps an author's counts (see the module docs).
+pub const COUNTS_FOR: Duration = Duration::from_secs(5);
 
 /// See the module docs.
-pub struct NearPosts {
-    posts: Cache<PostId, CachedPost, Bytes>,
+pub struct NearCopy {
+    posts: Cache<PostId, CachedPost, PostBytes>,
+    /// Each status's (reblogs, favourites, replies).
+    status_counts: Cache<PostId, [u64; 3]>,
+    /// Each reader's (reblogged, favourited) on a status.
+    flags: Cache<(UserId, PostId), (bool, bool)>,
+    counts: Cache<UserId, (Counts, Instant)>,
     /// The log number the copy is at; `None` before the first catch-up.
     at: RwLock<Option<u64>>,
     /// One catch-up at a time: pages that queue behind one find the copy current.
@@ -38,9 +54,9 @@ pub struct At(u64);
 /// A post's weight in the copy: about the bytes it holds (texts vary from a few bytes to
 /// 2 KB, so a count would bound memory only loosely).
 #[derive(Clone, Copy)]
-struct Bytes;
+struct PostBytes;
 
-impl Weighter<PostId, CachedPost> for Bytes {
+impl Weighter<PostId, CachedPost> for PostBytes {
     fn weight(&self, _: &PostId, post: &CachedPost) -> u64 {
         // The entry itself and the cache's own bookkeeping, then the strings.
         let fixed = (size_of::<PostId>() + size_of::<CachedPost>() + 16) as u64;
@@ -51,11 +67,30 @@ impl Weighter<PostId, CachedPost> for Bytes {
     }
 }
 
-impl NearPosts {
-    /// A copy of about `bytes` of posts at most (the least used go first).
+/// A cache of fixed-size entries of about `bytes` in all (key, value and ~16 bytes of the
+/// cache's bookkeeping each).
+fn fixed<K, V>(bytes: u64) -> Cache<K, V>
+where
+    K: Eq + std::hash::Hash + Clone,
+    V: Clone,
+{
+    let entry = (size_of::<K>() + size_of::<V>() + 16) as u64;
+    Cache::new((bytes / entry).max(1) as usize)
+}
+
+impl NearCopy {
+    /// A copy of about `bytes` at most (the least used go first): half for posts, the rest
+    /// for the counts and flags a page shows with them.
     pub fn new(bytes: u64) -> Self {
-        let posts = Cache::with_weighter((bytes / 256).max(1) as usize, bytes.max(1), Bytes);
-        NearPosts { posts, at: RwLock::new(None), catching_up: Default::default() }
+        let posts = bytes / 2;
+        NearCopy {
+            posts: Cache::with_weighter((posts / 256).max(1) as usize, posts.max(1), PostBytes),
+            status_counts: fixed(bytes / 8),
+            flags: fixed(bytes / 4),
+            counts: fixed(bytes / 8),
+            at: RwLock::new(None),
+            catching_up: Default::default(),
+        }
     }
 
     /// Brings the copy to the log number `seen` (read with the reader view; `None` if the
@@ -70,14 +105,25 @@ impl NearPosts {
         }
         // Asked after `seen` was read, so the answer is at least that recent.
         let held = *self.at.read();
-        let log = model.deletions_since(held.unwrap_or(0)).await?;
+        let log = model.changes_since(held.unwrap_or(0)).await?;
         let mut at = self.at.write();
         if log.complete && held.is_some() {
-            for id in log.posts {
-                self.posts.insert(id, CachedPost::Deleted);
+            for change in log.changes {
+                match change {
+                    Change::Deleted(post) => {
+                        self.posts.insert(post, CachedPost::Deleted);
+                        self.status_counts.remove(&post);
+                    }
+                    Change::Interacted { post, viewer } => {
+                        self.status_counts.remove(&post);
+                        self.flags.remove(&(viewer, post));
+                    }
+                }
             }
         } else {
             self.posts.clear();
+            self.status_counts.clear();
+            self.flags.clear();
         }
         *at = Some(log.seq);
         Ok(At(log.seq))
@@ -103,6 +149,45 @@ impl NearPosts {
             self.posts.insert(id, post);
         }
     }
+
+    /// Each status's interactions as `viewer` sees them, where the copy holds both its
+    /// counts and the viewer's flags.
+    pub fn interactions(&self, viewer: UserId, ids: &[PostId]) -> Vec<Option<Interactions>> {
+        ids.iter()
+            .map(|&id| {
+                let [reblogs, favourites, replies] = self.status_counts.get(&id)?;
+                let (reblogged, favourited) = self.flags.get(&(viewer, id))?;
+                Some(Interactions { reblogs, favourites, replies, reblogged, favourited })
+            })
+            .collect()
+    }
+
+    /// Keeps interactions a page read as `viewer`, unless the copy has moved since `at`.
+    pub fn fill_interactions(&self, at: At, viewer: UserId, found: impl IntoIterator<Item = (PostId, Interactions)>) {
+        let now = self.at.read();
+        if *now != Some(at.0) {
+            return;
+        }
+        for (id, i) in found {
+            self.status_counts.insert(id, [i.reblogs, i.favourites, i.replies]);
+            self.flags.insert((viewer, id), (i.reblogged, i.favourited));
+        }
+    }
+
+    /// Each author's counts, where the copy has them from the last [`COUNTS_FOR`].
+    pub fn counts(&self, authors: &[UserId]) -> Vec<Option<Counts>> {
+        authors
+            .iter()
+            .map(|a| self.counts.get(a).filter(|(_, since)| since.elapsed() < COUNTS_FOR).map(|(c, _)| c))
+            .collect()
+    }
+
+    pub fn fill_counts(&self, found: impl IntoIterator<Item = (UserId, Counts)>) {
+        let now = Instant::now();
+        for (author, c) in found {
+            self.counts.insert(author, (c, now));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -124,13 +209,13 @@ mod tests {
     }
 
     async fn seen(model: &MemoryReadModel) -> Option<u64> {
-        model.reader_view(UserId(1)).await.unwrap().deletions
+        model.reader_view(UserId(1)).await.unwrap().changes
     }
 
     #[tokio::test]
     async fn a_delete_reaches_the_copy_before_the_next_page() {
         let model = MemoryReadModel::new(MemoryReadModelOptions::default());
-        let near = NearPosts::new(100_000);
+        let near = NearCopy::new(100_000);
         let at = near.at(&model, seen(&model).await).await.unwrap();
         near.fill(at, [(PostId(1), live(1)), (PostId(2), live(2))]);
         assert_eq!(near.get(&[PostId(2), PostId(3)]), vec![Some(live(2)), None]);
@@ -145,7 +230,7 @@ mod tests {
     #[tokio::test]
     async fn a_fill_from_before_a_catch_up_is_dropped() {
         let model = MemoryReadModel::new(MemoryReadModelOptions::default());
-        let near = NearPosts::new(100_000);
+        let near = NearCopy::new(100_000);
         let before = near.at(&model, seen(&model).await).await.unwrap();
         // A page read post 5 from the model; then it was deleted and the copy caught up…
         model.posts_deleted(&[PostId(5)]).await.unwrap();
@@ -157,7 +242,7 @@ mod tests {
 
     #[test]
     fn the_copy_is_bounded_by_bytes() {
-        let near = NearPosts::new(64 * 1024);
+        let near = NearCopy::new(128 * 1024);
         let at = At(0);
         *near.at.write() = Some(0);
         let big = |n: u64| match live(n) {
@@ -172,12 +257,46 @@ mod tests {
     #[tokio::test]
     async fn a_copy_the_log_no_longer_covers_is_dropped() {
         let model = MemoryReadModel::new(MemoryReadModelOptions::default());
-        let near = NearPosts::new(100_000);
+        let near = NearCopy::new(100_000);
         let at = near.at(&model, seen(&model).await).await.unwrap();
         near.fill(at, [(PostId(1), live(1))]);
         model.posts_deleted(&[PostId(9)]).await.unwrap();
         model.clear().await.unwrap();
         near.at(&model, seen(&model).await).await.unwrap();
         assert_eq!(near.get(&[PostId(1)]), vec![None]);
+    }
+    #[tokio::test]
+    async fn an_interaction_reaches_the_copy_before_the_next_page() {
+        let model = MemoryReadModel::new(MemoryReadModelOptions::default());
+        let near = NearCopy::new(100_000);
+        let (ann, bob) = (UserId(1), UserId(2));
+        let seen_by = |i: Interactions| vec![Some(i)];
+        let none = Interactions::default();
+        let at = near.at(&model, seen(&model).await).await.unwrap();
+        near.fill_interactions(at, ann, [(PostId(1), none)]);
+        near.fill_interactions(at, bob, [(PostId(1), none)]);
+        assert_eq!(near.interactions(ann, &[PostId(1)]), seen_by(none));
+        let liked = Interactions { favourites: 1, favourited: true, ..none };
+        model.set_interactions(ann, &[(PostId(1), liked)]).await.unwrap();
+        near.at(&model, seen(&model).await).await.unwrap();
+        // The status's counts went for everyone, the flags only for the one who acted.
+        assert_eq!(near.interactions(ann, &[PostId(1)]), vec![None]);
+        assert_eq!(near.interactions(bob, &[PostId(1)]), vec![None]);
+        assert!(near.flags.get(&(bob, PostId(1))).is_some() && near.flags.get(&(ann, PostId(1))).is_none());
+        // A fill from before that catch-up is dropped; one from after it is kept.
+        near.fill_interactions(at, ann, [(PostId(1), none)]);
+        assert_eq!(near.interactions(ann, &[PostId(1)]), vec![None]);
+        let later = near.at(&model, seen(&model).await).await.unwrap();
+        near.fill_interactions(later, ann, [(PostId(1), liked)]);
+        assert_eq!(near.interactions(ann, &[PostId(1)]), seen_by(liked));
+    }
+
+    #[test]
+    fn authors_counts_are_kept_for_a_while() {
+        let near = NearCopy::new(100_000);
+        let c = Counts { followers: 3, following: 4 };
+        near.fill_counts([(UserId(1), c)]);
+        near.counts.insert(UserId(2), (c, Instant::now() - COUNTS_FOR));
+        assert_eq!(near.counts(&[UserId(1), UserId(2), UserId(3)]), vec![Some(c), None, None]);
     }
 }

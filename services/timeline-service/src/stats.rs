@@ -23,12 +23,25 @@ pub enum Lookups {
     Celebrities = 3,
     Counts = 4,
     Interactions = 5,
-    /// This process's own copy of posts (`NearPosts`), in front of `posts`: its hits are
-    /// counted as `posts` hits too (a post found there is a cached post).
+    /// This process's own copy (`NearCopy`), in front of `posts`, `interactions` and
+    /// `counts`: its hits are counted as hits of those too (a post found there is a cached
+    /// post).
     NearPosts = 6,
+    NearInteractions = 7,
+    NearCounts = 8,
 }
 
-const COLLECTIONS: [&str; 7] = ["posts", "following", "recent", "celebrities", "counts", "interactions", "near_posts"];
+const COLLECTIONS: [&str; 9] = [
+    "posts",
+    "following",
+    "recent",
+    "celebrities",
+    "counts",
+    "interactions",
+    "near_posts",
+    "near_interactions",
+    "near_counts",
+];
 
 #[derive(Debug)]
 pub struct ReadStats {

@@ -3,10 +3,11 @@
 //! A reblog wraps its original (which the page read fetched).
 //!
 //! Each status's reblog, favourite and reply counts and the reader's own flags on it
-//! (`reblogged`, `favourited`) come from the read model too. The page read fetched them
-//! with its posts (one round trip, see `ReadModel::page`), so only a reblogged original's
-//! are looked up here. The post-service writes them through when they change, so a
-//! reader's own favourite shows at once; others' changes show within a minute.
+//! (`reblogged`, `favourited`) come from the read model too. The page read found them
+//! with its posts (in this process's copy, or in one round trip, see `ReadModel::page`),
+//! so only a reblogged original's are looked up here. The post-service writes them
+//! through and logs the change when they change, so a reader's own favourite shows at
+//! once; others' racing changes may show only within a minute.
 
 use std::collections::HashMap;
 

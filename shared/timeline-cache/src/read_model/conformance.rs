@@ -7,7 +7,7 @@
 use starling_ids::{PostId, UserId};
 use starling_storage::PostRecord;
 
-use super::{CachedPost, Collection, DELETION_LOG, Fill, RECENT_DEPTH, ReadModel, Recent};
+use super::{CHANGE_LOG, CachedPost, Change, Collection, Fill, RECENT_DEPTH, ReadModel, Recent};
 
 const BASE: u64 = 0x0123_4567_89AB_C000;
 
@@ -42,9 +42,9 @@ pub async fn run(m: &dyn ReadModel) {
     counts_fill_and_replace(m).await;
     interactions_fill_once_and_changes_win(m).await;
     a_page_lookup_answers_as_its_parts(m).await;
-    deletions_are_logged_in_order(m).await;
+    changes_are_logged_in_order(m).await;
     clear_forgets_everything(m).await;
-    a_wipe_leaves_no_deletion_holder_current(m).await;
+    a_wipe_leaves_no_copy_holder_current(m).await;
 }
 
 /// `page` answers what `posts`, `counts` and `interactions` answer, each in its order.
@@ -76,48 +76,60 @@ async fn a_page_lookup_answers_as_its_parts(m: &dyn ReadModel) {
     assert!(empty.posts.is_empty() && empty.counts.is_empty() && empty.interactions.is_empty());
 }
 
-/// Every delete is logged after its tombstones, in order, and the reader view carries the
-/// log's number; the log keeps its newest [`DELETION_LOG`] entries and says when it no
-/// longer reaches back.
-async fn deletions_are_logged_in_order(m: &dyn ReadModel) {
-    let number = || async { m.reader_view(user(700)).await.unwrap().deletions };
-    let start = m.deletions_since(0).await.unwrap().seq;
+/// Every delete and interaction is logged after what it announces, in order, and the
+/// reader view carries the log's number; the log keeps its newest [`CHANGE_LOG`] entries
+/// and says when it no longer reaches back.
+async fn changes_are_logged_in_order(m: &dyn ReadModel) {
+    use starling_storage::Interactions;
+    let number = || async { m.reader_view(user(700)).await.unwrap().changes };
+    let start = m.changes_since(0).await.unwrap().seq;
     assert_eq!(number().await, Some(start), "asking starts the log");
-    let since = m.deletions_since(start).await.unwrap();
-    assert_eq!((since.seq, since.posts.len(), since.complete), (start, 0, true));
+    let since = m.changes_since(start).await.unwrap();
+    assert_eq!((since.seq, since.changes.len(), since.complete), (start, 0, true));
     m.posts_deleted(&[post(700), post(701)]).await.unwrap();
     m.posts_deleted(&[]).await.unwrap();
+    let liked = Interactions { favourites: 1, favourited: true, ..Default::default() };
+    m.set_interactions(user(701), &[(post(703), liked)]).await.unwrap();
+    m.set_interactions(user(701), &[]).await.unwrap();
     m.posts_deleted(&[post(702)]).await.unwrap();
-    let now = number().await.expect("a number after deletes");
-    assert_eq!(now, start + 3, "one step per deleted post, none for an empty delete");
-    let since = m.deletions_since(start).await.unwrap();
-    assert_eq!((since.seq, since.posts.clone(), since.complete), (now, vec![post(700), post(701), post(702)], true));
-    let since = m.deletions_since(start + 2).await.unwrap();
-    assert_eq!((since.posts, since.complete), (vec![post(702)], true));
+    let now = number().await.expect("a number after changes");
+    assert_eq!(now, start + 4, "one step per change, none for an empty one");
+    let since = m.changes_since(start).await.unwrap();
+    let expected = vec![
+        Change::Deleted(post(700)),
+        Change::Deleted(post(701)),
+        Change::Interacted { post: post(703), viewer: user(701) },
+        Change::Deleted(post(702)),
+    ];
+    assert_eq!((since.seq, since.changes.clone(), since.complete), (now, expected, true));
+    let since = m.changes_since(start + 3).await.unwrap();
+    assert_eq!((since.changes, since.complete), (vec![Change::Deleted(post(702))], true));
     assert_eq!(m.posts(&[post(701)]).await.unwrap(), vec![Some(CachedPost::Deleted)], "tombstones are written too");
-    assert!(!m.deletions_since(now + 1).await.unwrap().complete, "a number the log never had");
+    assert_eq!(m.interactions(user(701), &[post(703)]).await.unwrap(), vec![Some(liked)], "and interactions");
+    assert!(!m.changes_since(now + 1).await.unwrap().complete, "a number the log never had");
     // Past its length, the log forgets its oldest entries and says so to those behind.
-    let many: Vec<PostId> = (0..DELETION_LOG as u64 + 2).map(|n| post(10_000 + n)).collect();
+    let many: Vec<PostId> = (0..CHANGE_LOG as u64 + 2).map(|n| post(10_000 + n)).collect();
     m.posts_deleted(&many).await.unwrap();
-    let behind = m.deletions_since(now).await.unwrap();
-    assert!(!behind.complete && behind.posts.is_empty(), "entries after {now} were trimmed");
+    let behind = m.changes_since(now).await.unwrap();
+    assert!(!behind.complete && behind.changes.is_empty(), "entries after {now} were trimmed");
     assert_eq!(behind.seq, now + many.len() as u64);
-    let near = m.deletions_since(behind.seq - 2).await.unwrap();
-    assert_eq!((near.posts, near.complete), (many[many.len() - 2..].to_vec(), true));
+    let near = m.changes_since(behind.seq - 2).await.unwrap();
+    let last: Vec<Change> = many[many.len() - 2..].iter().map(|&p| Change::Deleted(p)).collect();
+    assert_eq!((near.changes, near.complete), (last, true));
 }
 
-/// After a wipe no holder of posts may count itself current: whatever number it holds,
+/// After a wipe no holder of copies may count itself current: whatever number it holds,
 /// the log says it no longer reaches back to it.
-async fn a_wipe_leaves_no_deletion_holder_current(m: &dyn ReadModel) {
+async fn a_wipe_leaves_no_copy_holder_current(m: &dyn ReadModel) {
     m.posts_deleted(&[post(800)]).await.unwrap();
-    let held = m.deletions_since(0).await.unwrap().seq;
+    let held = m.changes_since(0).await.unwrap().seq;
     // Deleted after the holder caught up, then wiped along with the log.
     m.posts_deleted(&[post(799)]).await.unwrap();
     m.clear().await.unwrap();
     m.posts_deleted(&[post(801)]).await.unwrap();
-    let after = m.deletions_since(held).await.unwrap();
-    assert!(!after.complete || after.posts.contains(&post(799)), "a wipe hid a delete: {after:?}");
-    assert_ne!(m.reader_view(user(800)).await.unwrap().deletions, Some(held), "the number moved");
+    let after = m.changes_since(held).await.unwrap();
+    assert!(!after.complete || after.changes.contains(&Change::Deleted(post(799))), "a wipe hid a delete: {after:?}");
+    assert_ne!(m.reader_view(user(800)).await.unwrap().changes, Some(held), "the number moved");
 }
 
 async fn interactions_fill_once_and_changes_win(m: &dyn ReadModel) {

@@ -14,7 +14,7 @@ use starling_ids::{PostId, UserId};
 use starling_storage::{Counts, Interactions, PostRecord};
 
 use super::{
-    CachedPost, Collection, DELETION_LOG, Deletions, Fill, FillToken, ReadModel, ReaderView, Recent, check_fill,
+    CHANGE_LOG, CachedPost, Change, Changes, Collection, Fill, FillToken, ReadModel, ReaderView, Recent, check_fill,
     merge_recent,
 };
 use crate::CacheResult;
@@ -75,16 +75,19 @@ pub struct MemoryReadModel {
     sets: RwLock<Sets>,
     fills: Mutex<Fills>,
     version: AtomicU64,
-    deletions: Mutex<DeletionLog>,
+    changes: Mutex<ChangeLog>,
+    /// The log's number, read by every page without taking the log's lock; moved (under
+    /// it) after each append.
+    changes_seq: AtomicU64,
 }
 
-/// The deletion log (see [`crate::read_model`]): numbers from 1, never reset; a wipe
+/// The change log (see [`crate::read_model`]): numbers from 1, never reset; a wipe
 /// moves `floor` up to the number, so nothing before it is reported complete.
 #[derive(Default)]
-struct DeletionLog {
+struct ChangeLog {
     seq: u64,
     floor: u64,
-    log: VecDeque<(u64, PostId)>,
+    log: VecDeque<(u64, Change)>,
 }
 
 struct Sets {
@@ -116,8 +119,24 @@ impl MemoryReadModel {
             }),
             fills: Mutex::new(Fills::default()),
             version: AtomicU64::new(0),
-            deletions: Mutex::new(DeletionLog::default()),
+            changes: Mutex::new(ChangeLog::default()),
+            changes_seq: AtomicU64::new(0),
         }
+    }
+
+    /// Appends `changes` to the change log, after what they announce was stored.
+    fn log(&self, changes: impl IntoIterator<Item = Change>) {
+        let mut d = self.changes.lock();
+        for change in changes {
+            d.seq += 1;
+            let seq = d.seq;
+            d.log.push_back((seq, change));
+        }
+        while d.log.len() > CHANGE_LOG {
+            let Some((seq, _)) = d.log.pop_front() else { break };
+            d.floor = seq;
+        }
+        self.changes_seq.store(d.seq, Ordering::SeqCst);
     }
 
     /// Caches interactions: over what is cached (`replace`), else only where nothing fresh is.
@@ -183,32 +202,23 @@ impl ReadModel for MemoryReadModel {
                 cached.insert(id, CachedPost::Deleted);
             }
         }
-        let mut d = self.deletions.lock();
-        for &id in ids {
-            d.seq += 1;
-            let seq = d.seq;
-            d.log.push_back((seq, id));
-        }
-        while d.log.len() > DELETION_LOG {
-            let Some((seq, _)) = d.log.pop_front() else { break };
-            d.floor = seq;
-        }
+        self.log(ids.iter().map(|&id| Change::Deleted(id)));
         Ok(())
     }
 
     async fn reader_view(&self, reader: UserId) -> CacheResult<ReaderView> {
         let version = self.version.load(Ordering::SeqCst);
-        let deletions = Some(self.deletions.lock().seq);
-        Ok(ReaderView { following: self.sets.read().following.map.get(&reader).cloned(), version, deletions })
+        let changes = Some(self.changes_seq.load(Ordering::SeqCst));
+        Ok(ReaderView { following: self.sets.read().following.map.get(&reader).cloned(), version, changes })
     }
 
-    async fn deletions_since(&self, after: u64) -> CacheResult<Deletions> {
-        let d = self.deletions.lock();
+    async fn changes_since(&self, after: u64) -> CacheResult<Changes> {
+        let d = self.changes.lock();
         if after < d.floor || after > d.seq {
-            return Ok(Deletions { seq: d.seq, posts: Vec::new(), complete: false });
+            return Ok(Changes { seq: d.seq, changes: Vec::new(), complete: false });
         }
-        let posts = d.log.iter().filter(|(seq, _)| *seq > after).map(|(_, id)| *id).collect();
-        Ok(Deletions { seq: d.seq, posts, complete: true })
+        let changes = d.log.iter().filter(|(seq, _)| *seq > after).map(|(_, c)| *c).collect();
+        Ok(Changes { seq: d.seq, changes, complete: true })
     }
 
     async fn celebrities(&self) -> CacheResult<Option<Vec<UserId>>> {
@@ -332,6 +342,7 @@ impl ReadModel for MemoryReadModel {
 
     async fn set_interactions(&self, viewer: UserId, changed: &[(PostId, Interactions)]) -> CacheResult<()> {
         self.store_interactions(viewer, changed, true);
+        self.log(changed.iter().map(|&(post, _)| Change::Interacted { post, viewer }));
         Ok(())
     }
 
@@ -370,7 +381,7 @@ impl ReadModel for MemoryReadModel {
         sets.recent.clear();
         sets.celebrities = None;
         self.bump();
-        let mut d = self.deletions.lock();
+        let mut d = self.changes.lock();
         d.log.clear();
         d.floor = d.seq;
         Ok(())

@@ -49,20 +49,22 @@
 //! value it had (in Redis a lost counter starts again from the clock), so a process never
 //! takes lists it read before a wipe for current.
 //!
-//! # The deletion log
+//! # The change log
 //!
-//! Posts never change, so a timeline-service may keep its own copy of the posts it read
-//! (`NearPosts` there): only a delete can make a copy wrong. Every delete
-//! ([`ReadModel::posts_deleted`]) writes its tombstones, then appends the posts to the
-//! *deletion log* and moves its sequence number. A page reads that number with the
-//! reader's follow list ([`ReaderView::deletions`], the same command); a process whose
-//! copy is at that number serves posts from it, and one behind asks
-//! [`ReadModel::deletions_since`] what to drop. The post-service logs a delete before it
-//! answers it, so a read that starts after it never shows the post (as with the
-//! tombstone, best effort: if Redis fails just then, the fan-out's `PostDeleted` logs it,
-//! retried until it does). The log keeps the last
-//! [`DELETION_LOG`] deletions; a holder further behind (or after a wipe, when the number
-//! starts again from the clock, like the celebrity version) drops its whole copy.
+//! Posts never change, so a timeline-service may keep its own copy of the posts it read,
+//! with their counts and its readers' flags (`NearCopy` there): only a delete or an
+//! interaction can make a copy wrong. Every delete ([`ReadModel::posts_deleted`]) writes
+//! its tombstones and every interaction ([`ReadModel::set_interactions`]) its counts and
+//! flags, then appends a [`Change`] per status to the *change log* and moves its sequence
+//! number. A page reads that number with the reader's follow list
+//! ([`ReaderView::changes`], the same command); a process whose copy is at that number
+//! serves from it, and one behind asks [`ReadModel::changes_since`] what to drop. The
+//! post-service logs a change before it answers it, so a read that starts after it shows
+//! it (as with the tombstone, best effort: if Redis fails just then, a delete is logged
+//! by the fan-out's `PostDeleted`, retried until it is, and an interaction's counts are
+//! a minute old at most, as when they expire). The log keeps the last [`CHANGE_LOG`]
+//! changes; a holder further behind (or after a wipe, when the number starts again from
+//! the clock, like the celebrity version) drops its whole copy.
 //!
 //! Every implementation passes [`conformance`].
 
@@ -80,28 +82,38 @@ use crate::{CacheError, CacheResult};
 /// storage.
 pub const RECENT_DEPTH: usize = 128;
 
-/// How many of the newest deletions the deletion log keeps (see the module docs).
-pub const DELETION_LOG: usize = 10_000;
+/// How many of the newest changes the change log keeps (see the module docs).
+pub const CHANGE_LOG: usize = 10_000;
 
 /// What a page reads first, in one command: the reader's followees (`None` if not cached),
-/// the celebrity version and the deletion log's number (`None` if it has none yet: a new
+/// the celebrity version and the change log's number (`None` if it has none yet: a new
 /// or wiped model). See the module docs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReaderView {
     pub following: Option<Vec<UserId>>,
     pub version: u64,
-    pub deletions: Option<u64>,
+    pub changes: Option<u64>,
 }
 
-/// [`ReadModel::deletions_since`]'s answer.
+/// One entry of the change log: what a holder of copies must drop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Change {
+    /// The post was deleted.
+    Deleted(PostId),
+    /// `viewer` reblogged, favourited or replied to `post` (or undid it): the post's
+    /// counts and the viewer's flags on it moved.
+    Interacted { post: PostId, viewer: UserId },
+}
+
+/// [`ReadModel::changes_since`]'s answer.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Deletions {
-    /// The log's number now: a holder that applied `posts` is at it.
+pub struct Changes {
+    /// The log's number now: a holder that applied `changes` is at it.
     pub seq: u64,
-    /// Deleted after the number asked about, oldest first (a post may appear twice).
-    pub posts: Vec<PostId>,
+    /// Logged after the number asked about, oldest first.
+    pub changes: Vec<Change>,
     /// `false` if the log no longer reaches back to the number asked about (trimmed, or
-    /// wiped and started again): `posts` is then empty, and a holder must drop its copy.
+    /// wiped and started again): `changes` is then empty, and a holder must drop its copy.
     pub complete: bool,
 }
 
@@ -162,16 +174,16 @@ pub trait ReadModel: Send + Sync + 'static {
     async fn add_posts(&self, posts: &[PostRecord]) -> CacheResult<()>;
 
     /// Caches tombstones for these posts, replacing whatever was cached, then appends them
-    /// to the deletion log (see the module docs).
+    /// to the change log (see the module docs).
     async fn posts_deleted(&self, ids: &[PostId]) -> CacheResult<()>;
 
-    /// `reader`'s followees in no particular order, the celebrity version and the deletion
+    /// `reader`'s followees in no particular order, the celebrity version and the change
     /// log's number (see the module docs), in one lookup.
     async fn reader_view(&self, reader: UserId) -> CacheResult<ReaderView>;
 
-    /// The posts deleted since the deletion log stood at `after` (see the module docs).
+    /// What changed since the change log stood at `after` (see the module docs).
     /// Starts the log if it has none.
-    async fn deletions_since(&self, after: u64) -> CacheResult<Deletions>;
+    async fn changes_since(&self, after: u64) -> CacheResult<Changes>;
 
     /// Every celebrity, `None` if not cached.
     async fn celebrities(&self) -> CacheResult<Option<Vec<UserId>>>;
@@ -237,7 +249,7 @@ pub trait ReadModel: Send + Sync + 'static {
     async fn fill_interactions(&self, viewer: UserId, found: &[(PostId, Interactions)]) -> CacheResult<()>;
 
     /// `viewer` changed these statuses (write-through): their counts and `viewer`'s flags
-    /// on them, replacing what is cached.
+    /// on them, replacing what is cached, then appended to the change log.
     async fn set_interactions(&self, viewer: UserId, changed: &[(PostId, Interactions)]) -> CacheResult<()>;
 
     /// The cached grant of the token whose SHA-256 is `hash`: `Some(Some(bytes))` live,

@@ -15,7 +15,7 @@
 //! | `P{<user>}:n` | follower and following counts, 8 bytes each | `counts_ttl` |
 //! | `Pg:<token hash, hex>` | an OAuth grant: `1` ‖ its bytes, or the tombstone `0` | `grant_ttl` |
 //! | `P{celebrities}:v` | the celebrity version (an integer, `INCR`ed; starts from the clock in µs, see `lua/bump.lua`) | none |
-//! | `P{deletions}:s`, `:l`, `:f` | the deletion log: its number (like the version), the newest deleted post ids scored by number (a sorted set of at most `DELETION_LOG`), and the number below which it is incomplete (`lua/log_deletions.lua`) | none |
+//! | `P{changes}:s`, `:l`, `:f` | the change log: its number (like the version), the newest changes scored by number (a sorted set of at most `CHANGE_LOG`: a deleted post's id, 8 bytes, or an interaction's post id ‖ viewer, 16), and the number below which it is incomplete (`lua/log_changes.lua`) | none |
 //! | `…:fill` beside each of the last three | a fill's token | 60 s |
 //!
 //! A follow costs 8 bytes in its follower's list (plus ~60 bytes per list for the key), a
@@ -43,8 +43,8 @@ use starling_storage::{Counts, Interactions, PostRecord};
 use super::conn::{Connections, LuaScript, Request, glob_escape};
 use super::millis;
 use crate::read_model::{
-    CachedPost, Collection, DELETION_LOG, Deletions, Fill, FillToken, PageLookup, RECENT_DEPTH, ReadModel, ReaderView,
-    Recent, check_fill, codec, merge_recent,
+    CHANGE_LOG, CachedPost, Change, Changes, Collection, Fill, FillToken, PageLookup, RECENT_DEPTH, ReadModel,
+    ReaderView, Recent, check_fill, codec, merge_recent,
 };
 use crate::{CacheError, CacheResult};
 
@@ -86,8 +86,8 @@ struct Scripts {
     add_recent: LuaScript,
     finish_fill: LuaScript,
     bump: LuaScript,
-    log_deletions: LuaScript,
-    deletions_since: LuaScript,
+    log_changes: LuaScript,
+    changes_since: LuaScript,
 }
 
 /// See the module docs.
@@ -114,8 +114,8 @@ impl RedisReadModel {
                 add_recent: LuaScript::new(include_str!("lua/add_recent.lua").to_owned()),
                 finish_fill: LuaScript::new(include_str!("lua/finish_fill.lua").to_owned()),
                 bump: LuaScript::new(include_str!("lua/bump.lua").to_owned()),
-                log_deletions: deletion_script(include_str!("lua/log_deletions.lua")),
-                deletions_since: deletion_script(include_str!("lua/deletions_since.lua")),
+                log_changes: change_script(include_str!("lua/log_changes.lua")),
+                changes_since: change_script(include_str!("lua/changes_since.lua")),
             },
             post_ms: millis(options.post_ttl),
             following_ms: millis(options.following_ttl),
@@ -236,21 +236,35 @@ impl RedisReadModel {
         format!("{}{{celebrities}}:v", self.prefix)
     }
 
-    /// The deletion log's keys: its number, the log, its floor (one slot).
-    fn deletion_keys(&self) -> [String; 3] {
-        ["s", "l", "f"].map(|k| format!("{}{{deletions}}:{k}", self.prefix))
+    /// The change log's keys: its number, the log, its floor (one slot).
+    fn change_keys(&self) -> [String; 3] {
+        ["s", "l", "f"].map(|k| format!("{}{{changes}}:{k}", self.prefix))
     }
 
-    /// A call of one of the deletion log's scripts, on its keys.
-    async fn deletion_log<T: redis::FromRedisValue>(
+    /// A call of one of the change log's scripts, on its keys.
+    async fn change_log<T: redis::FromRedisValue>(
         &self,
         what: &'static str,
         script: &LuaScript,
         args: &[&[u8]],
     ) -> CacheResult<T> {
-        let keys = self.deletion_keys();
+        let keys = self.change_keys();
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
         self.script(what, script, &keys, args).await
+    }
+
+    /// Appends `changes` to the change log (`lua/log_changes.lua`), after what they announce
+    /// was written.
+    async fn log(&self, changes: impl Iterator<Item = Change>) -> CacheResult<()> {
+        let (now, cap) = (now_micros(), CHANGE_LOG.to_string());
+        let entries: Vec<Vec<u8>> = changes.map(encode_change).collect();
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut args: Vec<&[u8]> = vec![now.as_bytes(), cap.as_bytes()];
+        args.extend(entries.iter().map(Vec::as_slice));
+        self.change_log::<i64>("log changes", &self.scripts.log_changes, &args).await?;
+        Ok(())
     }
 
     /// Moves the celebrity version, after the change it announces (`lua/bump.lua`).
@@ -311,9 +325,27 @@ fn id_keys_cmd(prefix: &str, name: &str, head: &str, ids: impl ExactSizeIterator
     cmd
 }
 
-/// A deletion-log script: the shared part (`lua/deletion_log.lua`) plus its body.
-fn deletion_script(body: &str) -> LuaScript {
-    LuaScript::new(format!("{}\n{body}", include_str!("lua/deletion_log.lua")))
+/// A change-log script: the shared part (`lua/change_log.lua`) plus its body.
+fn change_script(body: &str) -> LuaScript {
+    LuaScript::new(format!("{}\n{body}", include_str!("lua/change_log.lua")))
+}
+
+/// A change as the log holds it: a deleted post's id (8 bytes), or an interaction's post
+/// id then viewer (16). A change logged twice keeps only its newer number.
+fn encode_change(change: Change) -> Vec<u8> {
+    match change {
+        Change::Deleted(post) => post.0.to_be_bytes().to_vec(),
+        Change::Interacted { post, viewer } => [post.0.to_be_bytes(), viewer.0.to_be_bytes()].concat(),
+    }
+}
+
+fn decode_change(b: &[u8]) -> CacheResult<Change> {
+    let id = |b: &[u8]| u64::from_be_bytes(b.try_into().unwrap_or_default());
+    match b.len() {
+        8 => Ok(Change::Deleted(PostId(id(b)))),
+        16 => Ok(Change::Interacted { post: PostId(id(&b[..8])), viewer: UserId(id(&b[8..])) }),
+        _ => Err(CacheError::Backend("corrupt change log".into())),
+    }
 }
 
 /// The time in microseconds, where a missing counter starts (`lua/bump.lua`).
@@ -407,36 +439,26 @@ impl ReadModel for RedisReadModel {
         }
         self.each::<Value>("delete posts", cmds).await?;
         // Logged after the tombstones: a holder that sees the new number finds them.
-        let (now, cap) = (now_micros(), DELETION_LOG.to_string());
-        let ids: Vec<[u8; 8]> = ids.iter().map(|p| p.0.to_be_bytes()).collect();
-        let mut args: Vec<&[u8]> = vec![now.as_bytes(), cap.as_bytes()];
-        args.extend(ids.iter().map(|i| &i[..]));
-        self.deletion_log::<i64>("log deletions", &self.scripts.log_deletions, &args).await?;
-        Ok(())
+        self.log(ids.iter().map(|&id| Change::Deleted(id))).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(reader = reader.0))]
     async fn reader_view(&self, reader: UserId) -> CacheResult<ReaderView> {
-        let [deletions, ..] = self.deletion_keys();
-        let keys = vec![self.key(Collection::Following(reader)), self.version_key(), deletions];
+        let [changes, ..] = self.change_keys();
+        let keys = vec![self.key(Collection::Following(reader)), self.version_key(), changes];
         let mut values = self.get_many("reader view", keys).await?.into_iter();
         let following = decode_users(values.next().flatten())?;
         let version = values.next().flatten().map(|v| parse_number(&v, "celebrity version")).transpose()?;
-        let deletions = values.next().flatten().map(|v| parse_number(&v, "deletion number")).transpose()?;
-        Ok(ReaderView { following, version: version.unwrap_or(0), deletions })
+        let changes = values.next().flatten().map(|v| parse_number(&v, "change number")).transpose()?;
+        Ok(ReaderView { following, version: version.unwrap_or(0), changes })
     }
 
-    async fn deletions_since(&self, after: u64) -> CacheResult<Deletions> {
+    async fn changes_since(&self, after: u64) -> CacheResult<Changes> {
         let (now, after) = (now_micros(), after.to_string());
-        let (seq, complete, posts): (Vec<u8>, i64, Vec<Vec<u8>>) = self
-            .deletion_log("deletions since", &self.scripts.deletions_since, &[now.as_bytes(), after.as_bytes()])
-            .await?;
-        let posts = posts
-            .iter()
-            .map(|id| <[u8; 8]>::try_from(&id[..]).map(|b| PostId(u64::from_be_bytes(b))))
-            .collect::<Result<_, _>>()
-            .map_err(|_| CacheError::Backend("corrupt deletion log".into()))?;
-        Ok(Deletions { seq: parse_number(&seq, "deletion number")?, posts, complete: complete == 1 })
+        let (seq, complete, changes): (Vec<u8>, i64, Vec<Vec<u8>>) =
+            self.change_log("changes since", &self.scripts.changes_since, &[now.as_bytes(), after.as_bytes()]).await?;
+        let changes = changes.iter().map(|c| decode_change(c)).collect::<CacheResult<_>>()?;
+        Ok(Changes { seq: parse_number(&seq, "change number")?, changes, complete: complete == 1 })
     }
 
     async fn celebrities(&self) -> CacheResult<Option<Vec<UserId>>> {
@@ -598,7 +620,8 @@ impl ReadModel for RedisReadModel {
 
     async fn set_interactions(&self, viewer: UserId, changed: &[(PostId, Interactions)]) -> CacheResult<()> {
         self.each::<Value>("set interactions", self.interaction_sets(viewer, changed, false)).await?;
-        Ok(())
+        // Logged after what it announces, as a delete is.
+        self.log(changed.iter().map(|&(post, _)| Change::Interacted { post, viewer })).await
     }
 
     async fn grant(&self, hash: &[u8; 32]) -> CacheResult<Option<Option<Vec<u8>>>> {

@@ -1,5 +1,5 @@
--- Shared by the deletion log's scripts (see read_model/mod.rs). KEYS: the log's number,
--- the log (a sorted set: post id bytes scored by number), its floor.
+-- Shared by the change log's scripts (see read_model/mod.rs). KEYS: the log's number,
+-- the log (a sorted set: entries scored by number), its floor.
 -- A missing number (a new, wiped or restarted Redis) starts from the clock (`now`, in
 -- microseconds), like the celebrity version, with the floor there too: a holder from
 -- before cannot pass for current.

@@ -1,5 +1,5 @@
--- Appends deleted posts to the deletion log (after deletion_log.lua). ARGV: the time in
--- microseconds, how many entries to keep, then the post ids (8 bytes each).
+-- Appends changes to the change log (after change_log.lua). ARGV: the time in
+-- microseconds, how many entries to keep, then the entries (see read_model.rs).
 start_log(ARGV[1])
 local seq = 0
 for i = 3, #ARGV do

@@ -1,6 +1,6 @@
--- The posts deleted since the deletion log stood at ARGV[2] (after deletion_log.lua).
+-- The changes since the change log stood at ARGV[2] (after change_log.lua).
 -- ARGV: the time in microseconds, the number asked about. Returns {number now, 1 and the
--- post ids after it, oldest first} or {number now, 0, {}} if the log no longer reaches
+-- entries after it, oldest first} or {number now, 0, {}} if the log no longer reaches
 -- back that far.
 start_log(ARGV[1])
 local seq = redis.call('GET', KEYS[1])
