@@ -6,7 +6,6 @@ use std::sync::Arc;
 use actix_web::http::header::ContentType;
 use actix_web::{HttpRequest, HttpResponse, web};
 use starling_api::ApiError;
-use starling_api::auth::AuthUser;
 use starling_api::mastodon::PublicBase;
 use starling_api::pagination::Page;
 
@@ -17,14 +16,25 @@ pub(crate) fn configure(svc: &Arc<TimelineService>, cfg: &mut web::ServiceConfig
     crate::streaming::routes(cfg);
 }
 
-async fn home(svc: web::Data<TimelineService>, me: AuthUser, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    me.require("read:statuses")?;
-    let page = Page::from_request(&req)?;
+async fn home(svc: web::Data<TimelineService>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let (me, held) = svc.page_caller(&req).await?;
+    let page = match (me.require("read:statuses").and_then(|()| Page::from_request(&req)), &held) {
+        (Ok(page), _) => page,
+        (Err(e), Some(held)) => {
+            // A revoked token hears that it is revoked before anything else, as elsewhere.
+            svc.confirm(&req, held, &me).await?;
+            return Err(e);
+        }
+        (Err(e), None) => return Err(e),
+    };
     let query = match page.min_id {
         Some(min) => Query { upper: page.max_id, lower: Some(min), direction: Direction::Up, limit: page.limit },
         None => Query { upper: page.max_id, lower: page.since_id, direction: Direction::Down, limit: page.limit },
     };
     let mut home = svc.home(me.id, query).await.map_err(ApiError::unavailable)?;
+    if let Some(held) = &held {
+        svc.confirm(&req, held, &me).await?;
+    }
     if query.direction == Direction::Up {
         home.posts.reverse();
     }

@@ -63,6 +63,7 @@
 //! processes), not one per author, so a cold cache (after a Redis wipe) refills at a few
 //! times the rate.
 
+mod grants;
 mod handlers;
 mod hydrate;
 mod near;

@@ -17,6 +17,10 @@
 //! kept only if the copy is still at that number; the catch-up moves the number under the
 //! same lock.
 //!
+//! It also keeps the grants of the OAuth tokens pages were asked with (what the token
+//! stands for), which only a revocation makes wrong; the home page confirms one after its
+//! first round trip (see `grants.rs`).
+//!
 //! Authors' follower and following counts are not logged: the read model lets them be a
 //! minute old, and the copy keeps them [`COUNTS_FOR`] more.
 
@@ -25,6 +29,7 @@ use std::time::{Duration, Instant};
 use parking_lot::RwLock;
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;
+use starling_api::auth::AuthUser;
 use starling_ids::{PostId, UserId};
 use starling_storage::{Counts, Interactions};
 use starling_timeline_cache::CacheResult;
@@ -41,6 +46,8 @@ pub struct NearCopy {
     /// Each reader's (reblogged, favourited) on a status.
     flags: Cache<(UserId, PostId), (bool, bool)>,
     counts: Cache<UserId, (Counts, Instant)>,
+    /// Live OAuth grants by their token's SHA-256.
+    grants: Cache<[u8; 32], AuthUser>,
     /// The log number the copy is at; `None` before the first catch-up.
     at: RwLock<Option<u64>>,
     /// One catch-up at a time: pages that queue behind one find the copy current.
@@ -87,7 +94,9 @@ impl NearCopy {
             posts: Cache::with_weighter((posts / 256).max(1) as usize, posts.max(1), PostBytes),
             status_counts: fixed(bytes / 8),
             flags: fixed(bytes / 4),
-            counts: fixed(bytes / 8),
+            counts: fixed(bytes / 16),
+            // A grant holds a handle, a client id and scopes: ~200 bytes.
+            grants: Cache::new(((bytes / 16) / 200).max(1) as usize),
             at: RwLock::new(None),
             catching_up: Default::default(),
         }
@@ -118,15 +127,22 @@ impl NearCopy {
                         self.status_counts.remove(&post);
                         self.flags.remove(&(viewer, post));
                     }
+                    Change::Revoked(hash) => drop(self.grants.remove(&hash)),
                 }
             }
         } else {
             self.posts.clear();
             self.status_counts.clear();
             self.flags.clear();
+            self.grants.clear();
         }
         *at = Some(log.seq);
         Ok(At(log.seq))
+    }
+
+    /// Where the copy is now (`None` before its first catch-up).
+    pub fn now(&self) -> Option<At> {
+        (*self.at.read()).map(At)
     }
 
     fn current(&self, seen: Option<u64>) -> Option<At> {
@@ -171,6 +187,19 @@ impl NearCopy {
         for (id, i) in found {
             self.status_counts.insert(id, [i.reblogs, i.favourites, i.replies]);
             self.flags.insert((viewer, id), (i.reblogged, i.favourited));
+        }
+    }
+
+    /// The grant of the token whose SHA-256 is `hash`, if the copy holds it.
+    pub fn grant(&self, hash: &[u8; 32]) -> Option<AuthUser> {
+        self.grants.get(hash)
+    }
+
+    /// Keeps a live grant looked up while the copy was at `at`, unless it has moved since.
+    pub fn fill_grant(&self, at: At, hash: [u8; 32], user: AuthUser) {
+        let now = self.at.read();
+        if *now == Some(at.0) {
+            self.grants.insert(hash, user);
         }
     }
 
@@ -298,5 +327,25 @@ mod tests {
         near.fill_counts([(UserId(1), c)]);
         near.counts.insert(UserId(2), (c, Instant::now() - COUNTS_FOR));
         assert_eq!(near.counts(&[UserId(1), UserId(2), UserId(3)]), vec![Some(c), None, None]);
+    }
+    #[tokio::test]
+    async fn a_revocation_drops_the_grant() {
+        let model = MemoryReadModel::new(MemoryReadModelOptions::default());
+        let near = NearCopy::new(100_000);
+        let user = AuthUser {
+            id: UserId(1),
+            handle: "a".into(),
+            scopes: starling_api::scopes::Scopes::all(),
+            client_id: Some("app".into()),
+        };
+        let at = near.at(&model, seen(&model).await).await.unwrap();
+        near.fill_grant(at, [1; 32], user.clone());
+        near.fill_grant(at, [2; 32], user.clone());
+        model.set_grant(&[1; 32], None).await.unwrap();
+        near.at(&model, seen(&model).await).await.unwrap();
+        assert_eq!((near.grant(&[1; 32]), near.grant(&[2; 32])), (None, Some(user.clone())));
+        // A lookup from before that catch-up is not kept.
+        near.fill_grant(at, [1; 32], user);
+        assert_eq!(near.grant(&[1; 32]), None);
     }
 }

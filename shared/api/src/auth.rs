@@ -5,8 +5,9 @@
 //! - **OAuth 2 access tokens**, issued by the graph-service's `/oauth/token` (Mastodon's
 //!   flows): opaque random strings, looked up on every request through the
 //!   [`GrantVerifier`] the process was given, so a revoked token stops working at once
-//!   everywhere. They carry [`Scopes`]; an app's own token (client_credentials) acts for
-//!   no user.
+//!   everywhere (the timeline-service's home page keeps its own copy of grants, which
+//!   the read model's change log keeps as current: see `timeline-service`). They carry
+//!   [`Scopes`]; an app's own token (client_credentials) acts for no user.
 //! - **Service tokens**: JWTs signed with HS256 and a shared secret from configuration,
 //!   verified locally, holding every scope (the replay tool, benchmarks and the legacy
 //!   registration endpoint mint them). The subject is the user id; the handle rides
@@ -216,7 +217,8 @@ async fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
     caller_of(req, required_bearer(req)?).await
 }
 
-fn required_bearer(req: &HttpRequest) -> Result<&str, ApiError> {
+/// The bearer token of `req`; 401 without one.
+pub fn required_bearer(req: &HttpRequest) -> Result<&str, ApiError> {
     bearer(req)?.ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "missing Authorization: Bearer token"))
 }
 
@@ -232,19 +234,24 @@ pub async fn user_of(req: &HttpRequest, token: &str) -> Result<AuthUser, ApiErro
     }
 }
 
-async fn caller_of(req: &HttpRequest, token: &str) -> Result<Caller, ApiError> {
+/// The hash an OAuth access token is looked up by; `None` for a service token (a JWT).
+pub fn oauth_hash(token: &str) -> Option<[u8; 32]> {
     // A JWT has three dot-separated parts; an OAuth token is one base64url string.
-    if token.contains('.') {
+    (!token.contains('.')).then(|| secret_hash(token))
+}
+
+async fn caller_of(req: &HttpRequest, token: &str) -> Result<Caller, ApiError> {
+    let Some(hash) = oauth_hash(token) else {
         let keys = req
             .app_data::<web::Data<TokenKeys>>()
             .ok_or_else(|| ApiError::new(ErrorCode::Internal, "token keys are not configured"))?;
         return keys.verify(token).map(Caller::User);
-    }
+    };
     let grants = req
         .app_data::<web::Data<Arc<dyn GrantVerifier>>>()
         .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "this service takes no OAuth tokens"))?;
     let grant = grants
-        .grant(&secret_hash(token))
+        .grant(&hash)
         .await?
         .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "the access token is invalid, revoked or expired"))?;
     Ok(match grant.user {

@@ -91,18 +91,21 @@ async fn changes_are_logged_in_order(m: &dyn ReadModel) {
     let liked = Interactions { favourites: 1, favourited: true, ..Default::default() };
     m.set_interactions(user(701), &[(post(703), liked)]).await.unwrap();
     m.set_interactions(user(701), &[]).await.unwrap();
+    m.set_grant(&[7; 32], Some(b"issued")).await.unwrap();
+    m.set_grant(&[7; 32], None).await.unwrap();
     m.posts_deleted(&[post(702)]).await.unwrap();
     let now = number().await.expect("a number after changes");
-    assert_eq!(now, start + 4, "one step per change, none for an empty one");
+    assert_eq!(now, start + 5, "one step per change, none for an empty one or an issue");
     let since = m.changes_since(start).await.unwrap();
     let expected = vec![
         Change::Deleted(post(700)),
         Change::Deleted(post(701)),
         Change::Interacted { post: post(703), viewer: user(701) },
+        Change::Revoked([7; 32]),
         Change::Deleted(post(702)),
     ];
     assert_eq!((since.seq, since.changes.clone(), since.complete), (now, expected, true));
-    let since = m.changes_since(start + 3).await.unwrap();
+    let since = m.changes_since(start + 4).await.unwrap();
     assert_eq!((since.changes, since.complete), (vec![Change::Deleted(post(702))], true));
     assert_eq!(m.posts(&[post(701)]).await.unwrap(), vec![Some(CachedPost::Deleted)], "tombstones are written too");
     assert_eq!(m.interactions(user(701), &[post(703)]).await.unwrap(), vec![Some(liked)], "and interactions");

@@ -360,6 +360,9 @@ impl ReadModel for MemoryReadModel {
 
     async fn set_grant(&self, hash: &[u8; 32], grant: Option<&[u8]>) -> CacheResult<()> {
         self.grants.write().insert(*hash, grant.map(<[u8]>::to_vec));
+        if grant.is_none() {
+            self.log([Change::Revoked(*hash)]);
+        }
         Ok(())
     }
 

@@ -53,10 +53,12 @@
 //!
 //! Posts never change, so a timeline-service may keep its own copy of the posts it read,
 //! with their counts and its readers' flags (`NearCopy` there): only a delete or an
-//! interaction can make a copy wrong. Every delete ([`ReadModel::posts_deleted`]) writes
-//! its tombstones and every interaction ([`ReadModel::set_interactions`]) its counts and
-//! flags, then appends a [`Change`] per status to the *change log* and moves its sequence
-//! number. A page reads that number with the reader's follow list
+//! interaction can make a copy wrong (and it may keep the OAuth grants its pages were
+//! asked with, which only a revocation makes wrong). Every delete
+//! ([`ReadModel::posts_deleted`]) writes its tombstones, every interaction
+//! ([`ReadModel::set_interactions`]) its counts and flags and every revocation
+//! ([`ReadModel::set_grant`]) its tombstone, then appends a [`Change`] each to the
+//! *change log* and moves its sequence number. A page reads that number with the reader's follow list
 //! ([`ReaderView::changes`], the same command); a process whose copy is at that number
 //! serves from it, and one behind asks [`ReadModel::changes_since`] what to drop. The
 //! post-service logs a change before it answers it, so a read that starts after it shows
@@ -103,6 +105,8 @@ pub enum Change {
     /// `viewer` reblogged, favourited or replied to `post` (or undid it): the post's
     /// counts and the viewer's flags on it moved.
     Interacted { post: PostId, viewer: UserId },
+    /// The OAuth access token whose SHA-256 this is was revoked.
+    Revoked([u8; 32]),
 }
 
 /// [`ReadModel::changes_since`]'s answer.
@@ -260,7 +264,8 @@ pub trait ReadModel: Send + Sync + 'static {
     /// cached already.
     async fn fill_grant(&self, hash: &[u8; 32], grant: Option<&[u8]>) -> CacheResult<()>;
 
-    /// A grant was issued (`Some`) or revoked (`None`): replaces whatever is cached.
+    /// A grant was issued (`Some`) or revoked (`None`): replaces whatever is cached; a
+    /// revocation is then appended to the change log.
     async fn set_grant(&self, hash: &[u8; 32], grant: Option<&[u8]>) -> CacheResult<()>;
 
     /// Drops everything (operations; tests of the fill paths).

@@ -15,7 +15,7 @@
 //! | `P{<user>}:n` | follower and following counts, 8 bytes each | `counts_ttl` |
 //! | `Pg:<token hash, hex>` | an OAuth grant: `1` ‖ its bytes, or the tombstone `0` | `grant_ttl` |
 //! | `P{celebrities}:v` | the celebrity version (an integer, `INCR`ed; starts from the clock in µs, see `lua/bump.lua`) | none |
-//! | `P{changes}:s`, `:l`, `:f` | the change log: its number (like the version), the newest changes scored by number (a sorted set of at most `CHANGE_LOG`: a deleted post's id, 8 bytes, or an interaction's post id ‖ viewer, 16), and the number below which it is incomplete (`lua/log_changes.lua`) | none |
+//! | `P{changes}:s`, `:l`, `:f` | the change log: its number (like the version), the newest changes scored by number (a sorted set of at most `CHANGE_LOG`: a deleted post's id, 8 bytes; an interaction's post id ‖ viewer, 16; a revoked token's hash, 32), and the number below which it is incomplete (`lua/log_changes.lua`) | none |
 //! | `…:fill` beside each of the last three | a fill's token | 60 s |
 //!
 //! A follow costs 8 bytes in its follower's list (plus ~60 bytes per list for the key), a
@@ -330,12 +330,13 @@ fn change_script(body: &str) -> LuaScript {
     LuaScript::new(format!("{}\n{body}", include_str!("lua/change_log.lua")))
 }
 
-/// A change as the log holds it: a deleted post's id (8 bytes), or an interaction's post
-/// id then viewer (16). A change logged twice keeps only its newer number.
+/// A change as the log holds it: a deleted post's id (8 bytes), an interaction's post id
+/// then viewer (16), or a revoked token's hash (32). A change logged twice keeps only its newer number.
 fn encode_change(change: Change) -> Vec<u8> {
     match change {
         Change::Deleted(post) => post.0.to_be_bytes().to_vec(),
         Change::Interacted { post, viewer } => [post.0.to_be_bytes(), viewer.0.to_be_bytes()].concat(),
+        Change::Revoked(hash) => hash.to_vec(),
     }
 }
 
@@ -344,6 +345,7 @@ fn decode_change(b: &[u8]) -> CacheResult<Change> {
     match b.len() {
         8 => Ok(Change::Deleted(PostId(id(b)))),
         16 => Ok(Change::Interacted { post: PostId(id(&b[..8])), viewer: UserId(id(&b[8..])) }),
+        32 => Ok(Change::Revoked(b.try_into().unwrap_or_default())),
         _ => Err(CacheError::Backend("corrupt change log".into())),
     }
 }
@@ -650,6 +652,10 @@ impl ReadModel for RedisReadModel {
         let cmd =
             redis::cmd("SET").arg(self.grant_key(hash)).arg(grant_value(grant)).arg("PX").arg(self.grant_ms).clone();
         self.query::<Value>("set grant", &cmd).await?;
+        if grant.is_none() {
+            // Logged after its tombstone, as a delete is.
+            self.log(std::iter::once(Change::Revoked(*hash))).await?;
+        }
         Ok(())
     }
 
