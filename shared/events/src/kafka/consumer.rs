@@ -224,10 +224,9 @@ impl Consumer for KafkaConsumer {
         let deadline = tokio::time::Instant::now() + max_wait;
         while out.is_empty() {
             // Parked, it still polls (the group's callbacks run there) but wakes to probe.
-            let wake = if self.parked.is_some() {
-                deadline.min(tokio::time::Instant::now() + idle::PROBE_EVERY)
-            } else {
-                deadline
+            let wake = match &self.parked {
+                Some(parked) => deadline.min(tokio::time::Instant::now() + parked.probe_every),
+                None => deadline,
             };
             match tokio::time::timeout_at(wake, self.consumer.recv()).await {
                 Err(_) if wake < deadline => self.probe().await,

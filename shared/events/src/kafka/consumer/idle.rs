@@ -17,8 +17,11 @@
 //! skipped whatever librdkafka had prefetched. A rebalance while parked assigns anew
 //! through the rebalance callback, and the parked state is dropped.
 //!
-//! The price is up to [`PROBE_EVERY`] of extra latency for the first record after a quiet
-//! spell.
+//! The probes start [`PROBE_EVERY`] apart and, while they find nothing, space out to
+//! [`PROBE_AT_MOST`]: a consumer that just went quiet notices new records within a few
+//! milliseconds, and one that stays idle costs the broker and itself a few requests a
+//! second instead of two hundred. The price is up to [`PROBE_AT_MOST`] of extra latency
+//! for the first record after a long quiet spell.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -33,14 +36,19 @@ use crate::kafka::unavailable;
 /// How long polls must find nothing before the consumer parks, by default
 /// ([`crate::kafka::KafkaOptions::park_after`]).
 pub(in crate::kafka) const PARK_AFTER: Duration = Duration::from_millis(250);
-/// How often a parked consumer asks whether records arrived.
+/// How soon a consumer that just parked first asks whether records arrived; each probe
+/// that finds nothing doubles the wait, up to [`PROBE_AT_MOST`].
 pub(super) const PROBE_EVERY: Duration = Duration::from_millis(5);
+/// The longest wait between a parked consumer's probes.
+pub(super) const PROBE_AT_MOST: Duration = Duration::from_millis(40);
 
 /// A parked consumer's partitions.
 pub(super) struct Parked {
     partitions: Vec<ParkedPartition>,
     /// The rebalance count when it parked: a rebalance since has assigned partitions anew.
     rebalances: u64,
+    /// How long until the next probe (see the module docs).
+    pub(super) probe_every: Duration,
 }
 
 struct ParkedPartition {
@@ -128,7 +136,7 @@ impl KafkaConsumer {
             let _ = c.commit_consumer_state(CommitMode::Sync);
             c.assign(&TopicPartitionList::new()).map_err(unavailable)?;
             tracing::debug!(partitions = partitions.len(), "consumer parked");
-            Ok(Some(Parked { partitions, rebalances }))
+            Ok(Some(Parked { partitions, rebalances, probe_every: PROBE_EVERY }))
         })
         .await
     }
@@ -155,7 +163,11 @@ impl KafkaConsumer {
             })
             .await;
         match arrived {
-            Ok(false) => {}
+            Ok(false) => {
+                if let Some(parked) = &mut self.parked {
+                    parked.probe_every = (parked.probe_every * 2).min(PROBE_AT_MOST);
+                }
+            }
             Ok(true) => self.unpark().await,
             Err(error) => tracing::debug!(group = %self.group, %error, "probing parked partitions failed"),
         }
