@@ -36,6 +36,10 @@ if [ ${#need_packages[@]} -gt 0 ]; then
     fi
 fi
 
+# The tests that need the servers started below are compiled as ignored unless this is
+# set for the build (each such crate's build.rs): here they must run, and do.
+export STARLING_TEST_SERVERS=1
+
 step "formatting"
 cargo fmt --all -- --check
 

@@ -148,13 +148,11 @@ fn random_hex(bytes: usize) -> String {
     (0..bytes).map(|_| format!("{:02x}", rand::random::<u8>())).collect()
 }
 
+#[cfg_attr(not(test_servers), ignore = "needs the servers scripts/test.sh starts (it sets STARLING_TEST_SERVERS)")]
 #[tokio::test]
 async fn one_trace_follows_a_post_across_every_process_to_a_followers_stream() {
-    let Ok(rotel) = std::env::var("ROTEL") else {
-        eprintln!("skipped: ROTEL is not set (scripts/test.sh installs rotel-agent and sets it)");
-        return;
-    };
-    let Some(mut env) = backends_env("otel") else { return };
+    let rotel = common::server_env("ROTEL", "the rotel-agent collector");
+    let mut env = backends_env("otel");
     let collector = Collector::start(&rotel);
     env.extend(
         [

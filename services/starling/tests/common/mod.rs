@@ -28,6 +28,16 @@ pub struct Server {
     env: Vec<(String, String)>,
 }
 
+/// The variable `name`, which `scripts/test.sh` sets to `what` it started or installed.
+/// The tests that need it are compiled as ignored unless `STARLING_TEST_SERVERS` was set
+/// for the build (`build.rs`), so reaching here without it is a broken set-up, not a skip.
+#[allow(dead_code)] // Not every test binary needs a server.
+pub fn server_env(name: &str, what: &str) -> String {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty()).unwrap_or_else(|| {
+        panic!("{name} is not set: this test needs {what} (scripts/test.sh starts it and sets {name})")
+    })
+}
+
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
 impl Server {

@@ -119,13 +119,10 @@ impl Stack {
 }
 
 /// What every process of a test's stack needs to share the backends `scripts/test.sh`
-/// started (`KAFKA_BROKERS`, `REDIS_URL`), under topic and key prefixes of `test`'s own;
-/// `None` (the caller skips, and says so) where they are not set.
-pub fn backends_env(test: &str) -> Option<Vec<(String, String)>> {
-    let (Ok(kafka), Ok(redis)) = (std::env::var("KAFKA_BROKERS"), std::env::var("REDIS_URL")) else {
-        eprintln!("skipped: KAFKA_BROKERS and REDIS_URL are not set (scripts/test.sh sets them)");
-        return None;
-    };
+/// started (`KAFKA_BROKERS`, `REDIS_URL`), under topic and key prefixes of `test`'s own.
+pub fn backends_env(test: &str) -> Vec<(String, String)> {
+    let kafka = super::server_env("KAFKA_BROKERS", "a Kafka-protocol broker");
+    let redis = super::server_env("REDIS_URL", "a Redis server");
     let prefix = format!("{test}{}", std::process::id());
     let env = [
         ("STARLING__BACKENDS__KAFKA_BROKERS", kafka),
@@ -134,5 +131,5 @@ pub fn backends_env(test: &str) -> Option<Vec<(String, String)>> {
         ("STARLING__BACKENDS__REDIS_PREFIX", format!("{prefix}:")),
         ("STARLING__AUTH__JWT_SECRET", format!("{test}-test-secret")),
     ];
-    Some(env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+    env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }

@@ -1,5 +1,6 @@
-//! Tests that need a broker read its address from `KAFKA_BROKERS` and skip, saying so,
-//! without one. Each uses its own topic prefix, so they run in parallel on one broker
+//! Tests that need a broker read its address from `KAFKA_BROKERS`; they are compiled as
+//! ignored (and reported so) unless `STARLING_TEST_SERVERS` was set for the build, as
+//! `scripts/test.sh` does. Each uses its own topic prefix, so they run in parallel on one broker
 //! (and next to anything else using it). Start one with `scripts/lib/kafka.sh`.
 
 use std::time::Instant;
@@ -7,14 +8,12 @@ use std::time::Instant;
 use super::*;
 use crate::conformance;
 
-fn brokers() -> Option<String> {
-    match std::env::var("KAFKA_BROKERS") {
-        Ok(b) if !b.trim().is_empty() => Some(b),
-        _ => {
-            println!("skipped: KAFKA_BROKERS not set");
-            None
-        }
-    }
+/// The broker `scripts/test.sh` started: the tests that need one are compiled as ignored
+/// unless `STARLING_TEST_SERVERS` was set for the build (`build.rs`).
+fn brokers() -> String {
+    std::env::var("KAFKA_BROKERS").ok().filter(|b| !b.trim().is_empty()).unwrap_or_else(|| {
+        panic!("KAFKA_BROKERS is not set: this test needs a Kafka-protocol broker (scripts/test.sh starts one)")
+    })
 }
 
 fn unique(name: &str) -> String {
@@ -169,23 +168,29 @@ async fn an_idle_consumer_parks_and_misses_nothing(log: &KafkaLog, partitions: u
     assert_eq!(numbers(&got), (60..90).collect::<Vec<_>>(), "the two members share the new records");
 }
 
+#[cfg_attr(not(test_servers), ignore = "needs the servers scripts/test.sh starts (it sets STARLING_TEST_SERVERS)")]
 #[tokio::test]
 async fn an_idle_consumer_parks_and_misses_nothing_on_the_broker() {
-    let Some(brokers) = brokers() else { return };
+    let brokers = brokers();
     an_idle_consumer_parks_and_misses_nothing(&*connect(&brokers, "park").await, 4).await;
 }
 
+#[cfg_attr(not(test_servers), ignore = "needs the servers scripts/test.sh starts (it sets STARLING_TEST_SERVERS)")]
 #[tokio::test]
 async fn kept_partitions_are_not_read_again_after_a_rebalance() {
-    let Some(brokers) = brokers() else { return };
+    let brokers = brokers();
     kept_partitions_are_not_read_again(&*connect(&brokers, "kept").await, 4).await;
 }
 
 macro_rules! conformance_test {
     ($name:ident, $check:ident) => {
+        #[cfg_attr(
+            not(test_servers),
+            ignore = "needs the servers scripts/test.sh starts (it sets STARLING_TEST_SERVERS)"
+        )]
         #[tokio::test]
         async fn $name() {
-            let Some(brokers) = brokers() else { return };
+            let brokers = brokers();
             let log = connect(&brokers, stringify!($check)).await;
             conformance::$check(log.as_ref(), &unique("ns")).await;
         }
@@ -200,18 +205,20 @@ conformance_test!(conformance_members_share_partitions, group_members_share_part
 conformance_test!(conformance_lag, lag_drops_to_zero_after_commit);
 conformance_test!(conformance_commit_later, resumes_after_commit_later_and_a_clean_stop);
 
+#[cfg_attr(not(test_servers), ignore = "needs the servers scripts/test.sh starts (it sets STARLING_TEST_SERVERS)")]
 #[tokio::test]
 async fn conformance_all_on_one_log() {
-    let Some(brokers) = brokers() else { return };
+    let brokers = brokers();
     // Default partition count, every check on the same topics one after another.
     let options = KafkaOptions { topic_prefix: unique("all"), ..KafkaOptions::new(brokers) };
     let log = KafkaLog::connect(options).await.expect("connect");
     conformance::all(log.as_ref(), &unique("ns")).await;
 }
 
+#[cfg_attr(not(test_servers), ignore = "needs the servers scripts/test.sh starts (it sets STARLING_TEST_SERVERS)")]
 #[tokio::test]
 async fn topics_get_the_configured_partitions_and_connect_is_repeatable() {
-    let Some(brokers) = brokers() else { return };
+    let brokers = brokers();
     let options = KafkaOptions { partitions: 3, ..options(&brokers, "topics") };
     let log = KafkaLog::connect(options.clone()).await.expect("connect");
     // The topics exist now: a second connect must accept that.
@@ -236,9 +243,10 @@ async fn topics_get_the_configured_partitions_and_connect_is_repeatable() {
 
 /// The lag metric holds each owned partition's last reading, under the full topic and
 /// group names; it drops to zero with the commit and leaves with the consumer.
+#[cfg_attr(not(test_servers), ignore = "needs the servers scripts/test.sh starts (it sets STARLING_TEST_SERVERS)")]
 #[tokio::test]
 async fn consumer_lag_metric_reports_each_partition_until_the_consumer_leaves() {
-    let Some(brokers) = brokers() else { return };
+    let brokers = brokers();
     let options = KafkaOptions { partitions: 2, ..options(&brokers, "lag-metric") };
     let prefix = options.topic_prefix.clone();
     let log = KafkaLog::connect(options).await.expect("connect");
@@ -274,9 +282,10 @@ async fn consumer_lag_metric_reports_each_partition_until_the_consumer_leaves() 
     assert!(series().is_empty(), "a consumer that left reports nothing");
 }
 
+#[cfg_attr(not(test_servers), ignore = "needs the servers scripts/test.sh starts (it sets STARLING_TEST_SERVERS)")]
 #[tokio::test]
 async fn headers_round_trip() {
-    let Some(brokers) = brokers() else { return };
+    let brokers = brokers();
     let log = connect(&brokers, "headers").await;
     let sent = vec![
         record(
@@ -305,12 +314,13 @@ async fn headers_round_trip() {
 /// The W3C trace context crosses the broker in the `traceparent` header: a consumer's
 /// span continues the producer's trace; a malformed header arrives as it was sent,
 /// gives no parent, and the record is delivered all the same.
+#[cfg_attr(not(test_servers), ignore = "needs the servers scripts/test.sh starts (it sets STARLING_TEST_SERVERS)")]
 #[tokio::test]
 async fn trace_context_crosses_the_broker() {
     use opentelemetry::trace::TracerProvider as _;
     use starling_telemetry::propagation::{continue_from, trace_id};
     use tracing_subscriber::layer::SubscriberExt as _;
-    let Some(brokers) = brokers() else { return };
+    let brokers = brokers();
     let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
     let subscriber =
         tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
@@ -339,9 +349,10 @@ async fn trace_context_crosses_the_broker() {
     assert_eq!(got[1].headers, vec![("traceparent".to_owned(), Bytes::from_static(b"00-not-a-trace-01"))]);
 }
 
+#[cfg_attr(not(test_servers), ignore = "needs the servers scripts/test.sh starts (it sets STARLING_TEST_SERVERS)")]
 #[tokio::test]
 async fn dead_letter_keeps_the_record_and_says_why() {
-    let Some(brokers) = brokers() else { return };
+    let brokers = brokers();
     let log = connect(&brokers, "dead").await;
     log.append(vec![record(Topic::Posts, 42, b"poison", &[("traceparent", b"00-ab-cd-01")])]).await.expect("append");
     let mut c = log.subscribe("worker", &[Topic::Posts]).await.expect("subscribe");
@@ -382,9 +393,10 @@ async fn dead_letter_keeps_the_record_and_says_why() {
     assert_eq!(headers, expected);
 }
 
+#[cfg_attr(not(test_servers), ignore = "needs the servers scripts/test.sh starts (it sets STARLING_TEST_SERVERS)")]
 #[tokio::test]
 async fn two_members_split_the_partitions_and_one_takes_all_when_the_other_leaves() {
-    let Some(brokers) = brokers() else { return };
+    let brokers = brokers();
     let log = connect(&brokers, "rebalance").await;
     let all: Vec<(Topic, u32)> = Topic::ALL.iter().flat_map(|&t| (0..4).map(move |p| (t, p))).collect();
     let mut a = log.consumer("g", &Topic::ALL).expect("subscribe a");

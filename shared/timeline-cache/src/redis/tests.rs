@@ -1,5 +1,5 @@
-//! Tests of the Redis caches against a real server. These need a server: `REDIS_URL=redis://127.0.0.1:6390 cargo test -p starling-timeline-cache`.
-//! Without `REDIS_URL` each test says so and passes. Every test uses its own key prefix.
+//! Tests of the Redis caches against a real server: `STARLING_TEST_SERVERS=1 REDIS_URL=redis://127.0.0.1:6390 cargo test -p starling-timeline-cache`.
+//! Without `STARLING_TEST_SERVERS` set for the build they are compiled as ignored. Every test uses its own key prefix.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,20 +18,21 @@ enum Target {
     Cluster(Vec<String>),
 }
 
-fn redis_url() -> Option<Target> {
-    let url = std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty());
-    if url.is_none() {
-        println!("skipped: REDIS_URL not set");
-    }
-    url.map(Target::Node)
+/// The servers `scripts/test.sh` started: the tests that need them are compiled as ignored
+/// unless `STARLING_TEST_SERVERS` was set for the build (`build.rs`).
+fn server_env(name: &str, what: &str) -> String {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty()).unwrap_or_else(|| {
+        panic!("{name} is not set: this test needs {what} (scripts/test.sh starts it and sets {name})")
+    })
 }
 
-fn cluster_urls() -> Option<Target> {
-    let urls = std::env::var("REDIS_CLUSTER_URLS").ok().filter(|u| !u.is_empty());
-    if urls.is_none() {
-        println!("skipped: REDIS_CLUSTER_URLS not set (comma-separated node urls of a Redis Cluster)");
-    }
-    urls.map(|u| Target::Cluster(u.split(',').map(|n| n.trim().to_owned()).collect()))
+fn redis_url() -> Target {
+    Target::Node(server_env("REDIS_URL", "a Redis server"))
+}
+
+fn cluster_urls() -> Target {
+    let urls = server_env("REDIS_CLUSTER_URLS", "a Redis Cluster (its nodes' urls, comma-separated)");
+    Target::Cluster(urls.split(',').map(|n| n.trim().to_owned()).collect())
 }
 
 async fn connect(target: &Target, options: RedisCacheOptions) -> CacheResult<RedisCache> {
@@ -165,11 +166,10 @@ async fn newest_pages_skip_the_script(url: Target) {
 }
 
 /// On one node only: a cluster's reads always take the script.
+#[cfg_attr(not(test_servers), ignore = "needs the servers scripts/test.sh starts (it sets STARLING_TEST_SERVERS)")]
 #[tokio::test]
 async fn newest_pages_skip_the_script_on_a_node() {
-    if let Some(t) = redis_url() {
-        newest_pages_skip_the_script(t).await
-    }
+    newest_pages_skip_the_script(redis_url()).await
 }
 
 async fn rebuild_marker_expires(url: Target) {
@@ -349,9 +349,10 @@ async fn insert_bounds_pending_pushes(url: Target) {
 }
 
 /// A killed connection fails the calls in flight on it; the slot then takes a new one.
+#[cfg_attr(not(test_servers), ignore = "needs the servers scripts/test.sh starts (it sets STARLING_TEST_SERVERS)")]
 #[tokio::test]
 async fn recovers_from_dropped_connections() {
-    let Some(url) = redis_url() else { return };
+    let url = redis_url();
     let c = cache(&url, "reconnect", RedisCacheOptions { connections: 2, ..opts(10, 2) }).await;
     let o = UserId(1);
     assert!(c.begin_rebuild(o).await.unwrap());
@@ -486,21 +487,21 @@ async fn read_model_survives_script_flush(url: Target) {
 }
 
 /// Each test above runs twice: against `REDIS_URL` (one server) and against
-/// `REDIS_CLUSTER_URLS` (a cluster); each says so and passes where its variable is unset.
+/// `REDIS_CLUSTER_URLS` (a cluster).
 macro_rules! on_node_and_cluster {
     ($(#[$attr:meta] $name:ident,)*) => {
         mod node {
-            $(#[$attr] async fn $name() {
-                if let Some(t) = super::redis_url() {
-                    super::$name(t).await
-                }
+            $(#[$attr]
+            #[cfg_attr(not(test_servers), ignore = "needs the servers scripts/test.sh starts (it sets STARLING_TEST_SERVERS)")]
+            async fn $name() {
+                super::$name(super::redis_url()).await
             })*
         }
         mod cluster {
-            $(#[$attr] async fn $name() {
-                if let Some(t) = super::cluster_urls() {
-                    super::$name(t).await
-                }
+            $(#[$attr]
+            #[cfg_attr(not(test_servers), ignore = "needs the servers scripts/test.sh starts (it sets STARLING_TEST_SERVERS)")]
+            async fn $name() {
+                super::$name(super::cluster_urls()).await
             })*
         }
     };
