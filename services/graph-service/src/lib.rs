@@ -20,7 +20,7 @@ mod internal;
 mod oauth;
 mod passwords;
 
-pub use grants::{StoreGrants, grant_from_wire};
+pub use grants::{GrantMemo, StoreGrants, grant_from_wire};
 
 use std::sync::Arc;
 
@@ -103,6 +103,8 @@ pub struct GraphService {
     /// The read model whose grant cache other processes check tokens against; `None`
     /// when no other process shares one with this one.
     pub model: Option<Arc<dyn ReadModel>>,
+    /// The grants this process's [`StoreGrants`] keeps, told of each revocation.
+    pub grant_memo: Option<Arc<GrantMemo>>,
     pub celebrity: CelebritySettings,
     /// The operator's token for `/admin/v1` (empty: that API is off).
     pub admin_token: String,

@@ -519,6 +519,9 @@ async fn revoke(
         Some(g) if g.kind == GrantKind::Token => {
             grants::cache_revoked(&svc, &hash).await?;
             svc.auth.take_grant(&hash).await.map_err(ApiError::unavailable)?;
+            if let Some(memo) = &svc.grant_memo {
+                memo.forget(&hash);
+            }
             Ok(HttpResponse::Ok().json(serde_json::json!({})))
         }
         _ => Ok(HttpResponse::Ok().json(serde_json::json!({}))),

@@ -25,7 +25,7 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use anyhow::{Context, bail};
 use fanout_worker::{Fanout, FanoutStats};
 use grants::{LOGIN_LIMIT, RemoteGrants};
-use graph_service::{GraphService, StoreGrants};
+use graph_service::{GrantMemo, GraphService, StoreGrants};
 use post_service::PostService;
 use starling_api::auth::{GrantVerifier, TokenKeys};
 use starling_api::rate_limit::{RateLimit, RateLimiter};
@@ -313,6 +313,9 @@ impl Node {
         let mut publishers = Vec::new();
         // The same publishers, by the service whose outbox each empties.
         let mut outboxes = Vec::new();
+        // Only with the embedded store does every revocation go through this process.
+        let grant_memo =
+            store.filter(|s| s.embedded.is_some() && has(Role::Graph)).map(|_| Arc::new(GrantMemo::default()));
         let graph = match store {
             Some(s) if has(Role::Graph) => {
                 let publisher = Publisher::new(s.graph_outbox.clone(), log.clone());
@@ -330,6 +333,7 @@ impl Node {
                     // The grant cache is for other processes: in one process every
                     // token is checked against the store itself.
                     model: backends.model.clone().filter(|_| internal),
+                    grant_memo: grant_memo.clone(),
                     celebrity: settings.celebrity.clone(),
                     admin_token: settings.admin.token.clone(),
                 }))
@@ -426,9 +430,12 @@ impl Node {
         });
         let red = starling_metrics::Red(ops.registry.http.clone());
         let tokens = web::Data::new(tokens);
-        // OAuth access tokens are looked up where the graph store is, on every request.
+        // OAuth access tokens are looked up where the graph store is (held in memory there
+        // when that store is embedded), else through the grant cache and the graph-service.
         let grants: Arc<dyn GrantVerifier> = match store {
-            Some(s) if has(Role::Graph) => Arc::new(StoreGrants { auth: s.auth.clone(), users: s.graph.clone() }),
+            Some(s) if has(Role::Graph) => {
+                Arc::new(StoreGrants { auth: s.auth.clone(), users: s.graph.clone(), memo: grant_memo.clone() })
+            }
             _ => Arc::new(RemoteGrants { graph: HttpGraph::new(&peers.graph_url)?, cache: backends.model.clone() }),
         };
         let grants = web::Data::new(grants);
