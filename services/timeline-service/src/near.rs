@@ -24,8 +24,10 @@
 //! Authors' follower and following counts are not logged: the read model lets them be a
 //! minute old, and the copy keeps them [`COUNTS_FOR`] more.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use foldhash::{HashMap, HashMapExt};
 use parking_lot::RwLock;
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;
@@ -43,8 +45,10 @@ pub struct NearCopy {
     posts: Cache<PostId, CachedPost, PostBytes>,
     /// Each status's (reblogs, favourites, replies).
     status_counts: Cache<PostId, [u64; 3]>,
-    /// Each reader's (reblogged, favourited) on a status.
-    flags: Cache<(UserId, PostId), (bool, bool)>,
+    /// Each reader's (reblogged, favourited) on the statuses it was shown, kept by reader:
+    /// a page's lookups then stay in one small map (one entry per reader and status missed
+    /// the CPU cache on nearly every lookup).
+    flags: Cache<UserId, Arc<ViewerFlags>, FlagsWeight>,
     counts: Cache<UserId, (Counts, Instant)>,
     /// Live OAuth grants by their token's SHA-256.
     grants: Cache<[u8; 32], AuthUser>,
@@ -52,6 +56,22 @@ pub struct NearCopy {
     at: RwLock<Option<u64>>,
     /// One catch-up at a time: pages that queue behind one find the copy current.
     catching_up: tokio::sync::Mutex<()>,
+}
+
+/// One reader's flags: replaced whole, never changed in place (a page may be reading it).
+type ViewerFlags = HashMap<PostId, (bool, bool)>;
+
+/// A reader's flags past this many start again from a page's: a removal copies the map.
+const FLAGS_PER_VIEWER: usize = 1_024;
+
+/// A reader's weight in the copy: its flags (an entry each, and one for the map itself).
+#[derive(Clone, Copy)]
+struct FlagsWeight;
+
+impl Weighter<UserId, Arc<ViewerFlags>> for FlagsWeight {
+    fn weight(&self, _: &UserId, flags: &Arc<ViewerFlags>) -> u64 {
+        flags.len() as u64 + 1
+    }
 }
 
 /// The number a page found the copy at: what its fills must carry.
@@ -93,7 +113,13 @@ impl NearCopy {
         NearCopy {
             posts: Cache::with_weighter((posts / 256).max(1) as usize, posts.max(1), PostBytes),
             status_counts: fixed(bytes / 8),
-            flags: fixed(bytes / 4),
+            flags: {
+                // A map's entry (its key, value and control byte), twice: up to half a
+                // map's room is spare.
+                let entry = 2 * (size_of::<(PostId, (bool, bool))>() + 1) as u64;
+                let entries = (bytes / 4 / entry).max(1);
+                Cache::with_weighter((entries / 32).max(1) as usize, entries, FlagsWeight)
+            },
             counts: fixed(bytes / 16),
             // A grant holds a handle, a client id and scopes: ~200 bytes.
             grants: Cache::new(((bytes / 16) / 200).max(1) as usize),
@@ -125,7 +151,7 @@ impl NearCopy {
                     }
                     Change::Interacted { post, viewer } => {
                         self.status_counts.remove(&post);
-                        self.flags.remove(&(viewer, post));
+                        self.forget_flag(viewer, post);
                     }
                     Change::Revoked(hash) => drop(self.grants.remove(&hash)),
                 }
@@ -169,10 +195,11 @@ impl NearCopy {
     /// Each status's interactions as `viewer` sees them, where the copy holds both its
     /// counts and the viewer's flags.
     pub fn interactions(&self, viewer: UserId, ids: &[PostId]) -> Vec<Option<Interactions>> {
+        let mine = self.flags.get(&viewer);
         ids.iter()
             .map(|&id| {
                 let [reblogs, favourites, replies] = self.status_counts.get(&id)?;
-                let (reblogged, favourited) = self.flags.get(&(viewer, id))?;
+                let &(reblogged, favourited) = mine.as_ref()?.get(&id)?;
                 Some(Interactions { reblogs, favourites, replies, reblogged, favourited })
             })
             .collect()
@@ -184,10 +211,31 @@ impl NearCopy {
         if *now != Some(at.0) {
             return;
         }
+        // Under the number's read lock, like every fill: a catch-up's removals (under its
+        // write lock) cannot fall between reading the reader's map and replacing it. Two
+        // fills for one reader at once may lose one's flags: a miss later, nothing stale.
+        let mut mine =
+            self.flags.get(&viewer).filter(|m| m.len() < FLAGS_PER_VIEWER).map_or_else(HashMap::new, |m| (*m).clone());
         for (id, i) in found {
             self.status_counts.insert(id, [i.reblogs, i.favourites, i.replies]);
-            self.flags.insert((viewer, id), (i.reblogged, i.favourited));
+            mine.insert(id, (i.reblogged, i.favourited));
         }
+        self.flags.insert(viewer, Arc::new(mine));
+    }
+
+    /// Drops `viewer`'s flags on `post` (under the number's write lock, in a catch-up).
+    fn forget_flag(&self, viewer: UserId, post: PostId) {
+        if let Some(mine) = self.flags.get(&viewer).filter(|m| m.contains_key(&post)) {
+            let mut mine = (*mine).clone();
+            mine.remove(&post);
+            self.flags.insert(viewer, Arc::new(mine));
+        }
+    }
+
+    /// Whether the copy holds `viewer`'s flags on `post`.
+    #[cfg(test)]
+    fn has_flags(&self, viewer: UserId, post: PostId) -> bool {
+        self.flags.get(&viewer).is_some_and(|m| m.contains_key(&post))
     }
 
     /// The grant of the token whose SHA-256 is `hash`, if the copy holds it.
@@ -283,6 +331,27 @@ mod tests {
         assert!((1..=40).contains(&held), "{held} posts of 2 KB held in 64 KiB");
     }
 
+    #[test]
+    fn readers_flags_are_bounded_too() {
+        // Room for ~1,000 flags.
+        let near = NearCopy::new(4 * 34 * 1_000);
+        *near.at.write() = Some(0);
+        let seen = Interactions::default();
+        for viewer in 0..500 {
+            near.fill_interactions(At(0), UserId(viewer), (0..20).map(|p| (PostId(p), seen)));
+        }
+        let held: usize = (0..500).map(|v| (0..20).filter(|&p| near.has_flags(UserId(v), PostId(p))).count()).sum();
+        assert!((20..=1_100).contains(&held), "{held} flags held in room for ~1,000");
+        // A reader's own map starts again past its bound.
+        let near = NearCopy::new(4 * 34 * 10 * FLAGS_PER_VIEWER as u64);
+        *near.at.write() = Some(0);
+        let many = FLAGS_PER_VIEWER as u64 + 10;
+        near.fill_interactions(At(0), UserId(9_999), (0..many).map(|p| (PostId(p), seen)));
+        assert!(near.has_flags(UserId(9_999), PostId(0)));
+        near.fill_interactions(At(0), UserId(9_999), [(PostId(many), seen)]);
+        assert!(near.has_flags(UserId(9_999), PostId(many)) && !near.has_flags(UserId(9_999), PostId(0)));
+    }
+
     #[tokio::test]
     async fn a_copy_the_log_no_longer_covers_is_dropped() {
         let model = MemoryReadModel::new(MemoryReadModelOptions::default());
@@ -311,7 +380,7 @@ mod tests {
         // The status's counts went for everyone, the flags only for the one who acted.
         assert_eq!(near.interactions(ann, &[PostId(1)]), vec![None]);
         assert_eq!(near.interactions(bob, &[PostId(1)]), vec![None]);
-        assert!(near.flags.get(&(bob, PostId(1))).is_some() && near.flags.get(&(ann, PostId(1))).is_none());
+        assert!(near.has_flags(bob, PostId(1)) && !near.has_flags(ann, PostId(1)));
         // A fill from before that catch-up is dropped; one from after it is kept.
         near.fill_interactions(at, ann, [(PostId(1), none)]);
         assert_eq!(near.interactions(ann, &[PostId(1)]), vec![None]);
