@@ -3,10 +3,11 @@
 //! Builds a population of readers who each follow `ORDINARY / 2` ordinary authors and
 //! `CELEBRITIES` celebrities (so every read merges five celebrity lists into the
 //! materialised timeline), then runs a closed-loop load of `CONNECTIONS` concurrent
-//! clients asking for 20 hydrated entries for `SECONDS` seconds. The same run first
+//! clients asking for 20 hydrated entries (15 s in all, 3 s with `quick`). The same run
 //! measures the HTTP ceiling of the set-up (`GET /healthz` on the serving process, same
-//! client and connections). Client and server share the machine's cores, as they do in the
-//! targets' definition.
+//! client and connections), in turns with the reads (1 s of ceiling before each slice of
+//! reads), and prints the reads' rate as a share of it. Client and server share the
+//! machine's cores, as they do in the targets' definition.
 //!
 //! - Standalone (default): the whole service in this process, embedded backends.
 //! - Distributed (`KAFKA_BROKERS` and `REDIS_URL` set): graph-service, post-service,
@@ -22,8 +23,11 @@
 //! - small: the population above, made through the public API;
 //! - large: `scripts/sql-baseline.sh large`'s shape, 100k users, 4.9M follows, 2M posts
 //!   (see `read/large.rs`), loaded straight into the stores once and reused by later runs.
-//!   Every user is a reader; each reads once first (a warm-up pass, which materialises
-//!   the timeline and fills the read model), then the load cycles through all of them.
+//!   Every user is a reader, and the load cycles through all of them.
+//!
+//! In both, each reader reads once before the load (a warm-up pass, which materialises
+//! the timeline and fills the read model and the timeline-service's copy): the figures are
+//! of warm reads, in both set-ups alike.
 //!
 //! Run: `cargo bench -p starling --bench read -- [quick] [scale=small|large]` (`quick`: a
 //! short run).
@@ -95,34 +99,52 @@ async fn main() {
         Deployment::Standalone(_) => "standalone",
         Deployment::Distributed(_) => "distributed",
     };
-    let readers = match scale {
+    let readers = Arc::new(match scale {
         Scale::Small => small_population(&api, label).await,
-        Scale::Large => large_population(&read_base, label).await,
-    };
+        Scale::Large => large_population(),
+    });
+    warm_up(&read_base, &readers, label).await;
     let check = api.call(Method::GET, "/api/v1/timelines/home?limit=20", Some(&readers[0].1), None).await;
     assert_eq!(check.body.as_array().map(Vec::len), Some(20), "a reader's page must be full");
 
     let http = reqwest::Client::builder().pool_max_idle_per_host(CONNECTIONS).build().unwrap();
-    println!("| {label}: what | requests | seconds | requests/s | p50 ms | p99 ms | p99.9 ms | errors |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    eprintln!("HTTP ceiling: GET /healthz for 3 s with {CONNECTIONS} connections...");
+    // The ceiling and the reads take turns, slice by slice, so that a machine whose speed
+    // drifts (a shared one does, by a third from one minute to the next) moves both alike
+    // and their ratio stays put.
+    let slices = if quick { 3 } else { 5 };
+    let read_slice = Duration::from_secs(seconds) / slices;
     let healthz = Arc::new(vec![(String::new(), String::new())]);
-    load(&http, &read_base, "/healthz", healthz, Duration::from_secs(3), "GET /healthz (HTTP ceiling)").await;
-    eprintln!("reading for {seconds} s with {CONNECTIONS} connections...");
     let path = "/api/v1/timelines/home?limit=20";
     let timeline = Api::new(&read_base);
     let before = ReadCounters::take(&timeline).await;
-    let cpu_before = cpu_by_process(&deployment);
-    load(&http, &read_base, path, Arc::new(readers), Duration::from_secs(seconds), "home timeline, 20 entries").await;
-    let cpu = cpu_by_process(&deployment);
+    let (mut ceiling, mut reads) = (Load::default(), Load::default());
+    let mut cpu: Vec<(String, f64)> = cpu_by_process(&deployment).into_iter().map(|(n, _)| (n, 0.0)).collect();
+    for slice in 1..=slices {
+        eprintln!(
+            "slice {slice} of {slices}: GET /healthz for 1 s, then the home timeline for {} s, {CONNECTIONS} connections",
+            read_slice.as_secs_f64()
+        );
+        ceiling.add(load(&http, &read_base, "/healthz", healthz.clone(), Duration::from_secs(1)).await);
+        let cpu_before = cpu_by_process(&deployment);
+        reads.add(load(&http, &read_base, path, readers.clone(), read_slice).await);
+        for ((_, total), ((_, after), (_, before))) in
+            cpu.iter_mut().zip(cpu_by_process(&deployment).iter().zip(&cpu_before))
+        {
+            *total += after - before;
+        }
+    }
+    println!("| {label}: what | requests | seconds | requests/s | p50 ms | p99 ms | p99.9 ms | errors |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    ceiling.print("GET /healthz (HTTP ceiling)");
+    reads.print("home timeline, 20 entries");
+    println!(
+        "\nreads per ceiling: {:.2} ({slices} slices of each, taken in turns)",
+        reads.per_second() / ceiling.per_second()
+    );
     let counters = ReadCounters::take(&timeline).await.since(&before);
     counters.print();
-    let reads = counters.0[0].1.max(1) as f64;
-    let per_read: Vec<String> = cpu
-        .iter()
-        .zip(&cpu_before)
-        .map(|((name, after), (_, before))| format!("{name} {:.0}", (after - before) * 1e6 / reads))
-        .collect();
+    let served = counters.0[0].1.max(1) as f64;
+    let per_read: Vec<String> = cpu.iter().map(|(name, s)| format!("{name} {:.0}", s * 1e6 / served)).collect();
     println!("CPU µs per read by process: {}", per_read.join("; "));
     if let Deployment::Standalone(node) = deployment {
         node.stop().await.unwrap();
@@ -176,19 +198,23 @@ async fn small_population(api: &Api, label: &str) -> Vec<(String, String)> {
     readers
 }
 
-/// Every user of the large data set as a reader, with a token signed by the shared secret;
-/// each reads once (the warm-up) before the measured load.
-async fn large_population(read_base: &str, label: &str) -> Vec<(String, String)> {
+/// Every user of the large data set as a reader, with a token signed by the shared secret.
+fn large_population() -> Vec<(String, String)> {
     let keys = starling_api::auth::TokenKeys::from_secret(SECRET.as_bytes(), Duration::from_secs(86_400));
-    let readers: Vec<(String, String)> = (0..large::USERS)
+    (0..large::USERS)
         .map(|i| {
             let id = large::user(i);
             (id.to_string(), keys.issue(id, &large::handle(id)))
         })
-        .collect();
+        .collect()
+}
+
+/// One read by each reader before the measured load, so that both set-ups are measured
+/// warm: the small set's readers last read before the posts existed, and a distributed
+/// timeline-service starts with its own copy empty.
+async fn warm_up(read_base: &str, readers: &Arc<Vec<(String, String)>>, label: &str) {
     eprintln!("{label}: warm-up, one read by each of {} readers...", readers.len());
     let http = reqwest::Client::builder().pool_max_idle_per_host(CONNECTIONS).build().unwrap();
-    let readers = Arc::new(readers);
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
     let tasks: Vec<_> = (0..CONNECTIONS)
@@ -201,7 +227,7 @@ async fn large_population(read_base: &str, label: &str) -> Vec<(String, String)>
                     assert!(r.status().is_success(), "warm-up read: {}", r.status());
                     let _ = r.bytes().await;
                     let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                    if n % (readers.len() / 10) == 0 {
+                    if n % (readers.len() / 10).max(1) == 0 {
                         eprintln!("warm-up: {n} of {} reads ({:.0} s)", readers.len(), started.elapsed().as_secs_f64());
                     }
                 }
@@ -211,7 +237,6 @@ async fn large_population(read_base: &str, label: &str) -> Vec<(String, String)>
     for t in tasks {
         t.await.unwrap();
     }
-    Arc::try_unwrap(readers).unwrap()
 }
 
 /// CPU seconds (user + system) used so far by each process serving the reads, this one
@@ -341,6 +366,45 @@ fn distributed(kafka: &str, redis: &str, store: Option<&std::path::Path>) -> (De
     (Deployment::Distributed(stack), api, read_base)
 }
 
+/// What one or more runs of [`load`] saw.
+struct Load {
+    hist: Histogram<u64>,
+    errors: u64,
+    seconds: f64,
+}
+
+impl Default for Load {
+    fn default() -> Load {
+        Load { hist: Histogram::new(3).unwrap(), errors: 0, seconds: 0.0 }
+    }
+}
+
+impl Load {
+    fn add(&mut self, other: Load) {
+        self.hist.add(other.hist).unwrap();
+        self.errors += other.errors;
+        self.seconds += other.seconds;
+    }
+
+    fn per_second(&self) -> f64 {
+        self.hist.len() as f64 / self.seconds
+    }
+
+    fn print(&self, label: &str) {
+        let ms = |q: f64| self.hist.value_at_quantile(q) as f64 / 1000.0;
+        println!(
+            "| {label} | {} | {:.1} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
+            self.hist.len(),
+            self.seconds,
+            self.per_second(),
+            ms(0.5),
+            ms(0.99),
+            ms(0.999),
+            self.errors
+        );
+    }
+}
+
 /// Closed-loop load: `CONNECTIONS` clients each send the next request as soon as the last
 /// one answered, cycling through the readers' tokens.
 async fn load(
@@ -349,8 +413,7 @@ async fn load(
     path: &str,
     readers: Arc<Vec<(String, String)>>,
     run: Duration,
-    label: &str,
-) {
+) -> Load {
     let deadline = Instant::now() + run;
     let start = Instant::now();
     let tasks: Vec<_> = (0..CONNECTIONS)
@@ -376,22 +439,11 @@ async fn load(
             })
         })
         .collect();
-    let mut hist = Histogram::<u64>::new(3).unwrap();
-    let mut errors = 0;
+    let mut total = Load::default();
     for t in tasks {
-        let (h, e) = t.await.unwrap();
-        hist.add(h).unwrap();
-        errors += e;
+        let (hist, errors) = t.await.unwrap();
+        total.add(Load { hist, errors, seconds: 0.0 });
     }
-    let elapsed = start.elapsed().as_secs_f64();
-    println!(
-        "| {label} | {} | {:.1} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
-        hist.len(),
-        elapsed,
-        hist.len() as f64 / elapsed,
-        hist.value_at_quantile(0.5) as f64 / 1000.0,
-        hist.value_at_quantile(0.99) as f64 / 1000.0,
-        hist.value_at_quantile(0.999) as f64 / 1000.0,
-        errors
-    );
+    total.seconds = start.elapsed().as_secs_f64();
+    total
 }

@@ -2,7 +2,7 @@
 //! model, then the post-service), deleted ones dropped, and the reblogs a timeline shows
 //! elsewhere left out (see the crate docs on reblogs).
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet};
 
 use starling_ids::{PostId, UserId};
 use starling_storage::{Counts, Interactions, Order, PostRecord, Window};
@@ -197,15 +197,13 @@ impl TimelineService {
             }
             fetched = live.into_iter().map(|p| (p.id, p)).collect();
         }
-        Ok(ids
-            .iter()
-            .zip(cached)
-            .filter_map(|(id, c)| match c {
-                Some(CachedPost::Live(p)) => Some(p),
-                Some(CachedPost::Deleted) => None,
-                None => fetched.remove(id),
-            })
-            .collect())
+        let mut posts = Vec::with_capacity(ids.len());
+        posts.extend(ids.iter().zip(cached).filter_map(|(id, c)| match c {
+            Some(CachedPost::Live(p)) => Some(p),
+            Some(CachedPost::Deleted) => None,
+            None => fetched.remove(id),
+        }));
+        Ok(posts)
     }
 }
 

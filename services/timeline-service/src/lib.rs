@@ -76,7 +76,7 @@ pub use stats::ReadStats;
 
 use near::At;
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet};
 use std::sync::Arc;
 
 use stats::{Lookups, Peer};
@@ -500,12 +500,14 @@ impl TimelineService {
 
         // The bound: how far every source is known to be complete.
         let bound = fetched.iter().filter_map(|f| f.known_to).reduce(|a, b| if down { a.max(b) } else { a.min(b) });
-        let mut items: Vec<Item> = fetched
-            .into_iter()
-            .flat_map(|f| f.items)
-            .filter(|i| bound.is_none_or(|b| if down { i.post >= b } else { i.post <= b }))
-            .filter(|i| ctx.allowed.is_none_or(|allowed| allowed.contains(&i.author)))
-            .collect();
+        let mut items: Vec<Item> = Vec::with_capacity(fetched.iter().map(|f| f.items.len()).sum());
+        items.extend(
+            fetched
+                .into_iter()
+                .flat_map(|f| f.items)
+                .filter(|i| bound.is_none_or(|b| if down { i.post >= b } else { i.post <= b }))
+                .filter(|i| ctx.allowed.is_none_or(|allowed| allowed.contains(&i.author))),
+        );
         items.sort_unstable_by(|a, b| if down { b.post.cmp(&a.post) } else { a.post.cmp(&b.post) });
         items.dedup_by_key(|i| i.post);
         // Items beyond what this round needs are fetched again later; keeping the page
@@ -638,13 +640,16 @@ fn recent_window(
     lower: Option<PostId>,
     n: usize,
 ) -> Option<Fetched> {
-    let items: Vec<Item> = recent
-        .posts
-        .iter()
-        .filter(|id| upper.is_none_or(|u| **id < u) && lower.is_none_or(|l| **id > l))
-        .take(n)
-        .map(|&post| Item { post, author })
-        .collect();
+    // Sized up front: a filtered iterator's collect grows the vector a step at a time.
+    let mut items: Vec<Item> = Vec::with_capacity(n.min(recent.posts.len()));
+    items.extend(
+        recent
+            .posts
+            .iter()
+            .filter(|id| upper.is_none_or(|u| **id < u) && lower.is_none_or(|l| **id > l))
+            .take(n)
+            .map(|&post| Item { post, author }),
+    );
     // A cut list may have older posts beyond its end, inside the window.
     let reaches_past_end = recent.posts.last().is_none_or(|oldest| lower.is_none_or(|l| l < *oldest));
     if items.len() < n && !recent.complete && reaches_past_end {

@@ -9,7 +9,7 @@
 //! through and logs the change when they change, so a reader's own favourite shows at
 //! once; others' racing changes may show only within a minute.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 use futures::future::try_join_all;
 
@@ -145,23 +145,23 @@ impl TimelineService {
             self.author_counts(&authors, cached_counts),
             self.interactions(viewer, &shown, cached_interactions),
         )?;
-        // Each author's Account written once per page, copied into each of their statuses.
-        let mut accounts: HashMap<UserId, Vec<u8>> = HashMap::with_capacity(authors.len());
+        // Each author's Account and URLs written once per page, copied into each of their statuses.
+        let mut accounts: HashMap<UserId, json::Author> = HashMap::with_capacity(authors.len());
         for p in posts.iter().chain(originals.values()) {
             accounts.entry(p.author).or_insert_with(|| {
                 let counts = counts.get(&p.author).copied().unwrap_or_default();
                 // The post count is not indexed yet.
-                json::account(base, p.author, &p.author_handle, counts, 0)
+                json::author(base, p.author, &p.author_handle, counts, 0)
             });
         }
         let shown = |p| status_of(p, &accounts, &parent_authors, &interactions);
         let mut out = StatusArray::with_capacity(posts.len());
         for p in &posts {
             match p.reblog_of {
-                None => out.push(|o| json::status(o, base, &shown(p))),
+                None => out.push(|o| json::status(o, &shown(p))),
                 Some(o) => {
                     let Some(original) = originals.get(&o) else { continue };
-                    out.push(|o| json::reblog(o, base, &shown(p), &shown(original)));
+                    out.push(|o| json::reblog(o, &shown(p), &shown(original)));
                 }
             }
         }
@@ -173,13 +173,13 @@ impl TimelineService {
 /// author of the page), its parent's author, its interactions.
 fn status_of<'a>(
     p: &'a PostRecord,
-    accounts: &'a HashMap<UserId, Vec<u8>>,
+    accounts: &'a HashMap<UserId, json::Author>,
     parent_authors: &HashMap<PostId, UserId>,
     interactions: &HashMap<PostId, Interactions>,
 ) -> json::Shown<'a> {
     json::Shown {
         post: p,
-        account: &accounts[&p.author],
+        author: &accounts[&p.author],
         parent_author: p.reply_to.and_then(|r| parent_authors.get(&r).copied()),
         interactions: interactions.get(&p.id).copied().unwrap_or_default(),
     }

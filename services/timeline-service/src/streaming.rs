@@ -20,7 +20,7 @@
 //! `user:notification` subscription is accepted and stays silent; any other stream is
 //! refused (an `error` message, or 404).
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 

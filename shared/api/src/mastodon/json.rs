@@ -20,8 +20,34 @@ const DAY_MS: u64 = 86_400_000;
 #[cfg(test)]
 use super::{Account, RawAccount, Status};
 
+/// What a page writes once for each of its authors: the Account, and the beginnings of
+/// its statuses' `uri` and `url` (their opening quote and escaped text up to the post id),
+/// so that each status copies them instead of escaping them again.
+pub struct Author {
+    account: Vec<u8>,
+    uri: Vec<u8>,
+    url: Vec<u8>,
+}
+
+/// User `id`'s [`Author`] parts of a page (see [`account`]).
+pub fn author(base: &PublicBase, id: UserId, handle: &str, counts: Counts, statuses: u64) -> Author {
+    let b = base.0.as_str();
+    // A JSON string without its closing quote: each status writes the rest.
+    let opened = |parts: &[&str]| {
+        let mut out = Vec::new();
+        string(&mut out, parts);
+        out.pop();
+        out
+    };
+    Author {
+        account: account(base, id, handle, counts, statuses),
+        uri: opened(&[b, "/users/", handle, "/statuses/"]),
+        url: opened(&[b, "/@", handle, "/"]),
+    }
+}
+
 /// The Account of user `id` as JSON (what `Account::new` serialises to).
-pub fn account(base: &PublicBase, id: UserId, handle: &str, counts: Counts, statuses: u64) -> Vec<u8> {
+fn account(base: &PublicBase, id: UserId, handle: &str, counts: Counts, statuses: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(640 + 8 * handle.len() + 8 * base.0.len());
     let b = &base.0;
     out.extend_from_slice(b"{\"id\":\"");
@@ -63,17 +89,17 @@ pub fn account(base: &PublicBase, id: UserId, handle: &str, counts: Counts, stat
 #[derive(Clone, Copy)]
 pub struct Shown<'a> {
     pub post: &'a PostRecord,
-    /// The author's Account as JSON ([`account`]).
-    pub account: &'a [u8],
+    /// Its author's parts, written for the page ([`author`]).
+    pub author: &'a Author,
     /// The author of the post it replies to.
     pub parent_author: Option<UserId>,
     pub interactions: Interactions,
 }
 
 /// Appends `shown` as a Status: what `Status::new(..).counted(..)` serialises to.
-pub fn status(out: &mut Vec<u8>, base: &PublicBase, shown: &Shown<'_>) {
+pub fn status(out: &mut Vec<u8>, shown: &Shown<'_>) {
     let p = shown.post;
-    head(out, base, p, "", shown.account);
+    head(out, p, "", shown.author);
     content(out, &p.text);
     let i = shown.interactions;
     middle(out, i.reblogs, i.favourites, i.replies, p.reply_to, shown.parent_author);
@@ -84,31 +110,31 @@ pub fn status(out: &mut Vec<u8>, base: &PublicBase, shown: &Shown<'_>) {
 /// Appends the reblog `reblog` (its post and its reblogger's account) of `original`: what
 /// `Status::reblog(..)` serialises to. Its flags are the original's; its own counts are
 /// zero and it replies to nothing, whatever `reblog` carries.
-pub fn reblog(out: &mut Vec<u8>, base: &PublicBase, reblog: &Shown<'_>, original: &Shown<'_>) {
+pub fn reblog(out: &mut Vec<u8>, reblog: &Shown<'_>, original: &Shown<'_>) {
     let p = reblog.post;
-    head(out, base, p, "/activity", reblog.account);
+    head(out, p, "/activity", reblog.author);
     out.extend_from_slice(b"\"\"");
     middle(out, 0, 0, 0, p.reply_to, None);
-    status(out, base, original);
+    status(out, original);
     let i = original.interactions;
     tail(out, i.favourited, i.reblogged);
 }
 
 /// From the opening brace to `"content":`.
-fn head(out: &mut Vec<u8>, base: &PublicBase, p: &PostRecord, uri_suffix: &str, account: &[u8]) {
-    let (b, handle) = (base.0.as_str(), p.author_handle.as_str());
+fn head(out: &mut Vec<u8>, p: &PostRecord, uri_suffix: &str, author: &Author) {
     let mut id = itoa::Buffer::new();
-    let id = id.format(p.id.0);
+    let id = id.format(p.id.0).as_bytes();
     out.extend_from_slice(b"{\"id\":\"");
-    out.extend_from_slice(id.as_bytes());
+    out.extend_from_slice(id);
     out.extend_from_slice(b"\",\"uri\":");
-    string(out, &[b, "/users/", handle, "/statuses/", id, uri_suffix]);
-    out.extend_from_slice(b",\"url\":");
-    string(out, &[b, "/@", handle, "/", id]);
+    // The id and the suffix are ASCII with nothing to escape.
+    for part in [&author.uri, id, uri_suffix.as_bytes(), b"\",\"url\":", &author.url, id, b"\""] {
+        out.extend_from_slice(part);
+    }
     out.extend_from_slice(b",\"created_at\":");
     date(out, p.id.unix_millis());
     out.extend_from_slice(b",\"account\":");
-    out.extend_from_slice(account);
+    out.extend_from_slice(&author.account);
     out.extend_from_slice(b",\"content\":");
 }
 
@@ -232,8 +258,17 @@ fn string(out: &mut Vec<u8>, parts: &[&str]) {
 fn escape(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
-    let mut start = 0;
-    for (i, &c) in bytes.iter().enumerate() {
+    // `bytes[start..i]` is plain and not yet copied.
+    let (mut start, mut i) = (0, 0);
+    while i < bytes.len() {
+        // Most text has nothing to escape: skip it eight bytes at a time.
+        if let Some(word) = bytes.get(i..i + 8)
+            && !needs_escape(u64::from_le_bytes(word.try_into().unwrap_or_default()))
+        {
+            i += 8;
+            continue;
+        }
+        let c = bytes[i];
         let short: &[u8] = match c {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",
@@ -243,7 +278,10 @@ fn escape(out: &mut Vec<u8>, s: &str) {
             0x08 => b"\\b",
             0x0c => b"\\f",
             0..0x20 => b"",
-            _ => continue,
+            _ => {
+                i += 1;
+                continue;
+            }
         };
         out.extend_from_slice(&bytes[start..i]);
         if short.is_empty() {
@@ -251,9 +289,21 @@ fn escape(out: &mut Vec<u8>, s: &str) {
         } else {
             out.extend_from_slice(short);
         }
-        start = i + 1;
+        i += 1;
+        start = i;
     }
     out.extend_from_slice(&bytes[start..]);
+}
+
+/// Whether any of the eight bytes of `w` is one JSON escapes: below 0x20, `"` or `\`
+/// (UTF-8's bytes, 0x80 and up, pass as they are). The classic bit tricks for "some byte
+/// is below n" and "some byte is zero", exact as a yes or no.
+fn needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let zero_in = |x: u64| x.wrapping_sub(ONES) & !x;
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w;
+    (below_space | zero_in(w ^ (ONES * u64::from(b'"'))) | zero_in(w ^ (ONES * u64::from(b'\\')))) & HIGHS != 0
 }
 
 /// A JSON array of Statuses, written one by one, each element's place kept (a stream
@@ -359,28 +409,29 @@ mod tests {
             Interactions { reblogs: u64::MAX, favourites: 0, replies: 9, reblogged: false, favourited: true },
         ];
         for (n, &id) in IDS.iter().enumerate() {
-            for text in texts {
+            // A handle with something to escape stands in for an unusual host (the base).
+            for (text, handle) in texts.iter().flat_map(|t| [(*t, "alice"), (*t, "q\"uote\\")]) {
                 for i in interactions {
-                    let mut p = post(id, 42, "alice", text);
+                    let mut p = post(id, 42, handle, text);
                     let parent = (n % 2 == 1).then_some(UserId(77));
                     p.reply_to = (n % 2 == 1).then_some(PostId(id / 2));
                     let counts = Counts { followers: 5, following: 6 };
-                    let raw = serde_account(42, "alice", counts, 0);
-                    let acct = account(&base(), UserId(42), "alice", counts, 0);
-                    let shown = Shown { post: &p, account: &acct, parent_author: parent, interactions: i };
+                    let raw = serde_account(42, handle, counts, 0);
+                    let by_alice = author(&base(), UserId(42), handle, counts, 0);
+                    let shown = Shown { post: &p, author: &by_alice, parent_author: parent, interactions: i };
                     let expected = Status::new(&base(), &p, &raw, parent).counted(&i);
                     let mut out = Vec::new();
-                    status(&mut out, &base(), &shown);
+                    status(&mut out, &shown);
                     assert_eq!(std::str::from_utf8(&out).unwrap(), serde_json::to_string(&expected).unwrap());
 
                     let r = PostRecord { reblog_of: Some(p.id), text: String::new(), ..post(id + 1, 9, "bob", "") };
-                    let (rraw, racct) =
-                        (serde_account(9, "bob", counts, 0), account(&base(), UserId(9), "bob", counts, 0));
+                    let (rraw, by_bob) =
+                        (serde_account(9, "bob", counts, 0), author(&base(), UserId(9), "bob", counts, 0));
                     let by =
-                        Shown { post: &r, account: &racct, parent_author: None, interactions: Interactions::default() };
+                        Shown { post: &r, author: &by_bob, parent_author: None, interactions: Interactions::default() };
                     let expected = Status::reblog(&base(), &r, &rraw, expected);
                     let mut out = Vec::new();
-                    reblog(&mut out, &base(), &by, &shown);
+                    reblog(&mut out, &by, &shown);
                     assert_eq!(std::str::from_utf8(&out).unwrap(), serde_json::to_string(&expected).unwrap());
                 }
             }
@@ -404,6 +455,19 @@ mod tests {
         let mut out = Vec::new();
         string(&mut out, &[&all, "x", &all]);
         assert_eq!(std::str::from_utf8(&out).unwrap(), serde_json::to_string(&format!("{all}x{all}")).unwrap());
+    }
+
+    #[test]
+    fn every_escape_is_found_wherever_it_falls_in_a_word() {
+        let specials = ["\"", "\\", "\n", "\u{1}", "\u{1f}", "é", "\u{7f}", " ", "€"];
+        for special in specials {
+            for at in 0..20 {
+                let text = format!("{}{special}{}", "a".repeat(at), "b".repeat(19 - at));
+                let mut out = Vec::new();
+                string(&mut out, &[&text]);
+                assert_eq!(std::str::from_utf8(&out).unwrap(), serde_json::to_string(&text).unwrap(), "{text:?}");
+            }
+        }
     }
 
     #[test]
