@@ -7,7 +7,7 @@
 // grant, reads the account, follows a second account (relationships), and with
 // --statuses posts, reads and deletes a status, pages the home timeline, and checks
 // reblogs (one entry per original), favourites and mutes against the timeline the
-// contract expects, with the WebSocket user stream receiving a followee's post and reblog; then revokes the token and checks it no longer works. Shapes are asserted, not just status codes. Exits non-zero on the first
+// contract expects, with the WebSocket user stream receiving a followee's post and reblog and a favourite's notification (on the user:notification stream too); then revokes the token and checks it no longer works. Shapes are asserted, not just status codes. Exits non-zero on the first
 // failure.
 
 import assert from "node:assert/strict";
@@ -148,9 +148,15 @@ async function interactions(own) {
   const reading = (async () => {
     for await (const event of subscription) streamed.push(event);
   })();
-  const arrives = async (test, what) => {
+  // The notifications alone, on the same socket.
+  const notified = [];
+  const notifications = streaming.user.notification.subscribe();
+  const readingNotifications = (async () => {
+    for await (const event of notifications) notified.push(event);
+  })();
+  const arrives = async (test, what, events = streamed) => {
     const deadline = Date.now() + 2000;
-    while (!streamed.some(test)) {
+    while (!events.some(test)) {
       if (Date.now() > deadline) throw new Error(`the stream did not deliver ${what} within 2 s`);
       await new Promise((r) => setTimeout(r, 20));
     }
@@ -160,6 +166,20 @@ async function interactions(own) {
   await new Promise((r) => setTimeout(r, 1500));
   const theirs = await friend.v1.statuses.create({ status: "a friend's post" });
   await arrives((e) => e.event === "update" && e.payload.id === theirs.id, "a followee's post");
+  // The friend favourites the reader's status: the notification reaches both streams.
+  await friend.v1.statuses.$select(own[0].id).favourite();
+  const favourited = (e) =>
+    e.event === "notification" &&
+    e.payload.type === "favourite" &&
+    e.payload.account.id === friendAccount.id &&
+    e.payload.status?.id === own[0].id;
+  await arrives(favourited, "the notification of a favourite");
+  await arrives(favourited, "the notification of a favourite, on user:notification", notified);
+  assert.ok(
+    notified.every((e) => e.event === "notification"),
+    `user:notification showed ${notified.map((e) => e.event).join(", ")}`,
+  );
+  assert.ok(!Number.isNaN(Date.parse(notified.find(favourited).payload.createdAt)));
   const far = await stranger.v1.statuses.create({ status: "a stranger's post" });
   const mine = own.map((s) => [s.id, null, name]);
   let home = [[theirs.id, null, friendAccount.username], ...mine];
@@ -178,8 +198,12 @@ async function interactions(own) {
   await eventually(home, "after a followee's reblog");
   await arrives((e) => e.event === "update" && e.payload.reblog?.id === far.id, "a followee's reblog");
   subscription.unsubscribe();
+  notifications.unsubscribe();
   streaming.close();
-  await Promise.race([reading.catch(() => {}), new Promise((r) => setTimeout(r, 500))]);
+  await Promise.race([
+    Promise.all([reading, readingNotifications]).catch(() => {}),
+    new Promise((r) => setTimeout(r, 500)),
+  ]);
   const mineToo = await me.v1.statuses.$select(far.id).reblog();
   assert.equal(mineToo.reblog.id, far.id);
   assert.equal((await me.v1.statuses.$select(far.id).fetch()).reblogsCount, 2);

@@ -10,7 +10,7 @@ timeline-service's routes) it also posts, replies to, reads and deletes statuses
 the home timeline to its end, and checks reblogs (one entry per original however many
 reblog it), favourites, mutes and a thread's context against the timeline the contract
 expects, with `stream_user` (server-sent events) receiving a followee's post, reblog and
-delete as they happen. Mastodon.py parses leniently, so shapes are asserted here, not just
+delete and the notification of a favourite as they happen. Mastodon.py parses leniently, so shapes are asserted here, not just
 status codes. Exits non-zero on the first failure.
 """
 
@@ -54,7 +54,7 @@ class Listener(StreamListener):
 
     def __init__(self):
         super().__init__()
-        self.updates, self.deletes = [], []
+        self.updates, self.deletes, self.notifications = [], [], []
         self.open = threading.Event()
 
     def handle_heartbeat(self):
@@ -65,6 +65,9 @@ class Listener(StreamListener):
 
     def on_delete(self, status_id):
         self.deletes.append(str(status_id))
+
+    def on_notification(self, notification):
+        self.notifications.append(notification)
 
 
 def streamed(found, what, within=2.0):
@@ -96,6 +99,14 @@ def interactions(base, client_id, client_secret, app, user, password, name, own)
     streamed(lambda: any(u["id"] == theirs["id"] for u in listener.updates), "a followee's post")
     update = next(u for u in listener.updates if u["id"] == theirs["id"])
     assert update["account"]["username"] == fname and isinstance(update["created_at"], datetime), update
+    # The friend favourites the reader's status: the notification is streamed.
+    friend.status_favourite(own[0]["id"])
+    streamed(
+        lambda: any(n["type"] == "favourite" and n["account"]["username"] == fname for n in listener.notifications),
+        "the notification of a favourite",
+    )
+    (note,) = [n for n in listener.notifications if n["type"] == "favourite"]
+    assert note["status"]["id"] == own[0]["id"] and isinstance(note["created_at"], datetime), note
     far = stranger.status_post("a stranger's post")
     mine = [(s["id"], None, name) for s in own]
     home = [(theirs["id"], None, fname)] + mine

@@ -32,6 +32,7 @@ use starling_events::{Record, event_id, now_ms, pb};
 use starling_ids::{IdGenerator, UserId};
 use starling_outbox::Publisher;
 use starling_storage::{AuthStore, AuthorClass, EdgeChange, GraphStore, NotificationKind, NotificationRecord};
+use starling_timeline_cache::bus::{self, Bus, Change};
 use starling_timeline_cache::read_model::ReadModel;
 
 /// Which authors' posts are pushed to their followers' timelines at write time and which
@@ -105,6 +106,8 @@ pub struct GraphService {
     pub model: Option<Arc<dyn ReadModel>>,
     /// The grants this process's [`StoreGrants`] keeps, told of each revocation.
     pub grant_memo: Option<Arc<GrantMemo>>,
+    /// Where each stored notification is announced, for its recipient's open streams.
+    pub bus: Arc<dyn Bus>,
     pub celebrity: CelebritySettings,
     /// The operator's token for `/admin/v1` (empty: that API is off).
     pub admin_token: String,
@@ -148,8 +151,9 @@ impl GraphService {
         Ok(change)
     }
 
-    /// Tells `followee` that `follower` followed it. Best effort, after the follow (see
-    /// `NotificationStore`): the follow stands whatever happens here.
+    /// Tells `followee` that `follower` followed it, and announces it to the followee's
+    /// streams. Best effort, after the follow (see `NotificationStore`): the follow stands
+    /// whatever happens here.
     pub(crate) async fn notify_follow(&self, follower: UserId, followee: UserId) {
         let n = NotificationRecord {
             id: self.ids.next_post().get(),
@@ -158,8 +162,13 @@ impl GraphService {
             account: follower,
             status: None,
         };
-        if let Err(e) = self.store.add_notification(&n).await {
-            tracing::warn!(follower = follower.get(), followee = followee.get(), error = %e, "could not store a follow notification");
+        match self.store.add_notification(&n).await {
+            Ok(true) => bus::announce(&*self.bus, Change::Notified(n)).await,
+            // Followed before: that follow's notification stands, announced then.
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(follower = follower.get(), followee = followee.get(), error = %e, "could not store a follow notification")
+            }
         }
     }
 

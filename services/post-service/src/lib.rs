@@ -21,6 +21,7 @@ use starling_events::{Record, event_id, now_ms, pb};
 use starling_ids::{IdGenerator, PostId, UserId};
 use starling_outbox::Publisher;
 use starling_storage::{CreatePost, Interactions, NotificationKind, Order, PostRecord, PostStore, Window};
+use starling_timeline_cache::bus::Bus;
 use starling_timeline_cache::read_model::ReadModel;
 
 pub use starling_api::MAX_POST_CHARS;
@@ -35,6 +36,8 @@ pub struct PostService {
     /// The read model's post cache, written through on create and delete; `None` when no
     /// timeline-service shares one with this process.
     pub model: Option<Arc<dyn ReadModel>>,
+    /// Where each stored notification is announced, for its recipient's open streams.
+    pub bus: Arc<dyn Bus>,
 }
 
 impl PostService {

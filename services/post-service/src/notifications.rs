@@ -11,13 +11,13 @@
 use std::collections::{HashMap, HashSet};
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde::Serialize;
 use starling_api::auth::AuthUser;
-use starling_api::mastodon::{Account, PublicBase, Status};
+use starling_api::mastodon::{Account, Notification, PublicBase, Status};
 use starling_api::pagination::{Page, query_pairs};
 use starling_api::{ApiError, ErrorCode};
 use starling_ids::{PostId, UserId};
 use starling_storage::{NotificationKind, NotificationRecord, Order, PostRecord, Window};
+use starling_timeline_cache::bus::{self, Change};
 
 use crate::PostService;
 
@@ -27,18 +27,9 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/v1/notifications", web::get().to(list)).route("/api/v1/notifications/{id}", web::get().to(one));
 }
 
-#[derive(Serialize)]
-struct Notification {
-    id: String,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    created_at: String,
-    account: Account,
-    status: Option<Status>,
-}
-
 impl PostService {
-    /// Tells `recipient` of `n` unless it is the actor itself. Best effort, after the change.
+    /// Tells `recipient` of `n` unless it is the actor itself, and announces it to the
+    /// recipient's streams. Best effort, after the change.
     pub(crate) async fn notify(
         &self,
         kind: NotificationKind,
@@ -51,8 +42,13 @@ impl PostService {
             return;
         }
         let n = NotificationRecord { id, recipient, kind, account, status: Some(status) };
-        if let Err(e) = self.store.add_notification(&n).await {
-            tracing::warn!(recipient = recipient.get(), kind = kind.name(), error = %e, "could not store a notification");
+        match self.store.add_notification(&n).await {
+            Ok(true) => bus::announce(&*self.bus, Change::Notified(n)).await,
+            // One for this key already: it was announced then.
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(recipient = recipient.get(), kind = kind.name(), error = %e, "could not store a notification")
+            }
         }
     }
 
@@ -110,13 +106,7 @@ impl PostService {
                 None => None,
             };
             let Some(account) = accounts.get(&n.account.to_string()) else { continue };
-            out.push(Notification {
-                id: n.id.to_string(),
-                kind: n.kind.name(),
-                created_at: starling_api::mastodon::datetime(PostId(n.id).unix_millis()),
-                account: account.clone(),
-                status,
-            });
+            out.push(Notification::new(n, account.clone(), status));
         }
         Ok(out)
     }

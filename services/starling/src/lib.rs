@@ -177,8 +177,8 @@ struct Backends {
     model: Option<Arc<dyn ReadModel>>,
     /// Set when the cache is the in-memory one, which needs a sweeper.
     memory: Option<Arc<MemoryCache>>,
-    /// From the fan-out to the open streams; `None` for processes that have neither.
-    bus: Option<Arc<dyn Bus>>,
+    /// From the fan-out (and the services storing notifications) to the open streams.
+    bus: Arc<dyn Bus>,
 }
 
 impl Backends {
@@ -239,14 +239,16 @@ impl Backends {
                 RedisCache::connect_cluster(&nodes, redis_options()).await.context("connecting to Redis Cluster")?,
             ),
         };
-        let bus: Option<Arc<dyn Bus>> = match b.cache() {
-            _ if !reads => None,
-            CacheBackend::Memory => Some(Arc::new(LocalBus::new())),
-            CacheBackend::Redis { url } => Some(RedisBus::new(&url, &b.redis_prefix)?),
+        // Only the timeline-service's streams listen; every service announces.
+        let bus_on = |url: &str| match has(Role::Timeline) {
+            true => RedisBus::new(url, &b.redis_prefix),
+            false => RedisBus::publisher(url, &b.redis_prefix),
+        };
+        let bus: Arc<dyn Bus> = match b.cache() {
+            CacheBackend::Memory => Arc::new(LocalBus::new()),
+            CacheBackend::Redis { url } => bus_on(&url)?,
             // A PUBLISH to any node of a cluster reaches the subscribers of every node.
-            CacheBackend::RedisCluster { nodes } => {
-                Some(RedisBus::new(nodes.first().context("no Redis Cluster node")?, &b.redis_prefix)?)
-            }
+            CacheBackend::RedisCluster { nodes } => bus_on(nodes.first().context("no Redis Cluster node")?)?,
         };
         let (cache, model, memory): (Option<Arc<dyn TimelineCache>>, Option<Arc<dyn ReadModel>>, _) = match redis {
             Some(redis) => {
@@ -334,6 +336,7 @@ impl Node {
                     // token is checked against the store itself.
                     model: backends.model.clone().filter(|_| internal),
                     grant_memo: grant_memo.clone(),
+                    bus: backends.bus.clone(),
                     celebrity: settings.celebrity.clone(),
                     admin_token: settings.admin.token.clone(),
                 }))
@@ -353,12 +356,14 @@ impl Node {
                     ids: ids.clone(),
                     limiter: RateLimiter::new(limit),
                     model: backends.model.clone(),
+                    bus: backends.bus.clone(),
                 }))
             }
             _ => None,
         };
-        let timeline = match (&backends.cache, &backends.model, &backends.bus) {
-            (Some(cache), Some(model), Some(bus)) if has(Role::Timeline) => Some(Arc::new(TimelineService::new(
+        let bus = &backends.bus;
+        let timeline = match (&backends.cache, &backends.model) {
+            (Some(cache), Some(model)) if has(Role::Timeline) => Some(Arc::new(TimelineService::new(
                 cache.clone(),
                 model.clone(),
                 graph_client.clone(),
@@ -374,8 +379,8 @@ impl Node {
         };
 
         let fanout_stop = CancellationToken::new();
-        let (fanout_stats, fanout_task) = match (&backends.cache, &backends.model, &backends.bus) {
-            (Some(cache), Some(model), Some(bus)) if has(Role::Fanout) => {
+        let (fanout_stats, fanout_task) = match (&backends.cache, &backends.model) {
+            (Some(cache), Some(model)) if has(Role::Fanout) => {
                 let stats = Arc::new(FanoutStats::default());
                 let fanout = Arc::new(Fanout {
                     graph: graph_client.clone(),

@@ -914,7 +914,13 @@ async fn bad_credentials_are_401_and_change_nothing() {
             }
             w.refused(req, UNAUTHORIZED, "unauthorized").await;
         }
-        for path in ["/api/v1/timelines/home", "/api/v1/mutes", "/api/v1/streaming/user", "/api/v1/notifications"] {
+        for path in [
+            "/api/v1/timelines/home",
+            "/api/v1/mutes",
+            "/api/v1/streaming/user",
+            "/api/v1/streaming/user/notification",
+            "/api/v1/notifications",
+        ] {
             let mut req = rig.req(Method::GET, path).what(what);
             if let Some(auth) = auth {
                 req = req.header("Authorization", auth);

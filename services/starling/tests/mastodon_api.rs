@@ -416,5 +416,17 @@ async fn notifications_of_follows_replies_reblogs_and_favourites() {
     let write_only = scoped(&c, "gil", "write").await;
     let r = c.get("/api/v1/notifications", Some(&write_only)).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    // Each stream needs its own scope (refused before anything streams).
+    let statuses_only = scoped(&c, "gil", "read:statuses").await;
+    let notifications_only = scoped(&c, "gil", "read:notifications").await;
+    for (token, path) in [
+        (&statuses_only, "/api/v1/streaming/user/notification"),
+        (&statuses_only, "/api/v1/streaming?stream=user:notification"),
+        (&notifications_only, "/api/v1/streaming/user"),
+        (&write_only, "/api/v1/streaming/user/notification"),
+    ] {
+        let r = c.get(path, Some(token)).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{path}: {}", r.text);
+    }
     assert_eq!(c.get("/api/v1/notifications", None).await.status, StatusCode::UNAUTHORIZED);
 }

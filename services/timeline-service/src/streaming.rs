@@ -2,11 +2,15 @@
 //! ([`starling_timeline_cache::bus`]):
 //!
 //! - `GET /api/v1/streaming/user` (or `/api/v1/streaming?stream=user`): server-sent
-//!   events, `event: update` with a Status, `event: delete` with a status id, and a
-//!   `:thump` comment as heartbeat;
+//!   events, `event: update` with a Status, `event: delete` with a status id,
+//!   `event: notification` with a Notification, and a `:thump` comment as heartbeat;
+//! - `GET /api/v1/streaming/user/notification` (or `?stream=user:notification`): the
+//!   notifications only;
 //! - `GET /api/v1/streaming` upgraded to a WebSocket: the client sends
-//!   `{"type":"subscribe","stream":"user"}` (or `unsubscribe`), or names the stream in the
-//!   query; events come as `{"stream":["user"],"event":"update","payload":"<Status JSON>"}`;
+//!   `{"type":"subscribe","stream":"user"}` (or `user:notification`, or `unsubscribe`),
+//!   or names the stream in the query; events come as
+//!   `{"stream":["user"],"event":"update","payload":"<Status JSON>"}`, a notification once
+//!   for each of the two streams subscribed to;
 //! - `GET /api/v1/streaming/health`: `OK`.
 //!
 //! The token comes in the `Authorization` header, the `access_token` query parameter, or
@@ -16,9 +20,10 @@
 //! A stream shows what the home timeline would: a post or reblog by one of the reader's
 //! home authors (or the reader), a reblog only where the timeline would show it (see the
 //! crate docs on reblogs). Whom the reader follows is read when the stream opens and again
-//! whenever the bus says it changed. Notifications are not streamed yet: a WebSocket
-//! `user:notification` subscription is accepted and stays silent; any other stream is
-//! refused (an `error` message, or 404).
+//! whenever the bus says it changed. A notification is announced by the service that
+//! stored it (see `NotificationStore`) and shown as `GET /api/v1/notifications/{id}`
+//! would, unless its status is gone. Any other stream is refused (an `error` message, or
+//! 404).
 
 use foldhash::{HashMap, HashMapExt, HashSet};
 use std::sync::Arc;
@@ -29,10 +34,11 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use serde::Deserialize;
 use starling_api::auth::{AuthUser, bearer, user_of};
-use starling_api::mastodon::PublicBase;
+use starling_api::mastodon::{Account, Notification, PublicBase};
 use starling_api::pagination::query_pairs;
 use starling_api::{ApiError, ErrorCode};
 use starling_ids::{PostId, UserId};
+use starling_storage::NotificationRecord;
 use starling_timeline_cache::bus::{Announcement, Change};
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
@@ -45,6 +51,7 @@ const HEARTBEAT: Duration = Duration::from_secs(15);
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/v1/streaming/health", web::get().to(health))
         .route("/api/v1/streaming/user", web::get().to(user_events))
+        .route("/api/v1/streaming/user/notification", web::get().to(notification_events))
         .route("/api/v1/streaming", web::get().to(streaming));
 }
 
@@ -56,6 +63,46 @@ async fn health() -> HttpResponse {
 enum Event {
     Update(String),
     Delete(PostId),
+    Notification(String),
+}
+
+/// The streams a connection can ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stream {
+    /// The home timeline and the notifications.
+    User,
+    /// The notifications only.
+    Notifications,
+}
+
+impl Stream {
+    fn named(name: &str) -> Option<Stream> {
+        match name {
+            "user" => Some(Stream::User),
+            "user:notification" => Some(Stream::Notifications),
+            _ => None,
+        }
+    }
+
+    /// The scope a token needs for this stream (Mastodon's).
+    fn scope(self) -> &'static str {
+        match self {
+            Stream::User => "read:statuses",
+            Stream::Notifications => "read:notifications",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Stream::User => "user",
+            Stream::Notifications => "user:notification",
+        }
+    }
+
+    /// Whether this stream shows `event`.
+    fn shows(self, event: &Event) -> bool {
+        self == Stream::User || matches!(event, Event::Notification(_))
+    }
 }
 
 /// One open stream's view of its reader's home.
@@ -67,9 +114,11 @@ struct Watch {
 
 impl Watch {
     /// Whether `change` may show this reader anything (what [`TimelineService::event_for`]
-    /// acts on), decided without a call.
-    fn concerns(&self, change: &Change) -> bool {
+    /// acts on), decided without a call; with `home` false, only notifications can.
+    fn concerns(&self, change: &Change, home: bool) -> bool {
         match *change {
+            Change::Notified(n) => n.recipient == self.reader,
+            _ if !home => false,
             Change::Follows { reader } => reader == self.reader,
             Change::Deleted { author, .. } | Change::Posted { author, .. } => self.authors.contains(&author),
         }
@@ -105,14 +154,38 @@ impl TimelineService {
                     self.statuses(base, HomePage { posts, originals, ..HomePage::default() }, watch.reader).await?;
                 Ok(statuses.get(0).map(|s| Event::Update(s.to_owned())))
             }
+            Change::Notified(n) if n.recipient == watch.reader => {
+                Ok(self.notification(base, n).await?.map(Event::Notification))
+            }
             _ => Ok(None),
         }
     }
 
-    /// Runs a stream for `reader` until `tx` closes: each bus change it concerns, and a
-    /// heartbeat when idle. Subscribes before returning, so nothing announced after the
-    /// stream opened is missed.
-    fn run_stream(self: &Arc<Self>, base: PublicBase, mut watch: Watch, tx: mpsc::Sender<Frame>) {
+    /// `n` as JSON, as its recipient sees it; `None` if its status or its actor is gone.
+    async fn notification(&self, base: &PublicBase, n: NotificationRecord) -> Result<Option<String>, ReadError> {
+        let status = match n.status {
+            None => None,
+            Some(id) => {
+                let posts = self.hydrate(&[id], None).await?;
+                let statuses = self.statuses(base, HomePage { posts, ..HomePage::default() }, n.recipient).await?;
+                // Written by `json`, which writes valid JSON.
+                match statuses.get(0).and_then(|s| serde_json::value::RawValue::from_string(s.to_owned()).ok()) {
+                    Some(status) => Some(status),
+                    None => return Ok(None),
+                }
+            }
+        };
+        let (user, counts) = futures::try_join!(self.graph.user(n.account), self.graph.counts(n.account))?;
+        let Some(user) = user else { return Ok(None) };
+        // The post count is not indexed yet (as on every Account).
+        let account = Account::new(base, &user, counts, 0);
+        Ok(serde_json::to_string(&Notification::new(&n, account, status)).ok())
+    }
+
+    /// Runs a stream for `reader` until `tx` closes: each bus change it concerns (only
+    /// notifications unless `home`), and a heartbeat when idle. Subscribes before
+    /// returning, so nothing announced after the stream opened is missed.
+    fn run_stream(self: &Arc<Self>, base: PublicBase, mut watch: Watch, home: bool, tx: mpsc::Sender<Frame>) {
         let mut changes = self.bus.subscribe();
         let svc = self.clone();
         tokio::spawn(async move {
@@ -123,7 +196,7 @@ impl TimelineService {
                     _ = beat.tick() => Frame::Heartbeat,
                     heard = changes.next() => match heard {
                         None => return,
-                        Some(heard) if !watch.concerns(&heard.change) => continue,
+                        Some(heard) if !watch.concerns(&heard.change, home) => continue,
                         Some(heard) => match svc.event_for(&base, &mut watch, heard.change).instrument(stream_span(&heard)).await {
                             Ok(Some(event)) => Frame::Event(event),
                             Ok(None) => continue,
@@ -155,20 +228,35 @@ enum Frame {
     Heartbeat,
 }
 
-impl Frame {
-    /// The frame as server-sent events.
-    fn sse(&self) -> Bytes {
+impl Event {
+    /// Mastodon's name of the event, and its payload.
+    fn parts(&self) -> (&'static str, String) {
         match self {
-            Frame::Event(Event::Update(json)) => Bytes::from(format!("event: update\ndata: {json}\n\n")),
-            Frame::Event(Event::Delete(id)) => Bytes::from(format!("event: delete\ndata: {id}\n\n")),
-            Frame::Heartbeat => Bytes::from_static(b":thump\n\n"),
+            Event::Update(json) => ("update", json.clone()),
+            Event::Delete(id) => ("delete", id.to_string()),
+            Event::Notification(json) => ("notification", json.clone()),
+        }
+    }
+}
+
+impl Frame {
+    /// The frame as server-sent events of `stream` (`None` if that stream does not show it).
+    fn sse(&self, stream: Stream) -> Option<Bytes> {
+        match self {
+            Frame::Event(event) if stream.shows(event) => {
+                let (name, payload) = event.parts();
+                Some(Bytes::from(format!("event: {name}\ndata: {payload}\n\n")))
+            }
+            Frame::Event(_) => None,
+            Frame::Heartbeat => Some(Bytes::from_static(b":thump\n\n")),
         }
     }
 }
 
 /// The caller of a streaming request, by the token of its `Authorization` header, its
-/// `access_token` parameter or its WebSocket `protocol`, in that order.
-async fn caller(req: &HttpRequest, protocol: Option<&str>) -> Result<AuthUser, ApiError> {
+/// `access_token` parameter or its WebSocket `protocol`, in that order. Its token must
+/// allow `stream`, or (a WebSocket naming none) either stream.
+async fn caller(req: &HttpRequest, protocol: Option<&str>, stream: Option<Stream>) -> Result<AuthUser, ApiError> {
     let from_query = query_pairs(req.query_string())?.into_iter().find(|(k, _)| k == "access_token").map(|(_, v)| v);
     let token = bearer(req)?
         .map(str::to_owned)
@@ -176,33 +264,53 @@ async fn caller(req: &HttpRequest, protocol: Option<&str>) -> Result<AuthUser, A
         .or(protocol.map(str::to_owned))
         .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "missing access token"))?;
     let user = user_of(req, &token).await?;
-    user.require("read:statuses")?;
+    match stream {
+        Some(stream) => user.require(stream.scope())?,
+        None => user.require(Stream::User.scope()).or_else(|_| user.require(Stream::Notifications.scope()))?,
+    }
     Ok(user)
 }
 
-/// Whether the request's query names the `user` stream (`false` if it names none); any
-/// other stream is 404.
-fn names_user_stream(req: &HttpRequest) -> Result<bool, ApiError> {
+/// The stream the request's query names (`None` if it names none); any other stream is 404.
+fn named_stream(req: &HttpRequest) -> Result<Option<Stream>, ApiError> {
     let stream = query_pairs(req.query_string())?.into_iter().find(|(k, _)| k == "stream").map(|(_, v)| v);
     match stream.as_deref() {
-        None => Ok(false),
-        Some("user") => Ok(true),
-        Some(other) => Err(ApiError::new(ErrorCode::NotFound, format!("no stream {other:?} here (user only)"))),
+        None => Ok(None),
+        Some(name) => Stream::named(name).map(Some).ok_or_else(|| {
+            ApiError::new(ErrorCode::NotFound, format!("no stream {name:?} here (user and user:notification only)"))
+        }),
     }
 }
 
 async fn user_events(svc: web::Data<TimelineService>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let me = caller(&req, None).await?;
-    sse(svc.into_inner(), &req, me.id).await
+    let me = caller(&req, None, Some(Stream::User)).await?;
+    sse(svc.into_inner(), &req, me.id, Stream::User).await
 }
 
-async fn sse(svc: Arc<TimelineService>, req: &HttpRequest, reader: UserId) -> Result<HttpResponse, ApiError> {
+async fn notification_events(svc: web::Data<TimelineService>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let me = caller(&req, None, Some(Stream::Notifications)).await?;
+    sse(svc.into_inner(), &req, me.id, Stream::Notifications).await
+}
+
+async fn sse(
+    svc: Arc<TimelineService>,
+    req: &HttpRequest,
+    reader: UserId,
+    stream: Stream,
+) -> Result<HttpResponse, ApiError> {
     let watch = svc.watch(reader).await.map_err(ApiError::unavailable)?;
     let (tx, rx) = mpsc::channel(64);
-    svc.run_stream(PublicBase::of(req), watch, tx);
+    svc.run_stream(PublicBase::of(req), watch, stream == Stream::User, tx);
     // A first comment so the client sees the stream open at once (and proxies flush).
     let opened = futures::stream::once(async { Ok::<_, std::convert::Infallible>(Bytes::from_static(b":)\n\n")) });
-    let frames = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (Ok(f.sse()), rx)) });
+    let frames = futures::stream::unfold(rx, move |mut rx| async move {
+        loop {
+            let frame = rx.recv().await?;
+            if let Some(bytes) = frame.sse(stream) {
+                return Some((Ok(bytes), rx));
+            }
+        }
+    });
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("Cache-Control", "no-store"))
@@ -224,15 +332,15 @@ async fn streaming(
     req: HttpRequest,
     body: web::Payload,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let named = names_user_stream(&req)?;
+    let named = named_stream(&req)?;
     let upgrade =
         req.headers().get("upgrade").and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     if !upgrade {
-        if !named {
+        let Some(stream) = named else {
             return Err(ApiError::parameter("name a stream (stream=user) or open a WebSocket").into());
-        }
-        let me = caller(&req, None).await?;
-        return Ok(sse(svc.into_inner(), &req, me.id).await?);
+        };
+        let me = caller(&req, None, Some(stream)).await?;
+        return Ok(sse(svc.into_inner(), &req, me.id, stream).await?);
     }
     // The token as the protocol, as browsers (which cannot set headers here) send it.
     let protocol = req
@@ -241,46 +349,56 @@ async fn streaming(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(',').map(str::trim).find(|p| !p.is_empty()))
         .map(str::to_owned);
-    let me = caller(&req, protocol.as_deref()).await?;
+    let me = caller(&req, protocol.as_deref(), named).await?;
     // A client that offered a protocol needs one selected, or it drops the connection.
     let protocols: Vec<&str> = protocol.as_deref().into_iter().collect();
     let (res, session, messages) = actix_ws::handle_with_protocols(&req, body, &protocols)?;
     let svc = svc.into_inner();
     let watch = svc.watch(me.id).await.map_err(ApiError::unavailable)?;
     let (tx, rx) = mpsc::channel(64);
-    svc.run_stream(PublicBase::of(&req), watch, tx);
-    actix_web::rt::spawn(websocket(session, messages, rx, named));
+    let allowed: Vec<Stream> =
+        [Stream::User, Stream::Notifications].into_iter().filter(|s| me.require(s.scope()).is_ok()).collect();
+    svc.run_stream(PublicBase::of(&req), watch, allowed.contains(&Stream::User), tx);
+    actix_web::rt::spawn(websocket(session, messages, rx, named, allowed));
     Ok(res)
 }
 
-/// Forwards frames to the socket while the client is subscribed to the user stream, and
-/// follows its subscribe and unsubscribe messages.
+/// Forwards frames to the socket for each stream the client is subscribed to, and follows
+/// its subscribe and unsubscribe messages, among the streams its token `allowed`.
 async fn websocket(
     mut session: actix_ws::Session,
     mut messages: actix_ws::MessageStream,
     mut frames: mpsc::Receiver<Frame>,
-    mut subscribed: bool,
+    named: Option<Stream>,
+    allowed: Vec<Stream>,
 ) {
+    let mut subscribed: Vec<Stream> = named.into_iter().collect();
     loop {
         tokio::select! {
             msg = messages.next() => match msg {
-                Some(Ok(actix_ws::Message::Text(text))) => match serde_json::from_str::<Subscription>(&text) {
-                    Ok(s) if s.stream == "user" => subscribed = s.kind == "subscribe",
-                    // Not streamed yet: accepted, and silent.
-                    Ok(s) if s.stream == "user:notification" => {}
-                    Ok(s) => {
-                        let error = serde_json::json!({ "error": format!("no stream {:?} here (user only)", s.stream) });
-                        if session.text(error.to_string()).await.is_err() {
-                            return;
-                        }
+                Some(Ok(actix_ws::Message::Text(text))) => {
+                    let refused = match serde_json::from_str::<Subscription>(&text) {
+                        Ok(s) => match Stream::named(&s.stream) {
+                            Some(stream) if !allowed.contains(&stream) => {
+                                Some(format!("this stream needs the {} scope", stream.scope()))
+                            }
+                            Some(stream) => {
+                                subscribed.retain(|&had| had != stream);
+                                if s.kind == "subscribe" {
+                                    subscribed.push(stream);
+                                }
+                                None
+                            }
+                            None => Some(format!("no stream {:?} here (user and user:notification only)", s.stream)),
+                        },
+                        Err(_) => Some("expected {\"type\":\"subscribe\",\"stream\":\"user\"}".to_owned()),
+                    };
+                    if let Some(error) = refused
+                        && session.text(serde_json::json!({ "error": error }).to_string()).await.is_err()
+                    {
+                        return;
                     }
-                    Err(_) => {
-                        let error = serde_json::json!({ "error": "expected {\"type\":\"subscribe\",\"stream\":\"user\"}" });
-                        if session.text(error.to_string()).await.is_err() {
-                            return;
-                        }
-                    }
-                },
+                }
                 Some(Ok(actix_ws::Message::Ping(bytes))) => {
                     if session.pong(&bytes).await.is_err() {
                         return;
@@ -291,18 +409,21 @@ async fn websocket(
             },
             frame = frames.recv() => {
                 let Some(frame) = frame else { break };
-                let sent = match frame {
-                    Frame::Heartbeat => session.ping(b"").await,
-                    Frame::Event(_) if !subscribed => continue,
-                    Frame::Event(Event::Update(json)) => {
-                        session.text(serde_json::json!({ "stream": ["user"], "event": "update", "payload": json }).to_string()).await
+                let event = match frame {
+                    Frame::Heartbeat => {
+                        if session.ping(b"").await.is_err() {
+                            return;
+                        }
+                        continue;
                     }
-                    Frame::Event(Event::Delete(id)) => {
-                        session.text(serde_json::json!({ "stream": ["user"], "event": "delete", "payload": id.to_string() }).to_string()).await
-                    }
+                    Frame::Event(event) => event,
                 };
-                if sent.is_err() {
-                    return;
+                let (name, payload) = event.parts();
+                for stream in subscribed.iter().filter(|s| s.shows(&event)) {
+                    let message = serde_json::json!({ "stream": [stream.name()], "event": name, "payload": payload });
+                    if session.text(message.to_string()).await.is_err() {
+                        return;
+                    }
                 }
             }
         }

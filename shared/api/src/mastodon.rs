@@ -282,6 +282,33 @@ impl Status {
     }
 }
 
+/// A Notification. `S` is its status: the entity, or a Status already written as JSON (a
+/// stream's, [`json`]).
+#[derive(Clone, Debug, Serialize)]
+pub struct Notification<S = Status> {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub created_at: String,
+    pub account: Account,
+    /// `None` (null) for a follow.
+    pub status: Option<S>,
+}
+
+impl<S> Notification<S> {
+    /// `n`, by `account`, about `status`.
+    pub fn new(n: &starling_storage::NotificationRecord, account: Account, status: Option<S>) -> Notification<S> {
+        Notification {
+            id: n.id.to_string(),
+            kind: n.kind.name(),
+            // A notification's id is a Snowflake id, like a post's.
+            created_at: datetime(starling_ids::PostId(n.id).unix_millis()),
+            account,
+            status,
+        }
+    }
+}
+
 /// Plain text as Mastodon's status HTML: escaped; blank lines separate paragraphs, single
 /// newlines become `<br>`.
 pub fn html(text: &str) -> String {

@@ -4,7 +4,8 @@
 //! connected to, while the events that change its timeline are applied by whichever
 //! fan-out worker owns their partition. After applying them, the worker announces each
 //! change once on the bus ([`Bus::publish`]): a post or reblog made, a post deleted, a
-//! reader's follows changed. Every subscribed process hears every announcement and
+//! reader's follows changed. The post- and graph-services announce each notification they
+//! store the same way, so it reaches its recipient's streams. Every subscribed process hears every announcement and
 //! decides locally which of its streams it concerns, so an announcement costs the same
 //! whatever the author's follower count, and a celebrity's post (merged at read, never
 //! pushed) reaches its followers' streams like any other.
@@ -23,6 +24,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use starling_ids::{PostId, UserId};
+use starling_storage::{NotificationKind, NotificationRecord};
 
 use crate::CacheResult;
 
@@ -36,34 +38,60 @@ pub enum Change {
     Deleted { post: PostId, author: UserId },
     /// Whose posts reach `reader`'s home changed (a follow, unfollow, block or mute).
     Follows { reader: UserId },
+    /// A notification was stored for its recipient.
+    Notified(NotificationRecord),
 }
 
 impl Change {
-    /// 17 bytes: a tag, then two big-endian ids (the second 0 for `Follows`).
-    pub fn encode(&self) -> [u8; 17] {
-        let (tag, a, b) = match *self {
-            Change::Posted { post, author } => (1, post.0, author.0),
-            Change::Deleted { post, author } => (2, post.0, author.0),
-            Change::Follows { reader } => (3, reader.0, 0),
+    /// A tag, then the change's fields: two big-endian ids (the second 0 for `Follows`),
+    /// 17 bytes; for `Notified` its id, recipient, account and status (0 for none) and
+    /// its kind's tag, 34 bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let (tag, ids) = match *self {
+            Change::Posted { post, author } => (1, [post.0, author.0]),
+            Change::Deleted { post, author } => (2, [post.0, author.0]),
+            Change::Follows { reader } => (3, [reader.0, 0]),
+            Change::Notified(n) => {
+                let mut out = Vec::with_capacity(34);
+                out.push(4);
+                for id in [n.id, n.recipient.0, n.account.0, n.status.map_or(0, |s| s.0)] {
+                    out.extend_from_slice(&id.to_be_bytes());
+                }
+                out.push(n.kind.tag());
+                return out;
+            }
         };
-        let mut out = [0u8; 17];
-        out[0] = tag;
-        out[1..9].copy_from_slice(&a.to_be_bytes());
-        out[9..].copy_from_slice(&b.to_be_bytes());
+        let mut out = Vec::with_capacity(17);
+        out.push(tag);
+        for id in ids {
+            out.extend_from_slice(&id.to_be_bytes());
+        }
         out
     }
 
-    /// `None` for anything [`Change::encode`] did not make (a newer producer's kind).
-    pub fn decode(bytes: &[u8]) -> Option<Change> {
-        let bytes: &[u8; 17] = bytes.try_into().ok()?;
-        let id = |r: std::ops::Range<usize>| u64::from_be_bytes(bytes[r].try_into().expect("8 bytes"));
-        let (a, b) = (id(1..9), id(9..17));
-        match bytes[0] {
-            1 => Some(Change::Posted { post: PostId(a), author: UserId(b) }),
-            2 => Some(Change::Deleted { post: PostId(a), author: UserId(b) }),
-            3 => Some(Change::Follows { reader: UserId(a) }),
-            _ => None,
-        }
+    /// The change [`Change::encode`] wrote at the start of `bytes`, and what follows it;
+    /// `None` for anything it did not write (a newer producer's kind, or too few bytes).
+    pub fn decode(bytes: &[u8]) -> Option<(Change, &[u8])> {
+        let len = match *bytes.first()? {
+            1..=3 => 17,
+            4 => 34,
+            _ => return None,
+        };
+        let (head, rest) = (bytes.get(..len)?, &bytes[len..]);
+        let id = |i: usize| u64::from_be_bytes(head[1 + 8 * i..9 + 8 * i].try_into().expect("8 bytes"));
+        let change = match head[0] {
+            1 => Change::Posted { post: PostId(id(0)), author: UserId(id(1)) },
+            2 => Change::Deleted { post: PostId(id(0)), author: UserId(id(1)) },
+            3 => Change::Follows { reader: UserId(id(0)) },
+            _ => Change::Notified(NotificationRecord {
+                id: id(0),
+                recipient: UserId(id(1)),
+                account: UserId(id(2)),
+                status: Some(PostId(id(3))).filter(|s| s.0 != 0),
+                kind: NotificationKind::from_tag(head[33])?,
+            }),
+        };
+        Some((change, rest))
     }
 }
 
@@ -92,9 +120,9 @@ impl Announcement {
         Announcement { change, trace }
     }
 
-    /// The change's 17 bytes, then the `traceparent` value if there is one.
+    /// The change's bytes, then the `traceparent` value if there is one.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = self.change.encode().to_vec();
+        let mut out = self.change.encode();
         if let Some((_, value)) = self.trace.iter().find(|(name, _)| name == TRACEPARENT) {
             out.extend_from_slice(value);
         }
@@ -103,11 +131,19 @@ impl Announcement {
 
     /// `None` for a change [`Change::decode`] does not know.
     pub fn decode(bytes: &[u8]) -> Option<Announcement> {
-        let change = Change::decode(bytes.get(..17)?)?;
-        let rest = &bytes[17..];
+        let (change, rest) = Change::decode(bytes)?;
         let trace =
             if rest.is_empty() { Vec::new() } else { vec![(TRACEPARENT.to_owned(), Bytes::copy_from_slice(rest))] };
         Some(Announcement { change, trace })
+    }
+}
+
+/// Announces `change` on `bus`, in the current span's trace. A failure is logged, not
+/// returned: announcements are best effort (see the module docs).
+pub async fn announce(bus: &dyn Bus, change: Change) {
+    let announcement = Announcement::traced(change, &tracing::Span::current());
+    if let Err(e) = bus.publish(std::slice::from_ref(&announcement)).await {
+        tracing::warn!(error = %e, "could not announce a change");
     }
 }
 
@@ -178,16 +214,42 @@ mod tests {
             Change::Posted { post: PostId(u64::MAX), author: UserId(1) },
             Change::Deleted { post: PostId(7), author: UserId(1 << 60) },
             Change::Follows { reader: UserId(42) },
+            Change::Notified(NotificationRecord {
+                id: 9,
+                recipient: UserId(1),
+                kind: NotificationKind::Follow,
+                account: UserId(u64::MAX),
+                status: None,
+            }),
+            Change::Notified(NotificationRecord {
+                id: u64::MAX,
+                recipient: UserId(3),
+                kind: NotificationKind::Favourite,
+                account: UserId(4),
+                status: Some(PostId(5)),
+            }),
         ] {
-            assert_eq!(Change::decode(&c.encode()), Some(c));
+            let bytes = c.encode();
+            assert_eq!(Change::decode(&bytes), Some((c, &[][..])));
+            assert_eq!(Change::decode(&bytes[..bytes.len() - 1]), None, "one byte short");
             let bare = Announcement::new(c);
             assert_eq!(Announcement::decode(&bare.encode()), Some(bare.clone()));
-            assert_eq!(bare.encode().len(), 17, "no trace, no bytes for it");
+            assert_eq!(bare.encode().len(), bytes.len(), "no trace, no bytes for it");
             let traced = Announcement { change: c, trace: vec![("traceparent".to_owned(), traceparent.clone())] };
             assert_eq!(Announcement::decode(&traced.encode()), Some(traced));
         }
         assert_eq!(Change::decode(&[9; 17]), None);
         assert_eq!(Change::decode(&[1; 3]), None);
+        let mut unknown_kind = Change::Notified(NotificationRecord {
+            id: 1,
+            recipient: UserId(1),
+            kind: NotificationKind::Mention,
+            account: UserId(2),
+            status: Some(PostId(3)),
+        })
+        .encode();
+        unknown_kind[33] = 200;
+        assert_eq!(Change::decode(&unknown_kind), None, "a kind this build does not know");
         assert_eq!(Announcement::decode(&[9; 30]), None);
         assert_eq!(Announcement::decode(&[1; 3]), None);
     }

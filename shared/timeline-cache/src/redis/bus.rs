@@ -4,10 +4,13 @@
 //! Publishing is a pipeline of `PUBLISH` on a multiplexed connection (reopened after an
 //! error). Each process keeps one subscriber connection, read by a background task that
 //! hands every message to this process's subscribers and reconnects after an error (what
-//! was published meanwhile is lost: see the bus docs). On a Redis Cluster a `PUBLISH` to
+//! was published meanwhile is lost: see the bus docs). A process that only announces (a
+//! post-service, a graph-service, a fan-out worker) opens its bus with
+//! [`RedisBus::publisher`] and keeps no subscriber connection: Redis would otherwise send
+//! it every announcement for nothing. On a Redis Cluster a `PUBLISH` to
 //! any node reaches the subscribers of every node, so both sides use the first node.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,19 +28,34 @@ pub struct RedisBus {
     channel: String,
     publisher: Mutex<Option<MultiplexedConnection>>,
     local: broadcast::Sender<Announcement>,
-    /// Ends the subscriber task when the bus is dropped.
-    _stop: tokio_util::sync::DropGuard,
+    /// Set once the subscriber task runs; ends it when the bus is dropped.
+    listening: OnceLock<tokio_util::sync::DropGuard>,
 }
 
 impl RedisBus {
-    /// A bus on the Redis at `url` (a cluster's first node), channel `{prefix}bus`.
+    /// A bus on the Redis at `url` (a cluster's first node), channel `{prefix}bus`,
+    /// listening from now on, so a stream opened later misses nothing announced after it.
     pub fn new(url: &str, prefix: &str) -> CacheResult<Arc<RedisBus>> {
+        let bus = RedisBus::publisher(url, prefix)?;
+        bus.listen();
+        Ok(bus)
+    }
+
+    /// A bus for announcing: it listens only from its first [`Bus::subscribe`] (and what is
+    /// announced while that subscription is being made is missed).
+    pub fn publisher(url: &str, prefix: &str) -> CacheResult<Arc<RedisBus>> {
         let client = redis::Client::open(url).map_err(|e| backend("redis bus url", &e))?;
         let channel = format!("{prefix}bus");
         let (local, _) = broadcast::channel(4_096);
-        let stop = tokio_util::sync::CancellationToken::new();
-        tokio::spawn(listen(client.clone(), channel.clone(), local.clone(), stop.clone()));
-        Ok(Arc::new(RedisBus { client, channel, publisher: Mutex::new(None), local, _stop: stop.drop_guard() }))
+        Ok(Arc::new(RedisBus { client, channel, publisher: Mutex::new(None), local, listening: OnceLock::new() }))
+    }
+
+    fn listen(&self) {
+        self.listening.get_or_init(|| {
+            let stop = tokio_util::sync::CancellationToken::new();
+            tokio::spawn(listen(self.client.clone(), self.channel.clone(), self.local.clone(), stop.clone()));
+            stop.drop_guard()
+        });
     }
 
     async fn send(&self, conn: &mut MultiplexedConnection, changes: &[Announcement]) -> redis::RedisResult<()> {
@@ -70,6 +88,7 @@ impl Bus for RedisBus {
     }
 
     fn subscribe(&self) -> BoxStream<'static, Announcement> {
+        self.listen();
         let rx = self.local.subscribe();
         futures::stream::unfold(rx, |mut rx| async move {
             loop {
