@@ -5,10 +5,10 @@
 //! fan-out worker owns their partition. After applying them, the worker announces each
 //! change once on the bus ([`Bus::publish`]): a post or reblog made, a post deleted, a
 //! reader's follows changed. The post- and graph-services announce each notification they
-//! store the same way, so it reaches its recipient's streams. Every subscribed process hears every announcement and
-//! decides locally which of its streams it concerns, so an announcement costs the same
-//! whatever the author's follower count, and a celebrity's post (merged at read, never
-//! pushed) reaches its followers' streams like any other.
+//! store the same way, so it reaches its recipient's streams. Every subscribed process
+//! hears every announcement and decides locally which of its streams it concerns, so an
+//! announcement costs the same whatever the author's follower count, and a celebrity's
+//! post (merged at read, never pushed) reaches its followers' streams like any other.
 //!
 //! An announcement carries the W3C `traceparent` of the fan-out span that applied its
 //! event, when traces are exported ([`Announcement::traced`]), so the stream that shows a
