@@ -225,6 +225,14 @@ async function interactions(own) {
   const got = new Set(notes.map((n) => `${n.type} ${n.account.username}`));
   assert.ok(got.has(`follow ${name}`) && got.has(`favourite ${name}`), [...got].join(", "));
   assert.equal(notes.find((n) => n.type === "favourite").status.id, theirs.id);
+
+  // Dismissed one at a time (a follow's is kept by the graph-service), then all.
+  const followed = notes.find((n) => n.type === "follow");
+  await friend.v1.notifications.$select(followed.id).dismiss();
+  const left = await friend.v1.notifications.list();
+  assert.ok(left.length > 0 && !left.some((n) => n.id === followed.id), "the dismissed notification is still listed");
+  await friend.v1.notifications.clear();
+  assert.deepEqual(await friend.v1.notifications.list(), []);
 }
 
 await oauth.revoke({ ...credentials, token: token.accessToken });

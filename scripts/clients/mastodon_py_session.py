@@ -173,6 +173,15 @@ def interactions(base, client_id, client_secret, app, user, password, name, own)
     assert [n["status"]["id"] for n in mentions] == [answer["id"]], mentions
     assert isinstance(mentions[0]["created_at"], datetime), mentions[0]
 
+    # Dismissed one at a time (a follow's is kept by the graph-service), then all.
+    (followed,) = [n for n in friend.notifications() if n["type"] == "follow"]
+    friend.notifications_dismiss(followed["id"])
+    left = friend.notifications()
+    assert left and all(n["id"] != followed["id"] for n in left), left
+    friend.notifications_clear()
+    assert friend.notifications() == [], "notifications left after a clear"
+    assert user.notifications(types=["mention"]), "another's notifications went with the clear"
+
 
 def main(base: str, statuses: bool) -> None:
     client_id, client_secret = Mastodon.create_app(

@@ -178,6 +178,13 @@ impl GraphClient for CountingGraph {
     ) -> starling_clients::ClientResult<Vec<starling_storage::NotificationRecord>> {
         self.inner.notifications(user, window).await
     }
+    async fn remove_follow_notification(
+        &self,
+        recipient: UserId,
+        follower: UserId,
+    ) -> starling_clients::ClientResult<bool> {
+        self.inner.remove_follow_notification(recipient, follower).await
+    }
     async fn author_class(&self, user: UserId) -> starling_clients::ClientResult<AuthorClass> {
         self.inner.author_class(user).await
     }

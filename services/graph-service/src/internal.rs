@@ -10,11 +10,11 @@ use futures::{StreamExt as _, TryStreamExt as _, stream};
 use starling_clients::EdgeState;
 use starling_clients::local::{FOLLOWING_PAGE, all_pages, delivers, home_following};
 use starling_clients::wire::{
-    AfterQuery, Class, EdgeStates, Edges, Follows, MAX_INTERNAL_PAGE, STORE_CALLS_IN_FLIGHT, UserIds, WindowQuery,
-    WireCounts, WireNotifications, WireUser,
+    AfterQuery, Class, EdgeStates, Edges, Follows, MAX_INTERNAL_PAGE, Removed, STORE_CALLS_IN_FLIGHT, UserIds,
+    WindowQuery, WireCounts, WireNotifications, WireUser,
 };
 use starling_ids::{PostId, UserId};
-use starling_storage::{AuthorClass, Window};
+use starling_storage::{AuthorClass, NotificationKind, Window};
 
 use crate::GraphService;
 
@@ -26,6 +26,7 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
         .route("/internal/v1/users/{id}/following", web::get().to(following))
         .route("/internal/v1/users/{id}/muters", web::get().to(muters))
         .route("/internal/v1/users/{id}/notifications", web::get().to(notifications))
+        .route("/internal/v1/users/{id}/notifications/follow/{other}", web::delete().to(remove_follow_notification))
         .route("/internal/v1/users/{id}/follows/{other}", web::get().to(follows))
         .route("/internal/v1/users/{id}/class", web::get().to(class))
         .route("/internal/v1/users/{id}/counts", web::get().to(counts))
@@ -82,6 +83,17 @@ async fn notifications(
     };
     let found = svc.store.notifications(id(&path)?, window).await.map_err(ApiError::unavailable)?;
     Ok(HttpResponse::Ok().json(WireNotifications::from_store(&found)))
+}
+
+/// Takes back the user's notification that `other` followed it (the user dismissed it).
+async fn remove_follow_notification(svc: Svc, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+    let (recipient, follower) = (id(&path.0)?, id(&path.1)?);
+    let removed = svc
+        .store
+        .remove_notification(recipient, NotificationKind::Follow, follower, None)
+        .await
+        .map_err(ApiError::unavailable)?;
+    Ok(HttpResponse::Ok().json(Removed { removed }))
 }
 
 async fn follows(svc: Svc, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {

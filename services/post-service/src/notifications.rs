@@ -1,7 +1,8 @@
 //! Mastodon's notifications: `GET /api/v1/notifications` (paged by `max_id`, `since_id`,
 //! `min_id` and an absolute `Link` header; `types[]` and `exclude_types[]` filter) and
 //! `GET /api/v1/notifications/{id}`, of the kinds Starling makes: `follow`, `mention` (a
-//! reply to one's status), `reblog` and `favourite`.
+//! reply to one's status), `reblog` and `favourite`; `POST /api/v1/notifications/{id}/dismiss`
+//! and `POST /api/v1/notifications/clear` take one or all of them back.
 //!
 //! Each is written by the service that made the change, after it (see
 //! `NotificationStore`): follows by the graph-service, the rest here. A page merges this
@@ -24,7 +25,11 @@ use crate::PostService;
 type Svc = web::Data<PostService>;
 
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api/v1/notifications", web::get().to(list)).route("/api/v1/notifications/{id}", web::get().to(one));
+    // `clear` before `{id}`, which would otherwise take its path and answer 405.
+    cfg.route("/api/v1/notifications", web::get().to(list))
+        .route("/api/v1/notifications/clear", web::post().to(clear))
+        .route("/api/v1/notifications/{id}", web::get().to(one))
+        .route("/api/v1/notifications/{id}/dismiss", web::post().to(dismiss));
 }
 
 impl PostService {
@@ -75,6 +80,31 @@ impl PostService {
         }
         all.truncate(window.limit);
         Ok(all)
+    }
+
+    /// `me`'s notification `id` (from a path), if it has one.
+    async fn notification(&self, me: UserId, id: &str) -> Result<NotificationRecord, ApiError> {
+        let missing = || ApiError::new(ErrorCode::NotFound, "no such notification");
+        let id: u64 = id.parse().map_err(|_| missing())?;
+        let window =
+            Window { before: id.checked_add(1), after: id.checked_sub(1), limit: 1, order: Order::NewestFirst };
+        self.notifications_of(me, window).await?.pop().ok_or_else(missing)
+    }
+
+    /// Takes `n` back, from the store that keeps it (follows: the graph's).
+    async fn remove(&self, n: &NotificationRecord) -> Result<(), ApiError> {
+        match n.kind {
+            NotificationKind::Follow => {
+                self.graph.remove_follow_notification(n.recipient, n.account).await.map_err(ApiError::unavailable)?;
+            }
+            _ => {
+                self.store
+                    .remove_notification(n.recipient, n.kind, n.account, n.status)
+                    .await
+                    .map_err(ApiError::unavailable)?;
+            }
+        }
+        Ok(())
     }
 
     /// `found` as Mastodon Notifications; those whose status is gone are left out.
@@ -180,12 +210,39 @@ async fn list(svc: Svc, me: AuthUser, req: HttpRequest) -> Result<HttpResponse, 
 
 async fn one(svc: Svc, me: AuthUser, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     me.require("read:notifications")?;
-    let id: u64 = path.parse().map_err(|_| ApiError::not_found("notification"))?;
-    let window = Window { before: id.checked_add(1), after: id.checked_sub(1), limit: 1, order: Order::NewestFirst };
-    let found = svc.notifications_of(me.id, window).await?;
-    let mut rendered = svc.render(&req, me.id, &found).await?;
+    let found = svc.notification(me.id, &path).await?;
+    let mut rendered = svc.render(&req, me.id, std::slice::from_ref(&found)).await?;
     match rendered.pop() {
         Some(n) => Ok(HttpResponse::Ok().json(n)),
         None => Err(ApiError::new(ErrorCode::NotFound, "no such notification")),
     }
+}
+
+/// Takes one of the caller's notifications back (Mastodon answers `{}`).
+async fn dismiss(svc: Svc, me: AuthUser, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    me.require("write:notifications")?;
+    svc.limiter.check(me.id)?;
+    let found = svc.notification(me.id, &path).await?;
+    svc.remove(&found).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({})))
+}
+
+/// Notifications taken back per round of `clear`.
+const CLEAR_BATCH: usize = 100;
+
+/// Takes all of the caller's notifications back, newest first, a batch at a time (each
+/// batch read below the last, so a notification that will not go cannot hold it up).
+async fn clear(svc: Svc, me: AuthUser) -> Result<HttpResponse, ApiError> {
+    me.require("write:notifications")?;
+    svc.limiter.check(me.id)?;
+    let mut window = Window { before: None, after: None, limit: CLEAR_BATCH, order: Order::NewestFirst };
+    loop {
+        let batch = svc.notifications_of(me.id, window).await?;
+        futures::future::try_join_all(batch.iter().map(|n| svc.remove(n))).await?;
+        match batch.last() {
+            Some(last) if batch.len() == CLEAR_BATCH => window.before = Some(last.id),
+            _ => break,
+        }
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({})))
 }

@@ -366,7 +366,7 @@ async fn notifications_of_follows_replies_reblogs_and_favourites() {
     let server = Server::start(dir.path(), &[]);
     let c = Client::new(&server.base, &server.base);
     let (gil, gil_token) = account(&c, "gil").await;
-    let (_, hal_token) = account(&c, "hal").await;
+    let (hal, hal_token) = account(&c, "hal").await;
     let r = c.post("/api/v1/statuses", Some(&gil_token), Body::Form(&[("status", "gil's")])).await;
     let status = s(&r.body["id"]).to_owned();
 
@@ -429,4 +429,40 @@ async fn notifications_of_follows_replies_reblogs_and_favourites() {
         assert_eq!(r.status, StatusCode::FORBIDDEN, "{path}: {}", r.text);
     }
     assert_eq!(c.get("/api/v1/notifications", None).await.status, StatusCode::UNAUTHORIZED);
+
+    // Dismissed one at a time, then all; only by their recipient, with the write scope.
+    post(&c, &format!("/api/v1/accounts/{hal}/follow"), &gil_token).await;
+    let r = c.get("/api/v1/notifications", Some(&gil_token)).await;
+    let ids: Vec<String> = r.body.as_array().unwrap().iter().map(|n| s(&n["id"]).to_owned()).collect();
+    let (mention, follow) = (&ids[0], &ids[1]);
+    let dismiss = |id: &str| format!("/api/v1/notifications/{id}/dismiss");
+    let read_only = scoped(&c, "gil", "read").await;
+    for (path, token, status) in [
+        (dismiss(follow), Some(&hal_token), StatusCode::NOT_FOUND),
+        (dismiss("1"), Some(&gil_token), StatusCode::NOT_FOUND),
+        (dismiss("not-an-id"), Some(&gil_token), StatusCode::NOT_FOUND),
+        (dismiss(follow), Some(&read_only), StatusCode::FORBIDDEN),
+        (dismiss(follow), None, StatusCode::UNAUTHORIZED),
+        ("/api/v1/notifications/clear".to_owned(), Some(&statuses_only), StatusCode::FORBIDDEN),
+        ("/api/v1/notifications/clear".to_owned(), None, StatusCode::UNAUTHORIZED),
+    ] {
+        let r = c.post(&path, token.map(String::as_str), Body::None).await;
+        assert_eq!(r.status, status, "{path}: {}", r.text);
+    }
+    let r = c.get("/api/v1/notifications", Some(&gil_token)).await;
+    assert_eq!(kinds(&r), ["mention", "follow"], "refused dismissals change nothing");
+    // The follow's is kept by the graph's store, the mention's by the posts'.
+    for (id, left) in [(follow, vec!["mention"]), (mention, vec![])] {
+        let r = post(&c, &dismiss(id), &gil_token).await;
+        assert_eq!((r.status, &r.body), (StatusCode::OK, &json!({})), "{}", r.text);
+        assert_eq!(kinds(&c.get("/api/v1/notifications", Some(&gil_token)).await), left);
+        assert_eq!(post(&c, &dismiss(id), &gil_token).await.status, StatusCode::NOT_FOUND, "dismissed twice");
+    }
+    post(&c, &format!("/api/v1/statuses/{status}/favourite"), &hal_token).await;
+    post(&c, &format!("/api/v1/accounts/{gil}/unfollow"), &hal_token).await;
+    let r = post(&c, "/api/v1/notifications/clear", &gil_token).await;
+    assert_eq!((r.status, &r.body), (StatusCode::OK, &json!({})), "{}", r.text);
+    assert_eq!(kinds(&c.get("/api/v1/notifications", Some(&gil_token)).await), Vec::<String>::new());
+    let r = c.get("/api/v1/notifications", Some(&hal_token)).await;
+    assert_eq!(kinds(&r), ["follow"], "another's notifications stay");
 }

@@ -10,7 +10,8 @@ use tracing::Instrument as _;
 
 use crate::wire::{
     Class, EdgeStates, Edges, Follows, IdsByAuthors, IdsByAuthorsQuery, InteractionsQuery, MAX_INTERNAL_PAGE, PostIds,
-    Posts, Reblogs, UserIds, WindowQuery, WireCounts, WireGrant, WireInteractions, WireNotifications, WireUser,
+    Posts, Reblogs, Removed, UserIds, WindowQuery, WireCounts, WireGrant, WireInteractions, WireNotifications,
+    WireUser,
 };
 use crate::{ClientError, ClientResult, EdgeState, GraphClient, PostClient};
 
@@ -63,6 +64,12 @@ impl Peer {
     /// POSTs `body` as JSON to a path that must exist.
     async fn post_some<B: serde::Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> ClientResult<T> {
         let req = self.http.post(format!("{}{path}", self.base)).json(body);
+        self.send(req).await?.ok_or_else(|| ClientError::Remote(format!("{path}: not found")))
+    }
+
+    /// DELETEs a path whose parent must exist.
+    async fn delete_some<T: DeserializeOwned>(&self, path: &str) -> ClientResult<T> {
+        let req = self.http.delete(format!("{}{path}", self.base));
         self.send(req).await?.ok_or_else(|| ClientError::Remote(format!("{path}: not found")))
     }
 
@@ -163,6 +170,11 @@ impl GraphClient for HttpGraph {
         let answer: WireNotifications =
             self.0.get_some(&format!("/internal/v1/users/{user}/notifications"), &q).await?;
         answer.into_store(user).ok_or_else(|| ClientError::Remote("a notification of an unknown kind".into()))
+    }
+
+    async fn remove_follow_notification(&self, recipient: UserId, follower: UserId) -> ClientResult<bool> {
+        let path = format!("/internal/v1/users/{recipient}/notifications/follow/{follower}");
+        Ok(self.0.delete_some::<Removed>(&path).await?.removed)
     }
 
     async fn author_class(&self, user: UserId) -> ClientResult<AuthorClass> {

@@ -42,6 +42,9 @@ pub trait GraphClient: Send + Sync + 'static {
     async fn muters(&self, user: UserId) -> ClientResult<Vec<UserId>>;
     /// The notifications the graph keeps for `user` (follows), ids in the window.
     async fn notifications(&self, user: UserId, window: Window<u64>) -> ClientResult<Vec<NotificationRecord>>;
+    /// Takes back the notification that `follower` followed `recipient` (dismissed by
+    /// `recipient`); whether there was one.
+    async fn remove_follow_notification(&self, recipient: UserId, follower: UserId) -> ClientResult<bool>;
     async fn author_class(&self, user: UserId) -> ClientResult<AuthorClass>;
     /// Follower and following counts (an unknown user has none).
     async fn counts(&self, user: UserId) -> ClientResult<Counts>;

@@ -8,8 +8,8 @@ use starling_ids::{PostId, UserId};
 use std::collections::HashSet;
 
 use starling_storage::{
-    AuthorClass, Counts, GraphStore, Interactions, NotificationRecord, PostRecord, PostStore, StoreResult, UserRecord,
-    Window,
+    AuthorClass, Counts, GraphStore, Interactions, NotificationKind, NotificationRecord, PostRecord, PostStore,
+    StoreResult, UserRecord, Window,
 };
 
 use crate::{ClientResult, GraphClient, PostClient};
@@ -81,6 +81,10 @@ impl GraphClient for LocalGraph {
 
     async fn notifications(&self, user: UserId, window: Window<u64>) -> ClientResult<Vec<NotificationRecord>> {
         Ok(self.0.notifications(user, window).await?)
+    }
+
+    async fn remove_follow_notification(&self, recipient: UserId, follower: UserId) -> ClientResult<bool> {
+        Ok(self.0.remove_notification(recipient, NotificationKind::Follow, follower, None).await?)
     }
 
     async fn author_class(&self, user: UserId) -> ClientResult<AuthorClass> {

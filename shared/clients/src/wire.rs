@@ -125,6 +125,12 @@ pub struct Follows {
     pub follows: bool,
 }
 
+/// Whether a removal found what it removed.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Removed {
+    pub removed: bool,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Class {
     pub celebrity: bool,
