@@ -25,9 +25,12 @@ use crate::PostService;
 type Svc = web::Data<PostService>;
 
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
-    // `clear` before `{id}`, which would otherwise take its path and answer 405.
+    // `clear` is a resource of its own, before `{id}`: a GET of it is then 405, not a
+    // lookup of a notification called "clear".
+    let clear =
+        web::resource("/api/v1/notifications/clear").post(clear).default_service(web::to(starling_api::not_found));
     cfg.route("/api/v1/notifications", web::get().to(list))
-        .route("/api/v1/notifications/clear", web::post().to(clear))
+        .service(clear)
         .route("/api/v1/notifications/{id}", web::get().to(one))
         .route("/api/v1/notifications/{id}/dismiss", web::post().to(dismiss));
 }

@@ -1209,6 +1209,9 @@ async fn unknown_routes_admin_and_openapi() {
         (Method::POST, "/metrics".to_owned()),
         (Method::POST, "/openapi.json".to_owned()),
         (Method::GET, "/admin/v1/cache/clear".to_owned()),
+        // Not a notification called "clear" (`/api/v1/notifications/{id}` takes GET).
+        (Method::GET, "/api/v1/notifications/clear".to_owned()),
+        (Method::DELETE, "/api/v1/notifications/1/dismiss".to_owned()),
     ];
     for (method, path) in wrong_method {
         let body = json!({ "status": "wrong method", "accounts": [{ "username": "wrong" }] });

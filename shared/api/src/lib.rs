@@ -130,7 +130,9 @@ pub async fn not_found(req: actix_web::HttpRequest) -> Result<actix_web::HttpRes
 }
 
 /// The methods `/openapi.json` documents for the path template `path` matches (a `{…}`
-/// segment matches any non-empty segment), upper case.
+/// segment matches any non-empty segment; where several match, the ones with the most
+/// literal segments, as a router picks `/notifications/clear` over `/notifications/{id}`),
+/// upper case.
 fn documented_methods(path: &str) -> Vec<String> {
     static PATHS: std::sync::LazyLock<Vec<(Vec<String>, Vec<String>)>> = std::sync::LazyLock::new(|| {
         let doc: serde_json::Value = serde_json::from_str(OPENAPI_JSON).unwrap_or_default();
@@ -150,8 +152,13 @@ fn documented_methods(path: &str) -> Vec<String> {
         template.len() == segments.len()
             && template.iter().zip(&segments).all(|(t, s)| if t.starts_with('{') { !s.is_empty() } else { t == s })
     };
-    let mut methods: Vec<String> =
-        PATHS.iter().filter(|(t, _)| matches(t)).flat_map(|(_, m)| m.iter().cloned()).collect();
+    let literal = |template: &[String]| template.iter().filter(|t| !t.starts_with('{')).count();
+    let best = PATHS.iter().filter(|(t, _)| matches(t)).map(|(t, _)| literal(t)).max();
+    let mut methods: Vec<String> = PATHS
+        .iter()
+        .filter(|(t, _)| matches(t) && Some(literal(t)) == best)
+        .flat_map(|(_, m)| m.iter().cloned())
+        .collect();
     methods.sort_unstable();
     methods.dedup();
     methods
