@@ -215,10 +215,16 @@ impl TimelineService {
     }
 }
 
-/// The span of a stream's work on an announcement, in the trace of the fan-out span that
-/// made it (none unless traces are exported).
+/// The span of a stream's work on an announcement, in the trace of the span that made it
+/// (the fan-out's, or a notification's request), named by what the stream may send for it
+/// (none unless traces are exported).
 fn stream_span(heard: &Announcement) -> tracing::Span {
-    let span = starling_telemetry::span!("stream.update", otel.kind = "consumer", stream = "user");
+    let name = match heard.change {
+        Change::Notified(_) => "stream.notification",
+        Change::Deleted { .. } => "stream.delete",
+        Change::Posted { .. } | Change::Follows { .. } => "stream.update",
+    };
+    let span = starling_telemetry::span!("stream.event", otel.name = name, otel.kind = "consumer", stream = "user");
     starling_telemetry::propagation::continue_from(&span, &heard.trace);
     span
 }
