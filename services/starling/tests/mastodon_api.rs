@@ -11,6 +11,7 @@ use common::mastodon::Body;
 use common::mastodon::{Client, account, s};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use std::time::Duration;
 
 async fn post(c: &Client, path: &str, token: &str) -> common::mastodon::Reply {
     c.post(path, Some(token), common::mastodon::Body::None).await
@@ -458,11 +459,39 @@ async fn notifications_of_follows_replies_reblogs_and_favourites() {
         assert_eq!(kinds(&c.get("/api/v1/notifications", Some(&gil_token)).await), left);
         assert_eq!(post(&c, &dismiss(id), &gil_token).await.status, StatusCode::NOT_FOUND, "dismissed twice");
     }
+    // The user stream carries notifications only for a token that may read them.
+    let open = |token: String| {
+        let url = format!("{}/api/v1/streaming/user", server.base);
+        async move {
+            let mut res = reqwest::Client::new().get(url).bearer_auth(token).send().await.expect("a stream");
+            assert_eq!(res.status(), StatusCode::OK);
+            assert!(stream_says(&mut res, ":)", Duration::from_secs(2)).await.contains(":)"), "the stream opened");
+            res
+        }
+    };
+    let (mut full, mut narrow) = (open(gil_token.clone()).await, open(statuses_only.clone()).await);
     post(&c, &format!("/api/v1/statuses/{status}/favourite"), &hal_token).await;
+    let said = stream_says(&mut full, "event: notification", Duration::from_secs(2)).await;
+    assert!(said.contains("\"type\":\"favourite\""), "a read token's stream shows the notification: {said}");
+    let said = stream_says(&mut narrow, "event: notification", Duration::from_millis(500)).await;
+    assert!(!said.contains("event: notification"), "a read:statuses token's stream showed a notification: {said}");
     post(&c, &format!("/api/v1/accounts/{gil}/unfollow"), &hal_token).await;
     let r = post(&c, "/api/v1/notifications/clear", &gil_token).await;
     assert_eq!((r.status, &r.body), (StatusCode::OK, &json!({})), "{}", r.text);
     assert_eq!(kinds(&c.get("/api/v1/notifications", Some(&gil_token)).await), Vec::<String>::new());
     let r = c.get("/api/v1/notifications", Some(&hal_token)).await;
     assert_eq!(kinds(&r), ["follow"], "another's notifications stay");
+}
+
+/// Reads the event stream `res` for up to `within`, or until it has said `wanted`: what it said.
+async fn stream_says(res: &mut reqwest::Response, wanted: &str, within: Duration) -> String {
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + within;
+    while !seen.contains(wanted) {
+        match tokio::time::timeout_at(deadline, res.chunk()).await {
+            Ok(Ok(Some(chunk))) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+            _ => break,
+        }
+    }
+    seen
 }

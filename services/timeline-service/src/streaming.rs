@@ -15,7 +15,9 @@
 //!
 //! The token comes in the `Authorization` header, the `access_token` query parameter, or
 //! (WebSocket, as browsers and masto.js send it) as the `Sec-WebSocket-Protocol`, which the
-//! handshake then echoes.
+//! handshake then echoes. Each stream needs Mastodon's scope for it (`user`:
+//! `read:statuses`, `user:notification`: `read:notifications`), and the `user` stream
+//! carries notifications only for a token that may read them.
 //!
 //! A stream shows what the home timeline would: a post or reblog by one of the reader's
 //! home authors (or the reader), a reblog only where the timeline would show it (see the
@@ -105,6 +107,26 @@ impl Stream {
     }
 }
 
+/// What a connection's streams may show: its reader's home, its notifications (each as
+/// its token's scopes allow).
+#[derive(Clone, Copy)]
+struct Shows {
+    home: bool,
+    notifications: bool,
+}
+
+impl Shows {
+    /// What `stream` shows for `me`: the `user` stream carries notifications only for a
+    /// token that may read them, as Mastodon's does.
+    fn on(stream: Stream, me: &AuthUser) -> Shows {
+        let notifications = me.require(Stream::Notifications.scope()).is_ok();
+        match stream {
+            Stream::User => Shows { home: true, notifications },
+            Stream::Notifications => Shows { home: false, notifications },
+        }
+    }
+}
+
 /// One open stream's view of its reader's home.
 struct Watch {
     reader: UserId,
@@ -113,12 +135,12 @@ struct Watch {
 }
 
 impl Watch {
-    /// Whether `change` may show this reader anything (what [`TimelineService::event_for`]
-    /// acts on), decided without a call; with `home` false, only notifications can.
-    fn concerns(&self, change: &Change, home: bool) -> bool {
+    /// Whether `change` may show this reader anything it `shows` (what
+    /// [`TimelineService::event_for`] acts on), decided without a call.
+    fn concerns(&self, change: &Change, shows: Shows) -> bool {
         match *change {
-            Change::Notified(n) => n.recipient == self.reader,
-            _ if !home => false,
+            Change::Notified(n) => shows.notifications && n.recipient == self.reader,
+            _ if !shows.home => false,
             Change::Follows { reader } => reader == self.reader,
             Change::Deleted { author, .. } | Change::Posted { author, .. } => self.authors.contains(&author),
         }
@@ -182,10 +204,10 @@ impl TimelineService {
         Ok(serde_json::to_string(&Notification::new(&n, account, status)).ok())
     }
 
-    /// Runs a stream for `reader` until `tx` closes: each bus change it concerns (only
-    /// notifications unless `home`), and a heartbeat when idle. Subscribes before
-    /// returning, so nothing announced after the stream opened is missed.
-    fn run_stream(self: &Arc<Self>, base: PublicBase, mut watch: Watch, home: bool, tx: mpsc::Sender<Frame>) {
+    /// Runs a stream for `reader` until `tx` closes: each bus change it concerns among
+    /// what it `shows`, and a heartbeat when idle. Subscribes before returning, so nothing
+    /// announced after the stream opened is missed.
+    fn run_stream(self: &Arc<Self>, base: PublicBase, mut watch: Watch, shows: Shows, tx: mpsc::Sender<Frame>) {
         let mut changes = self.bus.subscribe();
         let svc = self.clone();
         tokio::spawn(async move {
@@ -196,7 +218,7 @@ impl TimelineService {
                     _ = beat.tick() => Frame::Heartbeat,
                     heard = changes.next() => match heard {
                         None => return,
-                        Some(heard) if !watch.concerns(&heard.change, home) => continue,
+                        Some(heard) if !watch.concerns(&heard.change, shows) => continue,
                         Some(heard) => match svc.event_for(&base, &mut watch, heard.change).instrument(stream_span(&heard)).await {
                             Ok(Some(event)) => Frame::Event(event),
                             Ok(None) => continue,
@@ -290,23 +312,23 @@ fn named_stream(req: &HttpRequest) -> Result<Option<Stream>, ApiError> {
 
 async fn user_events(svc: web::Data<TimelineService>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let me = caller(&req, None, Some(Stream::User)).await?;
-    sse(svc.into_inner(), &req, me.id, Stream::User).await
+    sse(svc.into_inner(), &req, &me, Stream::User).await
 }
 
 async fn notification_events(svc: web::Data<TimelineService>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let me = caller(&req, None, Some(Stream::Notifications)).await?;
-    sse(svc.into_inner(), &req, me.id, Stream::Notifications).await
+    sse(svc.into_inner(), &req, &me, Stream::Notifications).await
 }
 
 async fn sse(
     svc: Arc<TimelineService>,
     req: &HttpRequest,
-    reader: UserId,
+    me: &AuthUser,
     stream: Stream,
 ) -> Result<HttpResponse, ApiError> {
-    let watch = svc.watch(reader).await.map_err(ApiError::unavailable)?;
+    let watch = svc.watch(me.id).await.map_err(ApiError::unavailable)?;
     let (tx, rx) = mpsc::channel(64);
-    svc.run_stream(PublicBase::of(req), watch, stream == Stream::User, tx);
+    svc.run_stream(PublicBase::of(req), watch, Shows::on(stream, me), tx);
     // A first comment so the client sees the stream open at once (and proxies flush).
     let opened = futures::stream::once(async { Ok::<_, std::convert::Infallible>(Bytes::from_static(b":)\n\n")) });
     let frames = futures::stream::unfold(rx, move |mut rx| async move {
@@ -346,7 +368,7 @@ async fn streaming(
             return Err(ApiError::parameter("name a stream (stream=user) or open a WebSocket").into());
         };
         let me = caller(&req, None, Some(stream)).await?;
-        return Ok(sse(svc.into_inner(), &req, me.id, stream).await?);
+        return Ok(sse(svc.into_inner(), &req, &me, stream).await?);
     }
     // The token as the protocol, as browsers (which cannot set headers here) send it.
     let protocol = req
@@ -364,7 +386,9 @@ async fn streaming(
     let (tx, rx) = mpsc::channel(64);
     let allowed: Vec<Stream> =
         [Stream::User, Stream::Notifications].into_iter().filter(|s| me.require(s.scope()).is_ok()).collect();
-    svc.run_stream(PublicBase::of(&req), watch, allowed.contains(&Stream::User), tx);
+    let shows =
+        Shows { home: allowed.contains(&Stream::User), notifications: allowed.contains(&Stream::Notifications) };
+    svc.run_stream(PublicBase::of(&req), watch, shows, tx);
     actix_web::rt::spawn(websocket(session, messages, rx, named, allowed));
     Ok(res)
 }
