@@ -268,15 +268,14 @@ impl Event {
 }
 
 impl Frame {
-    /// The frame as server-sent events of `stream` (`None` if that stream does not show it).
-    fn sse(&self, stream: Stream) -> Option<Bytes> {
+    /// The frame as server-sent events (what the stream shows was chosen by its [`Shows`]).
+    fn sse(&self) -> Bytes {
         match self {
-            Frame::Event(event) if stream.shows(event) => {
+            Frame::Event(event) => {
                 let (name, payload) = event.parts();
-                Some(Bytes::from(format!("event: {name}\ndata: {payload}\n\n")))
+                Bytes::from(format!("event: {name}\ndata: {payload}\n\n"))
             }
-            Frame::Event(_) => None,
-            Frame::Heartbeat => Some(Bytes::from_static(b":thump\n\n")),
+            Frame::Heartbeat => Bytes::from_static(b":thump\n\n"),
         }
     }
 }
@@ -331,14 +330,7 @@ async fn sse(
     svc.run_stream(PublicBase::of(req), watch, Shows::on(stream, me), tx);
     // A first comment so the client sees the stream open at once (and proxies flush).
     let opened = futures::stream::once(async { Ok::<_, std::convert::Infallible>(Bytes::from_static(b":)\n\n")) });
-    let frames = futures::stream::unfold(rx, move |mut rx| async move {
-        loop {
-            let frame = rx.recv().await?;
-            if let Some(bytes) = frame.sse(stream) {
-                return Some((Ok(bytes), rx));
-            }
-        }
-    });
+    let frames = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (Ok(f.sse()), rx)) });
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("Cache-Control", "no-store"))
